@@ -1,0 +1,105 @@
+// Configuration from the environment: one table of variables (name, schema, default, meaning) that
+// the config loader, the README's table and the docker-compose check all read.
+import { z } from 'zod';
+
+export const DEFAULT_ENDPOINT = 'fal-ai/flux-2-lora-gallery/face-to-full-portrait';
+export const FAL_QUEUE_HOST = 'https://queue.fal.run';
+export const FAL_JWKS = 'https://rest.alpha.fal.ai/.well-known/jwks.json';
+
+const url = z.string().url();
+const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.coerce.number().int().min(min).max(max);
+const bool = z
+  .string()
+  .trim()
+  .toLowerCase()
+  .refine((v) => ['true', 'false', '1', '0', 'yes', 'no'].includes(v), 'must be true or false')
+  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+const hostList = z
+  .string()
+  .transform((v) => v.split(',').map((h) => h.trim().toLowerCase()).filter(Boolean))
+  .refine((hs) => hs.every((h) => /^(\*\.)?[a-z0-9.-]+(:\d{1,5})?$/.test(h)), 'must be a comma-separated list of host[:port] (a leading *. matches subdomains)');
+
+interface VarSpec {
+  schema: z.ZodType;
+  default?: string;
+  doc: string;
+  /** Where the variable is read: every process, or only some roles. */
+  roles: ReadonlyArray<'producer' | 'webhook' | 'worker'>;
+}
+
+const ALL = ['producer', 'webhook', 'worker'] as const;
+
+/** Every environment variable the service reads. */
+export const CONFIG_VARS = {
+  FAL_KEY: { schema: z.string().min(1), doc: 'fal API key (`Key` credentials). Required by workers that talk to fal.', roles: ['worker'] },
+  FAL_ENDPOINT: { schema: z.string().regex(/^[\w.-]+\/[\w.-]+(\/[\w./-]+)?$/, 'must look like owner/alias[/path]'), default: DEFAULT_ENDPOINT, doc: 'Model endpoint id.', roles: ['producer', 'worker'] },
+  FAL_QUEUE_URL: { schema: url, default: FAL_QUEUE_HOST, doc: "fal queue base URL; point it at the emulator (e.g. http://127.0.0.1:8090) to run offline.", roles: ['worker'] },
+  FAL_JWKS_URL: { schema: url, default: FAL_JWKS, doc: "JWKS with fal's ED25519 webhook keys (cached 24 h, re-fetched on an unknown key).", roles: ['webhook'] },
+  WEBHOOK_PUBLIC_URL: { schema: url, doc: 'Public base URL fal calls back (`/fal/webhook` is appended). Default http://127.0.0.1:$WEBHOOK_PORT.', roles: ['worker'] },
+  WEBHOOK_PORT: { schema: int(0, 65535), default: '8080', doc: 'Port the webhook receiver listens on.', roles: ['webhook', 'worker'] },
+  WEBHOOK_MAX_BODY_BYTES: { schema: int(1024), default: String(32 * 1024 * 1024), doc: 'Largest webhook body accepted (413 above). sync_mode results carry images inline.', roles: ['webhook'] },
+  REDIS_URL: { schema: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL'), default: 'redis://127.0.0.1:6379', doc: 'Redis for BullMQ queues and row state (use AOF persistence).', roles: ALL },
+  S3_BUCKET: { schema: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be a valid S3 bucket name'), default: 'portrait-batch', doc: 'Bucket for images, metadata and reports.', roles: ALL },
+  S3_PREFIX: { schema: z.string().regex(/^([\w.!*'()-]+\/)*$/, 'must be empty or end with / (e.g. portraits/)'), default: '', doc: 'Key prefix for everything the service writes.', roles: ALL },
+  S3_ENDPOINT: { schema: url, doc: 'S3-compatible endpoint (MinIO, s3rver); unset for AWS.', roles: ALL },
+  S3_REGION: { schema: z.string().min(1), default: 'us-east-1', doc: 'S3 region.', roles: ALL },
+  S3_FORCE_PATH_STYLE: { schema: bool, default: 'false', doc: 'Path-style bucket addressing (needed by MinIO/s3rver).', roles: ALL },
+  RESULT_HOSTS: { schema: hostList, default: 'fal.media,*.fal.media', doc: 'Hosts result images may be downloaded from (every redirect hop is checked).', roles: ['worker'] },
+  RUN_WINDOW: { schema: int(1), default: '1000', doc: 'Rows of one run in flight at once; the producer waits while the window is full.', roles: ['producer'] },
+  SUBMIT_CONCURRENCY: { schema: int(1, 1000), default: '8', doc: 'Parallel fal submissions per worker process.', roles: ['worker'] },
+  SUBMIT_RATE_PER_SECOND: { schema: int(1), default: '20', doc: 'Submissions per second across all workers (BullMQ rate limiter).', roles: ['worker'] },
+  SUBMIT_MAX_TRIES: { schema: int(1, 100), default: '8', doc: 'Tries for a submission on 5xx/network errors before the row fails.', roles: ['worker'] },
+  STORE_CONCURRENCY: { schema: int(1, 1000), default: '8', doc: 'Parallel result downloads/uploads per worker process.', roles: ['worker'] },
+  STORE_MAX_TRIES: { schema: int(1, 100), default: '6', doc: 'Tries to download and store a result before the row fails.', roles: ['worker'] },
+  MAX_ATTEMPTS: { schema: int(1, 20), default: '3', doc: 'fal requests per row at most (a lost request is resubmitted as a new attempt).', roles: ['worker'] },
+  RECONCILE_INTERVAL_MS: { schema: int(100), default: '30000', doc: 'How often the reconciler sweeps rows in flight.', roles: ['worker'] },
+  RECONCILE_GRACE_MS: { schema: int(0), default: '300000', doc: 'Wait this long for a webhook before polling fal for a request.', roles: ['worker'] },
+  ROW_DEADLINE_MS: { schema: int(1000), default: '7200000', doc: 'A row not finished this long after its first submission fails with a timeout.', roles: ['worker'] },
+  FAILURE_THRESHOLD_MIN_ROWS: { schema: int(1), default: '1000', doc: 'Rows finished before the failure threshold is checked.', roles: ['worker'] },
+  FAILURE_THRESHOLD_RATIO: { schema: z.coerce.number().min(0).max(1), default: '0.5', doc: 'Failed/finished ratio above which a run stops submitting (1 disables).', roles: ['worker'] },
+  MAX_IMAGE_BYTES: { schema: int(1), default: String(50 * 1024 * 1024), doc: 'Largest result image downloaded.', roles: ['worker'] },
+  DOWNLOAD_TIMEOUT_MS: { schema: int(100), default: '60000', doc: 'Timeout for one result image download.', roles: ['worker'] },
+  PRESIGN_EXPIRES_SECONDS: { schema: int(60, 604800), default: '86400', doc: 'Lifetime of presigned URLs handed to fal for s3:// and local faces.', roles: ['worker'] },
+  JOB_LOCK_MS: { schema: int(1000), default: '30000', doc: 'BullMQ job lock; a killed worker\'s jobs are retried after about this long.', roles: ['worker'] },
+  LOG_LEVEL: { schema: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), default: 'info', doc: 'pino log level.', roles: ALL },
+} satisfies Record<string, VarSpec>;
+
+export type ConfigVar = keyof typeof CONFIG_VARS;
+
+type Out<K extends ConfigVar> = z.output<(typeof CONFIG_VARS)[K]['schema']>;
+export type Config = { [K in ConfigVar]: (typeof CONFIG_VARS)[K] extends { default: string } ? Out<K> : Out<K> | undefined } & {
+  /** Derived: the URL fal posts results to. */
+  webhookUrl: string;
+};
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Reads and validates every variable; throws one ConfigError listing each bad variable by name. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const out: Record<string, unknown> = {};
+  const problems: string[] = [];
+  for (const [name, spec] of Object.entries(CONFIG_VARS) as [ConfigVar, VarSpec][]) {
+    const raw = env[name];
+    const value = raw === undefined || raw === '' ? spec.default : raw;
+    if (value === undefined) continue;
+    const parsed = spec.schema.safeParse(value);
+    if (parsed.success) out[name] = parsed.data;
+    else problems.push(`${name}: ${parsed.error.issues.map((i) => i.message).join('; ')} (got ${JSON.stringify(raw)})`);
+  }
+  if (problems.length) throw new ConfigError(problems);
+  const cfg = out as Omit<Config, 'webhookUrl'>;
+  const base = (cfg.WEBHOOK_PUBLIC_URL ?? `http://127.0.0.1:${cfg.WEBHOOK_PORT}`).replace(/\/+$/, '');
+  return { ...cfg, webhookUrl: `${base}/fal/webhook` } as Config;
+}
+
+/** Fails with a clear message when a role needs a variable that has no default. */
+export function requireVar<K extends ConfigVar>(cfg: Config, name: K, why: string): NonNullable<Config[K]> {
+  const v = cfg[name];
+  if (v === undefined || v === null) throw new ConfigError([`${name}: is required ${why}`]);
+  return v as NonNullable<Config[K]>;
+}

@@ -1,0 +1,44 @@
+// What every process role shares: validated config, one Redis connection, the row store, S3, the
+// fal client and the queues. Built once per process.
+import { Redis } from 'ioredis';
+import type { Config } from './config.ts';
+import { createFal, type FalClient } from './fal.ts';
+import { createLogger, type Logger } from './logger.ts';
+import { createQueues, type Queues } from './queues.ts';
+import { RowStore } from './rowState.ts';
+import { Storage } from './s3.ts';
+
+export interface Context {
+  cfg: Config;
+  redis: Redis;
+  rows: RowStore;
+  storage: Storage;
+  fal: FalClient;
+  queues: Queues;
+  logger: Logger;
+  close(): Promise<void>;
+}
+
+export function redisConnection(url: string): Redis {
+  // BullMQ workers block on Redis; they need unlimited retries per request.
+  return new Redis(url, { maxRetriesPerRequest: null, enableReadyCheck: true });
+}
+
+export function createContext(cfg: Config, name = 'portrait-batch'): Context {
+  const redis = redisConnection(cfg.REDIS_URL);
+  const logger = createLogger(name, cfg.LOG_LEVEL);
+  const queues = createQueues(redis);
+  return {
+    cfg,
+    redis,
+    rows: new RowStore(redis, { minRows: cfg.FAILURE_THRESHOLD_MIN_ROWS, ratio: cfg.FAILURE_THRESHOLD_RATIO }),
+    storage: new Storage(cfg),
+    fal: createFal(cfg),
+    queues,
+    logger,
+    async close() {
+      await queues.close();
+      await redis.quit().catch(() => redis.disconnect());
+    },
+  };
+}

@@ -1,0 +1,61 @@
+// Errors that say what to do with them. Every fal call funnels its failures into one of these.
+
+/** fal did not accept the call (429, 5xx, connection refused): safe to try again later. */
+export class FalTransientError extends Error {
+  override name = 'FalTransientError';
+  constructor(
+    message: string,
+    readonly status?: number,
+    /** From Retry-After, when fal sent one. */
+    readonly retryAfterMs?: number,
+  ) {
+    super(message);
+  }
+}
+
+/** The call may or may not have reached fal (connection reset or timeout after sending). */
+export class FalAmbiguousError extends Error {
+  override name = 'FalAmbiguousError';
+}
+
+/** fal refused our credentials (401/403): retrying only hammers fal; submissions pause. */
+export class FalAuthError extends Error {
+  override name = 'FalAuthError';
+  constructor(
+    message: string,
+    readonly status: number,
+  ) {
+    super(message);
+  }
+}
+
+/** fal rejected this input (422 and other 4xx): retrying cannot help; the row fails with fal's detail. */
+export class FalRejectedError extends Error {
+  override name = 'FalRejectedError';
+  constructor(
+    message: string,
+    readonly status: number,
+  ) {
+    super(message);
+  }
+}
+
+/** fal does not know the request (404 on status/result): it was lost. */
+export class FalNotFoundError extends Error {
+  override name = 'FalNotFoundError';
+}
+
+/** A result image could not be fetched or is not acceptable; `permanent` ones are not retried. */
+export class DownloadError extends Error {
+  override name = 'DownloadError';
+  constructor(
+    message: string,
+    readonly permanent: boolean,
+  ) {
+    super(message);
+  }
+}
+
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

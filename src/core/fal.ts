@@ -1,0 +1,98 @@
+// The one place the official @fal-ai/client is set up. It stays unmodified: FAL_QUEUE_URL is applied
+// through its requestMiddleware, and its fetch is wrapped so that transient failures surface at once
+// as typed errors: the retry policy (BullMQ backoff, Retry-After, auth pause) lives in our workers,
+// not in a hidden inner retry loop that would multiply delays and submissions.
+import { createFalClient, type FalClient } from '@fal-ai/client';
+import type { Config } from './config.ts';
+import { FAL_QUEUE_HOST } from './config.ts';
+import { FalAmbiguousError, FalAuthError, FalNotFoundError, FalRejectedError, FalTransientError } from './errors.ts';
+
+export type { FalClient };
+
+/** Connection errors raised before a request is sent: fal cannot have accepted anything. */
+const NOT_SENT_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT']);
+
+function networkCode(err: unknown): string | undefined {
+  const seen = new Set<unknown>();
+  let cur: unknown = err;
+  while (cur && typeof cur === 'object' && !seen.has(cur)) {
+    seen.add(cur);
+    const code = (cur as { code?: unknown }).code;
+    if (typeof code === 'string') return code;
+    cur = (cur as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
+
+export function parseRetryAfter(value: string | null, now = Date.now()): number | undefined {
+  if (!value) return undefined;
+  const secs = Number(value);
+  if (Number.isFinite(secs)) return Math.max(0, secs * 1000);
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
+}
+
+export function createFal(cfg: Pick<Config, 'FAL_KEY' | 'FAL_QUEUE_URL'>, timeoutMs = 30_000): FalClient {
+  const base = cfg.FAL_QUEUE_URL.replace(/\/+$/, '');
+  const guardedFetch: typeof fetch = async (input, init) => {
+    let res: Response;
+    try {
+      res = await fetch(input, { ...init, signal: init?.signal ?? AbortSignal.timeout(timeoutMs) });
+    } catch (err) {
+      const code = networkCode(err);
+      // No `cause`: the fal client would find the code there and retry on its own.
+      if (code && NOT_SENT_CODES.has(code)) throw new FalTransientError(`fal unreachable (${code})`);
+      throw new FalAmbiguousError(`fal call interrupted (${code ?? (err as Error).name}): ${(err as Error).message}`);
+    }
+    if (res.status === 429 || res.status >= 500) {
+      const text = (await res.text().catch(() => '')).slice(0, 300);
+      throw new FalTransientError(`fal answered ${res.status}${text ? `: ${text}` : ''}`, res.status, parseRetryAfter(res.headers.get('retry-after')));
+    }
+    return res;
+  };
+  return createFalClient({
+    credentials: cfg.FAL_KEY,
+    suppressLocalCredentialsWarning: true,
+    fetch: guardedFetch,
+    requestMiddleware: async (req) => ({
+      ...req,
+      url: req.url.startsWith(FAL_QUEUE_HOST) ? base + req.url.slice(FAL_QUEUE_HOST.length) : req.url,
+    }),
+  });
+}
+
+/** Maps whatever a fal call threw to one of our typed errors. */
+export function classifyFalError(err: unknown): Error {
+  if (
+    err instanceof FalTransientError ||
+    err instanceof FalAmbiguousError ||
+    err instanceof FalAuthError ||
+    err instanceof FalRejectedError ||
+    err instanceof FalNotFoundError
+  ) {
+    return err;
+  }
+  const status = (err as { status?: unknown }).status;
+  if (typeof status === 'number') {
+    const body = (err as { body?: unknown }).body;
+    const detail = describeDetail(body) ?? (err as Error).message;
+    if (status === 401 || status === 403) return new FalAuthError(`fal refused the API key (${status}): ${detail}`, status);
+    if (status === 404) return new FalNotFoundError(`fal does not know this request (404): ${detail}`);
+    if (status === 429 || status >= 500) return new FalTransientError(`fal answered ${status}: ${detail}`, status);
+    return new FalRejectedError(`fal rejected the input (${status}): ${detail}`, status);
+  }
+  return new FalAmbiguousError(`fal call failed: ${(err as Error)?.message ?? String(err)}`);
+}
+
+/** fal's error bodies: `{detail: string}` or pydantic `{detail: [{loc, msg}]}`. */
+export function describeDetail(body: unknown): string | undefined {
+  if (!body || typeof body !== 'object') return typeof body === 'string' ? body : undefined;
+  const detail = (body as { detail?: unknown }).detail;
+  if (typeof detail === 'string') return detail;
+  if (Array.isArray(detail)) {
+    return detail
+      .map((d: { loc?: unknown[]; msg?: string }) => `${Array.isArray(d.loc) ? d.loc.filter((l) => l !== 'body').join('.') : ''}: ${d.msg ?? JSON.stringify(d)}`)
+      .join('; ');
+  }
+  return JSON.stringify(body).slice(0, 500);
+}

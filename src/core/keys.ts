@@ -1,0 +1,30 @@
+// Every Redis key the service owns (BullMQ keeps its own under the `bull:` prefix).
+export const keys = {
+  /** Hash: run state, counters, cursor. */
+  run: (runId: string) => `pb:run:${runId}`,
+  /** Set of row keys that have row state and are not yet flushed to S3. */
+  active: (runId: string) => `pb:run:${runId}:active`,
+  /** Bitmap by manifest line: 1 once the row reached a terminal state (makes counting idempotent). */
+  done: (runId: string) => `pb:run:${runId}:done`,
+  /** Hash: manifest line -> why the row was rejected (only rejected rows; read by the report). */
+  rejected: (runId: string) => `pb:run:${runId}:rejected`,
+  /** Hash: one row in flight. */
+  row: (runId: string, rowKey: string) => `pb:row:${runId}:${rowKey}`,
+  /** String `runId \n rowKey \n attempt`: which row a fal request belongs to. */
+  request: (requestId: string) => `pb:req:${requestId}`,
+  /** Sorted set of run ids by creation time. */
+  runs: () => 'pb:runs',
+  /** Set of run ids not yet finished (the reconciler sweeps these). */
+  activeRuns: () => 'pb:runs:active',
+  /** Hash: why submissions are paused (auth failure), empty when running. */
+  pause: () => 'pb:pause',
+};
+
+/** Terminal row states. */
+export const TERMINAL = ['completed', 'failed', 'rejected', 'canceled'] as const;
+export type TerminalState = (typeof TERMINAL)[number];
+export type RowState = 'pending' | 'submitting' | 'submitted' | 'storing' | TerminalState;
+export type RunState = 'running' | 'stopped' | 'finished' | 'canceled';
+
+/** Seconds a request→row mapping outlives its row, so late duplicates are recognised and ignored. */
+export const REQUEST_MAPPING_TTL_SECONDS = 7 * 24 * 3600;

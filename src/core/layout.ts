@@ -1,0 +1,27 @@
+// Where everything lives in S3, under S3_PREFIX. One place, so the writer, the report, the demo and
+// the checks agree.
+export function runLayout(prefix: string, runId: string) {
+  const base = `${prefix}runs/${runId}/`;
+  return {
+    base,
+    /** n counts from 0 in the order fal returned the images. */
+    image: (rowKey: string, n: number, ext: string) => `${base}images/${rowKey}/${n}.${ext}`,
+    imagesOf: (rowKey: string) => `${base}images/${rowKey}/`,
+    meta: (rowKey: string) => `${base}meta/${rowKey}.json`,
+    report: `${base}report.csv`,
+    summary: `${base}summary.json`,
+    /** A copy of the manifest as submitted: the report is built from it, so any worker can finish a run. */
+    manifest: `${base}manifest.csv`,
+    /** Local faces named by path in the manifest, uploaded so fal can fetch them through a presigned URL. */
+    input: (rowKey: string, ext: string) => `${base}inputs/${rowKey}${ext}`,
+  };
+}
+export type RunLayout = ReturnType<typeof runLayout>;
+
+export function extensionFor(contentType: string | undefined, fallback = 'png'): string {
+  const t = (contentType ?? '').split(';')[0]!.trim().toLowerCase();
+  if (t === 'image/jpeg' || t === 'image/jpg') return 'jpeg';
+  if (t === 'image/webp') return 'webp';
+  if (t === 'image/png') return 'png';
+  return fallback;
+}

@@ -1,0 +1,106 @@
+import { Readable } from 'node:stream';
+import {
+  CreateBucketCommand,
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import type { Config } from './config.ts';
+
+export type S3Settings = Pick<Config, 'S3_BUCKET' | 'S3_PREFIX' | 'S3_ENDPOINT' | 'S3_REGION' | 'S3_FORCE_PATH_STYLE'>;
+
+export class Storage {
+  readonly client: S3Client;
+  readonly bucket: string;
+  readonly prefix: string;
+
+  constructor(cfg: S3Settings) {
+    this.client = new S3Client({
+      region: cfg.S3_REGION,
+      endpoint: cfg.S3_ENDPOINT,
+      forcePathStyle: cfg.S3_FORCE_PATH_STYLE,
+      // Checksums only where S3 requires them: S3-compatible servers (MinIO, s3rver) differ in support
+      // for the SDK's default streaming CRC trailers.
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+      maxAttempts: 5,
+    });
+    this.bucket = cfg.S3_BUCKET;
+    this.prefix = cfg.S3_PREFIX;
+  }
+
+  async ensureBucket(): Promise<void> {
+    try {
+      await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
+    } catch {
+      await this.client.send(new CreateBucketCommand({ Bucket: this.bucket }));
+    }
+  }
+
+  async putJson(key: string, value: unknown): Promise<void> {
+    await this.client.send(
+      new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: JSON.stringify(value, null, 2), ContentType: 'application/json' }),
+    );
+  }
+
+  /** Streams a body of unknown length to S3 (multipart when large). */
+  async upload(key: string, body: Readable | Buffer | string, contentType: string, metadata?: Record<string, string>): Promise<void> {
+    await new Upload({
+      client: this.client,
+      params: { Bucket: this.bucket, Key: key, Body: body, ContentType: contentType, Metadata: metadata },
+    }).done();
+  }
+
+  async getStream(key: string, bucket = this.bucket): Promise<Readable> {
+    const res = await this.client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+    if (!res.Body) throw new Error(`s3://${bucket}/${key} has no body`);
+    return res.Body as Readable;
+  }
+
+  async getJson<T>(key: string): Promise<T | undefined> {
+    try {
+      const body = await this.getStream(key);
+      const chunks: Buffer[] = [];
+      for await (const c of body) chunks.push(c as Buffer);
+      return JSON.parse(Buffer.concat(chunks).toString('utf8')) as T;
+    } catch (err) {
+      if ((err as { name?: string }).name === 'NoSuchKey') return undefined;
+      throw err;
+    }
+  }
+
+  async *list(prefix: string): AsyncGenerator<{ key: string; size: number }> {
+    let token: string | undefined;
+    do {
+      const res = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }));
+      for (const o of res.Contents ?? []) if (o.Key) yield { key: o.Key, size: o.Size ?? 0 };
+      token = res.IsTruncated ? res.NextContinuationToken : undefined;
+    } while (token);
+  }
+
+  async deletePrefix(prefix: string): Promise<number> {
+    const objects: { Key: string }[] = [];
+    for await (const o of this.list(prefix)) objects.push({ Key: o.key });
+    for (let i = 0; i < objects.length; i += 1000) {
+      await this.client.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: objects.slice(i, i + 1000) } }));
+    }
+    return objects.length;
+  }
+
+  /** A time-limited GET URL fal can fetch an input face from. */
+  presign(key: string, expiresIn: number, bucket = this.bucket): Promise<string> {
+    return getSignedUrl(this.client, new GetObjectCommand({ Bucket: bucket, Key: key }), { expiresIn });
+  }
+}
+
+/** Parses `s3://bucket/key`. */
+export function parseS3Url(url: string): { bucket: string; key: string } {
+  const m = /^s3:\/\/([^/]+)\/(.+)$/.exec(url);
+  if (!m) throw new Error(`not an s3:// URL: ${url}`);
+  return { bucket: m[1]!, key: m[2]! };
+}

@@ -1,0 +1,68 @@
+// The embedded default: everything `demo`, `chaos` and the tests need on one machine, each part
+// started only when the environment does not name a real one (REDIS_URL, S3_ENDPOINT, FAL_QUEUE_URL).
+import { join } from 'node:path';
+import { loadConfig, type Config } from '../core/config.ts';
+import { startEmulator, type EmulatorOptions, type RunningEmulator } from '../emulator/index.ts';
+import { freePort } from './ports.ts';
+import { startRedisServer, type RunningRedis } from './redisServer.ts';
+import { S3RVER_CREDENTIALS, startS3Server, type RunningS3 } from './s3Server.ts';
+
+export interface LocalStackOptions {
+  dataDir: string;
+  /** Explicit configuration; it wins over every embedded default. */
+  env?: NodeJS.ProcessEnv;
+  /** Defaults for the embedded stack (e.g. shorter reconcile intervals), below explicit env. */
+  defaults?: Record<string, string>;
+  emulator?: EmulatorOptions;
+  persistentRedis?: boolean;
+}
+
+export interface LocalStack {
+  /** The full environment for this stack: give it to child processes. */
+  env: Record<string, string>;
+  cfg: Config;
+  redis?: RunningRedis;
+  s3?: RunningS3;
+  emulator?: RunningEmulator;
+  stop(): Promise<void>;
+}
+
+export async function startLocalStack(opts: LocalStackOptions): Promise<LocalStack> {
+  const explicit = Object.fromEntries(Object.entries(opts.env ?? process.env).filter(([, v]) => v !== undefined && v !== '')) as Record<string, string>;
+  const env: Record<string, string> = { ...opts.defaults };
+  const started: { stop(): Promise<void> }[] = [];
+  const stack: Partial<LocalStack> = {};
+  try {
+    if (!explicit.REDIS_URL) {
+      stack.redis = await startRedisServer({ dir: join(opts.dataDir, 'redis'), persistent: opts.persistentRedis ?? true });
+      started.push(stack.redis);
+      env.REDIS_URL = stack.redis.url;
+    }
+    if (!explicit.S3_ENDPOINT) {
+      stack.s3 = await startS3Server({ dir: join(opts.dataDir, 's3') });
+      started.push({ stop: () => stack.s3!.close() });
+      Object.assign(env, S3RVER_CREDENTIALS, { S3_ENDPOINT: stack.s3.endpoint, S3_FORCE_PATH_STYLE: 'true' });
+      // The AWS SDK in this process reads its credentials from process.env.
+      for (const [k, v] of Object.entries(S3RVER_CREDENTIALS)) process.env[k] ??= v;
+    }
+    if (!explicit.FAL_QUEUE_URL) {
+      stack.emulator = await startEmulator({ port: 0, ...opts.emulator });
+      started.push({ stop: () => stack.emulator!.close() });
+      const host = new URL(stack.emulator.url).host;
+      Object.assign(env, { FAL_QUEUE_URL: stack.emulator.url, FAL_JWKS_URL: stack.emulator.jwksUrl, FAL_KEY: 'emulator-key', RESULT_HOSTS: host });
+    }
+    if (!explicit.WEBHOOK_PORT) env.WEBHOOK_PORT = String(await freePort());
+    Object.assign(env, explicit);
+    stack.env = env;
+    stack.cfg = loadConfig(env);
+  } catch (err) {
+    for (const s of started.reverse()) await s.stop().catch(() => undefined);
+    throw err;
+  }
+  return {
+    ...(stack as LocalStack),
+    async stop() {
+      for (const s of started.reverse()) await s.stop().catch(() => undefined);
+    },
+  };
+}

@@ -1,0 +1,43 @@
+// What `portrait-batch status` shows: the run's counters, state, pause reason and where its outputs are.
+import type { Context } from './core/context.ts';
+import { runLayout } from './core/layout.ts';
+import { getPause } from './core/pause.ts';
+
+export async function runStatus(ctx: Context, runId: string) {
+  const run = await ctx.rows.getRun(runId);
+  if (!run) return undefined;
+  const pause = await getPause(ctx);
+  const layout = runLayout(ctx.cfg.S3_PREFIX, runId);
+  const inFlight = run.queued - run.completed - run.failed - run.canceled;
+  return {
+    runId,
+    state: pause && !run.finishedAt ? 'paused' : run.state,
+    pauseReason: pause?.reason ?? null,
+    stopReason: run.stopReason ?? null,
+    total: run.total ?? null,
+    read: run.producerDone ? run.total : null,
+    queued: run.queued,
+    inFlight,
+    completed: run.completed,
+    failed: run.failed,
+    rejected: run.rejected,
+    canceled: run.canceled,
+    submits: run.submits,
+    startedAt: new Date(run.createdAt).toISOString(),
+    finishedAt: run.finishedAt ? new Date(run.finishedAt).toISOString() : null,
+    report: run.finishedAt ? `s3://${ctx.storage.bucket}/${layout.report}` : null,
+  };
+}
+export type RunStatus = NonNullable<Awaited<ReturnType<typeof runStatus>>>;
+
+export function formatStatus(s: RunStatus): string {
+  const lines = [
+    `run ${s.runId}: ${s.state}${s.finishedAt ? ` (finished ${s.finishedAt})` : ''}`,
+    `  rows: ${s.total ?? `${s.queued + s.rejected}+ (still reading)`} · completed ${s.completed} · failed ${s.failed} · rejected ${s.rejected} · canceled ${s.canceled} · in flight ${s.inFlight}`,
+    `  fal submissions: ${s.submits}`,
+  ];
+  if (s.pauseReason) lines.push(`  PAUSED: ${s.pauseReason}`);
+  if (s.stopReason) lines.push(`  STOPPED: ${s.stopReason}`);
+  if (s.report) lines.push(`  report: ${s.report}`);
+  return lines.join('\n');
+}

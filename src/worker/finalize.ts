@@ -1,0 +1,87 @@
+// When every row of a run is terminal: write report.csv (one line per manifest row, in manifest
+// order, rejected rows included) and summary.json. The report is built from the manifest copy in S3
+// and each row's metadata object, so it agrees with S3 by construction and any worker can write it.
+import { stringify } from 'csv-stringify';
+import type { Context } from '../core/context.ts';
+import { runLayout } from '../core/layout.ts';
+import type { RunRecord } from '../core/rowState.ts';
+import { readManifest, type ManifestRow } from '../producer/manifest.ts';
+import type { RowMeta } from './flush.ts';
+
+export const REPORT_COLUMNS = ['line', 'id', 'face_url', 'status', 'request_id', 'attempts', 'images', 'seed', 'error'] as const;
+
+/** Rows looked up in S3 at once while writing the report. */
+const META_BATCH = 64;
+
+/** Spreadsheet formula injection: a cell starting with = + - @ (or tab/CR) is prefixed with '. */
+export function escapeCell(v: string): string {
+  return /^[=+\-@\t\r]/.test(v) ? `'${v}` : v;
+}
+
+export function summaryOf(run: RunRecord, state: string) {
+  return {
+    runId: run.runId,
+    state,
+    total: run.total ?? run.queued + run.rejected,
+    completed: run.completed,
+    failed: run.failed,
+    rejected: run.rejected,
+    canceled: run.canceled,
+    startedAt: new Date(run.createdAt).toISOString(),
+    finishedAt: run.finishedAt ? new Date(run.finishedAt).toISOString() : null,
+    submits: run.submits,
+    manifest: run.manifest,
+    stopReason: run.stopReason ?? null,
+  };
+}
+export type Summary = ReturnType<typeof summaryOf>;
+
+export async function writeRunReport(ctx: Context, runId: string): Promise<Summary | undefined> {
+  const run = await ctx.rows.getRun(runId);
+  if (!run) return undefined;
+  const layout = runLayout(ctx.cfg.S3_PREFIX, runId);
+  const csv = stringify({ header: true, columns: [...REPORT_COLUMNS] });
+  const uploaded = ctx.storage.upload(layout.report, csv, 'text/csv; charset=utf-8');
+  try {
+    let batch: ManifestRow[] = [];
+    const flush = async () => {
+      const reasons = await ctx.rows.rejectedReasons(runId, batch.map((r) => r.line));
+      const metas = await Promise.all(batch.map((r, i) => (reasons[i] ? undefined : ctx.storage.getJson<RowMeta>(layout.meta(r.key)))));
+      batch.forEach((r, i) => {
+        const meta = metas[i];
+        const reason = reasons[i];
+        const record: Record<string, string> = reason
+          ? { status: 'rejected', error: reason }
+          : meta
+            ? {
+                status: meta.status,
+                request_id: meta.request_id ?? '',
+                attempts: String(meta.attempts),
+                images: meta.images.map((im) => im.key).join('|'),
+                seed: meta.seed === null ? '' : String(meta.seed),
+                error: meta.error ?? '',
+              }
+            : { status: 'failed', error: 'no outcome was recorded for this row' };
+        const cells: Record<string, string> = { line: String(r.line), id: r.id ?? '', face_url: r.faceUrl, ...record };
+        csv.write(Object.fromEntries(REPORT_COLUMNS.map((c) => [c, escapeCell(cells[c] ?? '')])));
+      });
+      batch = [];
+    };
+    for await (const row of readManifest(await ctx.storage.getStream(run.manifestKey), { baseDir: run.options.baseDir as string | undefined })) {
+      batch.push(row);
+      if (batch.length >= META_BATCH) await flush();
+    }
+    await flush();
+  } finally {
+    csv.end();
+  }
+  await uploaded;
+
+  const state = run.state === 'stopped' || run.state === 'canceled' ? run.state : 'finished';
+  const finishedAt = run.finishedAt ?? Date.now();
+  const summary = summaryOf({ ...run, finishedAt }, state);
+  await ctx.storage.putJson(layout.summary, summary);
+  if (!run.finishedAt) await ctx.rows.markRunFinished(runId, state);
+  ctx.logger.info(summary, 'run finished');
+  return summary;
+}

@@ -1,0 +1,58 @@
+// After a row's terminal transition: write its metadata to S3, then drop its Redis state. If a
+// process dies in between, the reconciler finds the terminal row still in Redis and flushes it again.
+import type { Context } from '../core/context.ts';
+import { TERMINAL } from '../core/keys.ts';
+import { runLayout } from '../core/layout.ts';
+import { jobIds } from '../core/queues.ts';
+import type { Row } from '../core/rowState.ts';
+
+export function rowMeta(row: Row) {
+  return {
+    runId: row.runId,
+    rowKey: row.key,
+    line: row.line,
+    id: row.data.id ?? null,
+    status: row.state,
+    error: row.error ?? null,
+    input: { face_url: row.data.faceUrl, ...row.data.input },
+    extra: row.data.extra,
+    request_id: row.requestId ?? null,
+    request_ids: row.requestIds,
+    attempts: row.attempt,
+    seed: row.seed === undefined || row.seed === '' ? null : Number(row.seed),
+    prompt: row.prompt ?? null,
+    images: (row.images ?? []).map((i) => ({
+      key: i.key,
+      source_url: i.sourceUrl.startsWith('data:') ? 'data:(inline)' : i.sourceUrl,
+      content_type: i.contentType,
+      width: i.width ?? null,
+      height: i.height ?? null,
+      bytes: i.bytes,
+      sha256: i.sha256,
+    })),
+    timings: {
+      created_at: iso(row.createdAt),
+      submitted_at: iso(row.submittedAt),
+      finished_at: iso(row.finishedAt),
+      seconds_to_finish: row.finishedAt && row.createdAt ? (row.finishedAt - row.createdAt) / 1000 : null,
+    },
+  };
+}
+export type RowMeta = ReturnType<typeof rowMeta>;
+
+const iso = (ms?: number) => (ms ? new Date(ms).toISOString() : null);
+
+export async function flushRow(ctx: Context, runId: string, key: string): Promise<void> {
+  const row = await ctx.rows.getRow(runId, key);
+  if (!row || !(TERMINAL as readonly string[]).includes(row.state)) return;
+  await ctx.storage.putJson(runLayout(ctx.cfg.S3_PREFIX, runId).meta(key), rowMeta(row));
+  if (await ctx.rows.forgetRow(runId, key)) await enqueueFinalize(ctx, runId);
+}
+
+export async function enqueueFinalize(ctx: Context, runId: string): Promise<void> {
+  await ctx.queues.control.add(
+    'finalize',
+    { runId },
+    { jobId: jobIds.finalize(runId), attempts: 10, backoff: { type: 'exponential', delay: 1000 }, removeOnComplete: true, removeOnFail: { age: 7 * 86400 } },
+  );
+}

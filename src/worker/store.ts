@@ -1,0 +1,115 @@
+// Result jobs (from a webhook or a poll): decide once what the result means for its row, then
+// download every image into S3 under deterministic keys and complete the row. Any mix of webhook
+// retries, duplicate deliveries and polls ends in one completion: the row state machine decides.
+import { createHash } from 'node:crypto';
+import { Transform } from 'node:stream';
+import { UnrecoverableError, type Job } from 'bullmq';
+import type { Context } from '../core/context.ts';
+import { DownloadError, errorMessage } from '../core/errors.ts';
+import { describeDetail } from '../core/fal.ts';
+import { extensionFor, runLayout } from '../core/layout.ts';
+import { effectiveOutputFormat } from '../core/modelInput.ts';
+import type { ResultJob } from '../core/queues.ts';
+import type { Row, StoredImage } from '../core/rowState.ts';
+import { openImage, type DownloadPolicy } from './download.ts';
+import { flushRow } from './flush.ts';
+
+interface FalImage {
+  url: string;
+  content_type?: string;
+  width?: number;
+  height?: number;
+}
+
+/** How many times a result for a request we cannot place yet is looked at again before it is dropped. */
+const UNKNOWN_REQUEST_TRIES = 5;
+
+export function downloadPolicy(ctx: Context): DownloadPolicy {
+  return { allowedHosts: ctx.cfg.RESULT_HOSTS, maxBytes: ctx.cfg.MAX_IMAGE_BYTES, timeoutMs: ctx.cfg.DOWNLOAD_TIMEOUT_MS };
+}
+
+export function errorText(r: Pick<ResultJob, 'error' | 'payload'>): string {
+  const detail = describeDetail(r.payload);
+  return [r.error || 'fal reported an error', detail].filter(Boolean).join(': ');
+}
+
+export async function processResult(ctx: Context, job: Job<ResultJob>): Promise<string> {
+  const r = job.data;
+  const mapped = await ctx.rows.lookupRequest(r.requestId);
+  const target = mapped ?? r.hint;
+  if (!target) return unplaced(job, 'no row is known for this request');
+  const hintAttempt = r.hint && r.hint.runId === target.runId && r.hint.key === target.key ? r.hint.attempt : undefined;
+  const decision = await ctx.rows.recordResult(target.runId, target.key, {
+    requestId: r.requestId,
+    hintAttempt,
+    status: r.status,
+    error: r.status === 'ERROR' ? errorText(r) : undefined,
+  });
+  if (decision === 'failed') await flushRow(ctx, target.runId, target.key);
+  if (decision === 'unknown') return unplaced(job, `row ${target.runId}/${target.key} has no attempt for this request yet`);
+  if (decision !== 'store') return decision;
+
+  const row = await ctx.rows.getRow(target.runId, target.key);
+  if (!row || row.state !== 'storing' || row.storeRequestId !== r.requestId) return 'moved-on';
+  const lastTry = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+  try {
+    await storeImages(ctx, row, r.requestId, r.payload);
+    return 'completed';
+  } catch (err) {
+    const permanent = err instanceof DownloadError ? err.permanent : false;
+    if (!permanent && !lastTry) throw err;
+    ctx.logger.warn({ runId: row.runId, row: row.key, requestId: r.requestId, err: errorMessage(err) }, 'storing the result failed for good');
+    await removeImages(ctx, row);
+    if (await ctx.rows.finishRow(row.runId, row.key, 'failed', `storing the result failed: ${errorMessage(err)}`, ['storing'], r.requestId)) {
+      await flushRow(ctx, row.runId, row.key);
+    }
+    return 'failed';
+  }
+}
+
+function unplaced(job: Job<ResultJob>, why: string): string {
+  // A result can only be unplaced for a moment (its submit is being recorded); after a few looks it is
+  // a result we never asked for, and dropping it is right.
+  if (job.attemptsMade + 1 < UNKNOWN_REQUEST_TRIES) throw new Error(`${why}; will look again`);
+  throw new UnrecoverableError(`${why}; dropped`);
+}
+
+async function storeImages(ctx: Context, row: Row, requestId: string, payload: unknown): Promise<void> {
+  const out = (payload ?? {}) as { images?: FalImage[]; seed?: number | string; prompt?: string };
+  if (!Array.isArray(out.images) || out.images.length === 0) throw new DownloadError('fal returned no images', true);
+  const layout = runLayout(ctx.cfg.S3_PREFIX, row.runId);
+  const policy = downloadPolicy(ctx);
+  const fallbackExt = effectiveOutputFormat(row.data.input);
+  const stored: StoredImage[] = [];
+  for (const [n, img] of out.images.entries()) {
+    if (!img || typeof img.url !== 'string') throw new DownloadError(`image ${n} has no url`, true);
+    const opened = await openImage(img.url, policy);
+    const key = layout.image(row.key, n, extensionFor(img.content_type ?? opened.contentType, fallbackExt));
+    const hash = createHash('sha256');
+    let bytes = 0;
+    const tap = new Transform({
+      transform(chunk: Buffer, _e, cb) {
+        hash.update(chunk);
+        bytes += chunk.length;
+        cb(null, chunk);
+      },
+    });
+    opened.body.on('error', (e) => tap.destroy(e));
+    await ctx.storage.upload(key, opened.body.pipe(tap), opened.contentType, {
+      'run-id': row.runId,
+      'row-key': row.key,
+      'request-id': requestId,
+      'image-index': String(n),
+    });
+    stored.push({ key, sourceUrl: img.url, contentType: opened.contentType, width: img.width, height: img.height, bytes, sha256: hash.digest('hex') });
+  }
+  const seed = out.seed === undefined ? '' : String(out.seed);
+  if (await ctx.rows.completeRow(row.runId, row.key, requestId, stored, seed, out.prompt ?? '')) {
+    await flushRow(ctx, row.runId, row.key);
+  }
+}
+
+/** A failed row keeps no partial images, so S3 always agrees with the report. */
+async function removeImages(ctx: Context, row: Row): Promise<void> {
+  await ctx.storage.deletePrefix(runLayout(ctx.cfg.S3_PREFIX, row.runId).imagesOf(row.key));
+}

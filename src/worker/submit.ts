@@ -1,0 +1,89 @@
+// Submit jobs: claim the row (the attempt is recorded before fal is called), call
+// fal.queue.submit with a webhook URL that names the row, record request_id -> row. Failures are
+// sorted by what to do: try later (429/5xx), fail the row (422/4xx), pause (401/403), or wait and
+// let the reconciler decide (the call may have reached fal).
+import { DelayedError, type Job } from 'bullmq';
+import type { Context } from '../core/context.ts';
+import { FalAmbiguousError, FalAuthError, FalRejectedError, FalTransientError, errorMessage } from '../core/errors.ts';
+import { classifyFalError } from '../core/fal.ts';
+import { getPause, pauseSubmissions } from '../core/pause.ts';
+import type { SubmitJob } from '../core/queues.ts';
+import type { RowData } from '../core/rowState.ts';
+import { parseS3Url } from '../core/s3.ts';
+import { flushRow } from './flush.ts';
+
+const PAUSE_RECHECK_MS = 10_000;
+
+export function webhookUrlFor(ctx: Context, runId: string, key: string, attempt: number): string {
+  const q = new URLSearchParams({ run: runId, row: key, attempt: String(attempt) });
+  return `${ctx.cfg.webhookUrl}?${q}`;
+}
+
+/** The URL fal fetches the face from: s3:// and uploaded local faces are presigned at submit time. */
+export async function faceUrlForFal(ctx: Context, row: RowData): Promise<string> {
+  const ttl = ctx.cfg.PRESIGN_EXPIRES_SECONDS;
+  if (row.faceKind === 's3') {
+    const { bucket, key } = parseS3Url(row.faceUrl);
+    return ctx.storage.presign(key, ttl, bucket);
+  }
+  if (row.faceKind === 'local') {
+    if (!row.faceObjectKey) throw new Error(`local face ${row.faceUrl} was not uploaded`);
+    return ctx.storage.presign(row.faceObjectKey, ttl);
+  }
+  return row.faceUrl;
+}
+
+export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: string): Promise<string> {
+  const { runId, key, line, row } = job.data;
+  if (await getPause(ctx)) return delay(job, token);
+  const claim = await ctx.rows.claimSubmit(runId, key, line, row, { deadlineMs: ctx.cfg.ROW_DEADLINE_MS, maxAttempts: ctx.cfg.MAX_ATTEMPTS });
+  if (claim.outcome === 'canceled' || claim.outcome === 'failed') await flushRow(ctx, runId, key);
+  if (claim.outcome !== 'submit') return claim.outcome;
+  const { attempt } = claim;
+
+  try {
+    const input = { ...row.input, image_urls: [await faceUrlForFal(ctx, row)] };
+    const res = await ctx.fal.queue.submit(ctx.cfg.FAL_ENDPOINT, { input, webhookUrl: webhookUrlFor(ctx, runId, key, attempt) });
+    await ctx.rows.recordSubmit(runId, key, attempt, res.request_id, Date.now() + ctx.cfg.RECONCILE_GRACE_MS);
+    return 'submitted';
+  } catch (raw) {
+    const err = classifyFalError(raw);
+    if (err instanceof FalAmbiguousError) {
+      // fal may have accepted it: its webhook names this row and attempt. Paying again now could pay
+      // twice; the reconciler resubmits only if nothing arrives within the grace period.
+      ctx.logger.warn({ runId, row: key, attempt, err: err.message }, 'submission outcome unknown; waiting for a webhook');
+      return 'unknown';
+    }
+    await ctx.rows.releaseSubmit(runId, key, attempt, err.message);
+    if (err instanceof FalAuthError) {
+      await pauseSubmissions(ctx, `${err.message}. Fix FAL_KEY, then run \`portrait-batch resume\` (or restart workers with the new key).`);
+      return delay(job, token);
+    }
+    if (err instanceof FalRejectedError || !(err instanceof FalTransientError)) {
+      if (await ctx.rows.finishRow(runId, key, 'failed', err.message, ['pending'])) await flushRow(ctx, runId, key);
+      return 'rejected';
+    }
+    if (job.attemptsMade + 1 >= (job.opts.attempts ?? 1)) {
+      const reason = `submission failed after ${job.opts.attempts} tries: ${errorMessage(err)}`;
+      if (await ctx.rows.finishRow(runId, key, 'failed', reason, ['pending'])) await flushRow(ctx, runId, key);
+      return 'failed';
+    }
+    throw err; // BullMQ retries with exponential backoff, jitter and Retry-After (see submitBackoff)
+  }
+}
+
+async function delay(job: Job, token?: string): Promise<never> {
+  await job.moveToDelayed(Date.now() + PAUSE_RECHECK_MS, token);
+  throw new DelayedError();
+}
+
+/** Exponential backoff with full jitter, never sooner than fal's Retry-After. */
+export function submitBackoff(baseMs: number, capMs: number) {
+  return (attemptsMade: number, _type?: string, err?: Error): number => {
+    const exp = Math.min(capMs, baseMs * 2 ** Math.max(0, attemptsMade - 1));
+    const jittered = exp / 2 + Math.random() * (exp / 2);
+    const retryAfter = err instanceof FalTransientError ? (err.retryAfterMs ?? 0) : 0;
+    return Math.max(jittered, retryAfter);
+  };
+}
+
