@@ -1,0 +1,148 @@
+// Checks a finished run from S3 and Redis alone — not from any process's counters: every manifest
+// row has exactly one outcome in report.csv, the report agrees with each row's metadata and with the
+// image objects actually in S3, images hash to what the metadata says, and (given the emulator's
+// books) fal never accepted a row more often than the attempts we recorded.
+import { createHash } from 'node:crypto';
+import { parse } from 'csv-parse';
+import type { Context } from './core/context.ts';
+import { runLayout } from './core/layout.ts';
+import { effectiveNumImages } from './core/modelInput.ts';
+import { isRejected, readManifest } from './producer/manifest.ts';
+import type { RowMeta } from './worker/flush.ts';
+
+export interface AuditResult {
+  rows: number;
+  completed: number;
+  failed: number;
+  rejected: number;
+  canceled: number;
+  /** Manifest rows without exactly one final outcome. */
+  lost: number;
+  /** Rows with more than one outcome, or with image objects beyond their outcome. */
+  duplicated: number;
+  /** Rows fal accepted more often than the attempts we recorded for them. */
+  extraSubmits: number;
+  problems: string[];
+}
+
+interface ReportRecord {
+  line: string;
+  id: string;
+  status: string;
+  request_id: string;
+  attempts: string;
+  images: string;
+}
+
+const MAX_PROBLEMS = 50;
+
+export async function auditRun(
+  ctx: Context,
+  runId: string,
+  opts: { acceptedByRow?: Record<string, number>; verifyHashes?: boolean } = {},
+): Promise<AuditResult> {
+  const layout = runLayout(ctx.cfg.S3_PREFIX, runId);
+  const res: AuditResult = { rows: 0, completed: 0, failed: 0, rejected: 0, canceled: 0, lost: 0, duplicated: 0, extraSubmits: 0, problems: [] };
+  const problem = (p: string) => {
+    if (res.problems.length < MAX_PROBLEMS) res.problems.push(p);
+  };
+
+  const report = new Map<number, ReportRecord>();
+  for await (const rec of (await ctx.storage.getStream(layout.report)).pipe(parse({ columns: true, bom: true })) as AsyncIterable<ReportRecord>) {
+    const line = Number(rec.line);
+    if (report.has(line)) {
+      res.duplicated++;
+      problem(`line ${line} appears twice in report.csv`);
+    }
+    report.set(line, rec);
+  }
+
+  // Every image object in the run, grouped by row key.
+  const objects = new Map<string, Set<string>>();
+  const imagesPrefix = `${layout.base}images/`;
+  for await (const o of ctx.storage.list(imagesPrefix)) {
+    const rowKey = o.key.slice(imagesPrefix.length).split('/')[0]!;
+    if (!objects.has(rowKey)) objects.set(rowKey, new Set());
+    objects.get(rowKey)!.add(o.key);
+  }
+
+  const seenKeys = new Set<string>();
+  for await (const row of readManifest(await ctx.storage.getStream(layout.manifest), {})) {
+    res.rows++;
+    const rec = report.get(row.line);
+    report.delete(row.line);
+    if (!rec || !['completed', 'failed', 'rejected', 'canceled'].includes(rec.status)) {
+      res.lost++;
+      problem(`line ${row.line}: no final outcome in report.csv (${rec?.status ?? 'missing'})`);
+      continue;
+    }
+    res[rec.status as 'completed']++;
+    const stored = objects.get(row.key) ?? new Set<string>();
+    objects.delete(row.key);
+    if (rec.status === 'rejected' || isRejected(row)) {
+      if (stored.size) {
+        res.duplicated++;
+        problem(`line ${row.line}: rejected but has ${stored.size} image objects`);
+      }
+      continue;
+    }
+    if (seenKeys.has(row.key)) continue;
+    seenKeys.add(row.key);
+    const meta = await ctx.storage.getJson<RowMeta>(layout.meta(row.key));
+    if (!meta || meta.status !== rec.status) {
+      res.lost++;
+      problem(`line ${row.line}: metadata ${meta ? `says ${meta.status}` : 'missing'}, report says ${rec.status}`);
+      continue;
+    }
+    const reportImages = rec.images ? rec.images.split('|') : [];
+    const metaImages = meta.images.map((i) => i.key);
+    if (rec.status === 'completed') {
+      const expected = effectiveNumImages(row.input);
+      if (metaImages.length !== expected || reportImages.join('|') !== metaImages.join('|')) {
+        res.lost++;
+        problem(`line ${row.line}: expected ${expected} images, metadata lists ${metaImages.length}, report lists ${reportImages.length}`);
+      }
+      for (const k of metaImages) if (!stored.has(k)) problem(`line ${row.line}: ${k} is listed but not in S3`);
+      if (metaImages.some((k) => !stored.has(k))) res.lost++;
+      if (opts.verifyHashes) {
+        for (const img of meta.images) {
+          const hash = createHash('sha256');
+          for await (const c of await ctx.storage.getStream(img.key)) hash.update(c as Buffer);
+          if (hash.digest('hex') !== img.sha256) {
+            res.lost++;
+            problem(`line ${row.line}: ${img.key} does not match its sha256`);
+          }
+        }
+      }
+    }
+    const extra = [...stored].filter((k) => !metaImages.includes(k));
+    if (extra.length) {
+      res.duplicated++;
+      problem(`line ${row.line}: ${extra.length} image objects beyond its ${rec.status} outcome`);
+    }
+    const accepted = opts.acceptedByRow?.[`${runId}/${row.key}`] ?? 0;
+    if (opts.acceptedByRow && accepted > meta.attempts) {
+      res.extraSubmits++;
+      problem(`line ${row.line}: fal accepted ${accepted} submissions, ${meta.attempts} attempts recorded`);
+    }
+    if (String(meta.attempts) !== rec.attempts || (meta.request_id ?? '') !== rec.request_id) {
+      problem(`line ${row.line}: report and metadata disagree on attempts/request_id`);
+    }
+  }
+  for (const line of report.keys()) {
+    res.duplicated++;
+    problem(`report.csv has line ${line}, which the manifest does not`);
+  }
+  for (const [key, set] of objects) {
+    res.duplicated++;
+    problem(`${set.size} image objects under ${key}, which is no row of the manifest`);
+  }
+
+  const run = await ctx.rows.getRun(runId);
+  if (!run?.finishedAt) problem('run is not finished in Redis');
+  else if (run.completed !== res.completed || run.failed !== res.failed || run.rejected !== res.rejected || run.canceled !== res.canceled) {
+    problem(`Redis counters (${run.completed}/${run.failed}/${run.rejected}/${run.canceled}) differ from the report (${res.completed}/${res.failed}/${res.rejected}/${res.canceled})`);
+  }
+  if ((await ctx.rows.activeRowKeys(runId)).length) problem('rows are still in flight in Redis');
+  return res;
+}

@@ -1,0 +1,49 @@
+// docker-compose.yml is checked statically (no Docker engine here): the services exist, the app
+// services share one environment that names every variable the config reads and nothing it does not.
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { test } from 'node:test';
+import { parse } from 'yaml';
+import { CONFIG_VARS, loadConfig } from '../src/core/config.ts';
+
+const compose = parse(await readFile(new URL('../docker-compose.yml', import.meta.url), 'utf8')) as {
+  services: Record<string, { image?: string; build?: string; command?: string[]; environment?: Record<string, string>; depends_on?: Record<string, unknown> }>;
+};
+
+test('compose has redis, minio with bucket creation, webhook and worker services', () => {
+  assert.deepEqual(Object.keys(compose.services).sort(), ['create-bucket', 'minio', 'redis', 'webhook', 'worker']);
+  assert.match(compose.services.redis!.image!, /^redis:/);
+  assert.ok(compose.services.redis!.command!.includes('--appendonly'), 'redis keeps an AOF');
+  assert.match(compose.services.minio!.image!, /^minio\/minio/);
+  assert.deepEqual(compose.services.webhook!.command, ['webhook']);
+  assert.deepEqual(compose.services.worker!.command, ['worker']);
+  for (const s of ['webhook', 'worker']) {
+    assert.equal(compose.services[s]!.build, '.');
+    assert.ok(compose.services[s]!.depends_on?.['create-bucket'], `${s} waits for the bucket`);
+  }
+});
+
+test('the app services name every config variable, and only those (plus AWS credentials)', () => {
+  for (const s of ['webhook', 'worker']) {
+    const env = compose.services[s]!.environment!;
+    const names = Object.keys(env).filter((k) => !k.startsWith('AWS_'));
+    assert.deepEqual(names.sort(), Object.keys(CONFIG_VARS).sort(), `${s} environment`);
+    assert.equal(env.S3_ENDPOINT, 'http://minio:9000');
+    assert.equal(env.REDIS_URL, 'redis://redis:6379');
+  }
+});
+
+test('the compose values pass the config validation', () => {
+  const env = { ...compose.services.worker!.environment! };
+  for (const [k, v] of Object.entries(env)) if (typeof v === 'string' && v.startsWith('${')) env[k] = k === 'WEBHOOK_PUBLIC_URL' ? 'https://hooks.example.com' : 'x';
+  const cfg = loadConfig(env);
+  assert.equal(cfg.webhookUrl, 'https://hooks.example.com/fal/webhook');
+  assert.equal(cfg.S3_FORCE_PATH_STYLE, true);
+});
+
+test('the Dockerfile installs production dependencies and runs the CLI', async () => {
+  const df = await readFile(new URL('../Dockerfile', import.meta.url), 'utf8');
+  assert.match(df, /^FROM node:20/m);
+  assert.match(df, /npm ci --omit=dev/);
+  assert.match(df, /ENTRYPOINT \["node", "bin\/portrait-batch.js"\]/);
+});

@@ -1,0 +1,34 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { ConfigError, DEFAULT_ENDPOINT, loadConfig } from '../src/core/config.ts';
+
+test('defaults: fal model and queue, webhook URL derived from the port', () => {
+  const cfg = loadConfig({});
+  assert.equal(cfg.FAL_ENDPOINT, DEFAULT_ENDPOINT);
+  assert.equal(cfg.FAL_QUEUE_URL, 'https://queue.fal.run');
+  assert.equal(cfg.webhookUrl, 'http://127.0.0.1:8080/fal/webhook');
+  assert.deepEqual(cfg.RESULT_HOSTS, ['fal.media', '*.fal.media']);
+  assert.equal(cfg.S3_FORCE_PATH_STYLE, false);
+});
+
+test('every bad variable is named in one error', () => {
+  assert.throws(
+    () => loadConfig({ WEBHOOK_PORT: 'eighty', REDIS_URL: 'localhost:6379', S3_FORCE_PATH_STYLE: 'maybe', FAL_QUEUE_URL: 'not a url', S3_PREFIX: 'no-slash' }),
+    (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      const names = err.problems.map((p) => p.split(':')[0]);
+      assert.deepEqual(names.sort(), ['FAL_QUEUE_URL', 'REDIS_URL', 'S3_FORCE_PATH_STYLE', 'S3_PREFIX', 'WEBHOOK_PORT']);
+      assert.match(err.message, /WEBHOOK_PORT: .*"eighty"/);
+      return true;
+    },
+  );
+});
+
+test('RESULT_HOSTS accepts host, host:port and *.domain, and refuses URLs', () => {
+  assert.deepEqual(loadConfig({ RESULT_HOSTS: 'a.example, *.fal.media ,127.0.0.1:9000' }).RESULT_HOSTS, ['a.example', '*.fal.media', '127.0.0.1:9000']);
+  assert.throws(() => loadConfig({ RESULT_HOSTS: 'https://x.example/' }), /RESULT_HOSTS/);
+});
+
+test('WEBHOOK_PUBLIC_URL wins over the port', () => {
+  assert.equal(loadConfig({ WEBHOOK_PUBLIC_URL: 'https://hooks.example.com/' }).webhookUrl, 'https://hooks.example.com/fal/webhook');
+});
