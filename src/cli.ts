@@ -3,6 +3,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { ConfigError, loadConfig } from './core/config.ts';
 import { createContext, type Context } from './core/context.ts';
 import { resumeSubmissions } from './core/pause.ts';
+import { runChaos } from './chaos.ts';
 import { runDemo } from './demo.ts';
 import { startEmulator } from './emulator/index.ts';
 import { ManifestError } from './producer/manifest.ts';
@@ -139,6 +140,24 @@ program
     say(`run ${res.runId}: ${res.state} — ${res.completed} completed, ${res.failed} failed, ${res.rejected} rejected, ${res.canceled} canceled`);
     say(`open ${res.outputDir}/index.html`);
     if (o.json) process.stdout.write(`${JSON.stringify(res)}\n`);
+  });
+
+program
+  .command('chaos')
+  .description('run N rows with every fault on, kill the worker and the receiver twice each, and audit the result')
+  .option('--rows <n>', 'rows to run', (v) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('must be a positive integer');
+    return n;
+  }, 2000)
+  .option('--json', 'print one JSON object as the last line')
+  .action(async (o: { rows: number; json?: boolean }) => {
+    const res = await runChaos({ rows: o.rows, log: say });
+    for (const p of res.audit.problems) say(`  problem: ${p}`);
+    say(`chaos: ${res.rows} rows, ${res.completed} completed, ${res.failed} failed, lost ${res.lost}, duplicated ${res.duplicated}, extra submits ${res.extraSubmits}, ${res.kills} kills, ${res.seconds} s`);
+    const { audit: _audit, ...summary } = res;
+    if (o.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
+    if (res.lost || res.duplicated || res.extraSubmits) throw new ExitError('chaos run found lost, duplicated or extra-submitted rows', 1);
   });
 
 try {

@@ -1,0 +1,63 @@
+// A fault-injecting HTTP proxy: forwards to a target, but answers a share of matching requests with
+// a transient error instead (used in front of the embedded S3 server for the chaos run).
+import { createServer, request, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export interface FaultProxyOptions {
+  target: string;
+  /** Share of matching requests answered with 503/500 without reaching the target. */
+  failureRate: number;
+  /** Which methods faults apply to (default PUT and POST: writes). */
+  methods?: string[];
+  random?: () => number;
+}
+
+export interface RunningFaultProxy {
+  url: string;
+  injected(): number;
+  setFailureRate(rate: number): void;
+  close(): Promise<void>;
+}
+
+export async function startFaultProxy(opts: FaultProxyOptions): Promise<RunningFaultProxy> {
+  const target = new URL(opts.target);
+  const methods = new Set(opts.methods ?? ['PUT', 'POST']);
+  const random = opts.random ?? Math.random;
+  let rate = opts.failureRate;
+  let injected = 0;
+  const server: Server = createServer((req, res) => {
+    if (methods.has(req.method ?? '') && random() < rate) {
+      injected++;
+      req.resume();
+      const status = random() < 0.5 ? 503 : 500;
+      res.writeHead(status, { 'content-type': 'application/xml' });
+      res.end(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>${status === 503 ? 'SlowDown' : 'InternalError'}</Code><Message>injected fault</Message></Error>`);
+      return;
+    }
+    const upstream = request(
+      { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
+      (up) => {
+        res.writeHead(up.statusCode ?? 502, up.headers);
+        up.pipe(res);
+      },
+    );
+    upstream.on('error', () => {
+      if (!res.headersSent) res.writeHead(502);
+      res.end();
+    });
+    req.pipe(upstream);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    injected: () => injected,
+    setFailureRate: (r) => {
+      rate = r;
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
