@@ -1,0 +1,168 @@
+// The row state machine on a real redis-server: each transition, and that no sequence of repeated or
+// stale transitions can count a row twice or overwrite a newer outcome.
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, beforeEach, test } from 'node:test';
+import { Redis } from 'ioredis';
+import { startRedisServer, type RunningRedis } from '../src/local/redisServer.ts';
+import { RowStore, type RowData } from '../src/core/rowState.ts';
+
+let server: RunningRedis;
+let redis: Redis;
+let rows: RowStore;
+let dir: string;
+const data: RowData = { faceUrl: 'https://x.example/f.png', faceKind: 'http', input: {}, extra: {} };
+const opts = { deadlineMs: 60_000, maxAttempts: 3 };
+let run = '';
+let n = 0;
+
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'pb-rows-'));
+  server = await startRedisServer({ dir, persistent: false });
+  redis = new Redis(server.url);
+  rows = new RowStore(redis, { minRows: 4, ratio: 0.5 });
+});
+after(async () => {
+  await redis.quit();
+  await server.stop();
+  await rm(dir, { recursive: true, force: true });
+});
+beforeEach(async () => {
+  run = `run${++n}`;
+  await rows.createRun({ runId: run, manifest: 'm.csv', manifestKey: 'k', options: {} });
+});
+
+async function submitted(key: string, line: number, requestId: string) {
+  const c = await rows.claimSubmit(run, key, line, data, opts);
+  assert.deepEqual(c, { outcome: 'submit', attempt: 1 });
+  assert.equal(await rows.recordSubmit(run, key, 1, requestId, Date.now()), 'ok');
+}
+
+test('claim records the attempt before submitting; a second claim sees it in flight', async () => {
+  assert.deepEqual(await rows.claimSubmit(run, 'a', 2, data, opts), { outcome: 'submit', attempt: 1 });
+  assert.equal((await rows.claimSubmit(run, 'a', 2, data, opts)).outcome, 'inflight');
+  assert.equal((await rows.getRun(run))!.submits, 1);
+});
+
+test('a refused submission is taken back, so the retry is attempt 1 again', async () => {
+  await rows.claimSubmit(run, 'a', 2, data, opts);
+  assert.equal(await rows.releaseSubmit(run, 'a', 1, 'fal answered 429'), true);
+  assert.deepEqual(await rows.claimSubmit(run, 'a', 2, data, opts), { outcome: 'submit', attempt: 1 });
+  assert.equal((await rows.getRun(run))!.submits, 1);
+});
+
+test('OK result: storing, then completed exactly once whatever repeats', async () => {
+  await submitted('a', 2, 'req-1');
+  assert.equal(await rows.recordResult(run, 'a', { requestId: 'req-1', status: 'OK' }), 'store');
+  assert.equal(await rows.recordResult(run, 'a', { requestId: 'req-1', status: 'OK' }), 'store', 'a crashed store may re-enter');
+  assert.equal(await rows.completeRow(run, 'a', 'req-1', [], '7', 'p'), true);
+  assert.equal(await rows.completeRow(run, 'a', 'req-1', [], '7', 'p'), false);
+  assert.equal(await rows.recordResult(run, 'a', { requestId: 'req-1', status: 'OK' }), 'duplicate');
+  assert.equal(await rows.finishRow(run, 'a', 'failed', 'late', ['pending', 'submitting', 'submitted', 'storing']), false);
+  assert.equal((await rows.getRun(run))!.completed, 1);
+  await rows.forgetRow(run, 'a');
+  assert.equal(await rows.recordResult(run, 'a', { requestId: 'req-1', status: 'OK' }), 'duplicate', 'mapping outlives the row');
+  assert.equal((await rows.claimSubmit(run, 'a', 2, data, opts)).outcome, 'terminal', 'the done bit stops a resubmission');
+});
+
+test('a webhook that beats the submit response finds its row through the URL hint', async () => {
+  await rows.claimSubmit(run, 'a', 2, data, opts);
+  assert.equal(await rows.recordResult(run, 'a', { requestId: 'req-x', hintAttempt: 1, status: 'OK' }), 'store');
+  assert.equal(await rows.recordSubmit(run, 'a', 1, 'req-x', Date.now()), 'late');
+  assert.equal((await rows.getRow(run, 'a'))!.state, 'storing');
+  assert.deepEqual(await rows.lookupRequest('req-x'), { runId: run, key: 'a', attempt: 1 });
+});
+
+test('an unknown request is not placed, and a hint for an attempt never made is refused', async () => {
+  await rows.claimSubmit(run, 'a', 2, data, opts);
+  assert.equal(await rows.recordResult(run, 'a', { requestId: 'req-y', hintAttempt: 2, status: 'OK' }), 'unknown');
+  assert.equal(await rows.recordResult(run, 'nope', { requestId: 'req-z', status: 'OK' }), 'unknown');
+});
+
+test('ERROR for the current attempt fails the row; for a superseded attempt it is ignored', async () => {
+  await submitted('a', 2, 'req-1');
+  assert.equal(await rows.supersede(run, 'a', 'submitted', 1, 'req-1', 'lost', 3), 'resubmit');
+  assert.deepEqual(await rows.claimSubmit(run, 'a', 2, data, opts), { outcome: 'submit', attempt: 2 });
+  await rows.recordSubmit(run, 'a', 2, 'req-2', Date.now());
+  assert.equal(await rows.recordResult(run, 'a', { requestId: 'req-1', status: 'ERROR', error: 'old' }), 'ignored');
+  assert.equal(await rows.recordResult(run, 'a', { requestId: 'req-2', status: 'ERROR', error: 'model error' }), 'failed');
+  const row = await rows.getRow(run, 'a');
+  assert.equal(row!.state, 'failed');
+  assert.equal(row!.error, 'model error');
+  assert.equal((await rows.getRun(run))!.failed, 1);
+});
+
+test('a late OK result of a superseded attempt completes the open row once; the other result is ignored', async () => {
+  await submitted('a', 2, 'req-1');
+  await rows.supersede(run, 'a', 'submitted', 1, 'req-1', 'lost', 3);
+  await rows.claimSubmit(run, 'a', 2, data, opts);
+  await rows.recordSubmit(run, 'a', 2, 'req-2', Date.now());
+  assert.equal(await rows.recordResult(run, 'a', { requestId: 'req-1', status: 'OK' }), 'store');
+  assert.equal(await rows.recordResult(run, 'a', { requestId: 'req-2', status: 'OK' }), 'duplicate');
+  assert.equal(await rows.completeRow(run, 'a', 'req-2', [], '', ''), false);
+  assert.equal(await rows.completeRow(run, 'a', 'req-1', [], '', ''), true);
+  assert.equal((await rows.getRun(run))!.completed, 1);
+});
+
+test('the attempt limit ends a row that fal keeps losing', async () => {
+  const one = { deadlineMs: 60_000, maxAttempts: 2 };
+  for (let attempt = 1; attempt <= 2; attempt++) {
+    assert.deepEqual(await rows.claimSubmit(run, 'a', 2, data, one), { outcome: 'submit', attempt });
+    await rows.recordSubmit(run, 'a', attempt, `req-${attempt}`, Date.now());
+    const out = await rows.supersede(run, 'a', 'submitted', attempt, `req-${attempt}`, 'fal lost it (404)', 2);
+    assert.equal(out, attempt === 2 ? 'failed' : 'resubmit');
+  }
+  const row = await rows.getRow(run, 'a');
+  assert.match(row!.error!, /fal lost it \(404\) \(gave up after 2 fal requests\)/);
+});
+
+test('finishRow only acts from the states its caller owns', async () => {
+  await submitted('a', 2, 'req-1');
+  await rows.recordResult(run, 'a', { requestId: 'req-1', status: 'OK' });
+  assert.equal(await rows.finishRow(run, 'a', 'failed', 'deadline', ['pending', 'submitting', 'submitted']), false);
+  assert.equal(await rows.finishRow(run, 'a', 'failed', 'download', ['storing'], 'req-other'), false);
+  assert.equal(await rows.finishRow(run, 'a', 'failed', 'download', ['storing'], 'req-1'), true);
+});
+
+test('admitBatch counts a batch once; rejected rows are terminal with their reason', async () => {
+  assert.equal(await rows.admitBatch(run, 10, 5, [{ line: 4, reason: 'image_size: bad' }]), true);
+  assert.equal(await rows.admitBatch(run, 10, 5, [{ line: 4, reason: 'image_size: bad' }]), false, 'a replayed batch');
+  const r = (await rows.getRun(run))!;
+  assert.deepEqual([r.cursor, r.queued, r.rejected], [10, 5, 1]);
+  assert.deepEqual(await rows.rejectedReasons(run, [4, 5]), ['image_size: bad', null]);
+  assert.equal(await rows.isDone(run, 4), true);
+});
+
+test('the run is done only when the producer finished and every queued row is terminal and flushed', async () => {
+  await rows.admitBatch(run, 3, 2, []);
+  await submitted('a', 2, 'req-a');
+  await submitted('b', 3, 'req-b');
+  assert.equal(await rows.finishProducing(run, 2), false);
+  await rows.recordResult(run, 'a', { requestId: 'req-a', status: 'ERROR', error: 'x' });
+  assert.equal(await rows.forgetRow(run, 'a'), false);
+  await rows.recordResult(run, 'b', { requestId: 'req-b', status: 'OK' });
+  await rows.completeRow(run, 'b', 'req-b', [], '', '');
+  assert.equal(await rows.forgetRow(run, 'b'), true);
+});
+
+test('failure threshold: past min rows and ratio the run stops, and unsubmitted rows are canceled', async () => {
+  for (const [i, key] of ['a', 'b', 'c', 'd'].entries()) {
+    await submitted(key, i + 2, `req-${key}`);
+    await rows.recordResult(run, key, { requestId: `req-${key}`, status: key === 'a' ? 'OK' : 'ERROR', error: 'model error' });
+    if (key === 'a') await rows.completeRow(run, key, 'req-a', [], '', '');
+  }
+  const r = (await rows.getRun(run))!;
+  assert.equal(r.state, 'stopped');
+  assert.match(r.stopReason!, /3 of 4 finished rows failed/);
+  assert.equal((await rows.claimSubmit(run, 'e', 6, data, opts)).outcome, 'canceled');
+  assert.match((await rows.getRow(run, 'e'))!.error!, /run stopped before this row was submitted: failure threshold exceeded/);
+  assert.equal((await rows.getRun(run))!.canceled, 1);
+});
+
+test('past the deadline a submitted row fails; the deadline never touches a row being stored', async () => {
+  await submitted('a', 2, 'req-a');
+  assert.equal(await rows.finishRow(run, 'a', 'failed', 'timed out', ['pending', 'submitting', 'submitted']), true);
+  assert.equal((await rows.getRow(run, 'a'))!.error, 'timed out');
+});
