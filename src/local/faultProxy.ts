@@ -9,7 +9,11 @@ export interface FaultProxyOptions {
   failureRate: number;
   /** Which methods faults apply to (default PUT and POST: writes). */
   methods?: string[];
+  /** Hold the upstream's answer to matching requests this long (e.g. a submit answered late). */
+  responseDelayMs?: number;
   random?: () => number;
+  /** Port to listen on (default: a free one). */
+  port?: number;
 }
 
 export interface RunningFaultProxy {
@@ -37,8 +41,12 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<RunningF
     const upstream = request(
       { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
       (up) => {
-        res.writeHead(up.statusCode ?? 502, up.headers);
-        up.pipe(res);
+        const forward = () => {
+          res.writeHead(up.statusCode ?? 502, up.headers);
+          up.pipe(res);
+        };
+        if (opts.responseDelayMs && methods.has(req.method ?? '')) setTimeout(forward, opts.responseDelayMs);
+        else forward();
       },
     );
     upstream.on('error', () => {
@@ -47,7 +55,7 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<RunningF
     });
     req.pipe(upstream);
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => server.listen(opts.port ?? 0, '127.0.0.1', resolve));
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     injected: () => injected,

@@ -1,0 +1,240 @@
+// Never lose, never pay twice: each retry class, the reconciler's branches, the failure threshold, the
+// auth pause, webhooks that come early, twice, or never — all against the emulator, real Redis and S3.
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { test } from 'node:test';
+import { auditRun } from '../src/audit.ts';
+import { loadConfig } from '../src/core/config.ts';
+import { createContext } from '../src/core/context.ts';
+import { getPause } from '../src/core/pause.ts';
+import { runLayout } from '../src/core/layout.ts';
+import { startFaultProxy } from '../src/local/faultProxy.ts';
+import { freePort } from '../src/local/ports.ts';
+import { produceRun } from '../src/producer/produce.ts';
+import { waitForRun } from '../src/producer/wait.ts';
+import { runStatus } from '../src/status.ts';
+import { startWorkers } from '../src/worker/index.ts';
+import type { RowMeta } from '../src/worker/flush.ts';
+import { faceDataUri } from './helpers/faces.ts';
+import { startTestStack, type TestStack } from './helpers/stack.ts';
+
+async function manifestOf(t: TestStack, rows: number, extraCols = ''): Promise<string> {
+  const face = await faceDataUri(1);
+  const lines = [`id,face_url${extraCols ? `,${extraCols.split('=')[0]}` : ''}`];
+  for (let i = 0; i < rows; i++) lines.push(`r${i},"${face}"${extraCols ? `,${extraCols.split('=')[1]}` : ''}`);
+  return t.manifest(`m-${Date.now()}.csv`, `${lines.join('\n')}\n`);
+}
+
+async function runToEnd(t: TestStack, rows: number, timeoutMs = 60_000) {
+  const { runId } = await produceRun(t.ctx, await manifestOf(t, rows));
+  const run = await waitForRun(t.ctx, runId, { timeoutMs });
+  const audit = await auditRun(t.ctx, runId, { acceptedByRow: t.local.emulator!.stats().acceptedByRow });
+  assert.deepEqual(audit.problems, []);
+  return { runId, run, audit };
+}
+
+const meta = (t: TestStack, runId: string, key: string) => t.ctx.storage.getJson<RowMeta>(runLayout(t.ctx.cfg.S3_PREFIX, runId).meta(key));
+
+test('429 and 5xx submits are retried with backoff and cost no attempt', async () => {
+  const t = await startTestStack({ emulator: { faults: { submitErrorRate: 1 } } });
+  try {
+    setTimeout(() => t.local.emulator!.setFaults({ submitErrorRate: 0 }), 2500);
+    const { runId, run } = await runToEnd(t, 3);
+    assert.equal(run.completed, 3);
+    assert.ok(t.local.emulator!.stats().rejectedByFault >= 3, 'fal refused the first tries');
+    for (let i = 0; i < 3; i++) assert.equal((await meta(t, runId, `r${i}`))!.attempts, 1);
+  } finally {
+    await t.stop();
+  }
+});
+
+test('connection refused is retried; the row completes once fal is reachable', async () => {
+  const t = await startTestStack({ workers: false });
+  const port = await freePort();
+  // Workers talk to fal through a port where nothing listens yet; a proxy to the emulator opens later.
+  const ctx = createContext(loadConfig({ ...t.local.env, FAL_QUEUE_URL: `http://127.0.0.1:${port}` }), 'refused');
+  const workers = await startWorkers(ctx);
+  try {
+    const { runId } = await produceRun(t.ctx, await manifestOf(t, 2));
+    await sleep(1500);
+    assert.equal(t.local.emulator!.stats().submits, 0);
+    assert.equal((await t.ctx.rows.getRun(runId))!.completed, 0);
+    const proxy = await startFaultProxy({ target: t.local.emulator!.url, failureRate: 0, port });
+    try {
+      const run = await waitForRun(t.ctx, runId, { timeoutMs: 60_000 });
+      assert.equal(run.completed, 2);
+      assert.equal((await meta(t, runId, 'r0'))!.attempts, 1);
+    } finally {
+      await proxy.close();
+    }
+  } finally {
+    await workers.close();
+    await ctx.close();
+    await t.stop();
+  }
+});
+
+test('422 from fal fails the row with fal\'s detail and is never retried', async () => {
+  const t = await startTestStack();
+  try {
+    const { runId } = await produceRun(t.ctx, await manifestOf(t, 1));
+    await waitForRun(t.ctx, runId, { timeoutMs: 30_000 });
+    // A submit job made by hand with an input the manifest reader would refuse: fal answers 422.
+    await t.ctx.queues.submit.add('submit', {
+      runId,
+      key: 'forged',
+      line: 999,
+      row: { faceUrl: await faceDataUri(2), faceKind: 'data', input: { num_images: 9 }, extra: {} },
+    });
+    for (let i = 0; i < 100 && !(await meta(t, runId, 'forged')); i++) await sleep(100);
+    const m = (await meta(t, runId, 'forged'))!;
+    assert.equal(m.status, 'failed');
+    assert.match(m.error!, /422.*num_images/);
+    assert.equal(m.attempts, 0, 'a refused submission costs no attempt');
+    assert.equal(t.local.emulator!.stats().validationErrors, 1, 'exactly one call: no retry');
+  } finally {
+    await t.stop();
+  }
+});
+
+test('401 pauses submissions with a reason in status; a worker with a good key resumes them', async () => {
+  const t = await startTestStack({ emulator: { apiKeys: ['good-key'] } });
+  try {
+    const { runId } = await produceRun(t.ctx, await manifestOf(t, 4));
+    for (let i = 0; i < 100 && !(await getPause(t.ctx)); i++) await sleep(100);
+    const status = (await runStatus(t.ctx, runId))!;
+    assert.equal(status.state, 'paused');
+    assert.match(status.pauseReason!, /401/);
+    const calls = t.local.emulator!.stats().submits;
+    await sleep(1500);
+    assert.ok(t.local.emulator!.stats().submits <= calls + 8, 'no hammering while paused');
+    const good = createContext(loadConfig({ ...t.local.env, FAL_KEY: 'good-key' }), 'good');
+    await t.workers!.close();
+    const workers = await startWorkers(good);
+    try {
+      const run = await waitForRun(t.ctx, runId, { timeoutMs: 60_000 });
+      assert.equal(run.completed, 4);
+      assert.equal(await getPause(t.ctx), undefined);
+    } finally {
+      await workers.close();
+      await good.close();
+    }
+  } finally {
+    await t.stop();
+  }
+});
+
+test('reconciler: webhooks that never come are replaced by polling status and result', async () => {
+  const t = await startTestStack({ emulator: { faults: { webhookDropRate: 1 } } });
+  try {
+    const { run } = await runToEnd(t, 5);
+    assert.equal(run.completed, 5);
+    assert.equal(t.local.emulator!.stats().webhooksDelivered, 0);
+  } finally {
+    await t.stop();
+  }
+});
+
+test('reconciler: a request still queued or running is looked at again later', async () => {
+  const t = await startTestStack({ emulator: { latencyMs: { min: 4000, max: 4000 }, runners: 1, faults: { webhookDropRate: 1 } } });
+  try {
+    const { runId } = await produceRun(t.ctx, await manifestOf(t, 2));
+    const seen = new Set<string>();
+    for (let i = 0; i < 80 && seen.size < 1; i++) {
+      for (const k of await t.ctx.rows.activeRowKeys(runId)) {
+        const st = (await t.ctx.redis.hget(`pb:row:${runId}:${k}`, 'falStatus')) ?? '';
+        if (st === 'IN_QUEUE' || st === 'IN_PROGRESS') seen.add(st);
+      }
+      await sleep(100);
+    }
+    assert.ok(seen.size >= 1, 'a poll saw the request queued or running');
+    const run = await waitForRun(t.ctx, runId, { timeoutMs: 60_000 });
+    assert.equal(run.completed, 2);
+  } finally {
+    await t.stop();
+  }
+});
+
+test('reconciler: a request fal lost (404) is resubmitted as a new attempt', async () => {
+  const t = await startTestStack({ emulator: { faults: { lostRequestRate: 1 } } });
+  try {
+    const { runId } = await produceRun(t.ctx, await manifestOf(t, 2));
+    for (let i = 0; i < 100 && t.local.emulator!.stats().lost < 2; i++) await sleep(50);
+    t.local.emulator!.setFaults({ lostRequestRate: 0 });
+    const run = await waitForRun(t.ctx, runId, { timeoutMs: 60_000 });
+    assert.equal(run.completed, 2);
+    const m = (await meta(t, runId, 'r0'))!;
+    assert.equal(m.attempts, 2);
+    assert.equal(m.request_ids.length, 2);
+    const audit = await auditRun(t.ctx, runId, { acceptedByRow: t.local.emulator!.stats().acceptedByRow });
+    assert.equal(audit.extraSubmits, 0);
+  } finally {
+    await t.stop();
+  }
+});
+
+test('duplicate and reordered webhooks change nothing', async () => {
+  const t = await startTestStack({ emulator: { faults: { webhookDuplicateRate: 1, webhookDelayMs: { min: 0, max: 300 } } } });
+  try {
+    const { run } = await runToEnd(t, 8);
+    assert.equal(run.completed, 8);
+    assert.ok(t.local.emulator!.stats().webhooksDuplicated >= 8);
+  } finally {
+    await t.stop();
+  }
+});
+
+test('a webhook that arrives before the submit call returned is not lost', async () => {
+  const t = await startTestStack({ workers: false, emulator: { latencyMs: { min: 0, max: 0 } } });
+  const slow = await startFaultProxy({ target: t.local.emulator!.url, failureRate: 0, methods: ['POST'], responseDelayMs: 1500 });
+  const ctx = createContext(loadConfig({ ...t.local.env, FAL_QUEUE_URL: slow.url }), 'slow');
+  const workers = await startWorkers(ctx);
+  try {
+    const { runId } = await produceRun(t.ctx, await manifestOf(t, 3));
+    const run = await waitForRun(t.ctx, runId, { timeoutMs: 60_000 });
+    assert.equal(run.completed, 3);
+    const m = (await meta(t, runId, 'r0'))!;
+    assert.equal(m.attempts, 1);
+    assert.equal(t.local.emulator!.stats().accepted, 3, 'nothing paid twice');
+  } finally {
+    await workers.close();
+    await ctx.close();
+    await slow.close();
+    await t.stop();
+  }
+});
+
+test('model errors fail their rows with fal\'s reason; past the threshold the run stops and cancels the rest', async () => {
+  const t = await startTestStack({
+    env: { FAILURE_THRESHOLD_MIN_ROWS: '3', FAILURE_THRESHOLD_RATIO: '0.5', RUN_WINDOW: '2', SUBMIT_CONCURRENCY: '1' },
+    emulator: { faults: { modelErrorRate: 1 } },
+  });
+  try {
+    const { runId } = await produceRun(t.ctx, await manifestOf(t, 12));
+    const run = await waitForRun(t.ctx, runId, { timeoutMs: 60_000 });
+    assert.equal(run.state, 'stopped');
+    assert.ok(run.failed >= 3 && run.failed <= 5, `failed ${run.failed}`);
+    assert.equal(run.failed + run.canceled, 12);
+    assert.ok(run.canceled >= 7);
+    const summary = await t.ctx.storage.getJson<{ state: string; canceled: number }>(runLayout(t.ctx.cfg.S3_PREFIX, runId).summary);
+    assert.equal(summary!.state, 'stopped');
+    const failedMeta = (await meta(t, runId, 'r0'))!;
+    assert.equal(failedMeta.status, 'failed');
+    assert.match(failedMeta.error!, /model error/i);
+    const audit = await auditRun(t.ctx, runId, { acceptedByRow: t.local.emulator!.stats().acceptedByRow });
+    assert.deepEqual(audit.problems, []);
+  } finally {
+    await t.stop();
+  }
+});
+
+test('image download failures are retried; S3 ends with exactly the images', async () => {
+  const t = await startTestStack({ emulator: { faults: { imageDownloadFailureRate: 0.5 } } });
+  try {
+    const { run } = await runToEnd(t, 6);
+    assert.equal(run.completed, 6);
+    assert.ok(t.local.emulator!.stats().fileFailures > 0);
+  } finally {
+    await t.stop();
+  }
+});
