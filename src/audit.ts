@@ -7,7 +7,7 @@ import { parse } from 'csv-parse';
 import type { Context } from './core/context.ts';
 import { runLayout } from './core/layout.ts';
 import { effectiveNumImages } from './core/modelInput.ts';
-import { isRejected, readManifest } from './producer/manifest.ts';
+import { readManifest } from './producer/manifest.ts';
 import type { RowMeta } from './worker/flush.ts';
 
 export interface AuditResult {
@@ -79,7 +79,7 @@ export async function auditRun(
     res[rec.status as 'completed']++;
     const stored = objects.get(row.key) ?? new Set<string>();
     objects.delete(row.key);
-    if (rec.status === 'rejected' || isRejected(row)) {
+    if (rec.status === 'rejected') {
       if (stored.size) {
         res.duplicated++;
         problem(`line ${row.line}: rejected but has ${stored.size} image objects`);
@@ -97,7 +97,7 @@ export async function auditRun(
     const reportImages = rec.images ? rec.images.split('|') : [];
     const metaImages = meta.images.map((i) => i.key);
     if (rec.status === 'completed') {
-      const expected = effectiveNumImages(row.input);
+      const expected = effectiveNumImages(meta.input);
       if (metaImages.length !== expected || reportImages.join('|') !== metaImages.join('|')) {
         res.lost++;
         problem(`line ${row.line}: expected ${expected} images, metadata lists ${metaImages.length}, report lists ${reportImages.length}`);

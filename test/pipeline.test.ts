@@ -28,7 +28,7 @@ before(async () => {
     const face = i % 10 === 0 ? `s3://${t.ctx.storage.bucket}/inputs/s3-face.png` : i % 7 === 0 ? await faceDataUri(i) : `faces/face-${i % 4}.png`;
     const size = ['', 'portrait_4_3', 'square', '320x480'][i % 4];
     const fmt = ['', 'jpeg', 'webp', 'png'][i % 4];
-    rows.push(`p${i},${face},${size},${(i % 3) + 1},${fmt},${i % 5 === 0 ? 1000 + i : ''},"team ${i % 2}"`);
+    rows.push(`p${i},"${face}",${size},${(i % 3) + 1},${fmt},${i % 5 === 0 ? 1000 + i : ''},"team ${i % 2}"`);
   }
   rows.push('bad-size,faces/face-0.png,huge,1,,,x'); // rejected: image_size
   rows.push('p1,faces/face-0.png,,1,,,x'); // rejected: repeated id

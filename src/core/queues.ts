@@ -48,11 +48,14 @@ export function createQueues(connection: ConnectionOptions): Queues {
   };
 }
 
-/** Job ids: one submit job per row and attempt, one result job per fal request and status. */
+/**
+ * Job ids: one submit job per row and generation, one result job per fal request and status. BullMQ
+ * forbids ':' in ids; '~' appears in no run id, row key or request id, so ids cannot collide.
+ */
 export const jobIds = {
-  submit: (runId: string, key: string, generation = 0) => `s:${runId}:${key}:${generation}`,
-  result: (requestId: string, status: string) => `r:${requestId}:${status}`,
-  finalize: (runId: string) => `f:${runId}`,
+  submit: (runId: string, key: string, generation = 0) => `s~${runId}~${key}~${generation}`,
+  result: (requestId: string, status: string) => `r~${requestId}~${status}`,
+  finalize: (runId: string) => `f~${runId}`,
 };
 
 export function submitJobOptions(tries: number) {

@@ -1,0 +1,3 @@
+export { startEmulator, type EmulatorOptions, type RunningEmulator } from './server.ts';
+export type { EmulatorFaults } from './faults.ts';
+export type { QueueStats } from './queue.ts';
