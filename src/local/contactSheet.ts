@@ -1,10 +1,11 @@
 // Copies a finished run out of S3 into a folder and writes index.html: each face beside its portraits.
 import { createWriteStream } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { parse } from 'csv-parse/sync';
 import type { Storage } from '../core/s3.ts';
+import { lineKey, toRowKey } from '../producer/rowKey.ts';
 
 export async function copyRunToDir(storage: Storage, runPrefix: string, dir: string): Promise<number> {
   let n = 0;
@@ -36,13 +37,12 @@ export async function writeContactSheet(dir: string, runPrefix: string, title: s
   const local = (key: string) => relative(dir, join(dir, key.slice(runPrefix.length)));
   const inputs = new Map<string, string>();
   try {
-    const { readdir } = await import('node:fs/promises');
     for (const f of await readdir(join(dir, 'inputs'))) inputs.set(f.replace(/\.[^.]+$/, ''), `inputs/${f}`);
   } catch {
     /* no local faces in this run */
   }
   const cards = rows.map((r) => {
-    const key = r.id ? r.id.replace(/[^A-Za-z0-9._-]+/g, '_') : `line-${r.line}`;
+    const key = r.id ? toRowKey(unescape(r.id)) : lineKey(Number(r.line));
     const faceUrl = unescape(r.face_url);
     const face = inputs.get(key) ?? (/^https?:|^data:image\//.test(faceUrl) ? faceUrl : '');
     const portraits = r.images

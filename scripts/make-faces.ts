@@ -1,0 +1,46 @@
+// Generates the sample faces in examples/faces (synthetic cartoon drawings — no real people) and
+// examples/faces.csv. Run: npx tsx scripts/make-faces.ts
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import sharp from 'sharp';
+
+const dir = new URL('../examples/', import.meta.url).pathname;
+const people = ['alice', 'bob', 'chen', 'dara', 'emeka', 'farah', 'gus', 'hana', 'ines', 'jonas', 'kofi', 'lena'];
+const skins = ['#f2d0b1', '#e0ac69', '#c68642', '#8d5524', '#f1c27d', '#ffdbac'];
+const hairs = ['#2c1b10', '#6b4423', '#d4a017', '#111111', '#a52a2a', '#8c8c8c'];
+const eyes = ['#3b6ea5', '#4e8b3a', '#5a3b1c', '#222222'];
+
+function face(i: number): string {
+  const skin = skins[i % skins.length];
+  const hair = hairs[(i * 5) % hairs.length];
+  const eye = eyes[(i * 3) % eyes.length];
+  const bg = `hsl(${(i * 37) % 360},45%,86%)`;
+  const smile = i % 3 === 0 ? 'M98 170 Q128 196 158 170' : i % 3 === 1 ? 'M104 174 Q128 186 152 174' : 'M106 176 L150 176';
+  const hairShape = i % 2 === 0
+    ? `<path d="M58 118 Q60 40 128 38 Q196 40 198 118 Q180 70 128 68 Q76 70 58 118Z" fill="${hair}"/>`
+    : `<path d="M52 140 Q46 34 128 32 Q210 34 204 140 L190 100 Q128 60 66 100Z" fill="${hair}"/>`;
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="256" height="256">
+<rect width="256" height="256" fill="${bg}"/>
+<ellipse cx="128" cy="138" rx="70" ry="86" fill="${skin}"/>
+${hairShape}
+<ellipse cx="100" cy="128" rx="10" ry="8" fill="#fff"/><circle cx="100" cy="128" r="5" fill="${eye}"/>
+<ellipse cx="156" cy="128" rx="10" ry="8" fill="#fff"/><circle cx="156" cy="128" r="5" fill="${eye}"/>
+<path d="M128 136 L120 160 L134 160" stroke="#00000055" stroke-width="3" fill="none"/>
+<path d="${smile}" stroke="#7a2e2e" stroke-width="5" fill="none" stroke-linecap="round"/>
+</svg>`;
+}
+
+await mkdir(join(dir, 'faces'), { recursive: true });
+const rows = ['id,face_url,prompt,image_size,num_images,seed,output_format,team'];
+const prompts = ['', 'full body portrait, standing in a park, natural light', '', 'full body, business suit, studio backdrop', 'full body, hiking gear, mountains behind'];
+const sizes = ['', 'portrait_4_3', 'portrait_16_9', '640x960'];
+for (const [i, name] of people.entries()) {
+  const file = `face-${String(i + 1).padStart(2, '0')}.png`;
+  await sharp(Buffer.from(face(i))).png({ compressionLevel: 9, palette: true }).toFile(join(dir, 'faces', file));
+  const prompt = prompts[i % prompts.length]!;
+  rows.push([name, `faces/${file}`, prompt.includes(',') ? `"${prompt}"` : prompt, sizes[i % sizes.length], i % 4 === 1 ? 2 : 1, i % 3 === 0 ? 1000 + i : '', ['png', 'jpeg', 'webp'][i % 3], i % 2 ? 'north' : 'south'].join(','));
+}
+// One row with a bad value, to show that a rejected row gets its reason and the rest go on.
+rows.push('mo,faces/face-01.png,,giant,1,,png,south');
+await writeFile(join(dir, 'faces.csv'), `${rows.join('\n')}\n`);
+console.log(`wrote ${people.length} faces and examples/faces.csv`);
