@@ -3,7 +3,7 @@
 // webhook receiver and the workers in their own processes, each SIGKILLed twice mid-run and
 // restarted. Then the run is checked from S3 and Redis (auditRun), not from anyone's counters.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
+import { closeSync, openSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -84,12 +84,10 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
   const env = { ...process.env, ...stack.env, S3_ENDPOINT: s3Proxy.url };
   const cfg = loadConfig(env);
   const ctx = createContext(cfg, 'chaos');
-  const logFile = createWriteStream(join(dataDir, 'chaos.log'));
+  const logFd = openSync(join(dataDir, 'chaos.log'), 'a');
   const children = new Map<string, ChildProcess>();
   const startRole = (role: 'webhook' | 'worker') => {
-    const child = spawn(process.execPath, [CLI, role], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    child.stdout!.pipe(logFile, { end: false });
-    child.stderr!.pipe(logFile, { end: false });
+    const child = spawn(process.execPath, [CLI, role], { env, stdio: ['ignore', logFd, logFd] });
     children.set(role, child);
     return child;
   };
@@ -108,7 +106,11 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
     startRole('worker');
     await waitHealthy();
 
-    const { runId } = await produceRun(ctx, manifest);
+    // The producer runs alongside: it blocks on the run window, and the kills must land mid-run.
+    const runId = `chaos-${rows}-${Date.now().toString(36)}`;
+    const producing = produceRun(ctx, manifest, { runId });
+    producing.catch(() => undefined);
+    while (!(await ctx.rows.getRun(runId))) await sleep(100);
     log(`chaos run ${runId}: ${rows} rows`);
     // Kill points spread over the run, alternating roles: SIGKILL, then restart at once.
     const plan = Array.from({ length: killsPerRole * 2 }, (_, i) => ({ role: i % 2 === 0 ? 'worker' : 'webhook', at: (i + 1) / (killsPerRole * 2 + 1) })) as {
@@ -129,6 +131,7 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
         }
       },
     });
+    await producing;
     const audit = await auditRun(ctx, runId, { acceptedByRow: stack.emulator!.stats().acceptedByRow, verifyHashes: true });
     return {
       rows,
@@ -144,7 +147,7 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
   } finally {
     for (const c of children.values()) c.kill('SIGTERM');
     await Promise.all([...children.values()].map((c) => (c.exitCode === null ? new Promise((r) => c.once('exit', r)) : undefined)));
-    logFile.end();
+    closeSync(logFd);
     await ctx.close();
     await s3Proxy.close();
     await stack.stop();
