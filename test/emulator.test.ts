@@ -75,12 +75,12 @@ test('submit → status → result gives real images of the requested size and f
 
 test('401 without a key; 422 ValidationError for missing image_urls and bad enums', async () => {
   await assert.rejects(client(undefined).queue.submit(DEFAULT_ENDPOINT, { input: { image_urls: ['x'] } }), (e: { status?: number }) => e.status === 401);
-  await assert.rejects(client('k').queue.submit(DEFAULT_ENDPOINT, { input: { prompt: 'no face' } }), (e: unknown) => {
+  await assert.rejects(client('k').queue.submit('fal-ai/any-model', { input: { prompt: 'no face' } }), (e: unknown) => {
     assert.ok(e instanceof ValidationError);
     assert.equal(e.getFieldErrors('image_urls').length, 1);
     return true;
   });
-  await assert.rejects(client('k').queue.submit(DEFAULT_ENDPOINT, { input: { image_urls: ['x'], output_format: 'gif' } }), (e: unknown) => e instanceof ValidationError && e.status === 422);
+  await assert.rejects(client('k').queue.submit('fal-ai/any-model', { input: { image_urls: ['x'], output_format: 'gif' } }), (e: unknown) => e instanceof ValidationError && e.status === 422);
 });
 
 test('webhooks are signed with a key from the JWKS, keep our query, and are re-delivered after a 500', async () => {
