@@ -88,7 +88,10 @@ export async function auditRun(
     }
     if (seenKeys.has(row.key)) continue;
     seenKeys.add(row.key);
-    const meta = await ctx.storage.getJson<RowMeta>(layout.meta(row.key));
+    const meta = await ctx.storage.getJson<RowMeta>(layout.meta(row.key)).catch((err: Error) => {
+      problem(`line ${row.line}: metadata unreadable: ${err.name} ${err.message}`);
+      return undefined;
+    });
     if (!meta || meta.status !== rec.status) {
       res.lost++;
       problem(`line ${row.line}: metadata ${meta ? `says ${meta.status}` : 'missing'}, report says ${rec.status}`);
@@ -106,11 +109,10 @@ export async function auditRun(
       if (metaImages.some((k) => !stored.has(k))) res.lost++;
       if (opts.verifyHashes) {
         for (const img of meta.images) {
-          const hash = createHash('sha256');
-          for await (const c of await ctx.storage.getStream(img.key)) hash.update(c as Buffer);
-          if (hash.digest('hex') !== img.sha256) {
+          const digest = await sha256Of(ctx, img.key).catch((err: Error) => `unreadable: ${err.name} ${err.message}`);
+          if (digest !== img.sha256) {
             res.lost++;
-            problem(`line ${row.line}: ${img.key} does not match its sha256`);
+            problem(`line ${row.line}: ${img.key} does not match its sha256 (${digest})`);
           }
         }
       }
@@ -145,4 +147,10 @@ export async function auditRun(
   }
   if ((await ctx.rows.activeRowKeys(runId)).length) problem('rows are still in flight in Redis');
   return res;
+}
+
+async function sha256Of(ctx: Context, key: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const c of await ctx.storage.getStream(key)) hash.update(c as Buffer);
+  return hash.digest('hex');
 }

@@ -51,8 +51,11 @@ export async function reconcileStaleRequests(ctx: Context, now = Date.now()): Pr
 async function reconcileRow(ctx: Context, row: Row, now: number, counts: SweepCounts): Promise<void> {
   const { cfg } = ctx;
   if ((TERMINAL as readonly string[]).includes(row.state)) {
-    await flushRow(ctx, row.runId, row.key);
-    counts.flushed++;
+    // The process that ended the row flushes it right away; step in only when it evidently died.
+    if (now - (row.finishedAt ?? 0) > cfg.JOB_LOCK_MS) {
+      await flushRow(ctx, row.runId, row.key);
+      counts.flushed++;
+    }
     return;
   }
   if (now > row.deadlineAt && row.state !== 'storing') {
