@@ -1,0 +1,77 @@
+// Result downloads: only allowed hosts (every redirect hop), only images, never over the size limit.
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, test } from 'node:test';
+import { DownloadError } from '../src/core/errors.ts';
+import { hostAllowed, openImage, type DownloadPolicy } from '../src/worker/download.ts';
+
+let server: Server;
+let base = '';
+let port = 0;
+before(async () => {
+  server = createServer((req, res) => {
+    const u = req.url ?? '';
+    if (u === '/ok.png') return void res.writeHead(200, { 'content-type': 'image/png' }).end(Buffer.alloc(100, 7));
+    if (u === '/big.png') return void res.writeHead(200, { 'content-type': 'image/png', 'content-length': '5000' }).end(Buffer.alloc(5000));
+    if (u === '/chunked.png') {
+      res.writeHead(200, { 'content-type': 'image/png' });
+      for (let i = 0; i < 10; i++) res.write(Buffer.alloc(500));
+      return void res.end();
+    }
+    if (u === '/page') return void res.writeHead(200, { 'content-type': 'text/html' }).end('<html>');
+    if (u === '/hop') return void res.writeHead(302, { location: '/ok.png' }).end();
+    if (u === '/away') return void res.writeHead(302, { location: 'http://169.254.169.254/latest/meta-data' }).end();
+    if (u === '/gone') return void res.writeHead(404).end();
+    if (u === '/flaky') return void res.writeHead(503).end();
+    res.writeHead(404).end();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  port = (server.address() as AddressInfo).port;
+  base = `http://127.0.0.1:${port}`;
+});
+after(() => new Promise<void>((r) => server.close(() => r())));
+
+const policy = (): DownloadPolicy => ({ allowedHosts: [`127.0.0.1:${port}`], maxBytes: 1000, timeoutMs: 5000 });
+const read = async (url: string) => {
+  const img = await openImage(url, policy());
+  const chunks: Buffer[] = [];
+  for await (const c of img.body) chunks.push(c as Buffer);
+  return { ...img, bytes: Buffer.concat(chunks).length };
+};
+const refused = (permanent: boolean, msg: RegExp) => (err: unknown) => {
+  assert.ok(err instanceof DownloadError);
+  assert.equal(err.permanent, permanent);
+  assert.match(err.message, msg);
+  return true;
+};
+
+test('host patterns: exact, port-qualified, *.subdomain', () => {
+  assert.ok(hostAllowed(new URL('https://v3.fal.media/x'), ['*.fal.media']));
+  assert.ok(!hostAllowed(new URL('https://fal.media.evil.com/x'), ['*.fal.media']));
+  assert.ok(!hostAllowed(new URL('https://evilfal.media/x'), ['*.fal.media']));
+  assert.ok(hostAllowed(new URL('http://127.0.0.1:9000/x'), ['127.0.0.1:9000']));
+  assert.ok(!hostAllowed(new URL('http://127.0.0.1:9001/x'), ['127.0.0.1:9000']));
+});
+
+test('an allowed image downloads, following a same-host redirect', async () => {
+  assert.deepEqual(await read(`${base}/ok.png`).then((r) => [r.contentType, r.bytes]), ['image/png', 100]);
+  assert.equal((await read(`${base}/hop`)).bytes, 100);
+});
+
+test('refused: other hosts (also behind a redirect), other schemes, non-images, oversized bodies', async () => {
+  await assert.rejects(read('http://example.com/a.png'), refused(true, /not in RESULT_HOSTS/));
+  await assert.rejects(read(`${base}/away`), refused(true, /169\.254\.169\.254.*not in RESULT_HOSTS/));
+  await assert.rejects(read('file:///etc/passwd'), refused(true, /refusing file:/));
+  await assert.rejects(read(`${base}/page`), refused(true, /text\/html, not an image/));
+  await assert.rejects(read(`${base}/big.png`), refused(true, /5000 bytes, over the 1000-byte limit/));
+  await assert.rejects(read(`${base}/chunked.png`), refused(true, /exceeded the 1000-byte limit/));
+});
+
+test('a 404 is permanent, a 503 is worth retrying; data: URIs decode', async () => {
+  await assert.rejects(read(`${base}/gone`), refused(true, /404/));
+  await assert.rejects(read(`${base}/flaky`), refused(false, /503/));
+  const d = await read(`data:image/webp;base64,${Buffer.alloc(10, 1).toString('base64')}`);
+  assert.deepEqual([d.contentType, d.bytes], ['image/webp', 10]);
+  await assert.rejects(read('data:text/plain;base64,aGk='), refused(true, /not a base64 image/));
+});
