@@ -131,8 +131,10 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
         }
       },
     });
-    await producing;
-    const audit = await auditRun(ctx, runId, { acceptedByRow: stack.emulator!.stats().acceptedByRow, verifyHashes: true });
+    await producing.catch((err: Error) => Promise.reject(new Error(`producer failed: ${err.name}: ${err.message}`)));
+    const audit = await auditRun(ctx, runId, { acceptedByRow: stack.emulator!.stats().acceptedByRow, verifyHashes: true }).catch((err: Error) =>
+      Promise.reject(new Error(`audit failed: ${err.name}: ${err.message}`)),
+    );
     return {
       rows,
       completed: audit.completed,

@@ -39,6 +39,8 @@ export type Summary = ReturnType<typeof summaryOf>;
 export async function writeRunReport(ctx: Context, runId: string): Promise<Summary | undefined> {
   const run = await ctx.rows.getRun(runId);
   if (!run) return undefined;
+  // Written once: a late duplicate trigger must not rewrite a report someone may be reading.
+  if (run.finishedAt) return summaryOf(run, run.state);
   const layout = runLayout(ctx.cfg.S3_PREFIX, runId);
   const csv = stringify({ header: true, columns: [...REPORT_COLUMNS] });
   const uploaded = ctx.storage.upload(layout.report, csv, 'text/csv; charset=utf-8');

@@ -53,6 +53,6 @@ export async function enqueueFinalize(ctx: Context, runId: string): Promise<void
   await ctx.queues.control.add(
     'finalize',
     { runId },
-    { jobId: jobIds.finalize(runId), attempts: 10, backoff: { type: 'exponential', delay: 1000 }, removeOnComplete: true, removeOnFail: { age: 7 * 86400 } },
+    { jobId: jobIds.finalize(runId), attempts: 10, backoff: { type: 'exponential', delay: 1000 }, removeOnComplete: { age: 86400 }, removeOnFail: { age: 7 * 86400 } },
   );
 }
