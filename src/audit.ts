@@ -48,7 +48,8 @@ export async function auditRun(
   };
 
   const report = new Map<number, ReportRecord>();
-  for await (const rec of (await ctx.storage.getStream(layout.report)).pipe(parse({ columns: true, bom: true })) as AsyncIterable<ReportRecord>) {
+  const labelled = <T>(what: string, p: Promise<T>) => p.catch((err: Error) => Promise.reject(new Error(`${what}: ${err.name}: ${err.message}`)));
+  for await (const rec of (await labelled(`GET ${layout.report}`, ctx.storage.getStream(layout.report))).pipe(parse({ columns: true, bom: true })) as AsyncIterable<ReportRecord>) {
     const line = Number(rec.line);
     if (report.has(line)) {
       res.duplicated++;
@@ -60,14 +61,18 @@ export async function auditRun(
   // Every image object in the run, grouped by row key.
   const objects = new Map<string, Set<string>>();
   const imagesPrefix = `${layout.base}images/`;
-  for await (const o of ctx.storage.list(imagesPrefix)) {
+  const listing = ctx.storage.list(imagesPrefix);
+  for (;;) {
+    const next = await labelled(`LIST ${imagesPrefix}`, listing.next());
+    if (next.done) break;
+    const o = next.value;
     const rowKey = o.key.slice(imagesPrefix.length).split('/')[0]!;
     if (!objects.has(rowKey)) objects.set(rowKey, new Set());
     objects.get(rowKey)!.add(o.key);
   }
 
   const seenKeys = new Set<string>();
-  for await (const row of readManifest(await ctx.storage.getStream(layout.manifest), {})) {
+  for await (const row of readManifest(await labelled(`GET ${layout.manifest}`, ctx.storage.getStream(layout.manifest)), {})) {
     res.rows++;
     const rec = report.get(row.line);
     report.delete(row.line);
