@@ -4,7 +4,7 @@ import {
   DeleteObjectsCommand,
   GetObjectCommand,
   HeadBucketCommand,
-  ListObjectsV2Command,
+  ListObjectsCommand,
   PutObjectCommand,
   S3Client,
 } from '@aws-sdk/client-s3';
@@ -74,13 +74,19 @@ export class Storage {
     }
   }
 
+  /**
+   * Every object under a prefix, paging with Marker (ListObjects v1): s3rver cannot make v2
+   * continuation tokens on Node 20 (its DES cipher is gone from OpenSSL 3), and v1 works everywhere.
+   */
   async *list(prefix: string): AsyncGenerator<{ key: string; size: number }> {
-    let token: string | undefined;
-    do {
-      const res = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }));
-      for (const o of res.Contents ?? []) if (o.Key) yield { key: o.Key, size: o.Size ?? 0 };
-      token = res.IsTruncated ? res.NextContinuationToken : undefined;
-    } while (token);
+    let marker: string | undefined;
+    for (;;) {
+      const res = await this.client.send(new ListObjectsCommand({ Bucket: this.bucket, Prefix: prefix, Marker: marker }));
+      const objects = res.Contents ?? [];
+      for (const o of objects) if (o.Key) yield { key: o.Key, size: o.Size ?? 0 };
+      if (!res.IsTruncated || !objects.length) return;
+      marker = objects[objects.length - 1]!.Key;
+    }
   }
 
   async deletePrefix(prefix: string): Promise<number> {
