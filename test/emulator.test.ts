@@ -1,150 +1,590 @@
-// The emulator speaks fal's queue protocol well enough for the unmodified @fal-ai/client: submit,
-// status, result, cancel, 401/422 errors, signed webhooks that verify against its JWKS, re-delivery.
+// The fal emulator spoken to by the real, unmodified @fal-ai/client (URLs rewritten from
+// https://queue.fal.run by its requestMiddleware): queue protocol, validation, real images, signed
+// webhooks with re-delivery, cancellation, and every fault option.
 import assert from 'node:assert/strict';
-import { createPublicKey } from 'node:crypto';
-import { createServer, type Server } from 'node:http';
+import { createPublicKey, type KeyObject } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { after, before, test } from 'node:test';
+import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { createFalClient, ValidationError, type FalClient } from '@fal-ai/client';
+import { ApiError, createFalClient, ValidationError, type FalClient } from '@fal-ai/client';
 import sharp from 'sharp';
-import { DEFAULT_ENDPOINT, FAL_QUEUE_HOST } from '../src/core/config.ts';
-import { verifyWebhookSignature } from '../src/core/webhookSignature.ts';
-import { startEmulator, type RunningEmulator } from '../src/emulator/index.ts';
-import { faceDataUri } from './helpers/faces.ts';
+import { verifyWebhookSignature, WEBHOOK_HEADERS } from '../src/core/webhookSignature.ts';
+import { startEmulator, type EmulatorOptions, type RunningEmulator } from '../src/emulator/index.ts';
 
-let emu: RunningEmulator;
-let hook: Server;
-let hookUrl = '';
-const deliveries: { headers: Record<string, string>; body: Buffer }[] = [];
-let failFirst = 0;
+const ENDPOINT: string = 'fal-ai/flux-2-lora-gallery/face-to-full-portrait';
+const APP_URL_PATH = '/fal-ai/flux-2-lora-gallery/requests/';
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
-const client = (key?: string): FalClient =>
-  createFalClient({
-    credentials: key,
+interface PortraitOutput {
+  images: { url: string; content_type: string; file_name: string; file_size: number; width: number; height: number }[];
+  seed: number;
+  prompt: string;
+  has_nsfw_concepts: boolean[];
+  timings: { inference: number };
+}
+
+interface WebhookBody {
+  request_id: string;
+  gateway_request_id: string;
+  status: 'OK' | 'ERROR';
+  payload: unknown;
+  error: string | null;
+}
+
+// ---- fixtures -------------------------------------------------------------------------------
+
+const cleanups: (() => Promise<unknown>)[] = [];
+after(async () => {
+  for (const c of cleanups.reverse()) await c();
+});
+
+async function listen(server: Server): Promise<string> {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  cleanups.push(
+    () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  );
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+async function emulator(opts: EmulatorOptions = {}): Promise<RunningEmulator> {
+  const emu = await startEmulator({ sizeScale: 0.25, latencyMs: { min: 5, max: 20 }, seed: 42, ...opts });
+  cleanups.push(() => emu.close());
+  return emu;
+}
+
+/** Answers 429/5xx by throwing, so the client's own retry loop (≥1 s backoff) stays out of the tests. */
+class HttpStatusError extends Error {
+  constructor(
+    readonly status: number,
+    readonly retryAfter: string | null,
+  ) {
+    super(`HTTP ${status}`);
+  }
+}
+const strictFetch: typeof fetch = async (input, init) => {
+  const res = await fetch(input, init);
+  if (res.status === 429 || res.status >= 500) {
+    await res.arrayBuffer();
+    throw new HttpStatusError(res.status, res.headers.get('retry-after'));
+  }
+  return res;
+};
+
+function falFor(emu: RunningEmulator, credentials: string | (() => string | undefined) = 'test-key'): FalClient {
+  return createFalClient({
+    credentials,
     suppressLocalCredentialsWarning: true,
-    requestMiddleware: async (req) => ({ ...req, url: req.url.replace(FAL_QUEUE_HOST, emu.url) }),
+    fetch: strictFetch,
+    requestMiddleware: async (req) => ({ ...req, url: req.url.replace('https://queue.fal.run', emu.url) }),
   });
+}
 
-before(async () => {
-  emu = await startEmulator({ sizeScale: 0.25, latencyMs: { min: 10, max: 20 }, webhookRetry: { baseDelayMs: 50 } });
-  hook = createServer((req, res) => {
+const faceFile = (n: number) => `examples/faces/face-${String(n).padStart(2, '0')}.png`;
+const faceDataUri = async (n: number) => `data:image/png;base64,${(await readFile(faceFile(n))).toString('base64')}`;
+
+/** Serves the sample faces over HTTP, as a bucket would. */
+const faces = await (async () => {
+  const server = createServer((req, res) => {
+    const m = /^\/faces\/(face-\d\d\.png)$/.exec(req.url ?? '');
+    readFile(`examples/faces/${m?.[1] ?? 'missing'}`).then(
+      (data) => res.writeHead(200, { 'content-type': 'image/png', 'content-length': data.length }).end(data),
+      () => res.writeHead(404).end(),
+    );
+  });
+  return { url: await listen(server) };
+})();
+
+interface Delivery {
+  url: string;
+  headers: IncomingHttpHeaders;
+  raw: Buffer;
+  body: WebhookBody;
+  at: number;
+}
+
+/** A webhook receiver that records every POST; `answer(n)` gives the status for the n-th (1-based). */
+async function receiver(answer: (n: number) => number = () => 200) {
+  const deliveries: Delivery[] = [];
+  const server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
-      deliveries.push({ headers: req.headers as Record<string, string>, body: Buffer.concat(chunks) });
-      if (failFirst > 0) {
-        failFirst--;
-        res.writeHead(500).end();
-      } else res.writeHead(200).end('{}');
+      const raw = Buffer.concat(chunks);
+      deliveries.push({ url: req.url ?? '', headers: req.headers, raw, body: JSON.parse(raw.toString('utf8')) as WebhookBody, at: Date.now() });
+      res.writeHead(answer(deliveries.length)).end();
     });
   });
-  await new Promise<void>((r) => hook.listen(0, '127.0.0.1', r));
-  hookUrl = `http://127.0.0.1:${(hook.address() as AddressInfo).port}/hook?run=R&row=K&attempt=1`;
-});
-after(async () => {
-  await emu.close();
-  await new Promise((r) => hook.close(r));
-});
-
-async function waitFor<T>(fn: () => T | undefined, ms = 10_000): Promise<T> {
-  for (let i = 0; i < ms / 20; i++) {
-    const v = fn();
-    if (v !== undefined) return v;
-    await sleep(20);
-  }
-  throw new Error('timed out');
+  const url = await listen(server);
+  return {
+    url,
+    deliveries,
+    async waitFor(n: number, timeoutMs = 5000): Promise<Delivery[]> {
+      for (const start = Date.now(); deliveries.length < n; await sleep(10)) {
+        if (Date.now() - start > timeoutMs) assert.fail(`expected ${n} webhook deliveries, got ${deliveries.length}`);
+      }
+      return deliveries;
+    },
+  };
 }
 
-test('submit → status → result gives real images of the requested size and format', async () => {
-  const fal = client('k');
-  const { request_id } = await fal.queue.submit(DEFAULT_ENDPOINT, {
-    input: { image_urls: [await faceDataUri(1)], image_size: 'portrait_4_3', output_format: 'webp', num_images: 2, seed: 5 },
-  });
-  const status = await fal.queue.subscribeToStatus(DEFAULT_ENDPOINT, { requestId: request_id, pollInterval: 20 });
-  assert.equal(status.status, 'COMPLETED');
-  const { data } = await fal.queue.result(DEFAULT_ENDPOINT, { requestId: request_id });
-  const out = data as { images: { url: string; width: number; height: number; content_type: string }[]; seed: number };
-  assert.equal(out.images.length, 2);
-  assert.equal(out.seed, 5);
-  const img = await (await fetch(out.images[0]!.url)).arrayBuffer();
-  const meta = await sharp(Buffer.from(img)).metadata();
-  assert.deepEqual([meta.format, meta.width, meta.height], ['webp', 192, 256]);
-  assert.equal(out.images[0]!.content_type, 'image/webp');
-});
+async function waitDone(fal: FalClient, requestId: string) {
+  return fal.queue.subscribeToStatus(ENDPOINT, { requestId, pollInterval: 10, logs: true });
+}
 
-test('401 without a key; 422 ValidationError for missing image_urls and bad enums', async () => {
-  await assert.rejects(client(undefined).queue.submit(DEFAULT_ENDPOINT, { input: { image_urls: ['x'] } }), (e: { status?: number }) => e.status === 401);
-  await assert.rejects(client('k').queue.submit('fal-ai/any-model', { input: { prompt: 'no face' } }), (e: unknown) => {
-    assert.ok(e instanceof ValidationError);
-    assert.equal(e.getFieldErrors('image_urls').length, 1);
+async function jwksKey(emu: RunningEmulator): Promise<KeyObject> {
+  const jwks = (await (await fetch(emu.jwksUrl)).json()) as { keys: Record<string, string>[] };
+  return createPublicKey({ key: jwks.keys[0]!, format: 'jwk' });
+}
+
+function verifies(d: Delivery, key: KeyObject, raw = d.raw): boolean {
+  const h = (name: string) => String(d.headers[name] ?? '');
+  return verifyWebhookSignature(
+    { requestId: h(WEBHOOK_HEADERS.requestId), userId: h(WEBHOOK_HEADERS.userId), timestamp: h(WEBHOOK_HEADERS.timestamp) },
+    raw,
+    h(WEBHOOK_HEADERS.signature),
+    key,
+  );
+}
+
+async function inspect(emu: RunningEmulator, id: string) {
+  const res = await fetch(`${emu.url}/_emulator/requests/${id}`);
+  assert.equal(res.status, 200);
+  return (await res.json()) as { status: string; completedAt: number | null; webhookAttempts: { status?: number; error?: string }[]; input: unknown };
+}
+
+async function rejectsWith<T extends Error>(p: Promise<unknown>, type: new (...args: never[]) => T, check: (e: T) => void): Promise<void> {
+  await assert.rejects(p, (err: unknown) => {
+    assert.ok(err instanceof type, `expected ${type.name}, got ${String(err)}`);
+    check(err);
     return true;
   });
-  await assert.rejects(client('k').queue.submit('fal-ai/any-model', { input: { image_urls: ['x'], output_format: 'gif' } }), (e: unknown) => e instanceof ValidationError && e.status === 422);
+}
+
+// ---- the protocol ---------------------------------------------------------------------------
+
+test('submit → status → result: real images of the requested size and format, served from /files', async () => {
+  const emu = await emulator();
+  const fal = falFor(emu);
+  const cases = [
+    { input: { image_size: 'portrait_4_3', num_images: 2, seed: 7 }, width: 192, height: 256, format: 'png' },
+    { input: { image_size: { width: 640, height: 960 }, output_format: 'jpeg', prompt: 'full body, suit' }, width: 160, height: 240, format: 'jpeg' },
+    { input: { output_format: 'webp', unknown_field: 'ignored like fal does' }, width: 256, height: 256, format: 'webp' },
+  ];
+  for (const c of cases) {
+    const sub = await fal.queue.submit(ENDPOINT, { input: { image_urls: [`${faces.url}/faces/face-03.png`], ...c.input } });
+    assert.match(sub.request_id, UUID);
+    assert.equal(sub.status, 'IN_QUEUE');
+    const q = sub as unknown as Record<string, string>;
+    assert.equal(q.response_url, `${emu.url}${APP_URL_PATH}${sub.request_id}`, 'no endpoint sub-path, like the client builds it');
+    assert.equal(q.status_url, `${q.response_url}/status`);
+    assert.equal(q.cancel_url, `${q.response_url}/cancel`);
+
+    const done = await waitDone(fal, sub.request_id);
+    assert.equal(done.status, 'COMPLETED');
+    assert.ok(done.logs.some((l) => /completed/i.test(l.message)));
+    const { data, requestId } = await fal.queue.result(ENDPOINT, { requestId: sub.request_id });
+    assert.equal(requestId, sub.request_id);
+    const out = data as PortraitOutput;
+    const n = (c.input as { num_images?: number }).num_images ?? 1;
+    assert.equal(out.images.length, n);
+    assert.deepEqual(out.has_nsfw_concepts, Array(n).fill(false));
+    assert.equal(out.prompt, (c.input as { prompt?: string }).prompt ?? 'Face to full portrait');
+    if ('seed' in c.input) assert.equal(out.seed, c.input.seed);
+    else assert.ok(Number.isInteger(out.seed) && out.seed >= 0);
+
+    const bodies: Buffer[] = [];
+    for (const img of out.images) {
+      assert.match(img.url, new RegExp(`^${emu.url}/files/[0-9a-f]+/${img.file_name}$`));
+      assert.deepEqual([img.width, img.height, img.content_type], [c.width, c.height, `image/${c.format}`]);
+      const res = await fetch(img.url);
+      assert.equal(res.status, 200);
+      assert.equal(res.headers.get('content-type'), `image/${c.format}`);
+      const body = Buffer.from(await res.arrayBuffer());
+      assert.equal(Number(res.headers.get('content-length')), body.length);
+      assert.equal(img.file_size, body.length);
+      const meta = await sharp(body).metadata();
+      assert.deepEqual([meta.width, meta.height, meta.format], [c.width, c.height, c.format]);
+      bodies.push(body);
+    }
+    if (bodies.length === 2) assert.notDeepEqual(bodies[0], bodies[1], 'each image of a request differs');
+    // A finished request cannot be cancelled.
+    await rejectsWith(fal.queue.cancel(ENDPOINT, { requestId: sub.request_id }), ApiError, (e) => {
+      assert.equal(e.status, 400);
+      assert.deepEqual(e.body, { status: 'ALREADY_COMPLETED' });
+    });
+  }
+  const stats = emu.stats();
+  assert.deepEqual([stats.submits, stats.accepted, stats.completed, stats.fileGets], [3, 3, 3, 4]);
+  assert.deepEqual(await (await fetch(`${emu.url}/_emulator/stats`)).json(), stats);
 });
 
-test('webhooks are signed with a key from the JWKS, keep our query, and are re-delivered after a 500', async () => {
-  deliveries.length = 0;
-  failFirst = 1;
-  const { request_id } = await client('k').queue.submit(DEFAULT_ENDPOINT, { input: { image_urls: [await faceDataUri(2)] }, webhookUrl: hookUrl });
-  await waitFor(() => (deliveries.length >= 2 ? true : undefined));
+test('a result asked for too early answers 400 "still in progress"; status shows the queue', async () => {
+  const emu = await emulator({ latencyMs: { min: 400, max: 400 }, runners: 1 });
+  const fal = falFor(emu);
+  const input = { image_urls: [await faceDataUri(1)] };
+  const a = await fal.queue.submit(ENDPOINT, { input });
+  const b = await fal.queue.submit(ENDPOINT, { input });
+  const sa = await fal.queue.status(ENDPOINT, { requestId: a.request_id, logs: false });
+  const sb = await fal.queue.status(ENDPOINT, { requestId: b.request_id, logs: false });
+  assert.equal(sa.status, 'IN_PROGRESS');
+  assert.equal(sb.status, 'IN_QUEUE');
+  assert.equal((sb as { queue_position?: number }).queue_position, 0);
+  const raw = await fetch(`${emu.url}${APP_URL_PATH}${b.request_id}/status`, { headers: { authorization: 'Key test-key' } });
+  assert.equal(raw.status, 202, 'fal answers 202 until the request is completed');
+  await rejectsWith(fal.queue.result(ENDPOINT, { requestId: b.request_id }), ApiError, (e) => {
+    assert.equal(e.status, 400);
+    assert.deepEqual(e.body, { detail: 'Request is still in progress' });
+  });
+  assert.equal((await waitDone(fal, b.request_id)).status, 'COMPLETED');
+});
+
+test('unknown request ids answer 404 for status, result and cancel', async () => {
+  const emu = await emulator();
+  const fal = falFor(emu);
+  const requestId = '00000000-0000-4000-8000-000000000000';
+  for (const call of [
+    fal.queue.status(ENDPOINT, { requestId, logs: false }),
+    fal.queue.result(ENDPOINT, { requestId }),
+    fal.queue.cancel(ENDPOINT, { requestId }),
+  ]) {
+    await rejectsWith(call, ApiError, (e) => assert.equal(e.status, 404));
+  }
+});
+
+test('401 without a key or with an unknown one, 403 for a forbidden key; nothing is accepted', async () => {
+  const emu = await emulator({ apiKeys: ['test-key', 'locked-key'], forbiddenKeys: ['locked-key'] });
+  const input = { image_urls: [await faceDataUri(1)] };
+  const raw = await fetch(`${emu.url}/${ENDPOINT}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(input) });
+  assert.equal(raw.status, 401);
+  assert.match(((await raw.json()) as { detail: string }).detail, /authorization/i);
+  await rejectsWith(falFor(emu, () => undefined).queue.submit(ENDPOINT, { input }), ApiError, (e) => assert.equal(e.status, 401));
+  await rejectsWith(falFor(emu, 'other-key').queue.submit(ENDPOINT, { input }), ApiError, (e) => assert.equal(e.status, 401));
+  await rejectsWith(falFor(emu, 'locked-key').queue.submit(ENDPOINT, { input }), ApiError, (e) => assert.equal(e.status, 403));
+  const ok = await falFor(emu).queue.submit(ENDPOINT, { input });
+  await rejectsWith(falFor(emu, () => undefined).queue.status(ENDPOINT, { requestId: ok.request_id, logs: false }), ApiError, (e) =>
+    assert.equal(e.status, 401),
+  );
+  const stats = emu.stats();
+  assert.deepEqual([stats.submits, stats.accepted, stats.unauthorized], [5, 1, 5]);
+});
+
+test('422 like the real endpoint: missing image_urls, a bad enum, out-of-range numbers', async () => {
+  const emu = await emulator();
+  const fal = falFor(emu);
+  const face = await faceDataUri(1);
+  await rejectsWith(fal.queue.submit(ENDPOINT, { input: { prompt: 'no face' } }), ValidationError, (e) => {
+    assert.equal(e.status, 422);
+    assert.deepEqual(
+      e.fieldErrors.map((f) => [f.loc, f.type]),
+      [[['body', 'image_urls'], 'missing']],
+    );
+  });
+  await rejectsWith(fal.queue.submit(ENDPOINT, { input: { image_urls: [face], image_size: 'giant' } }), ValidationError, (e) => {
+    assert.equal(e.status, 422);
+    const [err] = e.getFieldErrors('image_size');
+    assert.equal(err?.type, 'enum');
+    assert.match(err?.msg ?? '', /'square_hd'.*'landscape_16_9'/);
+  });
+  await rejectsWith(
+    fal.queue.submit(ENDPOINT, { input: { image_urls: [face], num_images: 9, guidance_scale: 'lots', output_format: 'gif', image_size: { width: 10, height: 512 } } }),
+    ValidationError,
+    (e) => {
+      assert.deepEqual(e.fieldErrors.map((f) => [f.loc.join('.'), f.type]).sort(), [
+        ['body.guidance_scale', 'float_parsing'],
+        ['body.image_size.width', 'greater_than_equal'],
+        ['body.num_images', 'less_than_equal'],
+        ['body.output_format', 'enum'],
+      ]);
+    },
+  );
+  await rejectsWith(fal.queue.submit(ENDPOINT, { input: { image_urls: [] } }), ValidationError, (e) => assert.equal(e.fieldErrors[0]?.type, 'too_short'));
+  const stats = emu.stats();
+  assert.deepEqual([stats.validationErrors, stats.accepted], [4, 0]);
+});
+
+// ---- webhooks -------------------------------------------------------------------------------
+
+test('the webhook is signed (verifies against the JWKS), keeps its query, and carries the output', async () => {
+  const emu = await emulator({ userId: 'user-123' });
+  const hooks = await receiver();
+  const fal = falFor(emu);
   const jwks = (await (await fetch(emu.jwksUrl)).json()) as { keys: Record<string, string>[] };
-  const key = createPublicKey({ key: jwks.keys[0]!, format: 'jwk' });
-  for (const d of deliveries) {
-    const fields = { requestId: d.headers['x-fal-webhook-request-id']!, userId: d.headers['x-fal-webhook-user-id']!, timestamp: d.headers['x-fal-webhook-timestamp']! };
-    assert.equal(fields.requestId, request_id);
-    assert.ok(verifyWebhookSignature(fields, d.body, d.headers['x-fal-webhook-signature']!, key));
-    const body = JSON.parse(d.body.toString()) as { status: string; request_id: string; payload: { images: unknown[] } };
-    assert.equal(body.status, 'OK');
-    assert.equal(body.payload.images.length, 1);
-  }
-  assert.deepEqual(emu.stats().acceptedByRow, { 'R/K': 1 });
+  assert.equal(jwks.keys.length, 1);
+  assert.deepEqual(
+    [jwks.keys[0]!.kty, jwks.keys[0]!.crv, jwks.keys[0]!.use, jwks.keys[0]!.alg, typeof jwks.keys[0]!.kid, jwks.keys[0]!.x?.length],
+    ['OKP', 'Ed25519', 'sig', 'EdDSA', 'string', 43],
+  );
+  const key = await jwksKey(emu);
+
+  const webhookUrl = `${hooks.url}/fal/webhook?run=run-1&row=alice&attempt=1`;
+  const sub = await fal.queue.submit(ENDPOINT, { input: { image_urls: [`${faces.url}/faces/face-05.png`], seed: 3 }, webhookUrl });
+  const [d] = await hooks.waitFor(1);
+  assert.ok(d);
+  assert.equal(d.url, '/fal/webhook?run=run-1&row=alice&attempt=1');
+  assert.equal(d.headers['content-type'], 'application/json');
+  assert.equal(d.headers[WEBHOOK_HEADERS.requestId], sub.request_id);
+  assert.equal(d.headers[WEBHOOK_HEADERS.userId], 'user-123');
+  assert.ok(Math.abs(Number(d.headers[WEBHOOK_HEADERS.timestamp]) - Date.now() / 1000) < 10);
+  assert.ok(verifies(d, key), 'signature verifies with the published key');
+  assert.ok(!verifies(d, key, Buffer.from(d.raw.toString().replace('"seed":3', '"seed":4'))), 'a changed body does not');
+
+  assert.deepEqual([d.body.request_id, d.body.gateway_request_id, d.body.status, d.body.error], [sub.request_id, sub.request_id, 'OK', null]);
+  const { data } = await fal.queue.result(ENDPOINT, { requestId: sub.request_id });
+  assert.deepEqual(d.body.payload, data, 'the webhook carries what result returns');
+  await sleep(100);
+  const stats = emu.stats();
+  assert.deepEqual([stats.webhooksSent, stats.webhooksDelivered, stats.webhookAttempts], [1, 1, 1]);
+  assert.deepEqual(stats.acceptedByRow, { 'run-1/alice': 1 });
 });
 
-test('an unreachable face ends the request in ERROR: webhook, status error, result error status', async () => {
-  deliveries.length = 0;
-  const fal = client('k');
-  const { request_id } = await fal.queue.submit(DEFAULT_ENDPOINT, { input: { image_urls: ['http://127.0.0.1:9/nope.png'] }, webhookUrl: hookUrl });
-  await waitFor(() => (deliveries.length ? true : undefined));
-  const body = JSON.parse(deliveries[0]!.body.toString()) as { status: string; error: string };
-  assert.equal(body.status, 'ERROR');
-  assert.match(body.error, /422/);
-  const status = (await fal.queue.status(DEFAULT_ENDPOINT, { requestId: request_id })) as { status: string; error?: string };
+test('re-delivery with backoff until the receiver answers 2xx; each attempt freshly signed', async () => {
+  const emu = await emulator({ webhookRetry: { baseDelayMs: 600, maxDelayMs: 5000 } });
+  const hooks = await receiver((n) => (n <= 2 ? 500 : 200));
+  const key = await jwksKey(emu);
+  const sub = await falFor(emu).queue.submit(ENDPOINT, { input: { image_urls: [await faceDataUri(2)] }, webhookUrl: `${hooks.url}/hook` });
+  const ds = await hooks.waitFor(3);
+  await sleep(700);
+  assert.equal(ds.length, 3, 'no delivery after the 2xx');
+  const [first, second, third] = ds as [Delivery, Delivery, Delivery];
+  assert.ok(second.at - first.at >= 550, 'backoff before the 2nd attempt');
+  assert.ok(third.at - second.at >= 1150, 'doubled before the 3rd');
+  for (const d of ds) {
+    assert.ok(verifies(d, key));
+    assert.deepEqual(d.raw, first.raw, 'same body each time');
+  }
+  assert.ok(Number(third.headers[WEBHOOK_HEADERS.timestamp]) > Number(first.headers[WEBHOOK_HEADERS.timestamp]), 'fresh timestamp');
+  assert.notEqual(third.headers[WEBHOOK_HEADERS.signature], first.headers[WEBHOOK_HEADERS.signature], 'fresh signature');
+  const seen = await inspect(emu, sub.request_id);
+  assert.deepEqual(
+    seen.webhookAttempts.map((a) => a.status),
+    [500, 500, 200],
+  );
+  const stats = emu.stats();
+  assert.deepEqual([stats.webhooksSent, stats.webhooksDelivered, stats.webhookAttempts], [1, 1, 3]);
+});
+
+test('an unreachable receiver gets the configured number of attempts, then delivery gives up', async () => {
+  const emu = await emulator({ webhookRetry: { attempts: 3, baseDelayMs: 20 } });
+  const closed = createServer();
+  const deadUrl = await listen(closed);
+  await new Promise<void>((resolve) => closed.close(() => resolve()));
+  const sub = await falFor(emu).queue.submit(ENDPOINT, { input: { image_urls: [await faceDataUri(2)] }, webhookUrl: `${deadUrl}/hook` });
+  for (let i = 0; i < 200 && emu.stats().webhookAttempts < 3; i++) await sleep(10);
+  await sleep(150);
+  const seen = await inspect(emu, sub.request_id);
+  assert.equal(seen.webhookAttempts.length, 3);
+  assert.ok(seen.webhookAttempts.every((a) => a.status === undefined && typeof a.error === 'string'));
+  assert.deepEqual([emu.stats().webhooksSent, emu.stats().webhooksDelivered], [1, 0]);
+});
+
+// ---- failures in the model, sync mode, cancel ----------------------------------------------
+
+test('an unreachable face fails the request: ERROR webhook, COMPLETED status with error, 422 result', async () => {
+  const emu = await emulator();
+  const hooks = await receiver();
+  const fal = falFor(emu);
+  const missing = `${faces.url}/faces/nobody.png`;
+  const sub = await fal.queue.submit(ENDPOINT, { input: { image_urls: [missing] }, webhookUrl: `${hooks.url}/hook?run=r&row=x` });
+  const [d] = await hooks.waitFor(1);
+  assert.equal(d?.body.status, 'ERROR');
+  assert.equal(d?.body.error, 'Invalid status code: 422');
+  const detail = (d?.body.payload as { detail: { loc: unknown[]; msg: string; type: string }[] }).detail;
+  assert.deepEqual(detail[0]?.loc, ['body', 'image_urls', 0]);
+  assert.equal(detail[0]?.type, 'file_download_error');
+  assert.ok(detail[0]?.msg.includes(missing), 'the detail names the URL');
+
+  const status = (await fal.queue.status(ENDPOINT, { requestId: sub.request_id, logs: false })) as { status: string; error?: string; error_type?: string };
   assert.equal(status.status, 'COMPLETED');
-  assert.match(status.error!, /Failed to load image/);
-  await assert.rejects(fal.queue.result(DEFAULT_ENDPOINT, { requestId: request_id }), (e: { status?: number }) => e.status === 422);
+  assert.equal(status.error_type, 'file_download_error');
+  assert.match(status.error ?? '', /nobody\.png.*404/);
+  await rejectsWith(fal.queue.result(ENDPOINT, { requestId: sub.request_id }), ValidationError, (e) => {
+    assert.equal(e.status, 422);
+    assert.deepEqual(e.body, d?.body.payload);
+  });
+  const raw = await fetch(`${emu.url}${APP_URL_PATH}${sub.request_id}`, { headers: { authorization: 'Key test-key' } });
+  assert.equal(raw.status, 422);
+  assert.equal(raw.headers.get('x-fal-error-type'), 'file_download_error');
+
+  // A face that downloads but is not an image.
+  const junk = await fal.queue.submit(ENDPOINT, { input: { image_urls: ['data:image/png;base64,aGVsbG8gd29ybGQ='] } });
+  const junkStatus = (await waitDone(fal, junk.request_id)) as { error_type?: string };
+  assert.equal(junkStatus.error_type, 'image_load_error');
+  assert.equal(emu.stats().failed, 2);
 });
 
-test('sync_mode returns data URIs; cancel stops a queued request; unknown ids are 404', async () => {
-  const fal = client('k');
-  const { request_id } = await fal.queue.submit(DEFAULT_ENDPOINT, { input: { image_urls: [await faceDataUri(3)], sync_mode: true } });
-  await fal.queue.subscribeToStatus(DEFAULT_ENDPOINT, { requestId: request_id, pollInterval: 20 });
-  const { data } = await fal.queue.result(DEFAULT_ENDPOINT, { requestId: request_id });
-  assert.match((data as { images: { url: string }[] }).images[0]!.url, /^data:image\/png;base64,/);
-  await assert.rejects(fal.queue.status(DEFAULT_ENDPOINT, { requestId: '00000000-0000-0000-0000-000000000000' }), (e: { status?: number }) => e.status === 404);
-  const slow = await startEmulator({ latencyMs: { min: 5000, max: 5000 }, runners: 1 });
-  try {
-    const c = createFalClient({ credentials: 'k', requestMiddleware: async (r) => ({ ...r, url: r.url.replace(FAL_QUEUE_HOST, slow.url) }) });
-    await c.queue.submit(DEFAULT_ENDPOINT, { input: { image_urls: [await faceDataUri(4)] } });
-    const second = await c.queue.submit(DEFAULT_ENDPOINT, { input: { image_urls: [await faceDataUri(4)] } });
-    await c.queue.cancel(DEFAULT_ENDPOINT, { requestId: second.request_id });
-    assert.equal(slow.stats().canceled, 1);
-  } finally {
-    await slow.close();
+test('sync_mode returns the images as data URIs instead of /files URLs', async () => {
+  const emu = await emulator();
+  const fal = falFor(emu);
+  const sub = await fal.queue.submit(ENDPOINT, { input: { image_urls: [await faceDataUri(4)], sync_mode: true, output_format: 'webp', image_size: 'landscape_16_9' } });
+  await waitDone(fal, sub.request_id);
+  const out = (await fal.queue.result(ENDPOINT, { requestId: sub.request_id })).data as PortraitOutput;
+  const url = out.images[0]?.url ?? '';
+  assert.match(url, /^data:image\/webp;base64,/);
+  const body = Buffer.from(url.slice(url.indexOf(',') + 1), 'base64');
+  assert.equal(out.images[0]?.file_size, body.length);
+  const meta = await sharp(body).metadata();
+  assert.deepEqual([meta.width, meta.height, meta.format], [256, 144, 'webp']);
+  assert.equal(emu.stats().fileGets, 0);
+});
+
+test('cancel: a queued and a running request end without a result or webhook', async () => {
+  const emu = await emulator({ runners: 1, latencyMs: { min: 1000, max: 1000 } });
+  const hooks = await receiver();
+  const fal = falFor(emu);
+  const input = { image_urls: [await faceDataUri(6)] };
+  const running = await fal.queue.submit(ENDPOINT, { input, webhookUrl: `${hooks.url}/a` });
+  const queued = await fal.queue.submit(ENDPOINT, { input, webhookUrl: `${hooks.url}/b` });
+  assert.equal((await fal.queue.status(ENDPOINT, { requestId: queued.request_id, logs: false })).status, 'IN_QUEUE');
+  await fal.queue.cancel(ENDPOINT, { requestId: queued.request_id });
+  await fal.queue.cancel(ENDPOINT, { requestId: running.request_id });
+  const raw = await fetch(`${emu.url}${APP_URL_PATH}${running.request_id}/cancel`, { method: 'PUT', headers: { authorization: 'Key test-key' } });
+  assert.equal(raw.status, 400);
+  assert.deepEqual(await raw.json(), { status: 'ALREADY_COMPLETED' });
+  for (const { request_id: requestId } of [running, queued]) {
+    const s = (await fal.queue.status(ENDPOINT, { requestId, logs: false })) as { status: string; error_type?: string };
+    assert.deepEqual([s.status, s.error_type], ['COMPLETED', 'request_cancelled']);
+    await rejectsWith(fal.queue.result(ENDPOINT, { requestId }), ApiError, (e) => assert.equal(e.status, 400));
   }
+  // The runner is free at once: a new request completes well before the cancelled one would have.
+  const submitted = Date.now();
+  const next = await fal.queue.submit(ENDPOINT, { input, webhookUrl: `${hooks.url}/c` });
+  const [d] = await hooks.waitFor(1, 3000);
+  assert.equal(d?.body.request_id, next.request_id);
+  assert.ok(d.at - submitted < 1500, `the next request ran at once (${d.at - submitted} ms)`);
+  await sleep(1100);
+  assert.equal(hooks.deliveries.length, 1, 'no webhook for the cancelled requests');
+  assert.deepEqual([emu.stats().canceled, emu.stats().completed], [2, 1]);
 });
 
-test('faults: lost requests are 404, file downloads fail, duplicates are sent twice', async () => {
-  const fal = client('k');
-  emu.setFaults({ lostRequestRate: 1 });
-  const lost = await fal.queue.submit(DEFAULT_ENDPOINT, { input: { image_urls: [await faceDataUri(5)] } });
-  emu.setFaults({ lostRequestRate: 0, imageDownloadFailureRate: 1, webhookDuplicateRate: 1 });
-  await assert.rejects(fal.queue.status(DEFAULT_ENDPOINT, { requestId: lost.request_id }), (e: { status?: number }) => e.status === 404);
-  deliveries.length = 0;
-  await fal.queue.submit(DEFAULT_ENDPOINT, { input: { image_urls: [await faceDataUri(6)] }, webhookUrl: hookUrl });
-  await waitFor(() => (deliveries.length >= 2 ? true : undefined));
-  const url = (JSON.parse(deliveries[0]!.body.toString()) as { payload: { images: { url: string }[] } }).payload.images[0]!.url;
-  assert.equal((await fetch(url)).status, 500);
-  emu.setFaults({ imageDownloadFailureRate: 0, webhookDuplicateRate: 0 });
-  assert.equal((await fetch(url)).status, 200);
+// ---- faults ---------------------------------------------------------------------------------
+
+test('submitErrorRate 1: every submit is refused with 429 (Retry-After: 1) or 500/503, nothing created', async () => {
+  const emu = await emulator({ faults: { submitErrorRate: 1 } });
+  const fal = falFor(emu);
+  const input = { image_urls: [await faceDataUri(1)] };
+  const seen = new Set<number>();
+  for (let i = 0; i < 12; i++) {
+    await rejectsWith(fal.queue.submit(ENDPOINT, { input }), HttpStatusError, (e) => {
+      assert.ok([429, 500, 503].includes(e.status), `status ${e.status}`);
+      if (e.status === 429) assert.equal(e.retryAfter, '1');
+      seen.add(e.status);
+    });
+  }
+  assert.ok(seen.has(429) && (seen.has(500) || seen.has(503)), `both kinds seen: ${[...seen]}`);
+  assert.deepEqual([emu.stats().rejectedByFault, emu.stats().accepted], [12, 0]);
+  emu.setFaults({ submitErrorRate: 0 });
+  assert.match((await fal.queue.submit(ENDPOINT, { input })).request_id, UUID);
+});
+
+test('the same seed makes the same fault decisions', async () => {
+  const outcomes = async () => {
+    const emu = await emulator({ seed: 1234, faults: { submitErrorRate: 0.5 } });
+    const body = JSON.stringify({ image_urls: [await faceDataUri(1)] });
+    const codes: number[] = [];
+    for (let i = 0; i < 16; i++) {
+      const res = await fetch(`${emu.url}/${ENDPOINT}`, { method: 'POST', headers: { authorization: 'Key k', 'content-type': 'application/json' }, body });
+      await res.arrayBuffer();
+      codes.push(res.status);
+    }
+    return codes;
+  };
+  const first = await outcomes();
+  assert.ok(first.includes(200) && first.some((c) => c !== 200), `a mix: ${first}`);
+  assert.deepEqual(await outcomes(), first);
+});
+
+test('lostRequestRate 1: accepted (and counted per row), then status 404 and no webhook', async () => {
+  const emu = await emulator({ faults: { lostRequestRate: 1 } });
+  const hooks = await receiver();
+  const fal = falFor(emu);
+  const sub = await fal.queue.submit(ENDPOINT, { input: { image_urls: [await faceDataUri(7)] }, webhookUrl: `${hooks.url}/h?run=run-9&row=gus` });
+  assert.match(sub.request_id, UUID);
+  await sleep(150);
+  await rejectsWith(fal.queue.status(ENDPOINT, { requestId: sub.request_id, logs: false }), ApiError, (e) => {
+    assert.equal(e.status, 404);
+    assert.deepEqual(e.body, { detail: 'Request not found' });
+  });
+  await rejectsWith(fal.queue.result(ENDPOINT, { requestId: sub.request_id }), ApiError, (e) => assert.equal(e.status, 404));
+  assert.equal((await inspect(emu, sub.request_id)).status, 'LOST');
+  assert.equal(hooks.deliveries.length, 0);
+  const stats = emu.stats();
+  assert.deepEqual([stats.accepted, stats.lost, stats.completed, stats.webhooksSent], [1, 1, 0, 0]);
+  assert.deepEqual(stats.acceptedByRow, { 'run-9/gus': 1 });
+});
+
+test('modelErrorRate 1: ERROR webhook with a 500, status error, result 500', async () => {
+  const emu = await emulator({ faults: { modelErrorRate: 1 } });
+  const hooks = await receiver();
+  const fal = falFor(emu);
+  const sub = await fal.queue.submit(ENDPOINT, { input: { image_urls: [await faceDataUri(8)] }, webhookUrl: `${hooks.url}/h` });
+  const [d] = await hooks.waitFor(1);
+  assert.deepEqual([d?.body.status, d?.body.error], ['ERROR', 'Invalid status code: 500']);
+  assert.match(String((d?.body.payload as { detail: unknown }).detail), /model error/i);
+  const s = (await fal.queue.status(ENDPOINT, { requestId: sub.request_id, logs: false })) as { status: string; error?: string; error_type?: string };
+  assert.equal(s.status, 'COMPLETED');
+  assert.match(s.error ?? '', /model error/i);
+  await rejectsWith(fal.queue.result(ENDPOINT, { requestId: sub.request_id }), HttpStatusError, (e) => assert.equal(e.status, 500));
+  assert.equal(emu.stats().failed, 1);
+});
+
+test('imageDownloadFailureRate 1: GETs of generated files answer 500', async () => {
+  const emu = await emulator();
+  const fal = falFor(emu);
+  const sub = await fal.queue.submit(ENDPOINT, { input: { image_urls: [await faceDataUri(9)] } });
+  await waitDone(fal, sub.request_id);
+  const url = ((await fal.queue.result(ENDPOINT, { requestId: sub.request_id })).data as PortraitOutput).images[0]!.url;
+  emu.setFaults({ imageDownloadFailureRate: 1 });
+  for (let i = 0; i < 3; i++) assert.equal((await fetch(url)).status, 500);
+  emu.setFaults({ imageDownloadFailureRate: 0 });
+  const ok = await fetch(url);
+  assert.equal(ok.status, 200);
+  assert.equal((await sharp(Buffer.from(await ok.arrayBuffer())).metadata()).format, 'png');
+  assert.deepEqual([emu.stats().fileGets, emu.stats().fileFailures], [4, 3]);
+});
+
+test('webhookDuplicateRate 1: every webhook arrives twice, identical', async () => {
+  const emu = await emulator({ faults: { webhookDuplicateRate: 1 } });
+  const hooks = await receiver();
+  const key = await jwksKey(emu);
+  const sub = await falFor(emu).queue.submit(ENDPOINT, { input: { image_urls: [await faceDataUri(10)] }, webhookUrl: `${hooks.url}/h?run=a&row=b` });
+  const [a, b] = await hooks.waitFor(2);
+  await sleep(200);
+  assert.equal(hooks.deliveries.length, 2);
+  assert.ok(a && b && verifies(a, key) && verifies(b, key));
+  assert.deepEqual(a.raw, b.raw);
+  assert.equal(a.body.request_id, sub.request_id);
+  assert.deepEqual([emu.stats().webhooksDuplicated, emu.stats().webhooksSent, emu.stats().webhooksDelivered], [1, 2, 2]);
+});
+
+test('webhookDropRate 1: the request completes but no webhook is ever sent', async () => {
+  const emu = await emulator({ faults: { webhookDropRate: 1 } });
+  const hooks = await receiver();
+  const fal = falFor(emu);
+  const sub = await fal.queue.submit(ENDPOINT, { input: { image_urls: [await faceDataUri(11)] }, webhookUrl: `${hooks.url}/h` });
+  assert.equal((await waitDone(fal, sub.request_id)).status, 'COMPLETED');
+  await sleep(200);
+  assert.equal(hooks.deliveries.length, 0);
+  assert.deepEqual([emu.stats().webhooksDropped, emu.stats().webhooksSent], [1, 0]);
+});
+
+test('webhookDelayMs holds each webhook back', async () => {
+  const emu = await emulator({ faults: { webhookDelayMs: { min: 400, max: 400 } } });
+  const hooks = await receiver();
+  const sub = await falFor(emu).queue.submit(ENDPOINT, { input: { image_urls: [await faceDataUri(12)] }, webhookUrl: `${hooks.url}/h` });
+  const [d] = await hooks.waitFor(1);
+  const { completedAt } = await inspect(emu, sub.request_id);
+  assert.ok(completedAt !== null && d!.at - completedAt >= 380, `delivered ${d!.at - (completedAt ?? 0)} ms after completion`);
+});
+
+test('close() stops the server', async () => {
+  const emu = await startEmulator({ sizeScale: 0.25 });
+  await emu.close();
+  await assert.rejects(fetch(emu.jwksUrl));
+  await emu.close(); // idempotent
 });

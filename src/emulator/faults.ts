@@ -1,4 +1,12 @@
-// Fault options of the emulator and the seeded random source that decides them (reproducible runs).
+// Fault options of the emulator and the seeded random sources that decide them, so a run with the
+// same seed makes the same decisions. Each concern draws from its own stream: file GETs, say, do
+// not shift which submits get refused.
+
+export interface MsRange {
+  min: number;
+  max: number;
+}
+
 export interface EmulatorFaults {
   /** Share of submits answered 429 (Retry-After: 1) or 500/503, half each; nothing is created. */
   submitErrorRate?: number;
@@ -7,16 +15,16 @@ export interface EmulatorFaults {
   /** Share of webhooks sent twice. */
   webhookDuplicateRate?: number;
   /** Extra random delay before a webhook is sent (reorders deliveries). */
-  webhookDelayMs?: { min: number; max: number };
+  webhookDelayMs?: MsRange;
   /** Share of requests that fail in the model (500, ERROR webhook). */
   modelErrorRate?: number;
   /** Share of accepted requests fal forgets: status/result 404, no webhook. */
   lostRequestRate?: number;
-  /** Share of GETs of /files answered 500. */
+  /** Share of GETs of /files answered 500 (decided per GET). */
   imageDownloadFailureRate?: number;
 }
 
-/** mulberry32: small, fast, seedable. */
+/** mulberry32: small, fast, seedable; returns floats in [0, 1). */
 export function seededRandom(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
@@ -28,7 +36,25 @@ export function seededRandom(seed: number): () => number {
   };
 }
 
-export function between(random: () => number, range: { min: number; max: number } | undefined): number {
+/** An integer in [min, max] (0 without a range). */
+export function between(random: () => number, range: MsRange | undefined): number {
   if (!range) return 0;
-  return Math.round(range.min + random() * Math.max(0, range.max - range.min));
+  const min = Math.max(0, range.min);
+  return Math.round(min + random() * Math.max(0, range.max - min));
+}
+
+/** True with probability `rate`; always draws, so decisions stay aligned whatever the rates. */
+export function chance(random: () => number, rate: number | undefined): boolean {
+  return random() < (rate ?? 0);
+}
+
+export type StreamName = 'submit' | 'lost' | 'model' | 'latency' | 'seed' | 'webhook' | 'files';
+
+/** One independent seeded stream per concern, all derived from one seed. */
+export function randomStreams(seed: number): Record<StreamName, () => number> {
+  const names: StreamName[] = ['submit', 'lost', 'model', 'latency', 'seed', 'webhook', 'files'];
+  return Object.fromEntries(names.map((name, i) => [name, seededRandom(Math.imul(seed >>> 0, 0x9e3779b1) ^ ((i + 1) * 0x85ebca6b))])) as Record<
+    StreamName,
+    () => number
+  >;
 }

@@ -1,139 +1,314 @@
-// The model endpoint as the emulator plays it: input validation with the endpoint's public schema
-// (pydantic-style 422 details), fetching the face, and real images of the requested size and format —
-// the face composed onto a full-body drawing.
+// The model endpoint as the emulator plays it (fal-ai/flux-2-lora-gallery/face-to-full-portrait):
+// input validation with the endpoint's public schema and pydantic's lax coercions and error shapes
+// (422 `detail` lists), fetching the face like the model would, and the output object.
+import { performance } from 'node:perf_hooks';
 import sharp from 'sharp';
+import { renderPortrait, type RenderedImage } from './portrait.ts';
 
-export const PRESET_SIZES: Record<string, { width: number; height: number }> = {
+export const ENDPOINT_ID = 'fal-ai/flux-2-lora-gallery/face-to-full-portrait';
+export const DEFAULT_PROMPT = 'Face to full portrait';
+
+export const PRESET_SIZES = {
   square_hd: { width: 1024, height: 1024 },
   square: { width: 512, height: 512 },
   portrait_4_3: { width: 768, height: 1024 },
   portrait_16_9: { width: 576, height: 1024 },
   landscape_4_3: { width: 1024, height: 768 },
   landscape_16_9: { width: 1024, height: 576 },
-};
-const FORMATS = ['png', 'jpeg', 'webp'] as const;
-type Format = (typeof FORMATS)[number];
+} as const satisfies Record<string, { width: number; height: number }>;
+export type PresetSize = keyof typeof PRESET_SIZES;
+
+export const OUTPUT_FORMATS = ['png', 'jpeg', 'webp'] as const;
+export type OutputFormat = (typeof OUTPUT_FORMATS)[number];
+const ACCELERATIONS = ['none', 'regular'] as const;
 
 export interface ModelInput {
   image_urls: string[];
   prompt: string;
+  /** Resolved size (a preset's or the given one). */
   width: number;
   height: number;
   guidance_scale: number;
   num_inference_steps: number;
+  acceleration: (typeof ACCELERATIONS)[number];
   seed?: number;
   sync_mode: boolean;
-  output_format: Format;
+  enable_safety_checker: boolean;
+  output_format: OutputFormat;
   num_images: number;
+  lora_scale: number;
 }
 
+/** One pydantic v2 error entry. */
 export interface FieldError {
   loc: (string | number)[];
   msg: string;
   type: string;
+  input?: unknown;
+  ctx?: Record<string, unknown>;
 }
 
-/** Validates like the real endpoint: unknown fields are ignored, bad ones listed in `detail`. */
-export function validateInput(body: unknown): { ok: true; input: ModelInput } | { ok: false; detail: FieldError[] } {
-  const detail: FieldError[] = [];
-  const err = (field: string, msg: string, type: string) => detail.push({ loc: ['body', field], msg, type });
-  if (!body || typeof body !== 'object' || Array.isArray(body)) return { ok: false, detail: [{ loc: ['body'], msg: 'Input should be a valid dictionary', type: 'dict_type' }] };
-  const b = body as Record<string, unknown>;
-  const num = (field: string, def: number, min: number, max: number, int = false): number => {
-    const v = b[field];
-    if (v === undefined || v === null) return def;
-    if (typeof v !== 'number' || !Number.isFinite(v) || (int && !Number.isInteger(v))) {
-      err(field, int ? 'Input should be a valid integer' : 'Input should be a valid number', int ? 'int_type' : 'float_type');
-    } else if (v < min) err(field, `Input should be greater than or equal to ${min}`, 'greater_than_equal');
-    else if (v > max) err(field, `Input should be less than or equal to ${max}`, 'less_than_equal');
-    return typeof v === 'number' ? v : def;
-  };
-  const bool = (field: string, def: boolean): boolean => {
-    const v = b[field];
-    if (v === undefined || v === null) return def;
-    if (typeof v !== 'boolean') err(field, 'Input should be a valid boolean', 'bool_type');
-    return v === true;
-  };
-  const imageUrls = b.image_urls;
-  if (imageUrls === undefined) err('image_urls', 'Field required', 'missing');
-  else if (!Array.isArray(imageUrls) || imageUrls.length === 0 || !imageUrls.every((u) => typeof u === 'string')) {
-    err('image_urls', 'Input should be a non-empty list of URLs', 'list_type');
+export type Validation = { ok: true; input: ModelInput } | { ok: false; detail: FieldError[] };
+
+/** A request that failed inside the model: what fal reports in status, result and webhook. */
+export class ModelFailure extends Error {
+  constructor(
+    /** HTTP status of the result (422 input/image problems, 500 model errors). */
+    readonly status: number,
+    /** X-Fal-Error-Type / status `error_type`. */
+    readonly type: string,
+    message: string,
+    /** The `detail` of the error body. */
+    readonly detail: unknown,
+  ) {
+    super(message);
+    this.name = 'ModelFailure';
   }
-  if (b.prompt !== undefined && typeof b.prompt !== 'string') err('prompt', 'Input should be a valid string', 'string_type');
-  let size = PRESET_SIZES.square_hd!;
-  const s = b.image_size;
-  if (typeof s === 'string') {
-    if (PRESET_SIZES[s]) size = PRESET_SIZES[s]!;
-    else err('image_size', `Input should be ${Object.keys(PRESET_SIZES).map((k) => `'${k}'`).join(', ')}`, 'enum');
-  } else if (s && typeof s === 'object') {
-    const { width, height } = s as { width?: unknown; height?: unknown };
-    const ok = (v: unknown) => typeof v === 'number' && Number.isInteger(v) && v >= 64 && v <= 4096;
-    if (!ok(width) || !ok(height)) err('image_size', 'width and height should be integers from 64 to 4096', 'value_error');
-    else size = { width: width as number, height: height as number };
-  } else if (s !== undefined && s !== null) err('image_size', 'Input should be an enum value or {width, height}', 'enum');
-  const fmt = b.output_format ?? 'png';
-  if (!FORMATS.includes(fmt as Format)) err('output_format', "Input should be 'png', 'jpeg' or 'webp'", 'enum');
-  if (b.acceleration !== undefined && b.acceleration !== 'none' && b.acceleration !== 'regular') err('acceleration', "Input should be 'none' or 'regular'", 'enum');
+}
+
+const INT_RE = /^\s*[+-]?\d+\s*$/;
+const FLOAT_RE = /^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$/;
+const TRUE_WORDS = new Set(['true', '1', 'yes', 'on', 't', 'y']);
+const FALSE_WORDS = new Set(['false', '0', 'no', 'off', 'f', 'n']);
+
+/** Validates like the real endpoint: unknown fields are ignored, every bad field is listed. */
+export function validateInput(body: unknown): Validation {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+    return { ok: false, detail: [{ loc: ['body'], msg: 'Input should be a valid dictionary or object to extract fields from', type: 'model_attributes_type', input: body }] };
+  }
+  const b = body as Record<string, unknown>;
+  const detail: FieldError[] = [];
+  const fail = (loc: (string | number)[], msg: string, type: string, input: unknown, ctx?: Record<string, unknown>) => {
+    detail.push({ loc: ['body', ...loc], msg, type, input, ...(ctx ? { ctx } : {}) });
+  };
+  const present = (field: string) => b[field] !== undefined && b[field] !== null;
+
+  const toInt = (loc: (string | number)[], v: unknown): number | undefined => {
+    if (typeof v === 'number' && Number.isFinite(v)) {
+      if (Number.isInteger(v)) return v;
+      fail(loc, 'Input should be a valid integer, got a number with a fractional part', 'int_from_float', v);
+    } else if (typeof v === 'string') {
+      if (INT_RE.test(v)) return Number(v);
+      fail(loc, 'Input should be a valid integer, unable to parse string as an integer', 'int_parsing', v);
+    } else fail(loc, 'Input should be a valid integer', 'int_type', v);
+    return undefined;
+  };
+  const toFloat = (loc: (string | number)[], v: unknown): number | undefined => {
+    if (typeof v === 'number' && Number.isFinite(v)) return v;
+    if (typeof v === 'string') {
+      if (FLOAT_RE.test(v)) return Number(v);
+      fail(loc, 'Input should be a valid number, unable to parse string as a number', 'float_parsing', v);
+    } else fail(loc, 'Input should be a valid number', 'float_type', v);
+    return undefined;
+  };
+  const inRange = (loc: (string | number)[], v: number | undefined, min: number | undefined, max: number | undefined): number | undefined => {
+    if (v === undefined) return undefined;
+    if (min !== undefined && v < min) {
+      fail(loc, `Input should be greater than or equal to ${min}`, 'greater_than_equal', v, { ge: min });
+      return undefined;
+    }
+    if (max !== undefined && v > max) {
+      fail(loc, `Input should be less than or equal to ${max}`, 'less_than_equal', v, { le: max });
+      return undefined;
+    }
+    return v;
+  };
+  const int = (field: string, def: number, min?: number, max?: number): number =>
+    present(field) ? (inRange([field], toInt([field], b[field]), min, max) ?? def) : def;
+  const float = (field: string, def: number, min?: number, max?: number): number =>
+    present(field) ? (inRange([field], toFloat([field], b[field]), min, max) ?? def) : def;
+  const bool = (field: string, def: boolean): boolean => {
+    if (!present(field)) return def;
+    const v = b[field];
+    if (typeof v === 'boolean') return v;
+    if (v === 0 || v === 1) return v === 1;
+    if (typeof v === 'string' && TRUE_WORDS.has(v.toLowerCase())) return true;
+    if (typeof v === 'string' && FALSE_WORDS.has(v.toLowerCase())) return false;
+    fail([field], 'Input should be a valid boolean', typeof v === 'string' ? 'bool_parsing' : 'bool_type', v);
+    return def;
+  };
+  const literal = <T extends string>(field: string, allowed: readonly T[], def: T): T => {
+    if (!present(field)) return def;
+    const v = b[field];
+    if (typeof v === 'string' && (allowed as readonly string[]).includes(v)) return v as T;
+    fail([field], `Input should be ${orList(allowed)}`, 'enum', v, { expected: orList(allowed) });
+    return def;
+  };
+
+  // image_urls: required, a non-empty list of strings.
+  let imageUrls: string[] = [];
+  const rawUrls = b.image_urls;
+  if (rawUrls === undefined) fail(['image_urls'], 'Field required', 'missing', body);
+  else if (!Array.isArray(rawUrls)) fail(['image_urls'], 'Input should be a valid list', 'list_type', rawUrls);
+  else if (rawUrls.length === 0) {
+    fail(['image_urls'], 'List should have at least 1 item after validation, not 0', 'too_short', rawUrls, { field_type: 'List', min_length: 1, actual_length: 0 });
+  } else {
+    rawUrls.forEach((u, i) => {
+      if (typeof u !== 'string') fail(['image_urls', i], 'Input should be a valid string', 'string_type', u);
+    });
+    imageUrls = rawUrls.filter((u): u is string => typeof u === 'string');
+  }
+
+  let prompt = DEFAULT_PROMPT;
+  if (present('prompt')) {
+    if (typeof b.prompt === 'string') prompt = b.prompt;
+    else fail(['prompt'], 'Input should be a valid string', 'string_type', b.prompt);
+  }
+
+  // image_size: a preset name or {width, height}.
+  let size: { width: number; height: number } = PRESET_SIZES.square_hd;
+  if (present('image_size')) {
+    const s = b.image_size;
+    if (typeof s === 'string') {
+      if (Object.hasOwn(PRESET_SIZES, s)) size = PRESET_SIZES[s as PresetSize];
+      else fail(['image_size'], `Input should be ${orList(Object.keys(PRESET_SIZES))}`, 'enum', s, { expected: orList(Object.keys(PRESET_SIZES)) });
+    } else if (typeof s === 'object' && !Array.isArray(s)) {
+      const o = s as Record<string, unknown>;
+      const side = (k: 'width' | 'height') =>
+        o[k] === undefined || o[k] === null ? 512 : inRange(['image_size', k], toInt(['image_size', k], o[k]), 64, 4096);
+      const width = side('width');
+      const height = side('height');
+      if (width !== undefined && height !== undefined) size = { width, height };
+    } else {
+      fail(['image_size'], `Input should be ${orList(Object.keys(PRESET_SIZES))} or a valid dictionary with width and height`, 'union_tag_invalid', s);
+    }
+  }
+
   const input: ModelInput = {
-    image_urls: Array.isArray(imageUrls) ? (imageUrls as string[]) : [],
-    prompt: typeof b.prompt === 'string' ? b.prompt : 'Face to full portrait',
+    image_urls: imageUrls,
+    prompt,
     width: size.width,
     height: size.height,
-    guidance_scale: num('guidance_scale', 2.5, 0, 20),
-    num_inference_steps: num('num_inference_steps', 40, 1, 100, true),
-    seed: b.seed === undefined || b.seed === null ? undefined : num('seed', 0, 0, 4294967295, true),
+    guidance_scale: float('guidance_scale', 2.5, 0, 20),
+    num_inference_steps: int('num_inference_steps', 40, 1, 100),
+    acceleration: literal('acceleration', ACCELERATIONS, 'regular'),
+    seed: present('seed') ? inRange(['seed'], toInt(['seed'], b.seed), 0, Number.MAX_SAFE_INTEGER) : undefined,
     sync_mode: bool('sync_mode', false),
-    output_format: fmt as Format,
-    num_images: num('num_images', 1, 1, 4, true),
+    enable_safety_checker: bool('enable_safety_checker', true),
+    output_format: literal('output_format', OUTPUT_FORMATS, 'png'),
+    num_images: int('num_images', 1, 1, 4),
+    lora_scale: float('lora_scale', 1, 0, 4),
   };
-  num('lora_scale', 1, 0, 4);
-  bool('enable_safety_checker', true);
-  return detail.length ? { ok: false, detail } : { ok: true, input };
+  return detail.length > 0 ? { ok: false, detail } : { ok: true, input };
 }
 
-/** Fetches the face like the model would: http(s) or a data: URI; anything else fails the request. */
-export async function fetchFace(url: string, timeoutMs = 15_000): Promise<Buffer> {
+function orList(values: readonly string[]): string {
+  const quoted = values.map((v) => `'${v}'`);
+  return quoted.length < 2 ? (quoted[0] ?? '') : `${quoted.slice(0, -1).join(', ')} or ${quoted[quoted.length - 1]}`;
+}
+
+const MAX_FACE_BYTES = 20 * 1024 * 1024;
+
+/** How a URL appears in messages: data URIs are cut, queries dropped (presigned URLs carry secrets). */
+export function describeUrl(url: string): string {
+  if (url.startsWith('data:')) return `${url.slice(0, Math.min(url.indexOf(',') + 1 || 40, 40))}…`;
+  return url.split('?')[0]!.slice(0, 200);
+}
+
+function downloadError(url: string, reason: string): ModelFailure {
+  const msg = `Failed to download the file from ${describeUrl(url)}: ${reason}. Please check if the URL is accessible.`;
+  return new ModelFailure(422, 'file_download_error', msg, [{ loc: ['body', 'image_urls', 0], msg, type: 'file_download_error', input: describeUrl(url) }]);
+}
+
+function loadError(url: string, reason: string): ModelFailure {
+  const msg = `Failed to load the image from ${describeUrl(url)}: ${reason}. Please ensure it is a valid image in a supported format.`;
+  return new ModelFailure(422, 'image_load_error', msg, [{ loc: ['body', 'image_urls', 0], msg, type: 'image_load_error', input: describeUrl(url) }]);
+}
+
+/** Fetches the face like the model would (http(s) or a data: URI) and checks that it decodes. */
+export async function loadFace(url: string, signal?: AbortSignal, timeoutMs = 15_000): Promise<Buffer> {
+  let data: Buffer;
   if (url.startsWith('data:')) {
     const comma = url.indexOf(',');
-    if (comma < 0 || !/;base64$/i.test(url.slice(0, comma))) throw new Error('unsupported data URI');
-    return Buffer.from(url.slice(comma + 1), 'base64');
+    if (comma < 0) throw downloadError(url, 'malformed data URI');
+    const meta = url.slice(5, comma);
+    const payload = url.slice(comma + 1);
+    data = /;base64$/i.test(meta) ? Buffer.from(payload, 'base64') : Buffer.from(decodeURIComponent(payload), 'utf8');
+  } else if (/^https?:\/\//i.test(url)) {
+    const signals = [AbortSignal.timeout(timeoutMs), ...(signal ? [signal] : [])];
+    let res: Response;
+    try {
+      res = await fetch(url, { signal: AbortSignal.any(signals), redirect: 'follow' });
+    } catch (err) {
+      const cause = (err as { cause?: { code?: string } }).cause?.code;
+      throw downloadError(url, cause ?? (err as Error).message);
+    }
+    if (!res.ok) {
+      await res.body?.cancel().catch(() => undefined);
+      throw downloadError(url, `the server answered ${res.status}`);
+    }
+    const declared = Number(res.headers.get('content-length') ?? 0);
+    if (declared > MAX_FACE_BYTES) {
+      await res.body?.cancel().catch(() => undefined);
+      throw downloadError(url, `the file is larger than ${MAX_FACE_BYTES} bytes`);
+    }
+    try {
+      data = Buffer.from(await res.arrayBuffer());
+    } catch (err) {
+      throw downloadError(url, (err as Error).message);
+    }
+  } else {
+    throw downloadError(url, `unsupported URL scheme ${JSON.stringify(url.split(':')[0]?.slice(0, 20) ?? '')}`);
   }
-  if (!/^https?:\/\//i.test(url)) throw new Error(`unsupported URL scheme in ${url.slice(0, 60)}`);
-  const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
-  if (!res.ok) throw new Error(`GET ${url.split('?')[0]} answered ${res.status}`);
-  return Buffer.from(await res.arrayBuffer());
+  if (data.length === 0) throw loadError(url, 'the file is empty');
+  if (data.length > MAX_FACE_BYTES) throw downloadError(url, `the file is larger than ${MAX_FACE_BYTES} bytes`);
+  try {
+    const meta = await sharp(data).metadata();
+    if (!meta.width || !meta.height) throw new Error('no dimensions');
+  } catch (err) {
+    throw loadError(url, `cannot decode it (${(err as Error).message})`);
+  }
+  return data;
 }
 
-export interface RenderedImage {
-  data: Buffer;
-  contentType: string;
-  ext: Format;
+export interface OutputImage {
+  url: string;
+  content_type: string;
+  file_name: string;
+  file_size: number;
   width: number;
   height: number;
 }
 
-/** One full-body portrait: a drawn figure whose colours come from the seed, the face at the head. */
-export async function renderPortrait(face: Buffer, input: ModelInput, seed: number, sizeScale: number): Promise<RenderedImage> {
-  const width = Math.max(16, Math.round(input.width * sizeScale));
-  const height = Math.max(16, Math.round(input.height * sizeScale));
-  const hue = seed % 360;
-  const headSize = Math.max(8, Math.round(Math.min(width, height) * 0.2));
-  const cx = Math.round(width / 2);
-  const headTop = Math.round(height * 0.06);
-  const shoulders = headTop + headSize;
-  const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}">
-<defs><linearGradient id="g" x1="0" y1="0" x2="0" y2="1"><stop offset="0" stop-color="hsl(${hue},35%,88%)"/><stop offset="1" stop-color="hsl(${(hue + 40) % 360},30%,70%)"/></linearGradient></defs>
-<rect width="${width}" height="${height}" fill="url(#g)"/>
-<rect x="${cx - headSize * 0.9}" y="${shoulders}" width="${headSize * 1.8}" height="${height * 0.42}" rx="${headSize * 0.4}" fill="hsl(${(hue + 180) % 360},45%,45%)"/>
-<rect x="${cx - headSize * 0.8}" y="${shoulders + height * 0.4}" width="${headSize * 0.7}" height="${height * 0.45}" fill="hsl(${(hue + 220) % 360},30%,30%)"/>
-<rect x="${cx + headSize * 0.1}" y="${shoulders + height * 0.4}" width="${headSize * 0.7}" height="${height * 0.45}" fill="hsl(${(hue + 220) % 360},30%,30%)"/>
-<rect x="${cx - headSize * 1.4}" y="${shoulders + 4}" width="${headSize * 0.45}" height="${height * 0.36}" rx="${headSize * 0.2}" fill="hsl(${(hue + 180) % 360},45%,40%)"/>
-<rect x="${cx + headSize * 0.95}" y="${shoulders + 4}" width="${headSize * 0.45}" height="${height * 0.36}" rx="${headSize * 0.2}" fill="hsl(${(hue + 180) % 360},45%,40%)"/>
-</svg>`;
-  const mask = Buffer.from(`<svg xmlns="http://www.w3.org/2000/svg" width="${headSize}" height="${headSize}"><circle cx="${headSize / 2}" cy="${headSize / 2}" r="${headSize / 2}"/></svg>`);
-  const head = await sharp(face).resize(headSize, headSize, { fit: 'cover' }).composite([{ input: mask, blend: 'dest-in' }]).png().toBuffer();
-  const canvas = sharp(Buffer.from(svg)).composite([{ input: head, left: Math.round(cx - headSize / 2), top: headTop }]);
-  const fmt = input.output_format;
-  const data = await (fmt === 'jpeg' ? canvas.jpeg({ quality: 85 }) : fmt === 'webp' ? canvas.webp({ quality: 85 }) : canvas.png()).toBuffer();
-  return { data, contentType: `image/${fmt}`, ext: fmt, width, height };
+export interface ModelOutput {
+  images: OutputImage[];
+  seed: number;
+  prompt: string;
+  has_nsfw_concepts: boolean[];
+  timings: { inference: number };
+}
+
+/**
+ * Produces the endpoint's output: `num_images` real images of the requested size (scaled by
+ * `sizeScale`) and format; `publish` turns each into the URL the output carries.
+ */
+export async function generate(
+  input: ModelInput,
+  face: Buffer,
+  seed: number,
+  sizeScale: number,
+  publish: (image: RenderedImage) => string,
+): Promise<ModelOutput> {
+  const started = performance.now();
+  const width = Math.max(8, Math.round(input.width * sizeScale));
+  const height = Math.max(8, Math.round(input.height * sizeScale));
+  const images: OutputImage[] = [];
+  for (let i = 0; i < input.num_images; i++) {
+    const img = await renderPortrait(face, { width, height, format: input.output_format }, seed, i);
+    images.push({
+      url: publish(img),
+      content_type: img.contentType,
+      file_name: img.fileName,
+      file_size: img.data.length,
+      width: img.width,
+      height: img.height,
+    });
+  }
+  return {
+    images,
+    seed,
+    prompt: input.prompt,
+    has_nsfw_concepts: images.map(() => false),
+    timings: { inference: Math.round(performance.now() - started) / 1000 },
+  };
 }

@@ -1,213 +1,232 @@
-// The emulator's queue: accepted requests, FIFO runners that process them (IN_QUEUE → IN_PROGRESS →
-// COMPLETED), results kept for status/result calls, files served from memory, webhooks on completion.
-import { randomBytes, randomUUID } from 'node:crypto';
-import { between, type EmulatorFaults } from './faults.ts';
-import { fetchFace, renderPortrait, type ModelInput } from './model.ts';
-import type { WebhookSender } from './webhooks.ts';
+// The emulator's queue: accepted requests and their state (IN_QUEUE → IN_PROGRESS → COMPLETED),
+// FIFO runners that process them with the model, cancellation, lost requests, and the webhook
+// handed to delivery when a request finishes.
+import { randomUUID } from 'node:crypto';
+import type { Logger } from '../core/logger.ts';
+import { between, chance, type EmulatorFaults, type MsRange } from './faults.ts';
+import type { FileStore } from './files.ts';
+import { generate, loadFace, ModelFailure, type ModelInput, type ModelOutput } from './model.ts';
+import { rowKeyOf, type EmulatorStats } from './stats.ts';
+import type { WebhookAttempt, WebhookBody, WebhookSender } from './webhooks.ts';
 
 export type RequestStatus = 'IN_QUEUE' | 'IN_PROGRESS' | 'COMPLETED';
 
+export interface RequestLog {
+  message: string;
+  level: 'INFO' | 'ERROR';
+  source: 'USER';
+  timestamp: string;
+}
+
+export interface RequestFailure {
+  /** HTTP status of the result call. */
+  status: number;
+  /** error_type / X-Fal-Error-Type. */
+  type: string;
+  message: string;
+  /** `detail` of the error body (and of the ERROR webhook's payload). */
+  detail: unknown;
+}
+
 export interface EmulatedRequest {
   id: string;
+  /** The path it was submitted to, e.g. fal-ai/flux-2-lora-gallery/face-to-full-portrait. */
+  endpoint: string;
+  /** What status/result/cancel URLs name: {owner}/{alias} (with a namespace prefix, if any). */
   app: string;
   input: ModelInput;
   rawInput: unknown;
   webhookUrl?: string;
   status: RequestStatus;
+  lost: boolean;
   canceled: boolean;
   createdAt: number;
-  output?: unknown;
-  error?: { status: number; type: string; message: string; detail: unknown };
-  logs: { message: string; level: string; timestamp: string }[];
-  webhookDeliveries: number;
-}
-
-export interface QueueStats {
-  submits: number;
-  accepted: number;
-  rejectedByFault: number;
-  validationErrors: number;
-  unauthorized: number;
-  completed: number;
-  failed: number;
-  lost: number;
-  canceled: number;
-  webhooksSent: number;
-  webhooksDelivered: number;
-  webhooksDropped: number;
-  webhooksDuplicated: number;
-  fileGets: number;
-  fileFailures: number;
-  acceptedByRow: Record<string, number>;
+  startedAt?: number;
+  completedAt?: number;
+  output?: ModelOutput;
+  failure?: RequestFailure;
+  logs: RequestLog[];
+  webhookAttempts: WebhookAttempt[];
 }
 
 export interface QueueOptions {
-  baseUrl: () => string;
   runners: number;
-  latencyMs: { min: number; max: number };
+  latencyMs: MsRange;
   sizeScale: number;
-  random: () => number;
+  random: { lost: () => number; model: () => number; latency: () => number; seed: () => number };
   faults: () => EmulatorFaults;
+  stats: EmulatorStats;
+  files: FileStore;
   webhooks: WebhookSender;
+  logger?: Logger;
 }
 
+const CANCELED: RequestFailure = { status: 400, type: 'request_cancelled', message: 'Request was cancelled', detail: 'Request was cancelled' };
+
 export class EmulatedQueue {
-  readonly requests = new Map<string, EmulatedRequest>();
-  readonly files = new Map<string, { data: Buffer; contentType: string }>();
-  readonly stats: QueueStats = {
-    submits: 0, accepted: 0, rejectedByFault: 0, validationErrors: 0, unauthorized: 0, completed: 0, failed: 0, lost: 0, canceled: 0,
-    webhooksSent: 0, webhooksDelivered: 0, webhooksDropped: 0, webhooksDuplicated: 0, fileGets: 0, fileFailures: 0, acceptedByRow: {},
-  };
+  private readonly requests = new Map<string, EmulatedRequest>();
+  /** Lost requests: invisible to the API, kept for /_emulator/requests. */
+  private readonly lostRequests = new Map<string, EmulatedRequest>();
   private readonly waiting: string[] = [];
-  private busy = 0;
-  private closed = false;
+  private readonly running = new Map<string, AbortController>();
   private readonly timers = new Set<NodeJS.Timeout>();
+  private closed = false;
 
   constructor(private readonly opts: QueueOptions) {}
 
-  /** Accepts a validated request; a lost one is charged (counted) but forgotten at once. */
-  accept(app: string, input: ModelInput, rawInput: unknown, webhookUrl: string | undefined): EmulatedRequest {
-    const id = randomUUID();
-    this.stats.accepted++;
-    const row = rowOf(webhookUrl);
-    if (row) this.stats.acceptedByRow[row] = (this.stats.acceptedByRow[row] ?? 0) + 1;
-    const req: EmulatedRequest = { id, app, input, rawInput, webhookUrl, status: 'IN_QUEUE', canceled: false, createdAt: Date.now(), logs: [], webhookDeliveries: 0 };
-    if (this.opts.random() < (this.opts.faults().lostRequestRate ?? 0)) {
-      this.stats.lost++;
+  /** Takes a validated request into the queue; a lost one is accepted (and charged) but forgotten. */
+  accept(endpoint: string, app: string, input: ModelInput, rawInput: unknown, webhookUrl: string | undefined): EmulatedRequest {
+    const { stats } = this.opts;
+    const req: EmulatedRequest = {
+      id: randomUUID(),
+      endpoint,
+      app,
+      input,
+      rawInput,
+      webhookUrl,
+      status: 'IN_QUEUE',
+      lost: false,
+      canceled: false,
+      createdAt: Date.now(),
+      logs: [],
+      webhookAttempts: [],
+    };
+    stats.accepted++;
+    const row = rowKeyOf(webhookUrl);
+    if (row) stats.acceptedByRow[row] = (stats.acceptedByRow[row] ?? 0) + 1;
+    if (chance(this.opts.random.lost, this.opts.faults().lostRequestRate)) {
+      req.lost = true;
+      stats.lost++;
+      this.lostRequests.set(req.id, req);
+      this.opts.logger?.debug({ requestId: req.id }, 'emulator: request lost (fault)');
       return req;
     }
-    this.requests.set(id, req);
-    this.waiting.push(id);
+    this.requests.set(req.id, req);
+    this.waiting.push(req.id);
+    this.log(req, 'Request queued');
     this.pump();
     return req;
   }
 
-  queuePosition(id: string): number {
-    const i = this.waiting.indexOf(id);
-    return i < 0 ? 0 : i;
+  /** A request the API knows (lost ones are not). */
+  get(id: string): EmulatedRequest | undefined {
+    return this.requests.get(id);
   }
 
+  /** Any accepted request, lost ones included (for inspection). */
+  inspect(id: string): EmulatedRequest | undefined {
+    return this.requests.get(id) ?? this.lostRequests.get(id);
+  }
+
+  /** 0-based position among the waiting requests (0 once it runs). */
+  queuePosition(id: string): number {
+    return Math.max(0, this.waiting.indexOf(id));
+  }
+
+  /** Cancels a queued or running request; false when it has already completed. */
   cancel(req: EmulatedRequest): boolean {
     if (req.status === 'COMPLETED') return false;
     req.canceled = true;
     const i = this.waiting.indexOf(req.id);
     if (i >= 0) this.waiting.splice(i, 1);
+    this.running.get(req.id)?.abort();
     req.status = 'COMPLETED';
-    req.error = { status: 499, type: 'request_cancelled', message: 'Request was cancelled', detail: 'Request was cancelled' };
-    this.stats.canceled++;
+    req.completedAt = Date.now();
+    req.failure = CANCELED;
+    this.log(req, 'Request cancelled', 'ERROR');
+    this.opts.stats.canceled++;
     return true;
   }
 
   close(): void {
     this.closed = true;
+    for (const ctl of this.running.values()) ctl.abort();
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
-  }
-
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const t = setTimeout(() => {
-        this.timers.delete(t);
-        resolve();
-      }, ms);
-      this.timers.add(t);
-    });
+    this.waiting.length = 0;
   }
 
   private pump(): void {
-    while (!this.closed && this.busy < this.opts.runners && this.waiting.length) {
-      const id = this.waiting.shift()!;
-      const req = this.requests.get(id);
+    while (!this.closed && this.running.size < this.opts.runners && this.waiting.length > 0) {
+      const req = this.requests.get(this.waiting.shift()!);
       if (!req || req.canceled) continue;
-      this.busy++;
-      void this.process(req).finally(() => {
-        this.busy--;
+      const ctl = new AbortController();
+      this.running.set(req.id, ctl);
+      void this.process(req, ctl.signal).finally(() => {
+        this.running.delete(req.id);
         this.pump();
       });
     }
   }
 
-  private async process(req: EmulatedRequest): Promise<void> {
+  private async process(req: EmulatedRequest, signal: AbortSignal): Promise<void> {
+    const stopped = () => this.closed || req.canceled;
     req.status = 'IN_PROGRESS';
-    req.logs.push({ message: 'Processing request', level: 'INFO', timestamp: new Date().toISOString() });
-    await this.sleep(between(this.opts.random, this.opts.latencyMs));
-    if (this.closed || req.canceled) return;
-    const seed = req.input.seed ?? Math.floor(this.opts.random() * 2 ** 31);
+    req.startedAt = Date.now();
+    this.log(req, 'Runner picked up the request');
+    const drawnSeed = Math.floor(this.opts.random.seed() * 2 ** 32);
     try {
-      let face: Buffer;
-      try {
-        face = await fetchFace(req.input.image_urls[0]!);
-      } catch (err) {
-        throw Object.assign(new Error(`Failed to load image ${req.input.image_urls[0]!.slice(0, 120)}: ${(err as Error).message}`), { status: 422, type: 'image_load_error' });
+      await this.sleep(between(this.opts.random.latency, this.opts.latencyMs), signal);
+      if (stopped()) return;
+      this.log(req, 'Downloading the input image');
+      const face = await loadFace(req.input.image_urls[0]!, signal);
+      if (stopped()) return;
+      if (chance(this.opts.random.model, this.opts.faults().modelErrorRate)) {
+        const msg = 'Model error: the runner crashed while generating the image (emulated fault)';
+        throw new ModelFailure(500, 'internal_server_error', msg, msg);
       }
-      if (this.opts.random() < (this.opts.faults().modelErrorRate ?? 0)) {
-        throw Object.assign(new Error('Model error: the runner failed while generating the image'), { status: 500, type: 'internal_error' });
-      }
-      const images = [];
-      for (let n = 0; n < req.input.num_images; n++) {
-        let img;
-        try {
-          img = await renderPortrait(face, req.input, seed + n, this.opts.sizeScale);
-        } catch (err) {
-          throw Object.assign(new Error(`Failed to decode image ${req.input.image_urls[0]!.slice(0, 120)}: ${(err as Error).message}`), { status: 422, type: 'image_load_error' });
-        }
-        const fileName = `${randomBytes(6).toString('hex')}.${img.ext}`;
-        let url: string;
-        if (req.input.sync_mode) url = `data:${img.contentType};base64,${img.data.toString('base64')}`;
-        else {
-          const token = randomBytes(12).toString('hex');
-          this.files.set(`${token}/${fileName}`, { data: img.data, contentType: img.contentType });
-          url = `${this.opts.baseUrl()}/files/${token}/${fileName}`;
-        }
-        images.push({ url, content_type: img.contentType, file_name: fileName, file_size: img.data.length, width: img.width, height: img.height });
-      }
-      req.output = { images, seed, prompt: req.input.prompt, has_nsfw_concepts: images.map(() => false), timings: { inference: 0.1 } };
-      req.status = 'COMPLETED';
-      this.stats.completed++;
-      await this.notify(req, { request_id: req.id, gateway_request_id: req.id, status: 'OK', payload: req.output, error: null });
+      this.log(req, `Generating ${req.input.num_images} image(s)`);
+      const output = await generate(req.input, face, req.input.seed ?? drawnSeed, this.opts.sizeScale, (img) =>
+        req.input.sync_mode ? `data:${img.contentType};base64,${img.data.toString('base64')}` : this.opts.files.put(img.data, img.contentType, img.fileName),
+      );
+      if (stopped()) return;
+      req.output = output;
+      this.finish(req);
+      this.opts.stats.completed++;
+      this.opts.webhooks.dispatch(req, { request_id: req.id, gateway_request_id: req.id, status: 'OK', payload: output, error: null });
     } catch (err) {
-      const e = err as Error & { status?: number; type?: string };
-      req.error = { status: e.status ?? 500, type: e.type ?? 'internal_error', message: e.message, detail: e.message };
-      req.status = 'COMPLETED';
-      this.stats.failed++;
-      await this.notify(req, {
+      if (stopped()) return;
+      req.failure =
+        err instanceof ModelFailure
+          ? { status: err.status, type: err.type, message: err.message, detail: err.detail }
+          : { status: 500, type: 'internal_server_error', message: `Internal error: ${(err as Error).message}`, detail: `Internal error: ${(err as Error).message}` };
+      this.log(req, req.failure.message, 'ERROR');
+      this.finish(req);
+      this.opts.stats.failed++;
+      const body: WebhookBody = {
         request_id: req.id,
         gateway_request_id: req.id,
         status: 'ERROR',
-        payload: { detail: [{ loc: ['body', 'image_urls'], msg: e.message, type: req.error.type }] },
-        error: `Invalid status code: ${req.error.status}`,
-      });
+        payload: { detail: req.failure.detail },
+        error: `Invalid status code: ${req.failure.status}`,
+      };
+      this.opts.webhooks.dispatch(req, body);
     }
   }
 
-  private async notify(req: EmulatedRequest, body: unknown): Promise<void> {
-    if (!req.webhookUrl || this.closed) return;
-    const faults = this.opts.faults();
-    if (this.opts.random() < (faults.webhookDropRate ?? 0)) {
-      this.stats.webhooksDropped++;
-      return;
-    }
-    const copies = this.opts.random() < (faults.webhookDuplicateRate ?? 0) ? 2 : 1;
-    if (copies === 2) this.stats.webhooksDuplicated++;
-    const delay = between(this.opts.random, faults.webhookDelayMs);
-    for (let c = 0; c < copies; c++) {
-      void this.sleep(delay + c * 50).then(async () => {
-        if (this.closed) return;
-        this.stats.webhooksSent++;
-        req.webhookDeliveries++;
-        if (await this.opts.webhooks.deliver(req.webhookUrl!, req.id, body)) this.stats.webhooksDelivered++;
-      });
-    }
+  private finish(req: EmulatedRequest): void {
+    req.status = 'COMPLETED';
+    req.completedAt = Date.now();
+    this.log(req, req.failure ? 'Request failed' : 'Request completed');
+    this.opts.logger?.debug({ requestId: req.id, ok: !req.failure }, 'emulator: request finished');
   }
-}
 
-/** `${run}/${row}` from our webhook URL's query, when it names one (lets checks count per row). */
-function rowOf(webhookUrl: string | undefined): string | undefined {
-  if (!webhookUrl) return undefined;
-  try {
-    const q = new URL(webhookUrl).searchParams;
-    return q.get('run') && q.get('row') ? `${q.get('run')}/${q.get('row')}` : undefined;
-  } catch {
-    return undefined;
+  private log(req: EmulatedRequest, message: string, level: RequestLog['level'] = 'INFO'): void {
+    req.logs.push({ message, level, source: 'USER', timestamp: new Date().toISOString() });
+  }
+
+  /** Resolves after `ms`, or at once when `signal` aborts (a cancelled request frees its runner). */
+  private sleep(ms: number, signal?: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(t);
+        this.timers.delete(t);
+        signal?.removeEventListener('abort', done);
+        resolve();
+      };
+      const t = setTimeout(done, ms);
+      this.timers.add(t);
+      signal?.addEventListener('abort', done, { once: true });
+    });
   }
 }

@@ -1,26 +1,38 @@
-// A local stand-in for fal's queue API, spoken over real HTTP so the unmodified @fal-ai/client works
-// against it: submit (with fal_webhook), status, result, cancel, JWKS, signed webhooks, /files.
+// A local stand-in for fal's queue API over real HTTP, so the unmodified @fal-ai/client works against
+// it (its URLs rewritten from https://queue.fal.run to this server): submit with fal_webhook, status,
+// result, cancel, the JWKS, signed webhooks, /files — plus /_emulator/* for tests.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from '../core/logger.ts';
-import { seededRandom, type EmulatorFaults } from './faults.ts';
+import { chance, randomStreams, type EmulatorFaults, type MsRange } from './faults.ts';
+import { FileStore } from './files.ts';
+import { readBody, sendJson } from './http.ts';
 import { createSigningKey } from './keys.ts';
 import { validateInput } from './model.ts';
-import { EmulatedQueue, type QueueStats } from './queue.ts';
-import { createWebhookSender, type WebhookRetry } from './webhooks.ts';
+import { EmulatedQueue, type EmulatedRequest } from './queue.ts';
+import { createStats, type EmulatorStats } from './stats.ts';
+import { DEFAULT_WEBHOOK_RETRY, WebhookSender, type WebhookRetry } from './webhooks.ts';
 
 export interface EmulatorOptions {
+  /** 0 (default) picks a free port. */
   port?: number;
+  /** Default 127.0.0.1. */
   host?: string;
-  /** Keys accepted (`Authorization: Key …`); default: any non-empty key. */
+  /** Base URL put in response/status/cancel and file URLs (default http://host:port). */
+  publicUrl?: string;
+  /** Keys accepted (`Authorization: Key …`); default: any non-empty key. Others get 401. */
   apiKeys?: string[];
   /** Keys answered 403. */
   forbiddenKeys?: string[];
+  /** X-Fal-Webhook-User-Id; default "emulator-user". */
   userId?: string;
-  latencyMs?: { min: number; max: number };
+  /** Processing time of one request; default 50..150 ms. */
+  latencyMs?: MsRange;
+  /** Requests processed at once; default 4. */
   runners?: number;
-  /** Scales generated image dimensions (tests use small images). */
+  /** Scales generated image dimensions (tests use small images); default 1. */
   sizeScale?: number;
+  /** Seed of the fault decisions (reproducible runs); default: time-based. */
   seed?: number;
   webhookRetry?: Partial<WebhookRetry>;
   faults?: EmulatorFaults;
@@ -28,148 +40,230 @@ export interface EmulatorOptions {
 }
 
 export interface RunningEmulator {
+  /** Base URL, e.g. http://127.0.0.1:PORT: replace https://queue.fal.run with it. */
   url: string;
   jwksUrl: string;
   port: number;
   setFaults(partial: EmulatorFaults): void;
-  stats(): QueueStats;
+  stats(): EmulatorStats;
   close(): Promise<void>;
 }
 
 const MAX_BODY = 32 * 1024 * 1024;
+/** Endpoint namespaces the client puts before {owner}/{alias}. */
+const NAMESPACES = new Set(['workflows', 'comfy']);
 
 export async function startEmulator(opts: EmulatorOptions = {}): Promise<RunningEmulator> {
+  const host = opts.host ?? '127.0.0.1';
   const key = createSigningKey();
+  const stats = createStats();
+  const random = randomStreams(opts.seed ?? Date.now());
   let faults: EmulatorFaults = { ...opts.faults };
-  const random = seededRandom(opts.seed ?? Date.now());
   let baseUrl = '';
-  const webhooks = createWebhookSender({
+  const files = new FileStore(() => baseUrl, stats, random.files, () => faults);
+  const webhooks = new WebhookSender({
     privateKey: key.privateKey,
     userId: opts.userId ?? 'emulator-user',
-    retry: { attempts: 10, baseDelayMs: 500, maxDelayMs: 10_000, ...opts.webhookRetry },
+    retry: { ...DEFAULT_WEBHOOK_RETRY, ...opts.webhookRetry },
+    stats,
+    random: random.webhook,
+    faults: () => faults,
+    logger: opts.logger,
   });
   const queue = new EmulatedQueue({
-    baseUrl: () => baseUrl,
-    runners: opts.runners ?? 4,
+    runners: Math.max(1, opts.runners ?? 4),
     latencyMs: opts.latencyMs ?? { min: 50, max: 150 },
     sizeScale: opts.sizeScale ?? 1,
     random,
     faults: () => faults,
+    stats,
+    files,
     webhooks,
+    logger: opts.logger,
   });
+
+  /** Whether the call may go on: 401 without a (known) key, 403 for a forbidden one. */
+  function authorized(req: IncomingMessage, res: ServerResponse): boolean {
+    const apiKey = /^Key\s+(\S.*)$/i.exec(req.headers.authorization ?? '')?.[1]?.trim();
+    if (!apiKey || (opts.apiKeys && !opts.apiKeys.includes(apiKey))) {
+      stats.unauthorized++;
+      req.resume();
+      sendJson(res, 401, { detail: apiKey ? 'Invalid API key' : 'Missing authorization header: use `Authorization: Key <your fal key>`' });
+      return false;
+    }
+    if (opts.forbiddenKeys?.includes(apiKey)) {
+      stats.unauthorized++;
+      req.resume();
+      sendJson(res, 403, { detail: 'User is locked. Reason: Exhausted balance. Top up your balance at fal.ai/dashboard/billing.' });
+      return false;
+    }
+    return true;
+  }
+
+  async function submit(req: IncomingMessage, res: ServerResponse, url: URL, parts: string[], ns: number): Promise<void> {
+    stats.submits++;
+    if (!authorized(req, res)) return;
+    const raw = await readBody(req, MAX_BODY);
+    if (raw === undefined) return sendJson(res, 413, { detail: 'Request body too large' });
+    if (chance(random.submit, faults.submitErrorRate)) {
+      stats.rejectedByFault++;
+      const r = random.submit();
+      if (r < 0.5) return sendJson(res, 429, { detail: 'Too many requests: rate limit exceeded' }, { 'retry-after': '1' });
+      return sendJson(res, r < 0.75 ? 500 : 503, { detail: r < 0.75 ? 'Internal Server Error' : 'Service temporarily unavailable' });
+    }
+    let body: unknown = {};
+    const text = raw.toString('utf8');
+    if (text.trim() !== '') {
+      try {
+        body = JSON.parse(text);
+      } catch (err) {
+        stats.validationErrors++;
+        return sendJson(res, 422, { detail: [{ loc: ['body'], msg: `JSON decode error: ${(err as Error).message}`, type: 'json_invalid' }] });
+      }
+    }
+    const webhookUrl = url.searchParams.get('fal_webhook') ?? undefined;
+    if (webhookUrl !== undefined && !isHttpUrl(webhookUrl)) {
+      stats.validationErrors++;
+      return sendJson(res, 422, { detail: [{ loc: ['query', 'fal_webhook'], msg: 'Input should be a valid URL', type: 'url_parsing', input: webhookUrl }] });
+    }
+    const v = validateInput(body);
+    if (!v.ok) {
+      stats.validationErrors++;
+      return sendJson(res, 422, { detail: v.detail });
+    }
+    const app = parts.slice(0, ns + 2).join('/');
+    const r = queue.accept(parts.join('/'), app, v.input, body, webhookUrl);
+    opts.logger?.debug({ requestId: r.id, endpoint: r.endpoint }, 'emulator: request accepted');
+    const urls = requestUrls(app, r.id);
+    sendJson(
+      res,
+      200,
+      { request_id: r.id, gateway_request_id: r.id, status: 'IN_QUEUE', queue_position: queue.queuePosition(r.id), ...urls },
+      { 'x-fal-request-id': r.id },
+    );
+  }
+
+  function requestUrls(app: string, id: string) {
+    const responseUrl = `${baseUrl}/${app}/requests/${id}`;
+    return { response_url: responseUrl, status_url: `${responseUrl}/status`, cancel_url: `${responseUrl}/cancel` };
+  }
+
+  /** status, result and cancel: {owner}/{alias}/requests/{id}[/status|/cancel] (no endpoint sub-path). */
+  function requestCall(req: IncomingMessage, res: ServerResponse, url: URL, parts: string[], ns: number): void {
+    if (!authorized(req, res)) return;
+    req.resume();
+    const app = parts.slice(0, ns + 2).join('/');
+    const [id, action, ...rest] = parts.slice(ns + 3);
+    const r = id ? queue.get(id) : undefined;
+    if (!r || r.app !== app || rest.length > 0) return sendJson(res, 404, { detail: 'Request not found' });
+    const method = req.method ?? 'GET';
+    const headers = { 'x-fal-request-id': r.id };
+    // Like fal: 202 while queued or running, 200 once completed.
+    if (action === 'status' && method === 'GET') {
+      return sendJson(res, r.status === 'COMPLETED' ? 200 : 202, statusBody(r, url.searchParams.get('logs') === '1'), headers);
+    }
+    if (action === undefined && method === 'GET') {
+      if (r.status !== 'COMPLETED') return sendJson(res, 400, { detail: 'Request is still in progress' }, headers);
+      if (r.failure) {
+        return sendJson(res, r.failure.status, { detail: r.failure.detail }, {
+          ...headers,
+          'x-fal-error-type': r.failure.type,
+          'x-fal-retryable': String(r.failure.status >= 500),
+        });
+      }
+      return sendJson(res, 200, r.output, headers);
+    }
+    if (action === 'cancel' && method === 'PUT') {
+      if (queue.cancel(r)) {
+        opts.logger?.debug({ requestId: r.id }, 'emulator: request cancelled');
+        return sendJson(res, 202, { status: 'CANCELLATION_REQUESTED' }, headers);
+      }
+      return sendJson(res, 400, { status: 'ALREADY_COMPLETED' }, headers);
+    }
+    if (action === undefined || action === 'status' || action === 'cancel') return sendJson(res, 405, { detail: 'Method Not Allowed' });
+    return sendJson(res, 404, { detail: 'Not Found' });
+  }
+
+  function statusBody(r: EmulatedRequest, withLogs: boolean): Record<string, unknown> {
+    const body: Record<string, unknown> = { status: r.status, request_id: r.id, ...requestUrls(r.app, r.id) };
+    if (r.status === 'IN_QUEUE') body.queue_position = queue.queuePosition(r.id);
+    if (withLogs) body.logs = r.logs;
+    if (r.status === 'COMPLETED' && r.startedAt && r.completedAt) body.metrics = { inference_time: (r.completedAt - r.startedAt) / 1000 };
+    if (r.failure) Object.assign(body, { error: r.failure.message, error_type: r.failure.type });
+    return body;
+  }
+
+  /** GET /_emulator/requests/{id}: everything about a request, lost ones included. */
+  function inspectBody(r: EmulatedRequest): Record<string, unknown> {
+    return {
+      id: r.id,
+      endpoint: r.endpoint,
+      app: r.app,
+      status: r.lost ? 'LOST' : r.status,
+      lost: r.lost,
+      canceled: r.canceled,
+      input: r.rawInput,
+      webhookUrl: r.webhookUrl ?? null,
+      createdAt: r.createdAt,
+      startedAt: r.startedAt ?? null,
+      completedAt: r.completedAt ?? null,
+      output: r.output ?? null,
+      failure: r.failure ?? null,
+      webhookAttempts: r.webhookAttempts,
+      logs: r.logs,
+    };
+  }
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://emulator');
+    let parts: string[];
+    try {
+      parts = url.pathname.split('/').filter(Boolean).map(decodeURIComponent);
+    } catch {
+      return sendJson(res, 400, { detail: 'Malformed path' });
+    }
+    const method = req.method ?? 'GET';
+
+    // Public: the JWKS, generated files, the emulator's own inspection endpoints.
+    if (url.pathname === '/.well-known/jwks.json' && method === 'GET') return sendJson(res, 200, key.jwks, { 'cache-control': 'max-age=300' });
+    if (parts[0] === 'files' && (method === 'GET' || method === 'HEAD')) return files.serve(req, res, parts);
+    if (parts[0] === '_emulator' && method === 'GET') {
+      if (parts[1] === 'stats' && parts.length === 2) return sendJson(res, 200, stats);
+      if (parts[1] === 'requests' && parts[2] && parts.length === 3) {
+        const r = queue.inspect(parts[2]);
+        return r ? sendJson(res, 200, inspectBody(r)) : sendJson(res, 404, { detail: 'Request not found' });
+      }
+      return sendJson(res, 404, { detail: 'Not Found' });
+    }
+
+    const ns = parts[0] !== undefined && NAMESPACES.has(parts[0]) ? 1 : 0;
+    if (parts.length >= ns + 4 && parts[ns + 2] === 'requests') return requestCall(req, res, url, parts, ns);
+    if (method === 'POST' && parts.length >= ns + 2) return submit(req, res, url, parts, ns);
+    req.resume();
+    return sendJson(res, 404, { detail: 'Not Found' });
+  }
 
   const server: Server = createServer((req, res) => {
     handle(req, res).catch((err: Error) => {
-      opts.logger?.error({ err: err.message }, 'emulator error');
-      if (!res.headersSent) json(res, 500, { detail: 'Internal Server Error' });
-      else res.end();
+      opts.logger?.error({ err: err.message }, 'emulator: handler failed');
+      if (!res.headersSent) sendJson(res, 500, { detail: 'Internal Server Error' });
+      else res.destroy();
     });
   });
 
-  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', baseUrl);
-    const parts = url.pathname.split('/').filter(Boolean).map(decodeURIComponent);
-    const method = req.method ?? 'GET';
-
-    if (method === 'GET' && url.pathname === '/.well-known/jwks.json') return json(res, 200, key.jwks);
-    if (method === 'GET' && url.pathname === '/_emulator/stats') return json(res, 200, queue.stats);
-    if (method === 'GET' && parts[0] === '_emulator' && parts[1] === 'requests' && parts[2]) {
-      const r = queue.requests.get(parts[2]);
-      return r ? json(res, 200, { ...r, output: r.output ? '(kept)' : undefined }) : json(res, 404, { detail: 'Request not found' });
-    }
-    if (method === 'GET' && parts[0] === 'files' && parts.length === 3) {
-      queue.stats.fileGets++;
-      if (random() < (faults.imageDownloadFailureRate ?? 0)) {
-        queue.stats.fileFailures++;
-        return json(res, 500, { detail: 'storage backend error' });
-      }
-      const f = queue.files.get(`${parts[1]}/${parts[2]}`);
-      if (!f) return json(res, 404, { detail: 'File not found' });
-      res.writeHead(200, { 'content-type': f.contentType, 'content-length': f.data.length });
-      return void res.end(f.data);
-    }
-
-    const auth = req.headers.authorization ?? '';
-    const apiKey = /^Key (.+)$/.exec(auth)?.[1];
-    if (!apiKey || (opts.apiKeys && !opts.apiKeys.includes(apiKey))) {
-      req.resume();
-      queue.stats.unauthorized++;
-      return json(res, 401, { detail: 'Cannot access application: invalid or missing credentials' });
-    }
-    if (opts.forbiddenKeys?.includes(apiKey)) {
-      req.resume();
-      queue.stats.unauthorized++;
-      return json(res, 403, { detail: 'User is locked. Reason: exhausted balance' });
-    }
-
-    // {owner}/{alias}/requests/{id}[/status|/cancel]: note these drop the endpoint's sub-path.
-    if (parts.length >= 4 && parts[2] === 'requests') {
-      const [owner, alias, , id, action] = parts;
-      const r = queue.requests.get(id!);
-      if (!r || r.app.split('/').slice(0, 2).join('/') !== `${owner}/${alias}`) return json(res, 404, { detail: 'Request not found' });
-      const responseUrl = `${baseUrl}/${owner}/${alias}/requests/${r.id}`;
-      if (method === 'GET' && action === 'status') {
-        const body: Record<string, unknown> = { status: r.status, request_id: r.id, response_url: responseUrl };
-        if (r.status === 'IN_QUEUE') body.queue_position = queue.queuePosition(r.id);
-        if (url.searchParams.get('logs') === '1') body.logs = r.logs;
-        if (r.error) Object.assign(body, { error: r.error.message, error_type: r.error.type });
-        return json(res, 200, body);
-      }
-      if (method === 'GET' && action === undefined) {
-        if (r.status !== 'COMPLETED') return json(res, 400, { detail: 'Request is still in progress' });
-        if (r.error) return json(res, r.error.status === 499 ? 400 : r.error.status, { detail: r.error.detail }, { 'x-fal-error-type': r.error.type });
-        return json(res, 200, r.output, { 'x-fal-request-id': r.id });
-      }
-      if (method === 'PUT' && action === 'cancel') {
-        return queue.cancel(r) ? json(res, 202, { status: 'CANCELLATION_REQUESTED' }) : json(res, 400, { status: 'ALREADY_COMPLETED' });
-      }
-      return json(res, 405, { detail: 'Method Not Allowed' });
-    }
-
-    if (method === 'POST' && parts.length >= 2) {
-      queue.stats.submits++;
-      const raw = await readBody(req);
-      if (raw === undefined) return json(res, 413, { detail: 'Request body too large' });
-      if (random() < (faults.submitErrorRate ?? 0)) {
-        queue.stats.rejectedByFault++;
-        const r = random();
-        if (r < 0.5) return json(res, 429, { detail: 'Too many requests' }, { 'retry-after': '1' });
-        return json(res, r < 0.75 ? 500 : 503, { detail: 'Service temporarily unavailable' });
-      }
-      let body: unknown;
-      try {
-        body = JSON.parse(raw.toString('utf8') || 'null');
-      } catch {
-        queue.stats.validationErrors++;
-        return json(res, 422, { detail: [{ loc: ['body'], msg: 'JSON decode error', type: 'json_invalid' }] });
-      }
-      const v = validateInput(body);
-      if (!v.ok) {
-        queue.stats.validationErrors++;
-        return json(res, 422, { detail: v.detail });
-      }
-      const app = parts.join('/');
-      const r = queue.accept(app, v.input, body, url.searchParams.get('fal_webhook') ?? undefined);
-      const base = `${baseUrl}/${parts[0]}/${parts[1]}/requests/${r.id}`;
-      return json(res, 200, {
-        request_id: r.id,
-        gateway_request_id: r.id,
-        status: 'IN_QUEUE',
-        queue_position: queue.queuePosition(r.id),
-        response_url: base,
-        status_url: `${base}/status`,
-        cancel_url: `${base}/cancel`,
-      }, { 'x-fal-request-id': r.id });
-    }
-    return json(res, 404, { detail: 'Not Found' });
-  }
-
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', resolve);
+    server.listen(opts.port ?? 0, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
   });
   const port = (server.address() as AddressInfo).port;
-  baseUrl = `http://${opts.host ?? '127.0.0.1'}:${port}`;
+  const urlHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
+  baseUrl = (opts.publicUrl ?? `http://${urlHost}:${port}`).replace(/\/+$/, '');
+  opts.logger?.info({ url: baseUrl }, 'emulator: listening');
+
+  let closing: Promise<void> | undefined;
   return {
     url: baseUrl,
     jwksUrl: `${baseUrl}/.well-known/jwks.json`,
@@ -177,31 +271,27 @@ export async function startEmulator(opts: EmulatorOptions = {}): Promise<Running
     setFaults(partial) {
       faults = { ...faults, ...partial };
     },
-    stats: () => structuredClone(queue.stats),
-    async close() {
-      queue.close();
-      webhooks.close();
-      server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+    stats: () => structuredClone(stats),
+    close() {
+      closing ??= (async () => {
+        queue.close();
+        webhooks.close();
+        await new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeAllConnections();
+        });
+        files.clear();
+      })();
+      return closing;
     },
   };
 }
 
-function json(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  const data = Buffer.from(JSON.stringify(body));
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': data.length, ...headers });
-  res.end(data);
-}
-
-function readBody(req: IncomingMessage): Promise<Buffer | undefined> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size <= MAX_BODY) chunks.push(c);
-    });
-    req.on('end', () => resolve(size > MAX_BODY ? undefined : Buffer.concat(chunks)));
-    req.on('error', reject);
-  });
+function isHttpUrl(value: string): boolean {
+  try {
+    const u = new URL(value);
+    return u.protocol === 'http:' || u.protocol === 'https:';
+  } catch {
+    return false;
+  }
 }

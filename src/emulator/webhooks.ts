@@ -1,74 +1,155 @@
-// Signed webhook delivery, fal's way: POST the result to the request's fal_webhook URL with the
-// X-Fal-Webhook-* headers; re-deliver with exponential backoff while the receiver does not answer 2xx.
+// Signed webhook delivery, fal's way: POST the result to the request's fal_webhook URL (query kept
+// intact) with the X-Fal-Webhook-* headers, signed with signWebhook; re-deliver with exponential
+// backoff while the receiver does not answer 2xx, each attempt with a fresh timestamp and signature.
+// The webhook faults (drop, duplicate, delay) are applied here.
 import type { KeyObject } from 'node:crypto';
-import { signWebhook } from '../core/webhookSignature.ts';
+import type { Logger } from '../core/logger.ts';
+import { signWebhook, WEBHOOK_HEADERS } from '../core/webhookSignature.ts';
+import { between, chance, type EmulatorFaults } from './faults.ts';
+import type { EmulatorStats } from './stats.ts';
 
 export interface WebhookRetry {
+  /** Delivery attempts per webhook, the first included. */
   attempts: number;
+  /** Delay before the 2nd attempt; doubles after each failure. */
   baseDelayMs: number;
+  /** Cap on the delay between attempts. */
   maxDelayMs: number;
 }
 
-export interface WebhookSender {
-  /** Sends now and re-delivers on failure; resolves when delivered or given up. */
-  deliver(url: string, requestId: string, body: unknown): Promise<boolean>;
-  close(): void;
+export const DEFAULT_WEBHOOK_RETRY: WebhookRetry = { attempts: 10, baseDelayMs: 500, maxDelayMs: 10_000 };
+
+/** fal's webhook body. */
+export interface WebhookBody {
+  request_id: string;
+  gateway_request_id: string;
+  status: 'OK' | 'ERROR';
+  payload: unknown;
+  error: string | null;
 }
 
-export function createWebhookSender(opts: {
+export interface WebhookAttempt {
+  /** Which copy (1, or 2 for a duplicate). */
+  copy: number;
+  attempt: number;
+  at: string;
+  /** The receiver's HTTP status, when it answered. */
+  status?: number;
+  error?: string;
+}
+
+/** What delivery needs to know about a request. */
+export interface WebhookTarget {
+  id: string;
+  webhookUrl?: string;
+  webhookAttempts: WebhookAttempt[];
+}
+
+export interface WebhookSenderOptions {
   privateKey: KeyObject;
   userId: string;
   retry: WebhookRetry;
-  onAttempt?: (ok: boolean) => void;
-}): WebhookSender {
-  const timers = new Set<NodeJS.Timeout>();
-  let closed = false;
-  const wait = (ms: number) =>
-    new Promise<void>((resolve) => {
-      const t = setTimeout(() => {
-        timers.delete(t);
-        resolve();
-      }, ms);
-      timers.add(t);
-    });
-  const sendOnce = async (url: string, requestId: string, raw: Buffer): Promise<boolean> => {
+  stats: EmulatorStats;
+  random: () => number;
+  faults: () => EmulatorFaults;
+  logger?: Logger;
+  /** Per-attempt timeout. */
+  timeoutMs?: number;
+}
+
+export function backoffDelay(retry: WebhookRetry, failedAttempts: number): number {
+  return Math.min(retry.maxDelayMs, retry.baseDelayMs * 2 ** Math.max(0, failedAttempts - 1));
+}
+
+export class WebhookSender {
+  private readonly timers = new Set<NodeJS.Timeout>();
+  private readonly aborter = new AbortController();
+  private closed = false;
+
+  constructor(private readonly opts: WebhookSenderOptions) {}
+
+  /** Sends a finished request's webhook in the background, faults applied. */
+  dispatch(target: WebhookTarget, body: WebhookBody): void {
+    const url = target.webhookUrl;
+    if (!url || this.closed) return;
+    const { stats, random } = this.opts;
+    const faults = this.opts.faults();
+    if (chance(random, faults.webhookDropRate)) {
+      stats.webhooksDropped++;
+      this.opts.logger?.debug({ requestId: target.id }, 'emulator: webhook dropped (fault)');
+      return;
+    }
+    const copies = chance(random, faults.webhookDuplicateRate) ? 2 : 1;
+    if (copies === 2) stats.webhooksDuplicated++;
+    const delay = between(random, faults.webhookDelayMs);
+    const raw = Buffer.from(JSON.stringify(body));
+    for (let copy = 1; copy <= copies; copy++) {
+      void this.wait(delay + (copy - 1) * 50).then(async () => {
+        if (this.closed) return;
+        stats.webhooksSent++;
+        if (await this.deliver(url, target, raw, copy)) stats.webhooksDelivered++;
+      });
+    }
+  }
+
+  /** One webhook with its re-deliveries; true once the receiver answered 2xx. */
+  async deliver(url: string, target: WebhookTarget, raw: Buffer, copy = 1): Promise<boolean> {
+    const { retry } = this.opts;
+    for (let attempt = 1; attempt <= Math.max(1, retry.attempts) && !this.closed; attempt++) {
+      if (attempt > 1) await this.wait(backoffDelay(retry, attempt - 1));
+      if (this.closed) break;
+      const record: WebhookAttempt = { copy, attempt, at: new Date().toISOString() };
+      target.webhookAttempts.push(record);
+      this.opts.stats.webhookAttempts++;
+      const outcome = await this.post(url, target.id, raw);
+      Object.assign(record, outcome);
+      if (outcome.status !== undefined && outcome.status >= 200 && outcome.status < 300) return true;
+      this.opts.logger?.debug({ requestId: target.id, attempt, ...outcome }, 'emulator: webhook not acknowledged');
+    }
+    if (!this.closed) this.opts.logger?.warn({ requestId: target.id }, 'emulator: webhook given up');
+    return false;
+  }
+
+  close(): void {
+    this.closed = true;
+    this.aborter.abort();
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+  }
+
+  private async post(url: string, requestId: string, raw: Buffer): Promise<{ status?: number; error?: string }> {
     const timestamp = String(Math.floor(Date.now() / 1000));
-    const signature = signWebhook({ requestId, userId: opts.userId, timestamp }, raw, opts.privateKey);
+    const userId = this.opts.userId;
+    const signature = signWebhook({ requestId, userId, timestamp }, raw, this.opts.privateKey);
     try {
       const res = await fetch(url, {
         method: 'POST',
         headers: {
           'content-type': 'application/json',
-          'x-fal-webhook-request-id': requestId,
-          'x-fal-webhook-user-id': opts.userId,
-          'x-fal-webhook-timestamp': timestamp,
-          'x-fal-webhook-signature': signature,
+          [WEBHOOK_HEADERS.requestId]: requestId,
+          [WEBHOOK_HEADERS.userId]: userId,
+          [WEBHOOK_HEADERS.timestamp]: timestamp,
+          [WEBHOOK_HEADERS.signature]: signature,
         },
         body: raw,
-        signal: AbortSignal.timeout(15_000),
+        redirect: 'manual',
+        signal: AbortSignal.any([this.aborter.signal, AbortSignal.timeout(this.opts.timeoutMs ?? 15_000)]),
       });
       await res.arrayBuffer().catch(() => undefined);
-      return res.ok;
-    } catch {
-      return false;
+      return { status: res.status };
+    } catch (err) {
+      const code = (err as { cause?: { code?: string } }).cause?.code;
+      return { error: code ?? (err as Error).message };
     }
-  };
-  return {
-    async deliver(url, requestId, body) {
-      const raw = Buffer.from(JSON.stringify(body));
-      for (let attempt = 0; attempt < opts.retry.attempts && !closed; attempt++) {
-        if (attempt > 0) await wait(Math.min(opts.retry.maxDelayMs, opts.retry.baseDelayMs * 2 ** (attempt - 1)));
-        if (closed) break;
-        const ok = await sendOnce(url, requestId, raw);
-        opts.onAttempt?.(ok);
-        if (ok) return true;
-      }
-      return false;
-    },
-    close() {
-      closed = true;
-      for (const t of timers) clearTimeout(t);
-      timers.clear();
-    },
-  };
+  }
+
+  private wait(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.timers.delete(t);
+        resolve();
+      }, ms);
+      this.timers.add(t);
+    });
+  }
 }

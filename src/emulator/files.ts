@@ -1,0 +1,59 @@
+// Generated files, kept in memory and served like fal's CDN: GET /files/<token>/<name>.<ext> with
+// the right Content-Type and Content-Length, no credentials needed; a fault may answer 500.
+import { randomBytes } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { chance, type EmulatorFaults } from './faults.ts';
+import { sendJson } from './http.ts';
+import type { EmulatorStats } from './stats.ts';
+
+interface StoredFile {
+  data: Buffer;
+  contentType: string;
+}
+
+export class FileStore {
+  private readonly files = new Map<string, StoredFile>();
+
+  constructor(
+    private readonly baseUrl: () => string,
+    private readonly stats: EmulatorStats,
+    private readonly random: () => number,
+    private readonly faults: () => EmulatorFaults,
+  ) {}
+
+  /** Keeps a file and returns its public URL. */
+  put(data: Buffer, contentType: string, fileName: string): string {
+    const token = randomBytes(12).toString('hex');
+    this.files.set(`${token}/${fileName}`, { data, contentType });
+    return `${this.baseUrl()}/files/${token}/${encodeURIComponent(fileName)}`;
+  }
+
+  get size(): number {
+    return this.files.size;
+  }
+
+  /** Answers GET/HEAD /files/<token>/<name>; `parts` are the decoded path segments. */
+  serve(req: IncomingMessage, res: ServerResponse, parts: string[]): void {
+    this.stats.fileGets++;
+    if (chance(this.random, this.faults().imageDownloadFailureRate)) {
+      this.stats.fileFailures++;
+      sendJson(res, 500, { detail: 'Internal Server Error: storage backend unavailable' });
+      return;
+    }
+    const file = parts.length === 3 ? this.files.get(`${parts[1]}/${parts[2]}`) : undefined;
+    if (!file) {
+      sendJson(res, 404, { detail: 'File not found' });
+      return;
+    }
+    res.writeHead(200, {
+      'content-type': file.contentType,
+      'content-length': file.data.length,
+      'cache-control': 'public, max-age=31536000, immutable',
+    });
+    res.end(req.method === 'HEAD' ? undefined : file.data);
+  }
+
+  clear(): void {
+    this.files.clear();
+  }
+}

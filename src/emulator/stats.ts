@@ -1,0 +1,62 @@
+// Counters of everything the emulator did, for tests and the chaos audit (GET /_emulator/stats).
+
+export interface EmulatorStats {
+  /** Every submit POST, whatever became of it. */
+  submits: number;
+  accepted: number;
+  rejectedByFault: number;
+  validationErrors: number;
+  /** Submit/status/result/cancel calls refused 401/403. */
+  unauthorized: number;
+  completed: number;
+  failed: number;
+  lost: number;
+  canceled: number;
+  /** Webhooks handed to delivery (a duplicate counts twice). */
+  webhooksSent: number;
+  /** Webhooks the receiver acknowledged with a 2xx (eventually). */
+  webhooksDelivered: number;
+  webhooksDropped: number;
+  webhooksDuplicated: number;
+  /** Every webhook POST, re-deliveries included. */
+  webhookAttempts: number;
+  fileGets: number;
+  fileFailures: number;
+  /** Accepted submissions per `${run}/${row}` named by the fal_webhook URL's query. */
+  acceptedByRow: Record<string, number>;
+}
+
+export function createStats(): EmulatorStats {
+  return {
+    submits: 0,
+    accepted: 0,
+    rejectedByFault: 0,
+    validationErrors: 0,
+    unauthorized: 0,
+    completed: 0,
+    failed: 0,
+    lost: 0,
+    canceled: 0,
+    webhooksSent: 0,
+    webhooksDelivered: 0,
+    webhooksDropped: 0,
+    webhooksDuplicated: 0,
+    webhookAttempts: 0,
+    fileGets: 0,
+    fileFailures: 0,
+    acceptedByRow: {},
+  };
+}
+
+/** `${run}/${row}` from a webhook URL's query, when it names both. */
+export function rowKeyOf(webhookUrl: string | undefined): string | undefined {
+  if (!webhookUrl) return undefined;
+  try {
+    const q = new URL(webhookUrl).searchParams;
+    const run = q.get('run');
+    const row = q.get('row');
+    return run && row ? `${run}/${row}` : undefined;
+  } catch {
+    return undefined;
+  }
+}
