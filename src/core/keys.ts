@@ -26,5 +26,6 @@ export type TerminalState = (typeof TERMINAL)[number];
 export type RowState = 'pending' | 'submitting' | 'submitted' | 'storing' | TerminalState;
 export type RunState = 'running' | 'stopped' | 'finished' | 'canceled';
 
-/** Seconds a request→row mapping outlives its row, so late duplicates are recognised and ignored. */
-export const REQUEST_MAPPING_TTL_SECONDS = 7 * 24 * 3600;
+/** Seconds a request→row mapping outlives its row, so late duplicates are recognised cheaply (later ones
+ * find no row and are dropped after a few looks). Bounded by time, not by manifest size. */
+export const REQUEST_MAPPING_TTL_SECONDS = 3600;

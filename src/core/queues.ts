@@ -73,7 +73,7 @@ export function resultJobOptions(requestId: string, status: string) {
     attempts: 8,
     backoff: { type: 'exponential', delay: 1000, jitter: 0.5 },
     // Kept an hour so duplicate deliveries of the same result are absorbed by the job id.
-    removeOnComplete: { age: 3600, count: 10_000 },
+    removeOnComplete: { age: 3600, count: 1000 },
     removeOnFail: { age: 7 * 86400 },
   };
 }

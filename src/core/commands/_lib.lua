@@ -1,6 +1,6 @@
 -- Shared by every row transition (prepended by rowState.ts). Row commands take
 -- KEYS[1] row hash, KEYS[2] run hash, KEYS[3] done bitmap, KEYS[4] active set.
-local MAPPING_TTL = 604800
+local MAPPING_TTL = 3600
 
 local function isTerminal(state)
   return state == 'completed' or state == 'failed' or state == 'rejected' or state == 'canceled'
