@@ -18,9 +18,8 @@ export class FalAmbiguousError extends Error {
   override name = 'FalAmbiguousError';
 }
 
-/** fal refused our credentials (401/403): retrying only hammers fal; submissions pause. */
-export class FalAuthError extends Error {
-  override name = 'FalAuthError';
+/** A final answer from fal with an HTTP status. */
+abstract class FalStatusError extends Error {
   constructor(
     message: string,
     readonly status: number,
@@ -29,15 +28,14 @@ export class FalAuthError extends Error {
   }
 }
 
+/** fal refused our credentials (401/403): retrying only hammers fal; submissions pause. */
+export class FalAuthError extends FalStatusError {
+  override name = 'FalAuthError';
+}
+
 /** fal rejected this input (422 and other 4xx): retrying cannot help; the row fails with fal's detail. */
-export class FalRejectedError extends Error {
+export class FalRejectedError extends FalStatusError {
   override name = 'FalRejectedError';
-  constructor(
-    message: string,
-    readonly status: number,
-  ) {
-    super(message);
-  }
 }
 
 /** fal does not know the request (404 on status/result): it was lost. */
