@@ -1,146 +1,555 @@
-// The manifest contract: encoding, quoting, columns, per-row validation, file-level errors.
+// The manifest contract: encoding, quoting, line numbers, columns, per-row validation, row keys,
+// file-level errors, streaming; plus the model input schema the rows are checked against.
 import assert from 'node:assert/strict';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { before, test } from 'node:test';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { after, before, describe, test } from 'node:test';
+import {
+  DEFAULT_PROMPT,
+  IMAGE_SIZE_PRESETS,
+  MODEL_PARAM_COLUMNS,
+  OUTPUT_FORMATS,
+  effectiveNumImages,
+  effectiveOutputFormat,
+  falInputSchema,
+} from '../src/core/modelInput.ts';
 import { ManifestError, isRejected, readManifest, type ManifestRow, type RejectedRow, type ValidRow } from '../src/producer/manifest.ts';
-import { toRowKey } from '../src/producer/rowKey.ts';
+import { isReservedId, lineKey, toRowKey } from '../src/producer/rowKey.ts';
 
 let dir: string;
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'pb-manifest-'));
   await writeFile(join(dir, 'face.png'), 'png');
+  await mkdir(join(dir, 'faces', 'sub.png'), { recursive: true }); // a directory with an image name
+  await writeFile(join(dir, 'faces', 'b.JPG'), 'jpg');
+  await writeFile(join(dir, 'notes.txt'), 'text');
+});
+after(async () => {
+  await rm(dir, { recursive: true, force: true });
 });
 
-async function read(text: string | Buffer): Promise<ManifestRow[]> {
+const F = 'https://a.example/f.png';
+
+async function collect(source: Readable, opts: { baseDir?: string } = { baseDir: dir }): Promise<ManifestRow[]> {
   const rows: ManifestRow[] = [];
-  for await (const r of readManifest(Readable.from([text]), { baseDir: dir })) rows.push(r);
+  for await (const r of readManifest(source, opts)) rows.push(r);
   return rows;
 }
-const valid = (r: ManifestRow | undefined) => {
+const read = (text: string | Buffer) => collect(Readable.from([typeof text === 'string' ? Buffer.from(text) : text]));
+/** The same bytes in chunks of n bytes (splitting CRLFs and multi-byte characters). */
+const readChunked = (text: string, n: number) => {
+  const buf = Buffer.from(text);
+  const chunks: Buffer[] = [];
+  for (let i = 0; i < buf.length; i += n) chunks.push(buf.subarray(i, i + n));
+  return collect(Readable.from(chunks));
+};
+
+const valid = (r: ManifestRow | undefined): ValidRow => {
   assert.ok(r && !isRejected(r), `expected a valid row, got ${JSON.stringify(r)}`);
-  return r as ValidRow;
+  return r;
 };
-const rejected = (r: ManifestRow | undefined) => {
+const rejected = (r: ManifestRow | undefined): RejectedRow['rejected'] => {
   assert.ok(r && isRejected(r), `expected a rejected row, got ${JSON.stringify(r)}`);
-  return (r as RejectedRow).rejected;
+  return r.rejected;
 };
-
-test('BOM, CRLF, header case and spaces', async () => {
-  const rows = await read('\ufeff ID , Face_URL \r\nx,https://a.example/1.png\r\ny,https://a.example/2.png\r\n');
-  assert.deepEqual(rows.map((r) => [r.line, r.key, r.faceUrl]), [[2, 'x', 'https://a.example/1.png'], [3, 'y', 'https://a.example/2.png']]);
-});
-
-test('quoted commas and newlines; line numbers count the lines a record spans', async () => {
-  const rows = await read('face_url,prompt\nhttps://a.example/1.png,"tall, smiling\nin a ""red"" coat"\nhttps://a.example/2.png,\n\nhttps://a.example/3.png,x\n');
-  assert.equal(valid(rows[0]).input.prompt, 'tall, smiling\nin a "red" coat');
-  assert.deepEqual(rows.map((r) => [r.line, r.key]), [[2, 'line-2'], [4, 'line-4'], [6, 'line-6']]);
-  assert.equal(valid(rows[1]).input.prompt, undefined, 'empty cell = model default');
-});
-
-test('aliases image_url and url name the face column', async () => {
-  for (const col of ['image_url', 'url']) assert.equal((await read(`${col}\nhttps://a.example/f.png\n`))[0]!.faceUrl, 'https://a.example/f.png');
-});
-
-test('every model parameter: valid values are typed, invalid ones rejected with the column', async () => {
-  const good = await read(
-    'face_url,prompt,image_size,guidance_scale,num_inference_steps,acceleration,seed,output_format,num_images,lora_scale,enable_safety_checker,sync_mode\n' +
-      'https://a.example/f.png,p,portrait_16_9,3.5,28,regular,42,webp,4,0.8,no,TRUE\n' +
-      'https://a.example/f.png,,640x960,,,,,,,,,\n',
-  );
-  assert.deepEqual(valid(good[0]).input, {
-    prompt: 'p', image_size: 'portrait_16_9', guidance_scale: 3.5, num_inference_steps: 28, acceleration: 'regular', seed: 42,
-    output_format: 'webp', num_images: 4, lora_scale: 0.8, enable_safety_checker: false, sync_mode: true,
+async function manifestError(text: string | Buffer | Readable, msg: RegExp): Promise<void> {
+  const run = text instanceof Readable ? collect(text) : read(text);
+  await assert.rejects(run, (err: unknown) => {
+    assert.ok(err instanceof ManifestError, `expected a ManifestError, got ${String(err)}`);
+    assert.match(err.message, msg);
+    assert.ok(!/[\r\n]/.test(err.message), `one line: ${JSON.stringify(err.message)}`);
+    return true;
   });
-  assert.deepEqual(valid(good[1]).input, { image_size: { width: 640, height: 960 } });
+}
+
+describe('encoding and CSV syntax', () => {
+  test('UTF-8 BOM, CRLF, header names trimmed and matched case-insensitively', async () => {
+    const rows = await read('\ufeff ID , Face_URL ,\tSEED\r\nx,https://a.example/1.png,1\r\ny,https://a.example/2.png,2\r\n');
+    assert.deepEqual(
+      rows.map((r) => [r.line, r.key, r.id, r.faceUrl, valid(r).input.seed]),
+      [
+        [2, 'x', 'x', 'https://a.example/1.png', 1],
+        [3, 'y', 'y', 'https://a.example/2.png', 2],
+      ],
+    );
+  });
+
+  test('LF, CRLF and CR files give the same rows; a last line without a newline counts', async () => {
+    const lf = await read('face_url,prompt\nhttps://a.example/1.png,a\nhttps://a.example/2.png,b');
+    assert.deepEqual(await read('face_url,prompt\r\nhttps://a.example/1.png,a\r\nhttps://a.example/2.png,b\r\n'), lf);
+    assert.deepEqual(await read('face_url,prompt\rhttps://a.example/1.png,a\rhttps://a.example/2.png,b\r'), lf);
+    assert.deepEqual(lf.map((r) => r.line), [2, 3]);
+  });
+
+  test('quoted commas, quotes and newlines; rows after a multi-line record start on later lines', async () => {
+    const rows = await read(
+      'face_url,prompt\n' +
+        'https://a.example/1.png,"tall, smiling\nin a ""red"" coat"\n' + // lines 2-3
+        'https://a.example/2.png,\n' + // line 4
+        '\n' + // line 5: empty, skipped
+        'https://a.example/3.png,"one\r\ntwo\r\nthree"\n' + // lines 6-8 (CRLF inside quotes is one break each)
+        'https://a.example/4.png,x\n', // line 9
+    );
+    assert.equal(valid(rows[0]).input.prompt, 'tall, smiling\nin a "red" coat');
+    assert.equal(valid(rows[2]).input.prompt, 'one\ntwo\nthree', 'CRLF inside a prompt becomes LF');
+    assert.deepEqual(
+      rows.map((r) => [r.line, r.key]),
+      [
+        [2, 'line-2'],
+        [4, 'line-4'],
+        [6, 'line-6'],
+        [9, 'line-9'],
+      ],
+    );
+  });
+
+  test('CRLF file with a multi-line field: line numbers count each CRLF once', async () => {
+    const rows = await read('face_url,prompt\r\nhttps://a.example/1.png,"a\r\nb"\r\nhttps://a.example/2.png,c\r\n\r\nhttps://a.example/3.png,d\r\n');
+    assert.deepEqual(rows.map((r) => r.line), [2, 4, 6]);
+  });
+
+  test('empty, whitespace-only and all-empty lines are skipped, also before the header, but still counted', async () => {
+    const rows = await read('\n\nface_url,seed\n   \n,\n\t\nhttps://a.example/1.png,1\n , \nhttps://a.example/2.png,2\n\n');
+    assert.deepEqual(rows.map((r) => [r.line, valid(r).input.seed]), [[7, 1], [9, 2]]);
+  });
+
+  test('spaces around quoted fields are tolerated', async () => {
+    const r = valid((await read('face_url, prompt ,team\n https://a.example/1.png , "a, b" ,  "x"  \n'))[0]);
+    assert.equal(r.faceUrl, 'https://a.example/1.png');
+    assert.equal(r.input.prompt, 'a, b');
+    assert.deepEqual(r.extra, { team: 'x' });
+  });
+
+  test('chunk boundaries (split CRLF, split multi-byte characters) do not change the result', async () => {
+    const text = '\ufeffid,face_url,prompt\r\né1,https://a.example/1.png,"naïve\r\nportrait — 顔"\r\nü2,https://a.example/2.png,😀 smiling\r\n';
+    const whole = await read(text);
+    for (const n of [1, 2, 3, 5, 7]) assert.deepEqual(await readChunked(text, n), whole, `chunks of ${n}`);
+    assert.equal(valid(whole[0]).input.prompt, 'naïve\nportrait — 顔');
+    assert.deepEqual(whole.map((r) => [r.line, r.key]), [[2, '_1'], [4, '_2']]);
+  });
+
+  test('UTF-16LE with a BOM is read too', async () => {
+    const text = Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(`face_url,prompt\r\n${F},ça va\r\n`, 'utf16le')]);
+    const r = valid((await read(text))[0]);
+    assert.equal(r.faceUrl, F);
+    assert.equal(r.input.prompt, 'ça va');
+  });
+});
+
+describe('columns', () => {
+  test('aliases image_url and url name the face column (face_url is preferred, the others become metadata)', async () => {
+    for (const col of ['image_url', 'url', 'IMAGE_URL', ' Url ']) {
+      const r = valid((await read(`${col}\n${F}\n`))[0]);
+      assert.equal(r.faceUrl, F, col);
+    }
+    const r = valid((await read(`url,face_url,image_url\nhttps://a.example/page,${F},https://a.example/other.png\n`))[0]);
+    assert.equal(r.faceUrl, F);
+    assert.deepEqual(r.extra, { url: 'https://a.example/page', image_url: 'https://a.example/other.png' });
+    const bad = rejected((await read('url\nftp://x/y.png\n'))[0]);
+    assert.equal(bad.column, 'url', 'the face column is named as in the file');
+  });
+
+  test('unknown columns are kept as metadata under their header name, never as model input', async () => {
+    const r = valid((await read('face_url,team,Notes,,image_urls\nhttps://a.example/f.png,blue,"a, b",dropped,x\n'))[0]);
+    assert.deepEqual(r.extra, { team: 'blue', Notes: 'a, b', image_urls: 'x' });
+    assert.deepEqual(r.input, {});
+    assert.equal(r.id, undefined);
+    assert.ok(!('id' in r), 'no id property when there is no id column');
+  });
+
+  test('empty cells (and blank ones) leave the field out: the model default applies', async () => {
+    const header = `face_url,${MODEL_PARAM_COLUMNS.join(',')}`;
+    const r = valid((await read(`${header}\n${F}${','.repeat(MODEL_PARAM_COLUMNS.length - 1)}, \n`))[0]);
+    assert.deepEqual(r.input, {});
+    const e = valid((await read(`id,face_url,prompt\n,${F},\n`))[0]);
+    assert.equal(e.key, 'line-2', 'an empty id is no id');
+    assert.ok(!('id' in e));
+  });
+});
+
+describe('model parameters', () => {
+  const header = 'face_url,prompt,image_size,guidance_scale,num_inference_steps,acceleration,seed,output_format,num_images,lora_scale,enable_safety_checker,sync_mode';
+
+  test('valid values are typed', async () => {
+    const rows = await read(
+      `${header}\n` +
+        `${F}, a portrait ,portrait_16_9,3.5,28,regular,42,webp,4,0.8,no,TRUE\n` +
+        `${F},p,640x960,0,1,NONE,0,JPG,1,0,0,1\n` +
+        `${F},p,4096 X 64,20,100,none,4294967295,png,2,4,Yes,false\n` +
+        `${F},p,Square_HD,+2.50,40.0,regular,1e3,JPEG,3,.5,true,No\n`,
+    );
+    assert.deepEqual(valid(rows[0]).input, {
+      prompt: 'a portrait',
+      image_size: 'portrait_16_9',
+      guidance_scale: 3.5,
+      num_inference_steps: 28,
+      acceleration: 'regular',
+      seed: 42,
+      output_format: 'webp',
+      num_images: 4,
+      lora_scale: 0.8,
+      enable_safety_checker: false,
+      sync_mode: true,
+    });
+    assert.deepEqual(valid(rows[1]).input, {
+      prompt: 'p',
+      image_size: { width: 640, height: 960 },
+      guidance_scale: 0,
+      num_inference_steps: 1,
+      acceleration: 'none',
+      seed: 0,
+      output_format: 'jpeg',
+      num_images: 1,
+      lora_scale: 0,
+      enable_safety_checker: false,
+      sync_mode: true,
+    });
+    const r2 = valid(rows[2]).input;
+    assert.deepEqual([r2.image_size, r2.guidance_scale, r2.num_inference_steps, r2.seed, r2.num_images, r2.lora_scale, r2.enable_safety_checker, r2.sync_mode], [
+      { width: 4096, height: 64 },
+      20,
+      100,
+      4294967295,
+      2,
+      4,
+      true,
+      false,
+    ]);
+    const r3 = valid(rows[3]).input;
+    assert.deepEqual([r3.image_size, r3.guidance_scale, r3.num_inference_steps, r3.seed, r3.output_format, r3.lora_scale], ['square_hd', 2.5, 40, 1000, 'jpeg', 0.5]);
+    for (const preset of IMAGE_SIZE_PRESETS) assert.equal(valid((await read(`face_url,image_size\n${F},${preset}\n`))[0]).input.image_size, preset);
+  });
+
   const bad: [string, string, RegExp][] = [
-    ['image_size', 'huge', /not one of square_hd.*WIDTHxHEIGHT/],
-    ['image_size', '10x10', /minimum 64/],
+    ['image_size', 'huge', /is not one of square_hd, square, portrait_4_3, portrait_16_9, landscape_4_3, landscape_16_9 or WIDTHxHEIGHT/],
+    ['image_size', '10x10', /below the minimum 64 \(width\)/],
+    ['image_size', '640x5000', /above the maximum 4096 \(height\)/],
+    ['image_size', '640x', /not one of/],
+    ['image_size', '-640x640', /not one of/],
     ['guidance_scale', 'abc', /not a number/],
-    ['guidance_scale', '25', /maximum 20/],
-    ['num_inference_steps', '2.5', /whole number/],
+    ['guidance_scale', '2,5', /not a number \(use \. as the decimal separator\)/],
+    ['guidance_scale', '25', /above the maximum 20/],
+    ['guidance_scale', '-0.1', /below the minimum 0/],
+    ['guidance_scale', 'Infinity', /not a number/],
+    ['num_inference_steps', '2.5', /not a whole number/],
+    ['num_inference_steps', '0', /below the minimum 1/],
+    ['num_inference_steps', '101', /above the maximum 100/],
     ['acceleration', 'turbo', /not one of none, regular/],
-    ['seed', '-1', /minimum 0/],
+    ['seed', '-1', /below the minimum 0/],
+    ['seed', '4294967296', /above the maximum 4294967295/],
+    ['seed', '0x10', /not a number/],
+    ['seed', '1.5', /not a whole number/],
     ['output_format', 'gif', /not one of png, jpeg, webp/],
-    ['num_images', '5', /maximum 4/],
-    ['lora_scale', '9', /maximum 4/],
-    ['enable_safety_checker', 'maybe', /true\/false/],
-    ['sync_mode', '2', /true\/false/],
+    ['num_images', '5', /above the maximum 4/],
+    ['num_images', '0', /below the minimum 1/],
+    ['lora_scale', '9', /above the maximum 4/],
+    ['lora_scale', '-1', /below the minimum 0/],
+    ['enable_safety_checker', 'maybe', /not true\/false/],
+    ['sync_mode', '2', /not true\/false/],
+    ['prompt', 'x'.repeat(10_001), /longer than 10000 characters/],
   ];
   for (const [col, value, reason] of bad) {
-    const r = rejected((await read(`face_url,${col}\nhttps://a.example/f.png,${value}\n`))[0]);
-    assert.equal(r.column, col);
-    assert.match(r.reason, reason, `${col}=${value}`);
-    assert.ok(r.reason.includes(value), 'the reason names the bad value');
-  }
-});
-
-test('unknown columns are kept as metadata, never as model input', async () => {
-  const r = valid((await read('face_url,team,Notes\nhttps://a.example/f.png,blue,"a, b"\n'))[0]);
-  assert.deepEqual(r.extra, { team: 'blue', notes: 'a, b' });
-  assert.deepEqual(r.input, {});
-});
-
-test('face_url kinds: http, data, s3, local (existing or missing), bad schemes', async () => {
-  const rows = await read(
-    'face_url\nhttps://a.example/f.png\n"data:image/png;base64,iVBORw0KGgo="\ns3://my-bucket/faces/a.png\nface.png\nmissing.png\nftp://x/y.png\n"data:text/html;base64,PGI+"\njavascript:alert(1)\n',
-  );
-  assert.deepEqual(rows.slice(0, 4).map((r) => valid(r).faceKind), ['http', 'data', 's3', 'local']);
-  assert.equal(valid(rows[3]).localPath, join(dir, 'face.png'));
-  assert.match(rejected(rows[4]).reason, /local file "missing.png" does not exist/);
-  for (const r of rows.slice(5)) assert.equal(rejected(r).column, 'face_url');
-});
-
-test('ids: S3-safe keys, repeated ids (also after sanitising) and reserved ids are rejected', async () => {
-  const rows = await read('id,face_url\na/b,https://a.example/1.png\na_b,https://a.example/2.png\nx,https://a.example/3.png\nx,https://a.example/4.png\nline-5,https://a.example/5.png\n,https://a.example/6.png\n');
-  assert.equal(valid(rows[0]).key, 'a_b');
-  assert.match(rejected(rows[1]).reason, /repeats the id of line 2/);
-  assert.match(rejected(rows[3]).reason, /repeats the id of line 4/);
-  assert.match(rejected(rows[4]).reason, /reserved/);
-  assert.equal(valid(rows[5]).key, 'line-7');
-  assert.equal(toRowKey('..'), '__');
-  assert.equal(toRowKey('é ü/../x'), '_.._x');
-  assert.match(toRowKey('a'.repeat(300)), /^a{128}$/);
-});
-
-test('a row with a different field count is rejected; the rest go on', async () => {
-  const rows = await read('face_url,seed\nhttps://a.example/1.png,1,extra\nhttps://a.example/2.png,2\n');
-  assert.match(rejected(rows[0]).reason, /expected 2 fields.*found 3/);
-  assert.equal(valid(rows[1]).input.seed, 2);
-});
-
-test('file-level problems are ManifestErrors with one-line reasons', async () => {
-  const cases: [string | Buffer, RegExp][] = [
-    ['', /empty/],
-    ['face_url\n', /header but no rows/],
-    ['name,photo\nx,y\n', /no face_url column.*name, photo/],
-    ['face_url\n"https://a.example/f.png\n', /never closed/],
-    [Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13, 0x49, 0x48, 0x44, 0x52]), /not a CSV file|not a valid CSV/],
-    ['face_url,face_url\nx,y\n', /appears twice/],
-  ];
-  for (const [text, msg] of cases) {
-    await assert.rejects(read(text), (err: unknown) => {
-      assert.ok(err instanceof ManifestError);
-      assert.match(err.message, msg);
-      assert.ok(!err.message.includes('\n'), 'one line');
-      return true;
+    test(`${col}=${value.length > 20 ? `${value.slice(0, 10)}…` : value} is rejected naming the column and value`, async () => {
+      const rows = await read(`id,face_url,${col},team\nr1,${F},"${value}",blue\nr2,${F},,blue\n`);
+      const r = rejected(rows[0]);
+      assert.equal(r.column, col);
+      assert.match(r.reason, reason);
+      assert.ok(r.reason.includes(JSON.stringify(value.length > 80 ? `${value.slice(0, 77)}...` : value)), `the reason quotes the value: ${r.reason}`);
+      assert.equal(rows[0]!.key, 'r1', 'a rejected row keeps its key');
+      assert.equal(valid(rows[1]).key, 'r2', 'the next row goes on');
     });
   }
+
+  test('a value with a newline is quoted on one line in the reason', async () => {
+    const r = rejected((await read(`face_url,image_size\n${F},"big\nsize"\n`))[0]);
+    assert.ok(r.reason.startsWith('"big\\nsize" is not one of'), r.reason);
+  });
 });
 
-test('reading is deterministic and streams: 200k rows from a generator, flat memory', async () => {
-  function* gen() {
-    yield 'id,face_url,seed\n';
-    for (let i = 0; i < 200_000; i++) yield `r${i},https://a.example/${i}.png,${i}\n`;
-  }
-  let n = 0;
-  let last: ManifestRow | undefined;
-  for await (const r of readManifest(Readable.from(gen()), {})) {
-    n++;
-    last = r;
-  }
-  assert.equal(n, 200_000);
-  assert.equal(valid(last).line, 200_001);
+describe('face_url', () => {
+  test('kinds: http(s), data:image base64, s3://, local paths (relative, nested, absolute)', async () => {
+    const rows = await read(
+      'face_url\n' +
+        'https://a.example/f.png?x=1\n' +
+        'HTTP://a.example/f.png\n' +
+        '"data:image/png;base64,iVBORw0KGgo="\n' +
+        '"data:image/jpeg;name=a.jpg;base64,/9j/4AAQ"\n' +
+        's3://my-bucket/faces/a.png\n' +
+        'face.png\n' +
+        './faces/b.JPG\n' +
+        `${join(dir, 'face.png')}\n`,
+    );
+    assert.deepEqual(rows.map((r) => valid(r).faceKind), ['http', 'http', 'data', 'data', 's3', 'local', 'local', 'local']);
+    assert.equal(valid(rows[5]).localPath, join(dir, 'face.png'));
+    assert.equal(valid(rows[6]).localPath, join(dir, 'faces', 'b.JPG'));
+    assert.equal(valid(rows[7]).localPath, join(dir, 'face.png'));
+    assert.equal(valid(rows[0]).localPath, undefined);
+  });
+
+  test('missing, non-regular and non-image local files are rejected naming the path', async () => {
+    const rows = await read('face_url\nmissing.png\nfaces/sub.png\nnotes.txt\n');
+    const missing = rejected(rows[0]);
+    assert.equal(missing.column, 'face_url');
+    assert.match(missing.reason, /local file "missing.png" does not exist/);
+    assert.ok(missing.reason.includes(join(dir, 'missing.png')), 'names the resolved path');
+    assert.match(rejected(rows[1]).reason, /"faces\/sub.png" is not a regular file/);
+    assert.match(rejected(rows[2]).reason, /"notes.txt" is not a .png, .jpg, .jpeg or .webp image/);
+  });
+
+  test('relative local paths without a base directory are rejected', async () => {
+    const rows = await collect(Readable.from([`face_url\nface.png\n${join(dir, 'face.png')}\n`]), {});
+    assert.match(rejected(rows[0]).reason, /cannot be resolved/);
+    assert.equal(valid(rows[1]).faceKind, 'local', 'an absolute path needs no base directory');
+  });
+
+  test('bad schemes, bad data: and s3: URLs and empty cells are rejected', async () => {
+    const cases: [string, RegExp][] = [
+      ['ftp://x/y.png', /unsupported scheme ftp:/],
+      ['javascript:alert(1)', /unsupported scheme javascript:/],
+      ['file:///etc/passwd', /unsupported scheme file:/],
+      ['"data:text/html;base64,PGI+"', /not a base64 image/],
+      ['"data:image/png,rawbytes"', /not a base64 image/],
+      ['"data:image/png;base64,not base64!"', /payload is not base64/],
+      ['"data:image/png;base64,"', /payload is not base64/],
+      ['s3://my-bucket', /not an s3:\/\/bucket\/key URL/],
+      ['s3://B/key', /not an s3:\/\/bucket\/key URL/],
+      ['https://', /not a valid URL/],
+      ['http://exa mple.com/x.png', /not a valid URL/],
+    ];
+    const rows = await read(`face_url,seed\n${cases.map(([u]) => `${u},1`).join('\n')}\n,1\n`);
+    cases.forEach(([url, reason], i) => {
+      const r = rejected(rows[i]);
+      assert.equal(r.column, 'face_url', url);
+      assert.match(r.reason, reason, url);
+    });
+    assert.match(rejected(rows[cases.length]).reason, /is empty/);
+  });
+});
+
+describe('row keys and ids', () => {
+  test('toRowKey: S3-safe, collapsed, at most 128 characters, never ".", ".." or empty', () => {
+    assert.equal(toRowKey('abc-DEF_1.2'), 'abc-DEF_1.2');
+    assert.equal(toRowKey('a/b'), 'a_b');
+    assert.equal(toRowKey('a / b??c'), 'a_b_c');
+    assert.equal(toRowKey('a__b'), 'a_b');
+    assert.equal(toRowKey('é ü/../x'), '_.._x');
+    assert.equal(toRowKey('ＡＢＣ１'), 'ABC1', 'NFKC folds full-width forms');
+    assert.equal(toRowKey('.'), '_');
+    assert.equal(toRowKey('..'), '__');
+    assert.equal(toRowKey(''), '_');
+    assert.equal(toRowKey('日本'), '_');
+    assert.equal(toRowKey('a'.repeat(300)), 'a'.repeat(128));
+    assert.equal(toRowKey('x/'.repeat(100)).length, 128);
+    for (const id of ['a b', '../..', '%2F', '\u0000', 'x'.repeat(500), '😀']) assert.match(toRowKey(id), /^[A-Za-z0-9._-]{1,128}$/);
+    assert.equal(lineKey(12), 'line-12');
+    assert.ok(isReservedId('line-5') && isReservedId('LINE-05') && !isReservedId('line-5a') && !isReservedId('line_5'));
+  });
+
+  test('ids become keys; repeated ids (also after sanitising) and reserved ids are rejected; keys stay distinct', async () => {
+    const rows = await read(
+      'id,face_url\n' +
+        ' a/b ,https://a.example/1.png\n' + // 2: key a_b
+        'a_b,https://a.example/2.png\n' + // 3: same key as line 2
+        'x,https://a.example/3.png\n' + // 4
+        'x,https://a.example/4.png\n' + // 5: repeats line 4
+        'line-5,https://a.example/5.png\n' + // 6: reserved
+        ',https://a.example/6.png\n' + // 7: no id
+        'LINE-9,https://a.example/7.png\n' + // 8: reserved in any case
+        'line-５,https://a.example/8.png\n' + // 9: NFKC gives line-5: reserved
+        'line-5b,https://a.example/9.png\n', // 10: fine
+    );
+    assert.deepEqual(
+      rows.map((r) => [r.line, r.key, r.id, isRejected(r) ? r.rejected.column : 'ok']),
+      [
+        [2, 'a_b', 'a/b', 'ok'],
+        [3, 'line-3', 'a_b', 'id'],
+        [4, 'x', 'x', 'ok'],
+        [5, 'line-5', 'x', 'id'],
+        [6, 'line-6', 'line-5', 'id'],
+        [7, 'line-7', undefined, 'ok'],
+        [8, 'line-8', 'LINE-9', 'id'],
+        [9, 'line-9', 'line-５', 'id'],
+        [10, 'line-5b', 'line-5b', 'ok'],
+      ],
+    );
+    assert.match(rejected(rows[1]).reason, /^"a_b" repeats the id of line 2$/);
+    assert.match(rejected(rows[3]).reason, /^"x" repeats the id of line 4$/);
+    assert.match(rejected(rows[4]).reason, /"line-5" is reserved/);
+    assert.match(rejected(rows[7]).reason, /reserved/);
+    assert.equal(new Set(rows.map((r) => r.key)).size, rows.length, 'no two rows share a key');
+  });
+
+  test('two different ids with the same S3-safe key: the later one is rejected, naming both', async () => {
+    const rows = await read('id,face_url\nface 1,https://a.example/1.png\nface/1,https://a.example/2.png\n');
+    assert.equal(valid(rows[0]).key, 'face_1');
+    assert.equal(rejected(rows[1]).reason, '"face/1" repeats the id of line 2 (both give the row key "face_1")');
+  });
+
+  test('an id counts as seen even when its row is rejected for something else', async () => {
+    const rows = await read(`id,face_url,seed\na,${F},-1\na,${F},1\nb,${F}\nb,${F},2\n`);
+    assert.equal(rejected(rows[0]).column, 'seed');
+    assert.match(rejected(rows[1]).reason, /repeats the id of line 2/);
+    assert.equal(rejected(rows[2]).column, '*');
+    assert.match(rejected(rows[3]).reason, /repeats the id of line 4/);
+  });
+});
+
+describe('row shape', () => {
+  test('a row with a different field count is rejected; the rest go on', async () => {
+    const rows = await read(`face_url,seed\n${F},1,extra\n${F}\n${F},2\n"${F}","3"\n`);
+    assert.deepEqual(rejected(rows[0]), { column: '*', reason: 'expected 2 fields like the header, found 3' });
+    assert.deepEqual(rejected(rows[1]), { column: '*', reason: 'expected 2 fields like the header, found 1' });
+    assert.equal(valid(rows[2]).input.seed, 2);
+    assert.equal(valid(rows[3]).input.seed, 3);
+  });
+
+  test('items have exactly the documented fields', async () => {
+    const [ok, bad] = await read(`id,face_url,seed,team\nr1,face.png,7,red\nr2,${F},x,blue\n`);
+    assert.deepEqual(ok, { line: 2, key: 'r1', id: 'r1', faceUrl: 'face.png', faceKind: 'local', localPath: join(dir, 'face.png'), input: { seed: 7 }, extra: { team: 'red' } });
+    assert.deepEqual(bad, { line: 3, key: 'r2', id: 'r2', faceUrl: F, rejected: { column: 'seed', reason: '"x" is not a number' } });
+  });
+
+  test('reading the same bytes twice gives the same items', async () => {
+    const text = `id,face_url,prompt,image_size,seed,x\na,${F},"p\nq",640x960,1,m\n,${F},,huge,,n\na,face.png,,,,\n,missing.png,,,,\n`;
+    assert.deepEqual(await read(text), await read(text));
+  });
+});
+
+describe('file-level problems are ManifestErrors with one-line messages', () => {
+  test('empty file, BOM only, blank lines only', async () => {
+    await manifestError('', /the manifest is empty/);
+    await manifestError('\ufeff', /the manifest is empty/);
+    await manifestError('\n\r\n  \n,,\n', /the manifest is empty/);
+  });
+
+  test('header only (with or without blank lines after it)', async () => {
+    await manifestError('face_url\n', /header but no rows/);
+    await manifestError('face_url,id\r\n\r\n , \r\n', /header but no rows/);
+  });
+
+  test('no face_url column: the columns found are listed', async () => {
+    await manifestError('name,photo\nx,y\n', /^no face_url column \(or image_url, url\); columns found: name, photo$/);
+    await manifestError('"a\nb",c\nx,y\n', /columns found: "a\\nb", c$/);
+  });
+
+  test('duplicate header names (case-insensitive)', async () => {
+    await manifestError(`face_url,Face_URL\n${F},${F}\n`, /column "Face_URL" appears twice in the header \(columns 1 and 2\)/);
+    await manifestError(`face_url,seed,SEED\n${F},1,2\n`, /"SEED" appears twice/);
+  });
+
+  test('unclosed quote, stray quotes: not a CSV file, naming the line the record starts on', async () => {
+    await manifestError(`face_url,prompt\n${F},"a\nb"\n${F},"never closed\nmore\n`, /^not a CSV file: the quoted field in the record starting on line 4 is never closed/);
+    await manifestError(`face_url,prompt\n${F},ok\n${F},5'10" tall\n`, /^not a CSV file: the record starting on line 3 has a quote inside an unquoted field/);
+    await manifestError(`face_url,prompt\n${F},"a"b\n`, /^not a CSV file: the record starting on line 2 has characters after a closing quote/);
+  });
+
+  test('binary data: a PNG, NUL bytes in a later row, bytes that are not UTF-8', async () => {
+    const png = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13, 0x49, 0x48, 0x44, 0x52, 0, 0, 1, 0, 0, 0, 1, 0, 8, 6]);
+    await manifestError(png, /^not a CSV file/);
+    await manifestError(Buffer.concat([Buffer.from(`face_url,seed\n${F},1\n${F},`), Buffer.from([0, 1, 2]), Buffer.from('\n')]), /^not a CSV file: line 3 holds NUL bytes/);
+    await manifestError(Buffer.concat([Buffer.from(`face_url,prompt\n${F},caf`), Buffer.from([0xe9]), Buffer.from('\n')]), /^not a CSV file: line 2 holds bytes that are not UTF-8/);
+    await manifestError(Buffer.from([0xfe, 0xff, 0, 0x66, 0, 0x61]), /^not a CSV file/);
+  });
+
+  test('a failing source stream', async () => {
+    const failing = new Readable({
+      read() {
+        this.push(`face_url\n${F}\n`);
+        this.destroy(new Error('disk on fire\nsecond line'));
+      },
+    });
+    await manifestError(failing, /^cannot read the manifest: disk on fire$/);
+  });
+});
+
+describe('streaming', () => {
+  test('200k rows from a generator stream through with flat memory', async () => {
+    function* gen() {
+      yield 'id,face_url,prompt,image_size,seed,team\n';
+      for (let i = 0; i < 200_000; i++) yield `r${i},https://a.example/${i % 97}.png,"a portrait, full body",portrait_4_3,${i},t${i % 7}\n`;
+    }
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const live = () => {
+      gc();
+      return process.memoryUsage().heapUsed;
+    };
+    const before = live();
+    let peak = 0;
+    let n = 0;
+    let bad = 0;
+    let lastLine = 0;
+    for await (const r of readManifest(Readable.from(gen()), {})) {
+      n++;
+      if (isRejected(r)) bad++;
+      lastLine = r.line;
+      if (n % 50_000 === 0) peak = Math.max(peak, live());
+    }
+    assert.equal(n, 200_000);
+    assert.equal(bad, 0);
+    assert.equal(lastLine, 200_001);
+    // What stays live is the set of 200k id keys (~12 MiB); holding the rows would take ~100 MiB.
+    const grew = (peak - before) / 2 ** 20;
+    assert.ok(grew < 48, `live heap grew by ${grew.toFixed(1)} MiB`);
+  });
+
+  test('a consumer that stops early stops the source', async () => {
+    let produced = 0;
+    const source = Readable.from(
+      (function* () {
+        yield 'face_url\n';
+        for (;;) {
+          produced++;
+          yield `${F}\n`;
+        }
+      })(),
+    );
+    let n = 0;
+    for await (const _ of readManifest(source, {})) if (++n === 10) break;
+    assert.ok(source.destroyed, 'source destroyed');
+    assert.ok(produced < 100_000, `source kept producing (${produced})`);
+  });
+});
+
+describe('model input schema', () => {
+  test('MODEL_PARAM_COLUMNS are the optional fields', () => {
+    assert.deepEqual([...MODEL_PARAM_COLUMNS].sort(), [
+      'acceleration',
+      'enable_safety_checker',
+      'guidance_scale',
+      'image_size',
+      'lora_scale',
+      'num_images',
+      'num_inference_steps',
+      'output_format',
+      'prompt',
+      'seed',
+      'sync_mode',
+    ]);
+    assert.equal(DEFAULT_PROMPT, 'Face to full portrait');
+    assert.deepEqual(OUTPUT_FORMATS, ['png', 'jpeg', 'webp']);
+  });
+
+  test('falInputSchema: image_urls required, the rest optional and ranged', () => {
+    assert.ok(falInputSchema.safeParse({ image_urls: [F] }).success);
+    assert.ok(falInputSchema.safeParse({ image_urls: [F], image_size: { width: 64, height: 4096 }, seed: 4294967295, num_images: 4 }).success);
+    assert.ok(!falInputSchema.safeParse({}).success);
+    assert.ok(!falInputSchema.safeParse({ image_urls: [] }).success);
+    assert.ok(!falInputSchema.safeParse({ image_urls: [F], image_size: { width: 63, height: 100 } }).success);
+    assert.ok(!falInputSchema.safeParse({ image_urls: [F], guidance_scale: 20.5 }).success);
+    assert.ok(!falInputSchema.safeParse({ image_urls: [F], acceleration: 'high' }).success);
+  });
+
+  test('effectiveNumImages / effectiveOutputFormat apply the defaults', () => {
+    assert.equal(effectiveNumImages({}), 1);
+    assert.equal(effectiveNumImages({ num_images: 3 }), 3);
+    assert.equal(effectiveNumImages({ num_images: 'x' }), 1);
+    assert.equal(effectiveOutputFormat({}), 'png');
+    assert.equal(effectiveOutputFormat({ output_format: 'webp' }), 'webp');
+    assert.equal(effectiveOutputFormat({ output_format: 'gif' }), 'png');
+  });
 });
