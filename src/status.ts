@@ -2,6 +2,7 @@
 import type { Context } from './core/context.ts';
 import { runLayout } from './core/layout.ts';
 import { getPause } from './core/pause.ts';
+import { summaryOf } from './worker/finalize.ts';
 
 export async function runStatus(ctx: Context, runId: string) {
   const run = await ctx.rows.getRun(runId);
@@ -10,21 +11,11 @@ export async function runStatus(ctx: Context, runId: string) {
   const layout = runLayout(ctx.cfg.S3_PREFIX, runId);
   const inFlight = run.queued - run.completed - run.failed - run.canceled;
   return {
-    runId,
-    state: pause && !run.finishedAt ? 'paused' : run.state,
-    pauseReason: pause?.reason ?? null,
-    stopReason: run.stopReason ?? null,
+    ...summaryOf(run, pause && !run.finishedAt ? 'paused' : run.state),
     total: run.total ?? null,
-    read: run.producerDone ? run.total : null,
+    pauseReason: pause?.reason ?? null,
     queued: run.queued,
     inFlight,
-    completed: run.completed,
-    failed: run.failed,
-    rejected: run.rejected,
-    canceled: run.canceled,
-    submits: run.submits,
-    startedAt: new Date(run.createdAt).toISOString(),
-    finishedAt: run.finishedAt ? new Date(run.finishedAt).toISOString() : null,
     report: run.finishedAt ? `s3://${ctx.storage.bucket}/${layout.report}` : null,
   };
 }
