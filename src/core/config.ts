@@ -7,7 +7,8 @@ export const FAL_QUEUE_HOST = 'https://queue.fal.run';
 export const FAL_JWKS = 'https://rest.alpha.fal.ai/.well-known/jwks.json';
 
 const url = z.string().url();
-const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.coerce.number().int().min(min).max(max);
+const int = (min: number, max = Number.MAX_SAFE_INTEGER) =>
+  z.coerce.number({ error: 'must be a whole number' }).int('must be a whole number').min(min, `must be at least ${min}`).max(max, `must be at most ${max}`);
 const bool = z
   .string()
   .trim()
