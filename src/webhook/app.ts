@@ -1,6 +1,7 @@
 // The webhook receiver: verify fal's signature over the raw bytes, then parse, then record the result
-// durably (a BullMQ job) and only then answer 200. Refused requests store nothing.
-import express, { type NextFunction, type Request, type Response } from 'express';
+// durably (a BullMQ job, see server.ts) and only then answer 200. Refused requests record nothing, and
+// nothing slow (downloads) ever happens inside the request.
+import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import type { Logger } from '../core/logger.ts';
 import { WEBHOOK_HEADERS } from '../core/webhookSignature.ts';
 import type { JwksCache } from './jwks.ts';
@@ -30,53 +31,113 @@ export interface WebhookAppOptions {
   isReady?: () => Promise<boolean>;
 }
 
+/** How long /healthz waits for isReady() before answering 503. */
+const READY_TIMEOUT_MS = 2_000;
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** The fal webhook body, or why it is not one. Unknown fields are dropped; an odd `error` becomes a string. */
+export function parseFalWebhookBody(raw: Buffer): FalWebhookBody | { invalid: string } {
+  let json: unknown;
+  try {
+    json = JSON.parse(raw.toString('utf8'));
+  } catch {
+    return { invalid: 'body is not JSON' };
+  }
+  if (!isObject(json)) return { invalid: 'body is not a JSON object' };
+  if (typeof json.request_id !== 'string' || !json.request_id) return { invalid: 'body has no string request_id' };
+  if (json.status !== 'OK' && json.status !== 'ERROR') return { invalid: 'body status is not OK or ERROR' };
+  const body: FalWebhookBody = { request_id: json.request_id, status: json.status, payload: json.payload };
+  if (typeof json.gateway_request_id === 'string') body.gateway_request_id = json.gateway_request_id;
+  if (json.error === undefined || json.error === null || typeof json.error === 'string') body.error = json.error ?? null;
+  else body.error = JSON.stringify(json.error);
+  return body;
+}
+
+/** Our own query string (?run=…&row=…&attempt=…), exactly as it came, first value of a repeated name. */
+function queryOf(req: Request): Record<string, string> {
+  const q = req.originalUrl.indexOf('?');
+  const query: Record<string, string> = {};
+  if (q < 0) return query;
+  for (const [k, v] of new URLSearchParams(req.originalUrl.slice(q + 1))) if (!(k in query)) query[k] = v;
+  return query;
+}
+
 export function createWebhookApp(opts: WebhookAppOptions): express.Express {
+  const { logger, jwks, maxBodyBytes } = opts;
   const app = express();
   app.disable('x-powered-by');
-  const refuse = (res: Response, status: number, error: string, req: Request) => {
-    opts.logger.warn({ status, error, requestId: req.header(WEBHOOK_HEADERS.requestId) }, 'webhook refused');
-    res.status(status).json({ error });
+  app.disable('etag');
+
+  const refuse = (req: Request, res: Response, status: number, reason: string) => {
+    logger.warn({ status, reason, requestId: req.get(WEBHOOK_HEADERS.requestId), path: req.path }, 'webhook refused');
+    res.status(status).json({ error: reason });
   };
 
-  app.post('/fal/webhook', (req, res, next) => {
-    // Refuse before reading when the announced body is already too large.
-    if (Number(req.header('content-length') ?? 0) > opts.maxBodyBytes) return refuse(res, 413, 'body too large', req);
+  // Refuse before reading a byte when the announced body is already too large.
+  const announcedSize: RequestHandler = (req, res, next) => {
+    const length = Number(req.get('content-length') ?? 0);
+    if (length > maxBodyBytes) return refuse(req, res, 413, `body too large (${length} > ${maxBodyBytes} bytes)`);
     next();
-  });
-  app.post('/fal/webhook', express.raw({ type: () => true, limit: opts.maxBodyBytes }), async (req, res) => {
-    const raw = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
-    const verdict = await verifyFalWebhook(req.headers, raw, opts.jwks).catch((err: Error) => ({ ok: false as const, reason: err.message }));
-    if (!verdict.ok) return refuse(res, 401, verdict.reason, req);
-    let body: FalWebhookBody;
+  };
+
+  const receive: RequestHandler = async (req, res) => {
+    const raw: Buffer = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+    // 1. The signature over the exact bytes received, before parsing anything.
+    let verdict: Awaited<ReturnType<typeof verifyFalWebhook>>;
     try {
-      body = JSON.parse(raw.toString('utf8')) as FalWebhookBody;
-    } catch {
-      return refuse(res, 400, 'body is not JSON', req);
-    }
-    if (!body || typeof body !== 'object' || typeof body.request_id !== 'string' || (body.status !== 'OK' && body.status !== 'ERROR')) {
-      return refuse(res, 400, 'body is not a fal webhook (request_id, status OK|ERROR)', req);
-    }
-    if (body.request_id !== verdict.requestId) return refuse(res, 401, 'request id in the header and the body differ', req);
-    const query = Object.fromEntries(Object.entries(req.query).filter((e): e is [string, string] => typeof e[1] === 'string'));
-    try {
-      await opts.record({ requestId: verdict.requestId, userId: verdict.userId, body, query, receivedAt: Date.now() });
+      verdict = await verifyFalWebhook(req.headers, raw, jwks);
     } catch (err) {
-      opts.logger.error({ requestId: verdict.requestId, err: (err as Error).message }, 'could not record webhook; fal will re-deliver');
+      // No key could be loaded: we cannot tell, so fal should try again later.
+      logger.error({ err: (err as Error).message, requestId: req.get(WEBHOOK_HEADERS.requestId) }, 'cannot verify webhooks: no signing keys');
+      return void res.status(503).json({ error: 'cannot verify signatures right now, retry later' });
+    }
+    if (!verdict.ok) return refuse(req, res, 401, verdict.reason);
+    // 2. Only now parse it.
+    const body = parseFalWebhookBody(raw);
+    if ('invalid' in body) return refuse(req, res, 400, body.invalid);
+    // The signed header names the request; the body must be about the same one.
+    if (body.request_id !== verdict.requestId) return refuse(req, res, 401, 'request id in the header and the body differ');
+    // 3. Durable record, then 200. A failure answers 503 so fal delivers again.
+    const delivery: WebhookDelivery = { requestId: verdict.requestId, userId: verdict.userId, body, query: queryOf(req), receivedAt: Date.now() };
+    try {
+      await opts.record(delivery);
+    } catch (err) {
+      logger.error({ requestId: verdict.requestId, err: (err as Error).message }, 'could not record webhook; fal will re-deliver');
       return void res.status(503).json({ error: 'could not record the result, retry later' });
     }
+    logger.debug({ requestId: verdict.requestId, status: body.status, query: delivery.query }, 'webhook recorded');
     res.status(200).json({ ok: true });
-  });
+  };
+
+  app.post('/fal/webhook', announcedSize, express.raw({ type: () => true, limit: maxBodyBytes }), receive);
 
   app.get('/healthz', async (_req, res) => {
-    const ready = opts.isReady ? await opts.isReady().catch(() => false) : true;
+    let ready = true;
+    if (opts.isReady) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const timeout = new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(false), READY_TIMEOUT_MS);
+      });
+      ready = await Promise.race([opts.isReady().catch(() => false), timeout]);
+      clearTimeout(timer);
+    }
     res.status(ready ? 200 : 503).json({ ok: ready });
   });
+
   app.use((_req, res) => void res.status(404).json({ error: 'not found' }));
-  // body-parser errors (too large, aborted) as JSON, never HTML.
-  app.use((err: { status?: number; type?: string; message?: string }, req: Request, res: Response, _next: NextFunction) => {
-    const status = err.type === 'entity.too.large' ? 413 : (err.status ?? 500);
-    if (status >= 500) opts.logger.error({ err: err.message }, 'webhook error');
-    refuse(res, status, status === 413 ? 'body too large' : (err.message ?? 'error'), req);
+
+  // Errors (body-parser: too large, aborted, bad encoding; anything thrown) as JSON, never express's HTML page.
+  app.use((err: unknown, req: Request, res: Response, next: NextFunction) => {
+    if (res.headersSent) return next(err);
+    const e = isObject(err) ? err : {};
+    const status = e.type === 'entity.too.large' ? 413 : typeof e.status === 'number' && e.status >= 400 && e.status < 500 ? e.status : 500;
+    if (status === 500) {
+      logger.error({ err: err instanceof Error ? err.message : String(err), path: req.path }, 'webhook receiver error');
+      return void res.status(500).json({ error: 'internal error' });
+    }
+    const message = status === 413 ? `body too large (limit ${maxBodyBytes} bytes)` : typeof e.message === 'string' ? e.message : 'bad request';
+    refuse(req, res, status, message);
   });
   return app;
 }

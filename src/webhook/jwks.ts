@@ -1,25 +1,45 @@
 // fal's webhook public keys, from a JWKS URL: cached (24 h by default), shared by concurrent callers,
-// re-fetched when a signature matches no cached key — but never more often than minRefreshIntervalMs,
-// so a flood of forged webhooks cannot turn into a flood of JWKS fetches.
+// re-fetched when a signature matches no cached key — but never more often than minRefreshIntervalMs
+// (failed attempts count too), so a flood of forged webhooks cannot turn into a flood of JWKS fetches.
 import { createPublicKey, type KeyObject } from 'node:crypto';
 
 export interface JwksOptions {
+  /** How long fetched keys are used before keys() fetches again. Default 24 h. */
   ttlMs?: number;
+  /** Never fetch more often than this (refresh() and retries after a failure). Default 30 s. */
   minRefreshIntervalMs?: number;
-  timeoutMs?: number;
+  /** fetch implementation (tests). Default: global fetch. */
   fetchImpl?: typeof fetch;
+  /** Abort one fetch (headers and body) after this long. Default 10 s. */
+  timeoutMs?: number;
 }
 
-interface Jwk {
-  kty?: string;
-  crv?: string;
-  x?: string;
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** The OKP/Ed25519 public keys of a JWKS document; any other key (RSA, EC, X25519, malformed) is ignored. */
+export function ed25519KeysOf(doc: unknown): KeyObject[] {
+  if (!isObject(doc) || !Array.isArray(doc.keys)) throw new Error('not a JWKS document (no "keys" array)');
+  const keys: KeyObject[] = [];
+  for (const jwk of doc.keys) {
+    if (!isObject(jwk) || jwk.kty !== 'OKP' || jwk.crv !== 'Ed25519' || typeof jwk.x !== 'string') continue;
+    try {
+      // Only the public part is ever read, even if a misconfigured JWKS also carried `d`.
+      keys.push(createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: jwk.x }, format: 'jwk' }));
+    } catch {
+      // a malformed key is skipped; the others still count
+    }
+  }
+  return keys;
 }
 
 export class JwksCache {
   private cached: KeyObject[] = [];
-  private fetchedAt = 0;
-  private inFlight?: Promise<KeyObject[]>;
+  /** Last successful fetch (ms). */
+  private fetchedAt = Number.NEGATIVE_INFINITY;
+  /** Last fetch attempt, successful or not (ms): the basis of the rate limit. */
+  private attemptedAt = Number.NEGATIVE_INFINITY;
+  private lastError: Error | undefined;
+  private inFlight: Promise<KeyObject[]> | undefined;
   private readonly ttlMs: number;
   private readonly minRefreshIntervalMs: number;
   private readonly timeoutMs: number;
@@ -37,42 +57,57 @@ export class JwksCache {
     this.fetchImpl = opts.fetchImpl ?? fetch;
   }
 
+  /** The current keys: cached, fetched on first use or once the ttl has passed. Throws when no key was ever loaded. */
   async keys(): Promise<KeyObject[]> {
     if (this.cached.length && Date.now() - this.fetchedAt < this.ttlMs) return this.cached;
-    return this.load();
+    return this.fetchUnlessRecent();
   }
 
-  /** Fetch again now, unless a fetch happened within the minimum interval. */
+  /** Fetch again now (a key may have been rotated), unless a fetch was attempted within minRefreshIntervalMs; returns the current keys. */
   async refresh(): Promise<KeyObject[]> {
-    if (Date.now() - this.fetchedAt < this.minRefreshIntervalMs) return this.cached;
-    return this.load();
+    return this.fetchUnlessRecent();
   }
 
-  private load(): Promise<KeyObject[]> {
-    this.inFlight ??= this.fetchKeys().finally(() => {
+  private fetchUnlessRecent(): Promise<KeyObject[]> {
+    if (this.inFlight) return this.inFlight;
+    if (Date.now() - this.attemptedAt < this.minRefreshIntervalMs) return Promise.resolve().then(() => this.current());
+    this.attemptedAt = Date.now();
+    this.fetches++;
+    const load = this.fetchKeys().then(
+      (keys) => {
+        this.cached = keys;
+        this.fetchedAt = Date.now();
+        this.lastError = undefined;
+        return keys;
+      },
+      (err: unknown) => {
+        // Keep serving the keys we have; without any, nothing can be verified.
+        this.lastError = err instanceof Error ? err : new Error(String(err));
+        return this.current();
+      },
+    );
+    this.inFlight = load.finally(() => {
       this.inFlight = undefined;
     });
     return this.inFlight;
   }
 
+  private current(): KeyObject[] {
+    if (this.cached.length) return this.cached;
+    throw new Error(`cannot load fal's webhook keys from ${this.url}: ${this.lastError?.message ?? 'no key loaded yet'}`);
+  }
+
   private async fetchKeys(): Promise<KeyObject[]> {
-    this.fetches++;
+    const res = await this.fetchImpl(this.url, { headers: { accept: 'application/json' }, signal: AbortSignal.timeout(this.timeoutMs) });
+    if (!res.ok) throw new Error(`JWKS answered HTTP ${res.status}`);
+    let doc: unknown;
     try {
-      const res = await this.fetchImpl(this.url, { signal: AbortSignal.timeout(this.timeoutMs) });
-      if (!res.ok) throw new Error(`JWKS ${this.url} answered ${res.status}`);
-      const body = (await res.json()) as { keys?: Jwk[] };
-      const keys = (body.keys ?? [])
-        .filter((k) => k.kty === 'OKP' && k.crv === 'Ed25519' && typeof k.x === 'string')
-        .map((k) => createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: k.x! }, format: 'jwk' }));
-      if (!keys.length) throw new Error(`JWKS ${this.url} holds no Ed25519 keys`);
-      this.cached = keys;
-      this.fetchedAt = Date.now();
-      return keys;
+      doc = await res.json();
     } catch (err) {
-      // Keep serving the keys we have; without any, nothing can be verified.
-      this.fetchedAt = Date.now();
-      if (this.cached.length) return this.cached;
-      throw new Error(`cannot load fal's webhook keys: ${(err as Error).message}`);
+      throw new Error(`JWKS is not JSON (${(err as Error).message})`);
     }
+    const keys = ed25519KeysOf(doc);
+    if (!keys.length) throw new Error('JWKS holds no Ed25519 key');
+    return keys;
   }
 }
