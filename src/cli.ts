@@ -1,6 +1,6 @@
 // The `portrait-batch` command: parses arguments and calls the library. Nothing else lives here.
 import { Command, InvalidArgumentError } from 'commander';
-import { ConfigError, loadConfig } from './core/config.ts';
+import { ConfigError, loadConfig, requireVar } from './core/config.ts';
 import { createContext, type Context } from './core/context.ts';
 import { resumeSubmissions } from './core/pause.ts';
 import { runChaos } from './chaos.ts';
@@ -110,7 +110,9 @@ program
   .command('worker')
   .description('run submit, store and reconcile workers')
   .action(async () => {
-    const ctx = createContext(loadConfig(), 'worker');
+    const cfg = loadConfig();
+    requireVar(cfg, 'FAL_KEY', 'by the worker: it calls fal');
+    const ctx = createContext(cfg, 'worker');
     const workers = await startWorkers(ctx);
     say('workers running');
     await serveUntilSignal(async () => {
