@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createContext } from '../src/core/context.ts';
 import { startLocalStack } from '../src/local/stack.ts';
-import { readManifest } from '../src/producer/manifest.ts';
+import { readManifest } from '../src/manifest/index.ts';
 import { produceRun } from '../src/producer/produce.ts';
 import { waitForRun } from '../src/producer/wait.ts';
 import { startWebhookServer } from '../src/webhook/server.ts';

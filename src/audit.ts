@@ -7,7 +7,7 @@ import { parse } from 'csv-parse';
 import type { Context } from './core/context.ts';
 import { runLayout } from './core/layout.ts';
 import { effectiveNumImages } from './core/modelInput.ts';
-import { readManifest } from './producer/manifest.ts';
+import { readManifest } from './manifest/index.ts';
 import type { RowMeta } from './worker/flush.ts';
 
 export interface AuditResult {

@@ -6,7 +6,7 @@ import { resumeSubmissions } from './core/pause.ts';
 import { runChaos } from './chaos.ts';
 import { runDemo } from './demo.ts';
 import { startEmulator } from './emulator/index.ts';
-import { ManifestError } from './producer/manifest.ts';
+import { ManifestError } from './manifest/index.ts';
 import { produceRun } from './producer/produce.ts';
 import { waitForRun } from './producer/wait.ts';
 import { formatStatus, runStatus } from './status.ts';

@@ -17,8 +17,17 @@ import {
   effectiveOutputFormat,
   falInputSchema,
 } from '../src/core/modelInput.ts';
-import { ManifestError, isRejected, readManifest, type ManifestRow, type RejectedRow, type ValidRow } from '../src/producer/manifest.ts';
-import { isReservedId, lineKey, toRowKey } from '../src/producer/rowKey.ts';
+import {
+  ManifestError,
+  isRejected,
+  isReservedId,
+  lineKey,
+  readManifest,
+  toRowKey,
+  type ManifestRow,
+  type RejectedRow,
+  type ValidRow,
+} from '../src/manifest/index.ts';
 
 let dir: string;
 before(async () => {

@@ -5,7 +5,7 @@ import { dirname, join, relative } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { parse } from 'csv-parse/sync';
 import type { Storage } from '../core/s3.ts';
-import { lineKey, toRowKey } from '../producer/rowKey.ts';
+import { lineKey, toRowKey, unescapeCell } from '../manifest/index.ts';
 
 export async function copyRunToDir(storage: Storage, runPrefix: string, dir: string): Promise<number> {
   let n = 0;
@@ -33,7 +33,6 @@ interface ReportLine {
 /** Writes <dir>/index.html from <dir>/report.csv; image keys in the report are made relative to dir. */
 export async function writeContactSheet(dir: string, runPrefix: string, title: string): Promise<string> {
   const rows = parse(await readFile(join(dir, 'report.csv')), { columns: true, bom: true }) as ReportLine[];
-  const unescape = (v: string) => (v.startsWith("'") && /^'[=+\-@\t\r]/.test(v) ? v.slice(1) : v);
   const local = (key: string) => relative(dir, join(dir, key.slice(runPrefix.length)));
   const inputs = new Map<string, string>();
   try {
@@ -42,12 +41,12 @@ export async function writeContactSheet(dir: string, runPrefix: string, title: s
     /* no local faces in this run */
   }
   const cards = rows.map((r) => {
-    const key = r.id ? toRowKey(unescape(r.id)) : lineKey(Number(r.line));
-    const faceUrl = unescape(r.face_url);
+    const key = r.id ? toRowKey(unescapeCell(r.id)) : lineKey(Number(r.line));
+    const faceUrl = unescapeCell(r.face_url);
     const face = inputs.get(key) ?? (/^https?:|^data:image\//.test(faceUrl) ? faceUrl : '');
     const portraits = r.images
       ? r.images.split('|').map((k) => `<a href="${esc(local(k))}"><img class="portrait" src="${esc(local(k))}" alt="portrait"></a>`).join('')
-      : `<p class="why">${esc(unescape(r.error) || r.status)}</p>`;
+      : `<p class="why">${esc(unescapeCell(r.error) || r.status)}</p>`;
     return `<section class="row ${esc(r.status)}">
   <header>line ${esc(r.line)}${r.id ? ` · ${esc(r.id)}` : ''} · <b>${esc(r.status)}</b>${r.seed ? ` · seed ${esc(r.seed)}` : ''}</header>
   <div class="pair">${face ? `<img class="face" src="${esc(face)}" alt="face">` : '<div class="face none">no face</div>'}<span class="arrow">→</span>${portraits}</div>

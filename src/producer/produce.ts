@@ -10,7 +10,7 @@ import type { Context } from '../core/context.ts';
 import { runLayout } from '../core/layout.ts';
 import { jobIds, submitJobOptions, type SubmitJob } from '../core/queues.ts';
 import { enqueueFinalize } from '../worker/flush.ts';
-import { ManifestError, isRejected, readManifest, type ValidRow } from './manifest.ts';
+import { ManifestError, isRejected, readManifest, type ValidRow } from '../manifest/index.ts';
 
 export interface ProduceOptions {
   runId?: string;

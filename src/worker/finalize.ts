@@ -5,18 +5,13 @@ import { stringify } from 'csv-stringify';
 import type { Context } from '../core/context.ts';
 import { runLayout } from '../core/layout.ts';
 import type { RunRecord } from '../core/rowState.ts';
-import { readManifest, type ManifestRow } from '../producer/manifest.ts';
+import { escapeCell, readManifest, type ManifestRow } from '../manifest/index.ts';
 import type { RowMeta } from './flush.ts';
 
 export const REPORT_COLUMNS = ['line', 'id', 'face_url', 'status', 'request_id', 'attempts', 'images', 'seed', 'error'] as const;
 
 /** Rows looked up in S3 at once while writing the report. */
 const META_BATCH = 64;
-
-/** Spreadsheet formula injection: a cell starting with = + - @ (or tab/CR) is prefixed with '. */
-export function escapeCell(v: string): string {
-  return /^[=+\-@\t\r]/.test(v) ? `'${v}` : v;
-}
 
 export function summaryOf(run: RunRecord, state: string) {
   return {

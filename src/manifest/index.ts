@@ -1,0 +1,8 @@
+// The manifest: reading a CSV into checked rows, naming rows (keys), and writing manifest text back
+// into report cells. Shared by the producer, finalize and the contact sheet.
+export { escapeCell, unescapeCell } from './cells.ts';
+export { ManifestError } from './errors.ts';
+export { FACE_COLUMNS, classifyFace, type FaceKind, type FaceOptions } from './faces.ts';
+export { readManifest, type ReadManifestOptions } from './reader.ts';
+export { isRejected, type ManifestRow, type RejectedRow, type ValidRow } from './row.ts';
+export { GENERATED_KEY, MAX_ROW_KEY, isReservedId, lineKey, toRowKey } from './rowKey.ts';

@@ -1,0 +1,118 @@
+// Streaming CSV manifest reader: one pass, constant memory (but for the set of ids seen), every row
+// either valid (with its fal input) or rejected with the column and reason. Problems with the file as
+// a whole (no header, no face_url column, no rows, not CSV) throw ManifestError.
+//
+// The result depends only on the bytes read (and, for local faces, on which files exist): the run
+// resumes by reading the manifest again and relies on getting the same lines, keys and verdicts.
+import type { Readable } from 'node:stream';
+import { CsvError, parse } from 'csv-parse';
+import { ManifestError, firstLine } from './errors.ts';
+import type { FaceOptions } from './faces.ts';
+import type { ManifestRow } from './row.ts';
+import { RowChecker } from './rowChecks.ts';
+
+export type ReadManifestOptions = FaceOptions;
+
+const MAX_RECORD_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Reads a manifest as it streams in, yielding one item per data row in file order. Throws
+ * ManifestError for problems with the file as a whole, possibly after earlier rows were yielded (a
+ * caller that must not act on a broken file reads it through once first).
+ */
+export async function* readManifest(source: NodeJS.ReadableStream | Readable, opts: ReadManifestOptions = {}): AsyncGenerator<ManifestRow> {
+  // Line numbers are counted here, in the parser's own order: csv-parse's `lines` counts a CRLF inside
+  // quotes twice, and the records it has buffered are dropped when it fails, so a count kept by the
+  // consumer would be wrong in both cases. A record starts after every line break of the records before
+  // it (its own breaks inside quotes, plus one delimiter each) and the empty lines skipped so far.
+  let breaks = 0;
+  const onRecord = (record: string[], info: { empty_lines: number }): Parsed | null => {
+    const line = 1 + breaks + info.empty_lines;
+    breaks += 1;
+    let blank = true;
+    for (const field of record) {
+      if (field !== '' && blank && field.trim() !== '') blank = false;
+      if (SPECIAL.test(field)) breaks += inspectField(field, line);
+    }
+    return blank ? null : { record, line };
+  };
+  const parser = parse({
+    bom: true,
+    relax_column_count: true,
+    skip_empty_lines: true,
+    ltrim: true,
+    rtrim: true,
+    record_delimiter: ['\r\n', '\n', '\r'],
+    max_record_size: MAX_RECORD_BYTES,
+    on_record: onRecord as unknown as (record: string[], context: unknown) => string[],
+  });
+  let sourceError: Error | undefined;
+  source.on('error', (err: Error) => {
+    sourceError = err;
+    parser.destroy(err);
+  });
+  source.pipe(parser);
+
+  let checker: RowChecker | undefined;
+  let rows = 0;
+  let finished = false;
+  try {
+    for await (const parsed of parser as AsyncIterable<Parsed>) {
+      if (!checker) {
+        checker = new RowChecker(parsed.record, opts);
+        continue;
+      }
+      rows++;
+      yield checker.check(parsed.record, parsed.line);
+    }
+    finished = true;
+  } catch (err) {
+    if (err instanceof ManifestError) throw err;
+    if (sourceError) throw new ManifestError(`cannot read the manifest: ${firstLine(sourceError.message)}`);
+    if (err instanceof CsvError) throw new ManifestError(`not a CSV file: ${describeCsvError(err, 1 + breaks + Number(err.empty_lines ?? 0))}`);
+    throw err;
+  } finally {
+    if (!finished) {
+      // Stopped early (error, or the consumer broke off): stop reading the source too.
+      source.unpipe(parser);
+      parser.destroy();
+      (source as Partial<Readable>).destroy?.();
+    }
+  }
+  if (!checker) throw new ManifestError('the manifest is empty: a header row with a face_url column is required');
+  if (rows === 0) throw new ManifestError('the manifest has a header but no rows');
+}
+
+interface Parsed {
+  record: string[];
+  line: number;
+}
+
+// eslint-disable-next-line no-control-regex -- NUL is what gives a binary file away
+const SPECIAL = /[\r\n\u0000\ufffd]/;
+const BREAK = /\r\n|\r|\n/g;
+
+/** A field holding a line break, a NUL or U+FFFD: returns its line breaks; throws for binary or non-UTF-8 text. */
+function inspectField(field: string, line: number): number {
+  if (field.includes('\u0000')) throw new ManifestError(`not a CSV file: line ${line} holds NUL bytes (binary data)`);
+  if (field.includes('\ufffd')) {
+    throw new ManifestError(`not a CSV file: line ${line} holds bytes that are not UTF-8 text (binary data, or another encoding: save the manifest as UTF-8)`);
+  }
+  return field.match(BREAK)?.length ?? 0;
+}
+
+function describeCsvError(err: CsvError, line: number): string {
+  switch (err.code) {
+    case 'CSV_QUOTE_NOT_CLOSED':
+      return `the quoted field in the record starting on line ${line} is never closed (the file ends inside the quotes)`;
+    case 'INVALID_OPENING_QUOTE':
+      return `the record starting on line ${line} has a quote inside an unquoted field (quote the whole field and double the quotes in it)`;
+    case 'CSV_INVALID_CLOSING_QUOTE':
+    case 'CSV_NON_TRIMABLE_CHAR_AFTER_CLOSING_QUOTE':
+      return `the record starting on line ${line} has characters after a closing quote (quote the whole field and double the quotes in it)`;
+    case 'CSV_MAX_RECORD_SIZE':
+      return `the record starting on line ${line} is larger than ${MAX_RECORD_BYTES / 2 ** 20} MiB`;
+    default:
+      return `near line ${line}: ${firstLine(err.message)}`;
+  }
+}
