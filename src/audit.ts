@@ -22,6 +22,14 @@ export interface AuditResult {
   duplicated: number;
   /** Rows fal accepted more often than the attempts we recorded for them. */
   extraSubmits: number;
+  /**
+   * Attempts whose submit got no answer and whose request fal never named to us (an attempt without
+   * a request id): fal may have accepted, run and charged each, beside the attempt that replaced it.
+   * With webhooks the lost answer's webhook names the attempt, so only an attempt whose webhook never
+   * came counts; without webhooks (poll mode) every lost submit answer counts. Not a problem of the
+   * run — it cannot be told from a submit fal never got — but never hidden either.
+   */
+  ambiguousSubmits: number;
   problems: string[];
 }
 
@@ -42,7 +50,18 @@ export async function auditRun(
   opts: { acceptedByRow?: Record<string, number>; verifyHashes?: boolean } = {},
 ): Promise<AuditResult> {
   const layout = runLayout(ctx.cfg.S3_PREFIX, runId);
-  const res: AuditResult = { rows: 0, completed: 0, failed: 0, rejected: 0, canceled: 0, lost: 0, duplicated: 0, extraSubmits: 0, problems: [] };
+  const res: AuditResult = {
+    rows: 0,
+    completed: 0,
+    failed: 0,
+    rejected: 0,
+    canceled: 0,
+    lost: 0,
+    duplicated: 0,
+    extraSubmits: 0,
+    ambiguousSubmits: 0,
+    problems: [],
+  };
   const problem = (p: string) => {
     if (res.problems.length < MAX_PROBLEMS) res.problems.push(p);
   };
@@ -132,6 +151,7 @@ export async function auditRun(
       res.extraSubmits++;
       problem(`line ${row.line}: fal accepted ${accepted} submissions, ${meta.attempts} attempts recorded`);
     }
+    res.ambiguousSubmits += Math.max(0, meta.attempts - meta.request_ids.length);
     if (String(meta.attempts) !== rec.attempts || (meta.request_id ?? '') !== rec.request_id) {
       problem(`line ${row.line}: report and metadata disagree on attempts/request_id`);
     }

@@ -1,7 +1,8 @@
-// `portrait-batch chaos`: the local stack with every fault on — fal 429/5xx, dropped, duplicated and
-// delayed webhooks, model errors, lost requests, failing image downloads, failing S3 writes — the
-// webhook receiver and the workers in their own processes, each SIGKILLed twice mid-run and
-// restarted. Then the run is checked from S3 and Redis (auditRun), not from anyone's counters.
+// `portrait-batch chaos`: the local stack with every fault on — fal 429/5xx, submits accepted whose
+// answer is lost, dropped, duplicated and delayed webhooks, model errors, lost requests, failing
+// image downloads, failing S3 writes — the webhook receiver and the workers in their own processes,
+// each SIGKILLed twice mid-run and restarted. Then the run is checked from S3 and Redis (auditRun),
+// not from anyone's counters.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -35,6 +36,8 @@ export interface ChaosResult {
   lost: number;
   duplicated: number;
   extraSubmits: number;
+  /** Attempts fal may have charged whose webhook never came (see AuditResult.ambiguousSubmits). */
+  ambiguousSubmits: number;
   kills: number;
   seconds: number;
   audit: AuditResult;
@@ -48,6 +51,7 @@ export const CHAOS_FAULTS: NonNullable<EmulatorOptions['faults']> = {
   modelErrorRate: 0.05,
   lostRequestRate: 0.03,
   imageDownloadFailureRate: 0.1,
+  ambiguousSubmitRate: 0.03,
 };
 export const CHAOS_S3_PUT_FAILURE_RATE = 0.05;
 
@@ -142,6 +146,7 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
       lost: audit.lost,
       duplicated: audit.duplicated,
       extraSubmits: audit.extraSubmits,
+      ambiguousSubmits: audit.ambiguousSubmits,
       kills,
       seconds: Math.round((Date.now() - started) / 100) / 10,
       audit,

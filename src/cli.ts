@@ -156,7 +156,7 @@ program
   .action(async (o: { rows: number; json?: boolean }) => {
     const res = await runChaos({ rows: o.rows, log: say });
     for (const p of res.audit.problems) say(`  problem: ${p}`);
-    say(`chaos: ${res.rows} rows, ${res.completed} completed, ${res.failed} failed, lost ${res.lost}, duplicated ${res.duplicated}, extra submits ${res.extraSubmits}, ${res.kills} kills, ${res.seconds} s`);
+    say(`chaos: ${res.rows} rows, ${res.completed} completed, ${res.failed} failed, lost ${res.lost}, duplicated ${res.duplicated}, extra submits ${res.extraSubmits}, ambiguous submits ${res.ambiguousSubmits}, ${res.kills} kills, ${res.seconds} s`);
     const { audit: _audit, ...summary } = res;
     if (o.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
     if (res.lost || res.duplicated || res.extraSubmits) throw new ExitError('chaos run found lost, duplicated or extra-submitted rows', 1);

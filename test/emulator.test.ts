@@ -573,6 +573,30 @@ test('webhookDropRate 1: the request completes but no webhook is ever sent', asy
   assert.deepEqual([emu.stats().webhooksDropped, emu.stats().webhooksSent], [1, 0]);
 });
 
+test('ambiguousSubmitRate 1: fal accepts and runs the request, but the submit answer is lost', async () => {
+  const emu = await emulator({ faults: { ambiguousSubmitRate: 1 } });
+  const hooks = await receiver();
+  // The client retries a failed connection on its own (each retry a new paid request), so this
+  // client's fetch hides the error code, as the service's does.
+  const fal = createFalClient({
+    credentials: 'test-key',
+    suppressLocalCredentialsWarning: true,
+    fetch: (input, init) => fetch(input, init).catch((err: Error) => Promise.reject(new Error(`connection lost: ${err.message}`))),
+    requestMiddleware: async (req) => ({ ...req, url: req.url.replace('https://queue.fal.run', emu.url) }),
+  });
+  await assert.rejects(
+    fal.queue.submit(ENDPOINT, { input: { image_urls: [await faceDataUri(3)] }, webhookUrl: `${hooks.url}/h?run=a&row=b` }),
+    (err: Error) => !(err instanceof ApiError),
+    'a lost connection, not an HTTP answer',
+  );
+  const [d] = await hooks.waitFor(1);
+  assert.equal(d!.body.status, 'OK');
+  const { status } = await inspect(emu, d!.body.request_id);
+  assert.equal(status, 'COMPLETED');
+  assert.deepEqual([emu.stats().accepted, emu.stats().answersLost, emu.stats().completed], [1, 1, 1]);
+  assert.deepEqual(emu.stats().acceptedByRow, { 'a/b': 1 });
+});
+
 test('webhookDelayMs holds each webhook back', async () => {
   const emu = await emulator({ faults: { webhookDelayMs: { min: 400, max: 400 } } });
   const hooks = await receiver();

@@ -8,6 +8,7 @@ import { loadConfig } from '../src/core/config.ts';
 import { createContext } from '../src/core/context.ts';
 import { getPause } from '../src/core/pause.ts';
 import { runLayout } from '../src/core/layout.ts';
+import { jobIds, submitJobOptions } from '../src/core/queues.ts';
 import { startFaultProxy } from '../src/local/faultProxy.ts';
 import { freePort } from '../src/local/ports.ts';
 import { produceRun } from '../src/producer/produce.ts';
@@ -75,17 +76,18 @@ test('connection refused is retried; the row completes once fal is reachable', a
 });
 
 test('422 from fal fails the row with fal\'s detail and is never retried', async () => {
-  const t = await startTestStack();
+  // Two tries at most, so a wrongly retried 422 ends the row (as "failed after 2 tries") within the test.
+  const t = await startTestStack({ env: { SUBMIT_MAX_TRIES: '2' } });
   try {
     const { runId } = await produceRun(t.ctx, await manifestOf(t, 1));
     await waitForRun(t.ctx, runId, { timeoutMs: 30_000 });
-    // A submit job made by hand with an input the manifest reader would refuse: fal answers 422.
-    await t.ctx.queues.submit.add('submit', {
-      runId,
-      key: 'forged',
-      line: 999,
-      row: { faceUrl: await faceDataUri(2), faceKind: 'data', input: { num_images: 9 }, extra: {} },
-    });
+    // A submit job made by hand with an input the manifest reader would refuse: fal answers 422. It
+    // carries the producer's job options (retries and backoff), so a retry would be a real one.
+    await t.ctx.queues.submit.add(
+      'submit',
+      { runId, key: 'forged', line: 999, row: { faceUrl: await faceDataUri(2), faceKind: 'data', input: { num_images: 9 }, extra: {} } },
+      { jobId: jobIds.submit(runId, 'forged'), ...submitJobOptions(t.ctx.cfg.SUBMIT_MAX_TRIES) },
+    );
     for (let i = 0; i < 100 && !(await meta(t, runId, 'forged')); i++) await sleep(100);
     const m = (await meta(t, runId, 'forged'))!;
     assert.equal(m.status, 'failed');
@@ -119,6 +121,84 @@ test('401 pauses submissions with a reason in status; a worker with a good key r
       await workers.close();
       await good.close();
     }
+  } finally {
+    await t.stop();
+  }
+});
+
+test('403 pauses submissions like 401: no row fails, a worker with a good key resumes them', async () => {
+  const t = await startTestStack({ emulator: { forbiddenKeys: ['emulator-key'] } });
+  try {
+    const { runId } = await produceRun(t.ctx, await manifestOf(t, 4));
+    for (let i = 0; i < 100 && !(await getPause(t.ctx)); i++) await sleep(100);
+    const status = (await runStatus(t.ctx, runId))!;
+    assert.equal(status.state, 'paused');
+    assert.match(status.pauseReason!, /403/);
+    assert.equal((await t.ctx.rows.getRun(runId))!.failed, 0, 'a forbidden key is no rejected input');
+    const good = createContext(loadConfig({ ...t.local.env, FAL_KEY: 'good-key' }), 'good');
+    await t.workers!.close();
+    const workers = await startWorkers(good);
+    try {
+      const run = await waitForRun(t.ctx, runId, { timeoutMs: 60_000 });
+      assert.deepEqual([run.completed, run.failed], [4, 0]);
+      assert.equal(await getPause(t.ctx), undefined);
+    } finally {
+      await workers.close();
+      await good.close();
+    }
+  } finally {
+    await t.stop();
+  }
+});
+
+test('a submit fal accepted but whose answer was lost is not paid again: its webhook completes the row', async () => {
+  const t = await startTestStack({ emulator: { faults: { ambiguousSubmitRate: 1 } } });
+  try {
+    const { runId, run, audit } = await runToEnd(t, 4);
+    assert.equal(run.completed, 4);
+    const stats = t.local.emulator!.stats();
+    assert.equal(stats.answersLost, 4, 'every submit answer was lost');
+    assert.equal(stats.accepted, 4, 'fal accepted each row exactly once');
+    assert.deepEqual(Object.values(stats.acceptedByRow), [1, 1, 1, 1]);
+    for (let i = 0; i < 4; i++) {
+      const m = (await meta(t, runId, `r${i}`))!;
+      assert.equal(m.attempts, 1);
+      assert.equal(m.request_ids.length, 1, 'the webhook named the attempt');
+    }
+    assert.deepEqual([audit.extraSubmits, audit.ambiguousSubmits], [0, 0]);
+  } finally {
+    await t.stop();
+  }
+});
+
+test('with no webhook (as in poll mode) a lost submit answer is resubmitted after the grace period and counted as ambiguous', async () => {
+  const t = await startTestStack({ emulator: { faults: { ambiguousSubmitRate: 1, webhookDropRate: 1 } } });
+  try {
+    const { runId } = await produceRun(t.ctx, await manifestOf(t, 2));
+    for (let i = 0; i < 100 && t.local.emulator!.stats().answersLost < 2; i++) await sleep(50);
+    t.local.emulator!.setFaults({ ambiguousSubmitRate: 0 });
+    const run = await waitForRun(t.ctx, runId, { timeoutMs: 60_000 });
+    assert.equal(run.completed, 2);
+    const m = (await meta(t, runId, 'r0'))!;
+    assert.deepEqual([m.attempts, m.request_ids.length], [2, 1], 'attempt 1 never learned its request id');
+    assert.equal(t.local.emulator!.stats().accepted, 4, 'fal ran both attempts of each row: the price of not knowing');
+    const audit = await auditRun(t.ctx, runId, { acceptedByRow: t.local.emulator!.stats().acceptedByRow });
+    assert.deepEqual(audit.problems, []);
+    assert.deepEqual([audit.extraSubmits, audit.ambiguousSubmits], [0, 2]);
+  } finally {
+    await t.stop();
+  }
+});
+
+test('reconciler: a row past ROW_DEADLINE_MS fails as timed out, its fal request is cancelled, and the run finishes', async () => {
+  const t = await startTestStack({ env: { ROW_DEADLINE_MS: '1500' }, emulator: { latencyMs: { min: 30_000, max: 30_000 } } });
+  try {
+    const { runId } = await produceRun(t.ctx, await manifestOf(t, 2));
+    const run = await waitForRun(t.ctx, runId, { timeoutMs: 20_000 });
+    assert.deepEqual([run.completed, run.failed], [0, 2]);
+    const m = (await meta(t, runId, 'r0'))!;
+    assert.match(m.error!, /timed out/);
+    assert.equal(t.local.emulator!.stats().canceled, 2, 'each request was cancelled at fal');
   } finally {
     await t.stop();
   }

@@ -22,6 +22,12 @@ export interface EmulatorFaults {
   lostRequestRate?: number;
   /** Share of GETs of /files answered 500 (decided per GET). */
   imageDownloadFailureRate?: number;
+  /**
+   * Share of valid submits accepted (queued, charged, their webhook sent as usual) whose answer is
+   * then lost: the connection is destroyed instead of the 200, so the caller cannot tell whether fal
+   * took the request.
+   */
+  ambiguousSubmitRate?: number;
 }
 
 /** mulberry32: small, fast, seedable; returns floats in [0, 1). */
@@ -48,11 +54,12 @@ export function chance(random: () => number, rate: number | undefined): boolean 
   return random() < (rate ?? 0);
 }
 
-export type StreamName = 'submit' | 'lost' | 'model' | 'latency' | 'seed' | 'webhook' | 'files';
+export type StreamName = 'submit' | 'lost' | 'model' | 'latency' | 'seed' | 'webhook' | 'files' | 'ambiguous';
 
 /** One independent seeded stream per concern, all derived from one seed. */
 export function randomStreams(seed: number): Record<StreamName, () => number> {
-  const names: StreamName[] = ['submit', 'lost', 'model', 'latency', 'seed', 'webhook', 'files'];
+  // New streams go at the end: a stream's seed depends on its position.
+  const names: StreamName[] = ['submit', 'lost', 'model', 'latency', 'seed', 'webhook', 'files', 'ambiguous'];
   return Object.fromEntries(names.map((name, i) => [name, seededRandom(Math.imul(seed >>> 0, 0x9e3779b1) ^ ((i + 1) * 0x85ebca6b))])) as Record<
     StreamName,
     () => number

@@ -134,6 +134,13 @@ export async function startEmulator(opts: EmulatorOptions = {}): Promise<Running
     const app = parts.slice(0, ns + 2).join('/');
     const r = queue.accept(parts.join('/'), app, v.input, body, webhookUrl);
     opts.logger?.debug({ requestId: r.id, endpoint: r.endpoint }, 'emulator: request accepted');
+    if (chance(random.ambiguous, faults.ambiguousSubmitRate)) {
+      // Accepted, then the answer is lost: the caller sees a reset connection, never the request id.
+      stats.answersLost++;
+      opts.logger?.debug({ requestId: r.id }, 'emulator: submit answer lost (fault)');
+      res.socket?.destroy();
+      return;
+    }
     const urls = requestUrls(app, r.id);
     sendJson(
       res,
@@ -160,9 +167,11 @@ export async function startEmulator(opts: EmulatorOptions = {}): Promise<Running
     const headers = { 'x-fal-request-id': r.id };
     // Like fal: 202 while queued or running, 200 once completed.
     if (action === 'status' && method === 'GET') {
+      stats.statusCalls++;
       return sendJson(res, r.status === 'COMPLETED' ? 200 : 202, statusBody(r, url.searchParams.get('logs') === '1'), headers);
     }
     if (action === undefined && method === 'GET') {
+      stats.resultCalls++;
       if (r.status !== 'COMPLETED') return sendJson(res, 400, { detail: 'Request is still in progress' }, headers);
       if (r.failure) {
         return sendJson(res, r.failure.status, { detail: r.failure.detail }, {
@@ -174,6 +183,7 @@ export async function startEmulator(opts: EmulatorOptions = {}): Promise<Running
       return sendJson(res, 200, r.output, headers);
     }
     if (action === 'cancel' && method === 'PUT') {
+      stats.cancelCalls++;
       if (queue.cancel(r)) {
         opts.logger?.debug({ requestId: r.id }, 'emulator: request cancelled');
         return sendJson(res, 202, { status: 'CANCELLATION_REQUESTED' }, headers);

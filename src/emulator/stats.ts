@@ -5,6 +5,8 @@ export interface EmulatorStats {
   submits: number;
   accepted: number;
   rejectedByFault: number;
+  /** Accepted submits whose answer was lost on purpose (ambiguousSubmitRate). */
+  answersLost: number;
   validationErrors: number;
   /** Submit/status/result/cancel calls refused 401/403. */
   unauthorized: number;
@@ -22,6 +24,12 @@ export interface EmulatorStats {
   webhookAttempts: number;
   fileGets: number;
   fileFailures: number;
+  /** Status calls answered for a known request (polls). */
+  statusCalls: number;
+  /** Result calls answered for a known request. */
+  resultCalls: number;
+  /** Cancel calls answered for a known request, whatever the answer. */
+  cancelCalls: number;
   /** Accepted submissions per `${run}/${row}` named by the fal_webhook URL's query. */
   acceptedByRow: Record<string, number>;
 }
@@ -31,6 +39,7 @@ export function createStats(): EmulatorStats {
     submits: 0,
     accepted: 0,
     rejectedByFault: 0,
+    answersLost: 0,
     validationErrors: 0,
     unauthorized: 0,
     completed: 0,
@@ -44,6 +53,9 @@ export function createStats(): EmulatorStats {
     webhookAttempts: 0,
     fileGets: 0,
     fileFailures: 0,
+    statusCalls: 0,
+    resultCalls: 0,
+    cancelCalls: 0,
     acceptedByRow: {},
   };
 }
