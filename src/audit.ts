@@ -93,6 +93,9 @@ export async function auditRun(
   const seenKeys = new Set<string>();
   for await (const row of readManifest(await labelled(`GET ${layout.manifest}`, ctx.storage.getStream(layout.manifest)), {})) {
     res.rows++;
+    // The row's objects are its own whatever the report says: never counted as a stranger's.
+    const stored = objects.get(row.key) ?? new Set<string>();
+    objects.delete(row.key);
     const rec = report.get(row.line);
     report.delete(row.line);
     if (!rec || !['completed', 'failed', 'rejected', 'canceled'].includes(rec.status)) {
@@ -101,8 +104,6 @@ export async function auditRun(
       continue;
     }
     res[rec.status as 'completed']++;
-    const stored = objects.get(row.key) ?? new Set<string>();
-    objects.delete(row.key);
     if (rec.status === 'rejected') {
       if (stored.size) {
         res.duplicated++;

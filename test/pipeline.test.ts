@@ -1,6 +1,6 @@
 // End to end on real parts: a manifest of 60 rows through BullMQ, the unmodified fal client, the
-// emulator, signed webhooks and the store workers into S3 — every object checked — then a rerun
-// that submits nothing.
+// emulator, signed webhooks (every result by webhook, none polled) and the store workers into S3 —
+// every object checked — then a rerun that submits nothing.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { join } from 'node:path';
@@ -19,7 +19,8 @@ let manifestPath: string;
 let runId: string;
 
 before(async () => {
-  t = await startTestStack();
+  // A grace period longer than the test: every result must come by webhook, none by polling.
+  t = await startTestStack({ env: { RECONCILE_GRACE_MS: '600000' } });
   await writeFaces(join(t.dir, 'faces'), 4);
   // One face in S3, named by s3:// URL.
   await t.ctx.storage.upload('inputs/s3-face.png', Buffer.from((await faceDataUri(9)).split(',')[1]!, 'base64'), 'image/png');
@@ -53,7 +54,10 @@ test('a 62-row manifest ends with every row stored or rejected, and S3 holds exa
   assert.deepEqual([summary?.total, summary?.completed, summary?.failed, summary?.rejected, summary?.canceled], [62, 60, 0, 2, 0]);
   assert.ok(summary?.startedAt && summary?.finishedAt);
 
-  const audit = await auditRun(t.ctx, runId, { acceptedByRow: t.local.emulator!.stats().acceptedByRow, verifyHashes: true });
+  const stats = t.local.emulator!.stats();
+  assert.deepEqual([stats.statusCalls, stats.resultCalls], [0, 0], 'no result was polled: the webhooks delivered them all');
+  assert.equal(stats.webhooksDelivered, 60);
+  const audit = await auditRun(t.ctx, runId, { acceptedByRow: stats.acceptedByRow, verifyHashes: true });
   assert.deepEqual(audit.problems, []);
   assert.equal(audit.completed, 60);
 

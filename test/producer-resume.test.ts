@@ -6,6 +6,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import { auditRun } from '../src/audit.ts';
+import { loadConfig } from '../src/core/config.ts';
+import { createContext } from '../src/core/context.ts';
 import { produceRun } from '../src/producer/produce.ts';
 import { waitForRun } from '../src/producer/wait.ts';
 import { startWorkers } from '../src/worker/index.ts';
@@ -14,7 +16,7 @@ import { startTestStack } from './helpers/stack.ts';
 
 const CLI = fileURLToPath(new URL('../bin/portrait-batch.js', import.meta.url));
 
-test('a producer killed mid-manifest resumes from its cursor on rerun', { timeout: 120_000 }, async () => {
+test('a producer killed mid-manifest resumes from its cursor on rerun, even with another window', { timeout: 120_000 }, async () => {
   const t = await startTestStack({ workers: false, env: { RUN_WINDOW: '10' } });
   try {
     const face = await faceDataUri(3);
@@ -33,9 +35,12 @@ test('a producer killed mid-manifest resumes from its cursor on rerun', { timeou
     child.kill('SIGKILL');
     await new Promise((r) => child.once('exit', r));
 
+    // The rerun has another window, so its batches (15 rows) straddle the cursor the first one left
+    // (after 10 rows): only the cursor keeps the rows before it from being queued again.
+    const wider = createContext(loadConfig({ ...t.local.env, RUN_WINDOW: '15' }), 'rerun');
     const workers = await startWorkers(t.ctx);
     try {
-      const res = await produceRun(t.ctx, manifest, { runId: 'resume-1' });
+      const res = await produceRun(wider, manifest, { runId: 'resume-1' });
       assert.equal(res.resumed, true);
       const done = await waitForRun(t.ctx, 'resume-1', { timeoutMs: 60_000 });
       assert.deepEqual([done.total, done.completed, done.queued], [60, 60, 60]);
@@ -44,6 +49,7 @@ test('a producer killed mid-manifest resumes from its cursor on rerun', { timeou
       assert.equal(t.local.emulator!.stats().accepted, 60, 'each row paid once');
     } finally {
       await workers.close();
+      await wider.close();
     }
   } finally {
     await t.stop();

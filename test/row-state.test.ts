@@ -106,6 +106,23 @@ test('a late OK result of a superseded attempt completes the open row once; the 
   assert.equal((await rows.getRun(run))!.completed, 1);
 });
 
+test('a completed row, not yet flushed, ignores a superseded attempt\'s late result', async () => {
+  await submitted('a', 2, 'req-1');
+  await rows.supersede(run, 'a', 'submitted', 1, 'req-1', 'lost', 3);
+  await rows.claimSubmit(run, 'a', 2, data, opts);
+  await rows.recordSubmit(run, 'a', 2, 'req-2', Date.now());
+  assert.equal(await rows.recordResult(run, 'a', { requestId: 'req-2', status: 'OK' }), 'store');
+  assert.equal(await rows.completeRow(run, 'a', 'req-2', [], '7', 'p'), true);
+  // Between completion and flush the row is still in Redis: attempt 1's result comes late.
+  assert.equal(await rows.recordResult(run, 'a', { requestId: 'req-1', status: 'OK' }), 'duplicate');
+  assert.equal(await rows.recordResult(run, 'a', { requestId: 'req-1', hintAttempt: 1, status: 'ERROR', error: 'late' }), 'duplicate');
+  const row = (await rows.getRow(run, 'a'))!;
+  assert.deepEqual([row.state, row.requestId, row.storeRequestId, row.error], ['completed', 'req-2', 'req-2', undefined]);
+  assert.equal(await rows.completeRow(run, 'a', 'req-1', [], '8', 'p'), false);
+  const r = (await rows.getRun(run))!;
+  assert.deepEqual([r.completed, r.failed], [1, 0]);
+});
+
 test('the attempt limit ends a row that fal keeps losing', async () => {
   const one = { deadlineMs: 60_000, maxAttempts: 2 };
   for (let attempt = 1; attempt <= 2; attempt++) {
@@ -159,6 +176,20 @@ test('failure threshold: past min rows and ratio the run stops, and unsubmitted 
   assert.equal((await rows.claimSubmit(run, 'e', 6, data, opts)).outcome, 'canceled');
   assert.match((await rows.getRow(run, 'e'))!.error!, /run stopped before this row was submitted: failure threshold exceeded/);
   assert.equal((await rows.getRun(run))!.canceled, 1);
+});
+
+test('failure threshold: exactly at the ratio the run goes on; above it the run stops', async () => {
+  // minRows 4, ratio 0.5: 2 failed of 4 finished is at the ratio, not above it.
+  for (const [i, key] of ['a', 'b', 'c', 'd', 'e'].entries()) {
+    await submitted(key, i + 2, `req-${key}`);
+    const ok = key === 'a' || key === 'b';
+    await rows.recordResult(run, key, { requestId: `req-${key}`, status: ok ? 'OK' : 'ERROR', error: 'model error' });
+    if (ok) await rows.completeRow(run, key, `req-${key}`, [], '', '');
+    if (key === 'd') assert.equal((await rows.getRun(run))!.state, 'running', '2 of 4 failed: exactly the ratio');
+  }
+  const r = (await rows.getRun(run))!;
+  assert.equal(r.state, 'stopped', '3 of 5 failed: above the ratio');
+  assert.match(r.stopReason!, /3 of 5 finished rows failed/);
 });
 
 test('past the deadline a submitted row fails; the deadline never touches a row being stored', async () => {
