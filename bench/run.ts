@@ -42,7 +42,7 @@ async function benchPipeline(n: number, window: number) {
     env: {},
     persistentRedis: false,
     defaults: { LOG_LEVEL: 'silent', RUN_WINDOW: String(window), SUBMIT_CONCURRENCY: '32', STORE_CONCURRENCY: '32', SUBMIT_RATE_PER_SECOND: '10000', RECONCILE_INTERVAL_MS: '2000' },
-    emulator: { sizeScale: 0.0625, latencyMs: { min: 0, max: 0 }, runners: 64 },
+    emulator: { sizeScale: 0.0625, latencyMs: { min: 0, max: 0 }, slots: 64 },
   });
   const ctx = createContext(stack.cfg, 'bench');
   const hook = await startWebhookServer(ctx, stack.cfg.WEBHOOK_PORT, '127.0.0.1');

@@ -82,7 +82,7 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
       LOG_LEVEL: 'warn',
       S3_BUCKET: 'portrait-chaos',
     },
-    emulator: { sizeScale: 0.0625, latencyMs: { min: 20, max: 200 }, runners: 32, seed: 7, faults: CHAOS_FAULTS },
+    emulator: { sizeScale: 0.0625, latencyMs: { min: 20, max: 200 }, slots: 32, seed: 7, faults: CHAOS_FAULTS },
   });
   const s3Proxy = await startFaultProxy({ target: stack.cfg.S3_ENDPOINT!, failureRate: CHAOS_S3_PUT_FAILURE_RATE });
   const env = { ...process.env, ...stack.env, S3_ENDPOINT: s3Proxy.url };

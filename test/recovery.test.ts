@@ -216,7 +216,7 @@ test('reconciler: webhooks that never come are replaced by polling status and re
 });
 
 test('reconciler: a request still queued or running is looked at again later', async () => {
-  const t = await startTestStack({ emulator: { latencyMs: { min: 4000, max: 4000 }, runners: 1, faults: { webhookDropRate: 1 } } });
+  const t = await startTestStack({ emulator: { latencyMs: { min: 4000, max: 4000 }, slots: 1, faults: { webhookDropRate: 1 } } });
   try {
     const { runId } = await produceRun(t.ctx, await manifestOf(t, 2));
     const seen = new Set<string>();

@@ -23,9 +23,31 @@ export class FileStore {
 
   /** Keeps a file and returns its public URL. */
   put(data: Buffer, contentType: string, fileName: string): string {
-    const token = randomBytes(12).toString('hex');
+    const token = newToken();
+    this.putAt(token, fileName, data, contentType);
+    return this.urlOf(token, fileName);
+  }
+
+  /** Keeps a file under a token handed out earlier (fal.storage: initiate, then PUT). */
+  putAt(token: string, fileName: string, data: Buffer, contentType: string): void {
     this.files.set(`${token}/${fileName}`, { data, contentType });
+  }
+
+  urlOf(token: string, fileName: string): string {
     return `${this.baseUrl()}/files/${token}/${encodeURIComponent(fileName)}`;
+  }
+
+  /** The bytes behind one of this store's own URLs (query ignored), without a network call. */
+  bytesOf(url: string): Buffer | undefined {
+    const prefix = `${this.baseUrl()}/files/`;
+    if (!url.startsWith(prefix)) return undefined;
+    const [token, name, ...rest] = url.slice(prefix.length).split('?')[0]!.split('/');
+    if (!token || !name || rest.length > 0) return undefined;
+    try {
+      return this.files.get(`${token}/${decodeURIComponent(name)}`)?.data;
+    } catch {
+      return undefined;
+    }
   }
 
   get size(): number {
@@ -56,4 +78,8 @@ export class FileStore {
   clear(): void {
     this.files.clear();
   }
+}
+
+export function newToken(): string {
+  return randomBytes(12).toString('hex');
 }

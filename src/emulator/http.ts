@@ -1,8 +1,10 @@
 // Small HTTP helpers shared by the emulator's handlers.
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { stringifyJson } from '../core/exactJson.ts';
 
+/** Answers JSON; BigInt values (64-bit seeds) are written with every digit. */
 export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  const data = Buffer.from(JSON.stringify(body));
+  const data = Buffer.from(stringifyJson(body));
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': data.length, ...headers });
   res.end(data);
 }

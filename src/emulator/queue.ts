@@ -1,11 +1,13 @@
 // The emulator's queue: accepted requests and their state (IN_QUEUE → IN_PROGRESS → COMPLETED),
-// FIFO runners that process them with the model, cancellation, lost requests, and the webhook
-// handed to delivery when a request finishes.
+// a fixed number of concurrency slots that run them FIFO (the rest wait with a queue_position, as
+// on fal: it never refuses a submit for concurrency), validation in the runner, cancellation, lost
+// requests, and the webhook handed to delivery when a request finishes.
 import { randomUUID } from 'node:crypto';
 import type { Logger } from '../core/logger.ts';
 import { between, chance, type EmulatorFaults, type MsRange } from './faults.ts';
 import type { FileStore } from './files.ts';
-import { generate, loadFace, ModelFailure, type ModelInput, type ModelOutput } from './model.ts';
+import { generate, loadFace, ModelFailure, type FaceSource, type ModelOutput } from './model.ts';
+import { validateInput, type ModelInput } from './schema.ts';
 import { rowKeyOf, type EmulatorStats } from './stats.ts';
 import type { WebhookAttempt, WebhookBody, WebhookSender } from './webhooks.ts';
 
@@ -26,6 +28,8 @@ export interface RequestFailure {
   message: string;
   /** `detail` of the error body (and of the ERROR webhook's payload). */
   detail: unknown;
+  /** model: `detail` is a list of typed entries; request: a string, with `error_type` in the body. */
+  kind: 'model' | 'request';
 }
 
 export interface EmulatedRequest {
@@ -34,12 +38,15 @@ export interface EmulatedRequest {
   endpoint: string;
   /** What status/result/cancel URLs name: {owner}/{alias} (with a namespace prefix, if any). */
   app: string;
-  input: ModelInput;
+  /** Set once validated (at submit with validateAt: 'submit', else by the runner). */
+  input?: ModelInput;
   rawInput: unknown;
   webhookUrl?: string;
   status: RequestStatus;
   lost: boolean;
+  /** Stopped by a cancel (a running request whose runner ignored the cancel is not). */
   canceled: boolean;
+  cancelRequested: boolean;
   createdAt: number;
   startedAt?: number;
   completedAt?: number;
@@ -50,18 +57,26 @@ export interface EmulatedRequest {
 }
 
 export interface QueueOptions {
-  runners: number;
+  /** Requests run at once (fal: the account's concurrency slots); the rest wait IN_QUEUE. */
+  slots: number;
   latencyMs: MsRange;
   sizeScale: number;
-  random: { lost: () => number; model: () => number; latency: () => number; seed: () => number };
+  /** Share of cancels of a running request whose runner finishes anyway (billed, webhook sent). */
+  runningCancelCompletesRate: number;
+  random: { lost: () => number; model: () => number; latency: () => number; seed: () => number; cancel: () => number };
   faults: () => EmulatorFaults;
   stats: EmulatorStats;
   files: FileStore;
   webhooks: WebhookSender;
+  /** How the runner reaches faces (own files, private-network refusal). */
+  faceSource: Omit<FaceSource, 'signal'>;
   logger?: Logger;
 }
 
-const CANCELED: RequestFailure = { status: 400, type: 'request_cancelled', message: 'Request was cancelled', detail: 'Request was cancelled' };
+/** A request error of fal's documented kind: flat {detail, error_type}, X-Fal-Error-Type. */
+const CANCELED: RequestFailure = { status: 499, type: 'client_cancelled', message: 'Request was cancelled by the client', detail: 'Request was cancelled by the client', kind: 'request' };
+
+export type CancelOutcome = 'removed' | 'signalled' | 'already_completed';
 
 export class EmulatedQueue {
   private readonly requests = new Map<string, EmulatedRequest>();
@@ -74,8 +89,11 @@ export class EmulatedQueue {
 
   constructor(private readonly opts: QueueOptions) {}
 
-  /** Takes a validated request into the queue; a lost one is accepted (and charged) but forgotten. */
-  accept(endpoint: string, app: string, input: ModelInput, rawInput: unknown, webhookUrl: string | undefined): EmulatedRequest {
+  /**
+   * Takes a request into the queue; a lost one is accepted (and charged) but forgotten. `input` is
+   * given when it was validated at submit (validateAt: 'submit'); otherwise the runner validates it.
+   */
+  accept(endpoint: string, app: string, rawInput: unknown, webhookUrl: string | undefined, input?: ModelInput): EmulatedRequest {
     const { stats } = this.opts;
     const req: EmulatedRequest = {
       id: randomUUID(),
@@ -87,6 +105,7 @@ export class EmulatedQueue {
       status: 'IN_QUEUE',
       lost: false,
       canceled: false,
+      cancelRequested: false,
       createdAt: Date.now(),
       logs: [],
       webhookAttempts: [],
@@ -123,19 +142,26 @@ export class EmulatedQueue {
     return Math.max(0, this.waiting.indexOf(id));
   }
 
-  /** Cancels a queued or running request; false when it has already completed. */
-  cancel(req: EmulatedRequest): boolean {
-    if (req.status === 'COMPLETED') return false;
-    req.canceled = true;
+  /**
+   * fal's cancel: a queued request is removed and never runs; a running one only gets a signal, and
+   * its runner may finish anyway (`runningCancelCompletesRate`): then it completes, is billed and
+   * sends its webhook like any other.
+   */
+  cancel(req: EmulatedRequest): CancelOutcome {
+    if (req.status === 'COMPLETED') return 'already_completed';
+    if (req.status === 'IN_PROGRESS') {
+      if (req.cancelRequested) return 'signalled';
+      req.cancelRequested = true;
+      this.log(req, 'Cancellation requested: signalling the runner');
+      if (chance(this.opts.random.cancel, this.opts.runningCancelCompletesRate)) return 'signalled';
+      this.running.get(req.id)?.abort();
+      this.stop(req);
+      return 'signalled';
+    }
     const i = this.waiting.indexOf(req.id);
     if (i >= 0) this.waiting.splice(i, 1);
-    this.running.get(req.id)?.abort();
-    req.status = 'COMPLETED';
-    req.completedAt = Date.now();
-    req.failure = CANCELED;
-    this.log(req, 'Request cancelled', 'ERROR');
-    this.opts.stats.canceled++;
-    return true;
+    this.stop(req);
+    return 'removed';
   }
 
   close(): void {
@@ -146,8 +172,17 @@ export class EmulatedQueue {
     this.waiting.length = 0;
   }
 
+  private stop(req: EmulatedRequest): void {
+    req.canceled = true;
+    req.status = 'COMPLETED';
+    req.completedAt = Date.now();
+    req.failure = CANCELED;
+    this.log(req, 'Request cancelled', 'ERROR');
+    this.opts.stats.canceled++;
+  }
+
   private pump(): void {
-    while (!this.closed && this.running.size < this.opts.runners && this.waiting.length > 0) {
+    while (!this.closed && this.running.size < this.opts.slots && this.waiting.length > 0) {
       const req = this.requests.get(this.waiting.shift()!);
       if (!req || req.canceled) continue;
       const ctl = new AbortController();
@@ -161,38 +196,62 @@ export class EmulatedQueue {
 
   private async process(req: EmulatedRequest, signal: AbortSignal): Promise<void> {
     const stopped = () => this.closed || req.canceled;
+    const { stats } = this.opts;
     req.status = 'IN_PROGRESS';
     req.startedAt = Date.now();
     this.log(req, 'Runner picked up the request');
-    const drawnSeed = Math.floor(this.opts.random.seed() * 2 ** 32);
+    // Drawn for every request, so the seed stream stays aligned whatever the inputs.
+    const drawnSeed = (BigInt(Math.floor(this.opts.random.seed() * 2 ** 32)) << 32n) | BigInt(Math.floor(this.opts.random.seed() * 2 ** 32));
     try {
+      // Like fal: the queue takes any JSON; the app validates it once a runner has it.
+      if (!req.input) {
+        const v = validateInput(req.rawInput);
+        if (!v.ok) {
+          stats.failedValidation++;
+          const first = v.detail[0];
+          throw new ModelFailure(422, first?.type ?? 'validation_error', `Invalid input: ${v.detail.map((d) => `${d.loc.join('.')}: ${d.msg}`).join('; ')}`, v.detail);
+        }
+        req.input = v.input;
+      }
+      const input = req.input;
       await this.sleep(between(this.opts.random.latency, this.opts.latencyMs), signal);
       if (stopped()) return;
       this.log(req, 'Downloading the input image');
-      const face = await loadFace(req.input.image_urls[0]!, signal);
+      const face = await loadFace(input.image_urls[0]!, { ...this.opts.faceSource, signal });
       if (stopped()) return;
       if (chance(this.opts.random.model, this.opts.faults().modelErrorRate)) {
         const msg = 'Model error: the runner crashed while generating the image (emulated fault)';
-        throw new ModelFailure(500, 'internal_server_error', msg, msg);
+        throw new ModelFailure(500, 'runner_server_error', msg, msg, 'request');
       }
-      this.log(req, `Generating ${req.input.num_images} image(s)`);
-      const output = await generate(req.input, face, req.input.seed ?? drawnSeed, this.opts.sizeScale, (img) =>
-        req.input.sync_mode ? `data:${img.contentType};base64,${img.data.toString('base64')}` : this.opts.files.put(img.data, img.contentType, img.fileName),
+      this.log(req, `Generating ${input.num_images} image(s)`);
+      const output = await generate(input, face, input.seed ?? drawnSeed, this.opts.sizeScale, (img) =>
+        input.sync_mode ? `data:${img.contentType};base64,${img.data.toString('base64')}` : this.opts.files.put(img.data, img.contentType, img.fileName),
       );
       if (stopped()) return;
       req.output = output;
       this.finish(req);
-      this.opts.stats.completed++;
+      stats.completed++;
+      stats.billed++;
+      if (req.cancelRequested) {
+        stats.cancelIgnored++;
+        this.log(req, 'The runner finished despite the cancellation');
+      }
       this.opts.webhooks.dispatch(req, { request_id: req.id, gateway_request_id: req.id, status: 'OK', payload: output, error: null });
     } catch (err) {
       if (stopped()) return;
       req.failure =
         err instanceof ModelFailure
-          ? { status: err.status, type: err.type, message: err.message, detail: err.detail }
-          : { status: 500, type: 'internal_server_error', message: `Internal error: ${(err as Error).message}`, detail: `Internal error: ${(err as Error).message}` };
+          ? { status: err.status, type: err.type, message: err.message, detail: err.detail, kind: err.kind }
+          : {
+              status: 500,
+              type: 'runner_server_error',
+              message: `Internal error: ${(err as Error).message}`,
+              detail: `Internal error: ${(err as Error).message}`,
+              kind: 'request',
+            };
       this.log(req, req.failure.message, 'ERROR');
       this.finish(req);
-      this.opts.stats.failed++;
+      stats.failed++;
       const body: WebhookBody = {
         request_id: req.id,
         gateway_request_id: req.id,

@@ -1,16 +1,25 @@
 // A local stand-in for fal's queue API over real HTTP, so the unmodified @fal-ai/client works against
-// it (its URLs rewritten from https://queue.fal.run to this server): submit with fal_webhook, status,
-// result, cancel, the JWKS, signed webhooks, /files — plus /_emulator/* for tests.
+// it (its URLs rewritten from https://queue.fal.run and https://rest.fal.ai to this server): submit
+// with fal_webhook, status, result, cancel, the JWKS, signed webhooks, fal.storage uploads, /files —
+// plus /_emulator/* for tests.
+//
+// Strict by default, like fal: a submit is queued whatever its input and the runner validates it
+// (COMPLETED, then 422 from result / an ERROR webhook); `slots` requests run at once and the rest
+// wait IN_QUEUE; webhooks are retried over 2 hours. Options bring back kinder behaviour where a test
+// needs it (validateAt: 'submit', more slots, timeScale).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { parseJsonExactSeeds } from '../core/exactJson.ts';
 import type { Logger } from '../core/logger.ts';
-import { chance, randomStreams, type EmulatorFaults, type MsRange } from './faults.ts';
+import { chance, randomStreams, seededRandom, type EmulatorFaults, type MsRange } from './faults.ts';
 import { FileStore } from './files.ts';
 import { readBody, sendJson } from './http.ts';
 import { createSigningKey } from './keys.ts';
-import { validateInput } from './model.ts';
+import { unreachableFromFal } from './network.ts';
 import { EmulatedQueue, type EmulatedRequest } from './queue.ts';
+import { validateInput } from './schema.ts';
 import { createStats, type EmulatorStats } from './stats.ts';
+import { StorageUploads } from './storage.ts';
 import { DEFAULT_WEBHOOK_RETRY, WebhookSender, type WebhookRetry } from './webhooks.ts';
 
 export interface EmulatorOptions {
@@ -28,13 +37,33 @@ export interface EmulatorOptions {
   userId?: string;
   /** Processing time of one request; default 50..150 ms. */
   latencyMs?: MsRange;
-  /** Requests processed at once; default 4. */
-  runners?: number;
-  /** Scales generated image dimensions (tests use small images); default 1. */
+  /** Concurrency slots: requests run at once, the rest wait IN_QUEUE; default 2 (fal's starting limit). */
+  slots?: number;
+  /**
+   * Where input is validated: 'runner' (default, like fal: queued, takes a slot, then fails with 422
+   * from result and an ERROR webhook) or 'submit' (the old kind emulator: 422 at submit, nothing queued).
+   */
+  validateAt?: 'runner' | 'submit';
+  /** Share of cancels of a running request whose runner finishes anyway (billed, webhook sent); default 1. */
+  runningCancelCompletesRate?: number;
+  /** Scales generated image dimensions (tests use small images); default 1. Omitted image_size: the face's own size. */
   sizeScale?: number;
   /** Seed of the fault decisions (reproducible runs); default: time-based. */
   seed?: number;
+  /** fal's webhook schedule (10 tries over 2 h) by default. */
   webhookRetry?: Partial<WebhookRetry>;
+  /** Multiplies the webhook retry delays; default 1 (tests: e.g. 0.001 → the 2 h become ~7 s). */
+  timeScale?: number;
+  /**
+   * Largest result payload included in a webhook; above it the webhook carries payload null and a
+   * payload_error. fal does not publish its limit: default 10 MiB.
+   */
+  maxWebhookPayloadBytes?: number;
+  /**
+   * false: like real fal, refuse to fetch faces from, or post webhooks to, loopback and private
+   * addresses (faces uploaded to this emulator's fal storage still work). Default true.
+   */
+  privateNetwork?: boolean;
   faults?: EmulatorFaults;
   logger?: Logger;
 }
@@ -57,28 +86,37 @@ export async function startEmulator(opts: EmulatorOptions = {}): Promise<Running
   const host = opts.host ?? '127.0.0.1';
   const key = createSigningKey();
   const stats = createStats();
-  const random = randomStreams(opts.seed ?? Date.now());
+  const seed = opts.seed ?? Date.now();
+  const random = randomStreams(seed);
   let faults: EmulatorFaults = { ...opts.faults };
   let baseUrl = '';
   const files = new FileStore(() => baseUrl, stats, random.files, () => faults);
+  const storage = new StorageUploads(files, () => baseUrl, stats);
+  const refuse = opts.privateNetwork === false ? unreachableFromFal : undefined;
   const webhooks = new WebhookSender({
     privateKey: key.privateKey,
     userId: opts.userId ?? 'emulator-user',
     retry: { ...DEFAULT_WEBHOOK_RETRY, ...opts.webhookRetry },
+    timeScale: opts.timeScale ?? 1,
+    maxPayloadBytes: opts.maxWebhookPayloadBytes ?? 10 * 1024 * 1024,
+    refuse,
     stats,
     random: random.webhook,
     faults: () => faults,
     logger: opts.logger,
   });
   const queue = new EmulatedQueue({
-    runners: Math.max(1, opts.runners ?? 4),
+    slots: Math.max(1, opts.slots ?? 2),
     latencyMs: opts.latencyMs ?? { min: 50, max: 150 },
     sizeScale: opts.sizeScale ?? 1,
-    random,
+    runningCancelCompletesRate: opts.runningCancelCompletesRate ?? 1,
+    // Its own stream (not in faults.ts's list), so adding it shifts no other decision.
+    random: { ...random, cancel: seededRandom(Math.imul(seed >>> 0, 0x2545f491) ^ 0x5bd1e995) },
     faults: () => faults,
     stats,
     files,
     webhooks,
+    faceSource: { ownFile: (url) => files.bytesOf(url), refuse },
     logger: opts.logger,
   });
 
@@ -115,7 +153,7 @@ export async function startEmulator(opts: EmulatorOptions = {}): Promise<Running
     const text = raw.toString('utf8');
     if (text.trim() !== '') {
       try {
-        body = JSON.parse(text);
+        body = parseJsonExactSeeds(text);
       } catch (err) {
         stats.validationErrors++;
         return sendJson(res, 422, { detail: [{ loc: ['body'], msg: `JSON decode error: ${(err as Error).message}`, type: 'json_invalid' }] });
@@ -126,13 +164,17 @@ export async function startEmulator(opts: EmulatorOptions = {}): Promise<Running
       stats.validationErrors++;
       return sendJson(res, 422, { detail: [{ loc: ['query', 'fal_webhook'], msg: 'Input should be a valid URL', type: 'url_parsing', input: webhookUrl }] });
     }
-    const v = validateInput(body);
-    if (!v.ok) {
-      stats.validationErrors++;
-      return sendJson(res, 422, { detail: v.detail });
+    let input;
+    if (opts.validateAt === 'submit') {
+      const v = validateInput(body);
+      if (!v.ok) {
+        stats.validationErrors++;
+        return sendJson(res, 422, { detail: v.detail });
+      }
+      input = v.input;
     }
     const app = parts.slice(0, ns + 2).join('/');
-    const r = queue.accept(parts.join('/'), app, v.input, body, webhookUrl);
+    const r = queue.accept(parts.join('/'), app, body, webhookUrl, input);
     opts.logger?.debug({ requestId: r.id, endpoint: r.endpoint }, 'emulator: request accepted');
     if (chance(random.ambiguous, faults.ambiguousSubmitRate)) {
       // Accepted, then the answer is lost: the caller sees a reset connection, never the request id.
@@ -157,13 +199,13 @@ export async function startEmulator(opts: EmulatorOptions = {}): Promise<Running
 
   /** status, result and cancel: {owner}/{alias}/requests/{id}[/status|/cancel] (no endpoint sub-path). */
   function requestCall(req: IncomingMessage, res: ServerResponse, url: URL, parts: string[], ns: number): void {
+    const [id, action, ...rest] = parts.slice(ns + 3);
+    const method = req.method ?? 'GET';
     if (!authorized(req, res)) return;
     req.resume();
     const app = parts.slice(0, ns + 2).join('/');
-    const [id, action, ...rest] = parts.slice(ns + 3);
     const r = id ? queue.get(id) : undefined;
     if (!r || r.app !== app || rest.length > 0) return sendJson(res, 404, { detail: 'Request not found' });
-    const method = req.method ?? 'GET';
     const headers = { 'x-fal-request-id': r.id };
     // Like fal: 202 while queued or running, 200 once completed.
     if (action === 'status' && method === 'GET') {
@@ -174,7 +216,9 @@ export async function startEmulator(opts: EmulatorOptions = {}): Promise<Running
       stats.resultCalls++;
       if (r.status !== 'COMPLETED') return sendJson(res, 400, { detail: 'Request is still in progress' }, headers);
       if (r.failure) {
-        return sendJson(res, r.failure.status, { detail: r.failure.detail }, {
+        // Model errors: {detail: [typed entries]}; request errors: {detail: string, error_type}.
+        const body = r.failure.kind === 'request' ? { detail: r.failure.detail, error_type: r.failure.type } : { detail: r.failure.detail };
+        return sendJson(res, r.failure.status, body, {
           ...headers,
           'x-fal-error-type': r.failure.type,
           'x-fal-retryable': String(r.failure.status >= 500),
@@ -184,11 +228,10 @@ export async function startEmulator(opts: EmulatorOptions = {}): Promise<Running
     }
     if (action === 'cancel' && method === 'PUT') {
       stats.cancelCalls++;
-      if (queue.cancel(r)) {
-        opts.logger?.debug({ requestId: r.id }, 'emulator: request cancelled');
-        return sendJson(res, 202, { status: 'CANCELLATION_REQUESTED' }, headers);
-      }
-      return sendJson(res, 400, { status: 'ALREADY_COMPLETED' }, headers);
+      const outcome = queue.cancel(r);
+      if (outcome === 'already_completed') return sendJson(res, 400, { status: 'ALREADY_COMPLETED' }, headers);
+      opts.logger?.debug({ requestId: r.id, outcome }, 'emulator: cancellation requested');
+      return sendJson(res, 202, { status: 'CANCELLATION_REQUESTED' }, headers);
     }
     if (action === undefined || action === 'status' || action === 'cancel') return sendJson(res, 405, { detail: 'Method Not Allowed' });
     return sendJson(res, 404, { detail: 'Not Found' });
@@ -212,6 +255,7 @@ export async function startEmulator(opts: EmulatorOptions = {}): Promise<Running
       status: r.lost ? 'LOST' : r.status,
       lost: r.lost,
       canceled: r.canceled,
+      cancelRequested: r.cancelRequested,
       input: r.rawInput,
       webhookUrl: r.webhookUrl ?? null,
       createdAt: r.createdAt,
@@ -237,6 +281,13 @@ export async function startEmulator(opts: EmulatorOptions = {}): Promise<Running
     // Public: the JWKS, generated files, the emulator's own inspection endpoints.
     if (url.pathname === '/.well-known/jwks.json' && method === 'GET') return sendJson(res, 200, key.jwks, { 'cache-control': 'max-age=300' });
     if (parts[0] === 'files' && (method === 'GET' || method === 'HEAD')) return files.serve(req, res, parts);
+    // fal storage (the client's rest.fal.ai calls): initiate needs the key, the PUT URL is the capability.
+    if (parts[0] === 'storage' && parts[1] === 'upload') {
+      if (parts[2] === 'initiate' && parts.length === 3 && method === 'POST') return authorized(req, res) ? storage.initiate(req, res) : undefined;
+      if (parts[2] && parts.length === 3 && method === 'PUT') return storage.put(req, res, parts[2]);
+      req.resume();
+      return sendJson(res, 404, { detail: 'Not Found' });
+    }
     if (parts[0] === '_emulator' && method === 'GET') {
       if (parts[1] === 'stats' && parts.length === 2) return sendJson(res, 200, stats);
       if (parts[1] === 'requests' && parts[2] && parts.length === 3) {

@@ -12,8 +12,17 @@ export interface EmulatorStats {
   unauthorized: number;
   completed: number;
   failed: number;
+  /** Requests the runner refused (422 after queueing: the strict, fal-like validation). */
+  failedValidation: number;
   lost: number;
+  /** Cancel calls that stopped a request (queued ones, and running ones whose runner stopped). */
   canceled: number;
+  /** Cancel calls on running requests that completed anyway (billed, webhook sent). */
+  cancelIgnored: number;
+  /** Requests that ran to an output: what fal bills. */
+  billed: number;
+  /** Webhooks sent as payload null + payload_error (payload over the size limit). */
+  webhookPayloadErrors: number;
   /** Webhooks handed to delivery (a duplicate counts twice). */
   webhooksSent: number;
   /** Webhooks the receiver acknowledged with a 2xx (eventually). */
@@ -30,8 +39,16 @@ export interface EmulatorStats {
   resultCalls: number;
   /** Cancel calls answered for a known request, whatever the answer. */
   cancelCalls: number;
+  /** fal.storage: initiate calls and uploaded (PUT) files. */
+  storageInitiates: number;
+  storageUploads: number;
   /** Accepted submissions per `${run}/${row}` named by the fal_webhook URL's query. */
   acceptedByRow: Record<string, number>;
+}
+
+/** fal calls a client made: submits, status, result and cancel calls (file downloads not included). */
+export function falCalls(s: EmulatorStats): number {
+  return s.submits + s.statusCalls + s.resultCalls + s.cancelCalls;
 }
 
 export function createStats(): EmulatorStats {
@@ -44,8 +61,12 @@ export function createStats(): EmulatorStats {
     unauthorized: 0,
     completed: 0,
     failed: 0,
+    failedValidation: 0,
     lost: 0,
     canceled: 0,
+    cancelIgnored: 0,
+    billed: 0,
+    webhookPayloadErrors: 0,
     webhooksSent: 0,
     webhooksDelivered: 0,
     webhooksDropped: 0,
@@ -56,6 +77,8 @@ export function createStats(): EmulatorStats {
     statusCalls: 0,
     resultCalls: 0,
     cancelCalls: 0,
+    storageInitiates: 0,
+    storageUploads: 0,
     acceptedByRow: {},
   };
 }

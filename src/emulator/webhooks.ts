@@ -1,8 +1,11 @@
 // Signed webhook delivery, fal's way: POST the result to the request's fal_webhook URL (query kept
 // intact) with the X-Fal-Webhook-* headers, signed with signWebhook; re-deliver with exponential
 // backoff while the receiver does not answer 2xx, each attempt with a fresh timestamp and signature.
+// The schedule is fal's ("10 times in the span of 2 hours"); `timeScale` shrinks it for tests. A
+// payload larger than `maxPayloadBytes` is sent as `payload: null` with a `payload_error`, as fal does.
 // The webhook faults (drop, duplicate, delay) are applied here.
 import type { KeyObject } from 'node:crypto';
+import { stringifyJson } from '../core/exactJson.ts';
 import type { Logger } from '../core/logger.ts';
 import { signWebhook, WEBHOOK_HEADERS } from '../core/webhookSignature.ts';
 import { between, chance, type EmulatorFaults } from './faults.ts';
@@ -17,7 +20,11 @@ export interface WebhookRetry {
   maxDelayMs: number;
 }
 
-export const DEFAULT_WEBHOOK_RETRY: WebhookRetry = { attempts: 10, baseDelayMs: 500, maxDelayMs: 10_000 };
+/**
+ * fal: "it will retry 10 times in the span of 2 hours". Doubling from 14 s gives 14 s, 28 s, … 3584 s
+ * between the 10 attempts: 7154 s (1 h 59 min) from the first to the last.
+ */
+export const DEFAULT_WEBHOOK_RETRY: WebhookRetry = { attempts: 10, baseDelayMs: 14_000, maxDelayMs: 3_600_000 };
 
 /** fal's webhook body. */
 export interface WebhookBody {
@@ -25,6 +32,8 @@ export interface WebhookBody {
   gateway_request_id: string;
   status: 'OK' | 'ERROR';
   payload: unknown;
+  /** Only when the payload could not be included (too large): then `payload` is null. */
+  payload_error?: string;
   error: string | null;
 }
 
@@ -55,10 +64,25 @@ export interface WebhookSenderOptions {
   logger?: Logger;
   /** Per-attempt timeout. */
   timeoutMs?: number;
+  /** Multiplies every retry delay (tests: 0.001 turns fal's 2 hours into 7 s). */
+  timeScale: number;
+  /** Largest JSON payload sent in a webhook; larger ones become payload null + payload_error. */
+  maxPayloadBytes: number;
+  /** Why fal could not post to this URL (privateNetwork: false), or undefined. */
+  refuse?: (url: string) => Promise<string | undefined>;
 }
 
 export function backoffDelay(retry: WebhookRetry, failedAttempts: number): number {
   return Math.min(retry.maxDelayMs, retry.baseDelayMs * 2 ** Math.max(0, failedAttempts - 1));
+}
+
+/** The body as sent: the payload replaced by a payload_error when it is larger than `maxBytes`. */
+export function webhookRaw(body: WebhookBody, maxBytes: number): { raw: Buffer; payloadError: boolean } {
+  const payloadBytes = Buffer.byteLength(stringifyJson(body.payload ?? null));
+  if (payloadBytes <= maxBytes) return { raw: Buffer.from(stringifyJson(body)), payloadError: false };
+  // The wording is ours: fal documents only that payload is null and payload_error says why.
+  const payload_error = `Payload too large for the webhook (${payloadBytes} bytes, limit ${maxBytes}); fetch the result with the queue API.`;
+  return { raw: Buffer.from(stringifyJson({ ...body, payload: null, payload_error })), payloadError: true };
 }
 
 export class WebhookSender {
@@ -82,7 +106,8 @@ export class WebhookSender {
     const copies = chance(random, faults.webhookDuplicateRate) ? 2 : 1;
     if (copies === 2) stats.webhooksDuplicated++;
     const delay = between(random, faults.webhookDelayMs);
-    const raw = Buffer.from(JSON.stringify(body));
+    const { raw, payloadError } = webhookRaw(body, this.opts.maxPayloadBytes);
+    if (payloadError) stats.webhookPayloadErrors++;
     for (let copy = 1; copy <= copies; copy++) {
       void this.wait(delay + (copy - 1) * 50).then(async () => {
         if (this.closed) return;
@@ -96,7 +121,7 @@ export class WebhookSender {
   async deliver(url: string, target: WebhookTarget, raw: Buffer, copy = 1): Promise<boolean> {
     const { retry } = this.opts;
     for (let attempt = 1; attempt <= Math.max(1, retry.attempts) && !this.closed; attempt++) {
-      if (attempt > 1) await this.wait(backoffDelay(retry, attempt - 1));
+      if (attempt > 1) await this.wait(backoffDelay(retry, attempt - 1) * this.opts.timeScale);
       if (this.closed) break;
       const record: WebhookAttempt = { copy, attempt, at: new Date().toISOString() };
       target.webhookAttempts.push(record);
@@ -118,6 +143,8 @@ export class WebhookSender {
   }
 
   private async post(url: string, requestId: string, raw: Buffer): Promise<{ status?: number; error?: string }> {
+    const refused = await this.opts.refuse?.(url);
+    if (refused) return { error: `fal cannot reach the webhook URL: ${refused}` };
     const timestamp = String(Math.floor(Date.now() / 1000));
     const userId = this.opts.userId;
     const signature = signWebhook({ requestId, userId, timestamp }, raw, this.opts.privateKey);

@@ -42,7 +42,7 @@ export async function startTestStack(
     env: opts.env ?? {},
     defaults: TEST_DEFAULTS,
     persistentRedis: false,
-    emulator: { sizeScale: 0.125, latencyMs: { min: 5, max: 30 }, runners: 8, ...opts.emulator },
+    emulator: { sizeScale: 0.125, latencyMs: { min: 5, max: 30 }, slots: 8, ...opts.emulator },
   });
   const ctx = createContext(local.cfg, 'test');
   await ctx.storage.ensureBucket();
