@@ -12,6 +12,8 @@ import { ApiError, createFalClient, ValidationError, type FalClient } from '@fal
 import sharp from 'sharp';
 import { verifyWebhookSignature, WEBHOOK_HEADERS } from '../src/core/webhookSignature.ts';
 import { startEmulator, type EmulatorOptions, type RunningEmulator } from '../src/emulator/index.ts';
+import { falCalls } from '../src/emulator/stats.ts';
+import { backoffDelay, DEFAULT_WEBHOOK_RETRY } from '../src/emulator/webhooks.ts';
 
 const ENDPOINT: string = 'fal-ai/flux-2-lora-gallery/face-to-full-portrait';
 const APP_URL_PATH = '/fal-ai/flux-2-lora-gallery/requests/';
@@ -81,7 +83,7 @@ function falFor(emu: RunningEmulator, credentials: string | (() => string | unde
     credentials,
     suppressLocalCredentialsWarning: true,
     fetch: strictFetch,
-    requestMiddleware: async (req) => ({ ...req, url: req.url.replace('https://queue.fal.run', emu.url) }),
+    requestMiddleware: async (req) => ({ ...req, url: req.url.replace('https://queue.fal.run', emu.url).replace('https://rest.fal.ai', emu.url) }),
   });
 }
 
@@ -506,6 +508,159 @@ test('cancel of a running request is only a signal: by default the runner finish
   const stats = emu.stats();
   assert.deepEqual([stats.canceled, stats.cancelIgnored, stats.completed, stats.billed], [0, 1, 1, 1]);
   assert.equal((await inspect(emu, sub.request_id)).status, 'COMPLETED');
+});
+
+// ---- slots, seeds, sizes, payload_error, logs, storage, private networks -----------------
+
+test('slots: two requests run at once, the rest wait IN_QUEUE with real positions and 202; nothing is refused', async () => {
+  const emu = await emulator({ latencyMs: { min: 300, max: 300 } });
+  const fal = falFor(emu);
+  const input = { image_urls: [await faceDataUri(2)] };
+  const subs = [];
+  for (let i = 0; i < 5; i++) subs.push(await fal.queue.submit(ENDPOINT, { input }));
+  const statuses = [];
+  for (const s of subs) statuses.push((await fal.queue.status(ENDPOINT, { requestId: s.request_id, logs: false })) as { status: string; queue_position?: number });
+  assert.deepEqual(
+    statuses.map((s) => [s.status, s.queue_position]),
+    [
+      ['IN_PROGRESS', undefined],
+      ['IN_PROGRESS', undefined],
+      ['IN_QUEUE', 0],
+      ['IN_QUEUE', 1],
+      ['IN_QUEUE', 2],
+    ],
+  );
+  const raw = await fetch(`${emu.url}${APP_URL_PATH}${subs[4]!.request_id}/status?logs=1`, { headers: { authorization: 'Key test-key' } });
+  assert.equal(raw.status, 202);
+  const withLogs = (await raw.json()) as { logs?: { message: string }[] };
+  assert.ok(withLogs.logs?.some((l) => /queued/i.test(l.message)), 'logs=1 adds the logs');
+  const withoutLogs = (await fal.queue.status(ENDPOINT, { requestId: subs[4]!.request_id, logs: false })) as { logs?: unknown };
+  assert.equal(withoutLogs.logs, undefined);
+  for (const s of subs) assert.equal((await waitDone(fal, s.request_id)).status, 'COMPLETED');
+  const stats = emu.stats();
+  assert.deepEqual([stats.submits, stats.accepted, stats.rejectedByFault, stats.billed, stats.resultCalls], [5, 5, 0, 5, 0]);
+  assert.equal(falCalls(stats), 5 + stats.statusCalls);
+});
+
+test('64-bit seeds: a given seed comes back with every digit; drawn seeds use the full unsigned 64-bit range', async () => {
+  const emu = await emulator();
+  const hooks = await receiver();
+  const fal = falFor(emu);
+  const face = await faceDataUri(3);
+  // The client's JSON.stringify cannot write such a number: send the raw body, as any client could.
+  const res = await fetch(`${emu.url}/${ENDPOINT}?fal_webhook=${encodeURIComponent(`${hooks.url}/h`)}`, {
+    method: 'POST',
+    headers: { authorization: 'Key k', 'content-type': 'application/json' },
+    body: `{"image_urls":["${face}"],"seed":17454220438242315174}`,
+  });
+  const { request_id: requestId } = (await res.json()) as { request_id: string };
+  const [d] = await hooks.waitFor(1);
+  assert.match(d!.raw.toString(), /"seed":17454220438242315174[,}]/, 'the webhook carries the exact digits');
+  const result = await fetch(`${emu.url}${APP_URL_PATH}${requestId}`, { headers: { authorization: 'Key k' } });
+  assert.match(await result.text(), /"seed":17454220438242315174[,}]/, 'and so does the result');
+
+  const drawn: bigint[] = [];
+  for (let i = 0; i < 4; i++) {
+    const sub = await fal.queue.submit(ENDPOINT, { input: { image_urls: [face] } });
+    await waitDone(fal, sub.request_id);
+    const text = await (await fetch(`${emu.url}${APP_URL_PATH}${sub.request_id}`, { headers: { authorization: 'Key k' } })).text();
+    drawn.push(BigInt(/"seed":(\d+)/.exec(text)![1]!));
+  }
+  assert.ok(drawn.every((x) => x >= 0n && x < 2n ** 64n));
+  assert.ok(drawn.some((x) => x > 2n ** 53n), `beyond what a double holds: ${drawn}`);
+  // Out of range: more than 64 bits.
+  const over = await fal.queue.submit(ENDPOINT, { input: { image_urls: [face], seed: '18446744073709551616' } });
+  await waitDone(fal, over.request_id);
+  await rejectsWith(fal.queue.result(ENDPOINT, { requestId: over.request_id }), ValidationError, (e) => assert.equal(e.fieldErrors[0]?.type, 'less_than_equal'));
+});
+
+test("no image_size: the output has the face's own size; a preset is scaled by sizeScale", async () => {
+  const emu = await emulator();
+  const fal = falFor(emu);
+  const face = await sharp({ create: { width: 120, height: 200, channels: 3, background: '#c96' } }).png().toBuffer();
+  const faceUri = `data:image/png;base64,${face.toString('base64')}`;
+  const sizes = [];
+  for (const extra of [{}, { image_size: 'landscape_4_3' }]) {
+    const sub = await fal.queue.submit(ENDPOINT, { input: { image_urls: [faceUri], ...extra } });
+    await waitDone(fal, sub.request_id);
+    const out = (await fal.queue.result(ENDPOINT, { requestId: sub.request_id })).data as PortraitOutput;
+    const meta = await sharp(Buffer.from(await (await fetch(out.images[0]!.url)).arrayBuffer())).metadata();
+    sizes.push([out.images[0]!.width, out.images[0]!.height, meta.width, meta.height]);
+  }
+  assert.deepEqual(sizes, [
+    [120, 200, 120, 200],
+    [256, 192, 256, 192],
+  ]);
+});
+
+test('a payload over maxWebhookPayloadBytes arrives as payload null + payload_error; result still has it', async () => {
+  const emu = await emulator({ maxWebhookPayloadBytes: 200 });
+  const hooks = await receiver();
+  const fal = falFor(emu);
+  const key = await jwksKey(emu);
+  const sub = await fal.queue.submit(ENDPOINT, { input: { image_urls: [await faceDataUri(4)], sync_mode: true }, webhookUrl: `${hooks.url}/h` });
+  const [d] = await hooks.waitFor(1);
+  const body = d!.body as WebhookBody & { payload_error?: string };
+  assert.deepEqual([body.status, body.payload, body.error], ['OK', null, null]);
+  assert.match(body.payload_error ?? '', /too large/i);
+  assert.ok(verifies(d!, key));
+  const { data } = await fal.queue.result(ENDPOINT, { requestId: sub.request_id });
+  assert.match((data as PortraitOutput).images[0]!.url, /^data:image\/png;base64,/);
+  assert.equal(emu.stats().webhookPayloadErrors, 1);
+});
+
+test("fal's webhook schedule: 10 attempts, exponential, within 2 hours; timeScale shrinks it", async () => {
+  const gaps = Array.from({ length: DEFAULT_WEBHOOK_RETRY.attempts - 1 }, (_, i) => backoffDelay(DEFAULT_WEBHOOK_RETRY, i + 1));
+  const total = gaps.reduce((a, b) => a + b, 0);
+  assert.equal(DEFAULT_WEBHOOK_RETRY.attempts, 10);
+  assert.ok(total <= 2 * 3600_000 && total > 1.5 * 3600_000, `span ${total} ms`);
+  assert.ok(gaps.every((g, i) => i === 0 || g === 2 * gaps[i - 1]!), 'each gap doubles');
+
+  const emu = await emulator({ timeScale: 0.0002 });
+  const hooks = await receiver(() => 503);
+  await falFor(emu).queue.submit(ENDPOINT, { input: { image_urls: [await faceDataUri(2)] }, webhookUrl: `${hooks.url}/h` });
+  const ds = await hooks.waitFor(10, 10_000);
+  await sleep(300);
+  assert.equal(hooks.deliveries.length, 10, 'gives up after 10');
+  const seen = ds.map((d, i) => (i === 0 ? 0 : d.at - ds[i - 1]!.at));
+  assert.ok(seen[9]! >= gaps[8]! * 0.0002 * 0.9, `the last gap is the longest (${seen})`);
+  assert.deepEqual([emu.stats().webhookAttempts, emu.stats().webhooksDelivered], [10, 0]);
+});
+
+test('fal.storage.upload of the official client: initiate, PUT, then the file URL serves the bytes', async () => {
+  const emu = await emulator();
+  const fal = falFor(emu);
+  const bytes = await readFile(faceFile(5));
+  const url = await fal.storage.upload(new Blob([bytes], { type: 'image/png' }));
+  assert.ok(url.startsWith(`${emu.url}/files/`), url);
+  const res = await fetch(url);
+  assert.equal(res.headers.get('content-type'), 'image/png');
+  assert.deepEqual(Buffer.from(await res.arrayBuffer()), bytes);
+  // Initiating needs the key, like fal.
+  const anon = await fetch(`${emu.url}/storage/upload/initiate?storage_type=fal-cdn-v3`, { method: 'POST', body: '{}' });
+  assert.equal(anon.status, 401);
+  assert.deepEqual([emu.stats().storageInitiates, emu.stats().storageUploads], [1, 1], 'a refused initiate is not counted');
+});
+
+test('privateNetwork false: faces on private addresses and webhooks to them are refused; faces in fal storage work', async () => {
+  const emu = await emulator({ privateNetwork: false, timeScale: 0.0001 });
+  const hooks = await receiver();
+  const fal = falFor(emu);
+  const local = await fal.queue.submit(ENDPOINT, { input: { image_urls: [`${faces.url}/faces/face-01.png`] }, webhookUrl: `${hooks.url}/h` });
+  await waitDone(fal, local.request_id);
+  await rejectsWith(fal.queue.result(ENDPOINT, { requestId: local.request_id }), ValidationError, (e) => {
+    assert.equal(e.fieldErrors[0]?.type, 'file_download_error');
+    assert.match(e.fieldErrors[0]?.msg ?? '', /cannot reach.*127\.0\.0\.1/);
+  });
+  const uploaded = await fal.storage.upload(new Blob([await readFile(faceFile(1))], { type: 'image/png' }));
+  const ok = await fal.queue.submit(ENDPOINT, { input: { image_urls: [uploaded] }, webhookUrl: `${hooks.url}/h` });
+  assert.equal((await waitDone(fal, ok.request_id)).status, 'COMPLETED');
+  assert.equal(((await fal.queue.result(ENDPOINT, { requestId: ok.request_id })).data as PortraitOutput).images.length, 1);
+  for (let i = 0; i < 300 && (await inspect(emu, ok.request_id)).webhookAttempts.length < 10; i++) await sleep(10);
+  const attempts = (await inspect(emu, ok.request_id)).webhookAttempts;
+  assert.equal(attempts.length, 10);
+  assert.ok(attempts.every((a) => a.status === undefined && /cannot reach the webhook URL/.test(a.error ?? '')));
+  assert.equal(hooks.deliveries.length, 0, 'nothing reached the loopback receiver');
 });
 
 // ---- faults ---------------------------------------------------------------------------------

@@ -74,6 +74,7 @@ test('a 62-row manifest ends with every row stored or rejected, and S3 holds exa
   assert.match(dup[1]!.error!, /line 3/);
 
   // Every image object: the right count, format, size, metadata.
+  let wideSeeds = 0;
   for (const [i, r] of report.filter((x) => x.status === 'completed').entries()) {
     const n = Number(r.id!.slice(1));
     const keys = r.images!.split('|');
@@ -82,7 +83,14 @@ test('a 62-row manifest ends with every row stored or rejected, and S3 holds exa
     assert.equal(meta.request_id, r.request_id);
     assert.equal(meta.attempts, 1);
     assert.deepEqual(meta.extra, { team: `team ${n % 2}` });
-    if (n % 5 === 0) assert.equal(meta.seed, 1000 + n);
+    if (n % 5 === 0) assert.equal(meta.seed, String(1000 + n));
+    // What fal got and gave: no image_size unless the row has one; the seed exactly as fal sent it.
+    const sent = await (await fetch(`${t.local.emulator!.url}/_emulator/requests/${r.request_id}`)).text();
+    assert.equal(/"image_size"/.test(sent.slice(0, sent.indexOf('"output"'))), n % 4 !== 0, `row ${r.id} image_size sent`);
+    const falSeed = /"output":\{.*"seed":(\d+)/.exec(sent)?.[1];
+    assert.equal(r.seed, falSeed, `row ${r.id}: report seed is fal's seed`);
+    assert.equal(meta.seed, falSeed, `row ${r.id}: metadata seed is fal's seed`);
+    if (BigInt(falSeed!) > 2n ** 53n) wideSeeds++;
     const fmt = ['png', 'jpeg', 'webp', 'png'][n % 4]!;
     for (const [k, key] of keys.entries()) {
       assert.equal(key, layout.image(r.id!, k, fmt));
@@ -93,11 +101,13 @@ test('a 62-row manifest ends with every row stored or rejected, and S3 holds exa
       assert.equal(info.format, fmt === 'jpeg' ? 'jpeg' : fmt);
       assert.equal(info.width, meta.images[k]!.width);
       assert.equal(info.height, meta.images[k]!.height);
-      const [w, h] = [[1024, 1024], [768, 1024], [512, 512], [320, 480]][n % 4]!;
+      // No image_size: the face's own size (the test faces are 96×96), unscaled.
+      const [w, h] = [[96 / 0.125, 96 / 0.125], [768, 1024], [512, 512], [320, 480]][n % 4]!;
       assert.equal(info.width, Math.round(w! * 0.125));
       assert.equal(info.height, Math.round(h! * 0.125));
     }
   }
+  assert.ok(wideSeeds > 0, 'some of fal\'s 64-bit seeds are beyond what a double holds, and survived');
 });
 
 test('running the same manifest again resumes the same run and submits nothing', async () => {

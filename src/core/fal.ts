@@ -5,6 +5,7 @@
 import { createFalClient, type FalClient } from '@fal-ai/client';
 import type { Config } from './config.ts';
 import { FAL_QUEUE_HOST } from './config.ts';
+import { quoteSeeds } from './exactJson.ts';
 import { FalAmbiguousError, FalAuthError, FalNotFoundError, FalRejectedError, FalTransientError } from './errors.ts';
 
 export type { FalClient };
@@ -48,7 +49,7 @@ export function createFal(cfg: Pick<Config, 'FAL_KEY' | 'FAL_QUEUE_URL'>, timeou
       const text = (await res.text().catch(() => '')).slice(0, 300);
       throw new FalTransientError(`fal answered ${res.status}${text ? `: ${text}` : ''}`, res.status, parseRetryAfter(res.headers.get('retry-after')));
     }
-    return res;
+    return withExactSeeds(res);
   };
   return createFalClient({
     credentials: cfg.FAL_KEY,
@@ -59,6 +60,19 @@ export function createFal(cfg: Pick<Config, 'FAL_KEY' | 'FAL_QUEUE_URL'>, timeou
       url: req.url.startsWith(FAL_QUEUE_HOST) ? base + req.url.slice(FAL_QUEUE_HOST.length) : req.url,
     }),
   });
+}
+
+/**
+ * The response with every integer `"seed"` quoted, so the client's response.json() keeps fal's 64-bit
+ * seeds exactly (as strings) instead of rounding them to a double.
+ */
+async function withExactSeeds(res: Response): Promise<Response> {
+  if (!(res.headers.get('content-type') ?? '').includes('application/json') || res.status === 204 || res.status === 304) return res;
+  const text = await res.text();
+  const headers = new Headers(res.headers);
+  headers.delete('content-length');
+  headers.delete('content-encoding');
+  return new Response(quoteSeeds(text), { status: res.status, statusText: res.statusText, headers });
 }
 
 /** Maps whatever a fal call threw to one of our typed errors. */

@@ -2,6 +2,7 @@
 // durably (a BullMQ job, see server.ts) and only then answer 200. Refused requests record nothing, and
 // nothing slow (downloads) ever happens inside the request.
 import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express';
+import { parseJsonExactSeeds } from '../core/exactJson.ts';
 import type { Logger } from '../core/logger.ts';
 import { WEBHOOK_HEADERS } from '../core/webhookSignature.ts';
 import type { JwksCache } from './jwks.ts';
@@ -40,7 +41,7 @@ const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'obj
 export function parseFalWebhookBody(raw: Buffer): FalWebhookBody | { invalid: string } {
   let json: unknown;
   try {
-    json = JSON.parse(raw.toString('utf8'));
+    json = parseJsonExactSeeds(raw.toString('utf8')); // 64-bit seeds kept exact, as strings
   } catch {
     return { invalid: 'body is not JSON' };
   }

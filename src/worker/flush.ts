@@ -19,7 +19,8 @@ export function rowMeta(row: Row) {
     request_id: row.requestId ?? null,
     request_ids: row.requestIds,
     attempts: row.attempt,
-    seed: row.seed === undefined || row.seed === '' ? null : Number(row.seed),
+    // A string: fal's seeds are 64-bit, beyond what a JSON number keeps exactly.
+    seed: row.seed === undefined || row.seed === '' ? null : row.seed,
     prompt: row.prompt ?? null,
     images: (row.images ?? []).map((i) => ({
       key: i.key,
