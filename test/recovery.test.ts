@@ -75,9 +75,10 @@ test('connection refused is retried; the row completes once fal is reachable', a
   }
 });
 
-test('422 from fal fails the row with fal\'s detail and is never retried', async () => {
+test('422 at submit fails the row with fal\'s detail and is never retried', async () => {
+  // An endpoint that refuses at submit (the kind emulator; fal itself validates in the runner, below).
   // Two tries at most, so a wrongly retried 422 ends the row (as "failed after 2 tries") within the test.
-  const t = await startTestStack({ env: { SUBMIT_MAX_TRIES: '2' } });
+  const t = await startTestStack({ env: { SUBMIT_MAX_TRIES: '2' }, emulator: { validateAt: 'submit' } });
   try {
     const { runId } = await produceRun(t.ctx, await manifestOf(t, 1));
     await waitForRun(t.ctx, runId, { timeoutMs: 30_000 });
@@ -94,6 +95,29 @@ test('422 from fal fails the row with fal\'s detail and is never retried', async
     assert.match(m.error!, /422.*num_images/);
     assert.equal(m.attempts, 0, 'a refused submission costs no attempt');
     assert.equal(t.local.emulator!.stats().validationErrors, 1, 'exactly one call: no retry');
+  } finally {
+    await t.stop();
+  }
+});
+
+test('a bad input that only fal\'s runner refuses (accepted, then 422) fails its row with fal\'s detail', async () => {
+  const t = await startTestStack();
+  try {
+    const { runId } = await produceRun(t.ctx, await manifestOf(t, 1));
+    await waitForRun(t.ctx, runId, { timeoutMs: 30_000 });
+    await t.ctx.queues.submit.add('submit', {
+      runId,
+      key: 'forged',
+      line: 999,
+      row: { faceUrl: await faceDataUri(2), faceKind: 'data', input: { num_images: 9 }, extra: {} },
+    });
+    for (let i = 0; i < 100 && !(await meta(t, runId, 'forged')); i++) await sleep(100);
+    const m = (await meta(t, runId, 'forged'))!;
+    assert.equal(m.status, 'failed');
+    assert.match(m.error!, /422.*num_images/);
+    assert.equal(m.attempts, 1, 'fal accepted it: one attempt');
+    const stats = t.local.emulator!.stats();
+    assert.deepEqual([stats.validationErrors, stats.failedValidation, stats.acceptedByRow[`${runId}/forged`]], [0, 1, 1], 'refused by the runner, submitted once');
   } finally {
     await t.stop();
   }
