@@ -215,7 +215,7 @@ test('with no webhook (as in poll mode) a lost submit answer is resubmitted afte
 });
 
 test('reconciler: a row past ROW_DEADLINE_MS fails as timed out, its fal request is cancelled, and the run finishes', async () => {
-  const t = await startTestStack({ env: { ROW_DEADLINE_MS: '1500' }, emulator: { latencyMs: { min: 30_000, max: 30_000 } } });
+  const t = await startTestStack({ env: { ROW_DEADLINE_MS: '1500' }, emulator: { latencyMs: { min: 30_000, max: 30_000 }, runningCancelCompletesRate: 0 } });
   try {
     const { runId } = await produceRun(t.ctx, await manifestOf(t, 2));
     const run = await waitForRun(t.ctx, runId, { timeoutMs: 20_000 });
