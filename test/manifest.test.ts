@@ -1,6 +1,7 @@
 // The manifest contract: encoding, quoting, line numbers, columns, per-row validation, row keys,
 // file-level errors, streaming; plus the model input schema the rows are checked against.
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -138,7 +139,9 @@ describe('encoding and CSV syntax', () => {
     const whole = await read(text);
     for (const n of [1, 2, 3, 5, 7]) assert.deepEqual(await readChunked(text, n), whole, `chunks of ${n}`);
     assert.equal(valid(whole[0]).input.prompt, 'naïve\nportrait — 顔');
-    assert.deepEqual(whole.map((r) => [r.line, r.key]), [[2, '_1'], [4, '_2']]);
+    assert.deepEqual(whole.map((r) => r.line), [2, 4]);
+    assert.match(whole[0]!.key, /^_1_[0-9a-f]{10}$/);
+    assert.match(whole[1]!.key, /^_2_[0-9a-f]{10}$/);
   });
 
   test('UTF-16LE with a BOM is read too', async () => {
@@ -309,10 +312,10 @@ describe('face_url', () => {
     assert.match(rejected(rows[2]).reason, /"notes.txt" is not a .png, .jpg, .jpeg or .webp image/);
   });
 
-  test('relative local paths without a base directory are rejected', async () => {
+  test('local paths without a base directory are rejected, absolute ones too', async () => {
     const rows = await collect(Readable.from([`face_url\nface.png\n${join(dir, 'face.png')}\n`]), {});
-    assert.match(rejected(rows[0]).reason, /cannot be resolved/);
-    assert.equal(valid(rows[1]).faceKind, 'local', 'an absolute path needs no base directory');
+    assert.match(rejected(rows[0]).reason, /cannot be resolved: the manifest's folder is not known/);
+    assert.match(rejected(rows[1]).reason, /cannot be resolved/);
   });
 
   test('bad schemes, bad data: and s3: URLs and empty cells are rejected', async () => {
@@ -340,62 +343,67 @@ describe('face_url', () => {
 });
 
 describe('row keys and ids', () => {
-  test('toRowKey: S3-safe, collapsed, at most 128 characters, never ".", ".." or empty', () => {
+  test('toRowKey: S3-safe ids are their own key; other ids are collapsed, cut and end with a hash of the id', () => {
+    const hash = (id: string) => createHash('sha256').update(id).digest('hex').slice(0, 10);
     assert.equal(toRowKey('abc-DEF_1.2'), 'abc-DEF_1.2');
-    assert.equal(toRowKey('a/b'), 'a_b');
-    assert.equal(toRowKey('a / b??c'), 'a_b_c');
-    assert.equal(toRowKey('a__b'), 'a_b');
-    assert.equal(toRowKey('é ü/../x'), '_.._x');
-    assert.equal(toRowKey('ＡＢＣ１'), 'ABC1', 'NFKC folds full-width forms');
-    assert.equal(toRowKey('.'), '_');
-    assert.equal(toRowKey('..'), '__');
-    assert.equal(toRowKey(''), '_');
-    assert.equal(toRowKey('日本'), '_');
-    assert.equal(toRowKey('a'.repeat(300)), 'a'.repeat(128));
+    assert.equal(toRowKey('a__b'), 'a__b', 'an S3-safe id keeps its exact key');
+    assert.equal(toRowKey('a'.repeat(128)), 'a'.repeat(128));
+    assert.equal(toRowKey('a/b'), `a_b_${hash('a/b')}`);
+    assert.equal(toRowKey('a / b??c'), `a_b_c_${hash('a / b??c')}`);
+    assert.equal(toRowKey('é ü/../x'), `_.._x_${hash('é ü/../x')}`);
+    assert.equal(toRowKey('ＡＢＣ１'), `ABC1_${hash('ＡＢＣ１')}`, 'NFKC folds full-width forms');
+    assert.equal(toRowKey('.'), `_${hash('.')}`);
+    assert.equal(toRowKey('..'), `_${hash('..')}`);
+    assert.equal(toRowKey(''), `_${hash('')}`);
+    assert.equal(toRowKey('日本'), `_${hash('日本')}`);
+    assert.equal(toRowKey('a'.repeat(300)), `${'a'.repeat(117)}_${hash('a'.repeat(300))}`);
     assert.equal(toRowKey('x/'.repeat(100)).length, 128);
     for (const id of ['a b', '../..', '%2F', '\u0000', 'x'.repeat(500), '😀']) assert.match(toRowKey(id), /^[A-Za-z0-9._-]{1,128}$/);
     assert.equal(lineKey(12), 'line-12');
     assert.ok(isReservedId('line-5') && isReservedId('LINE-05') && !isReservedId('line-5a') && !isReservedId('line_5'));
   });
 
-  test('ids become keys; repeated ids (also after sanitising) and reserved ids are rejected; keys stay distinct', async () => {
+  test('ids become keys; repeated ids and reserved ids are rejected; keys stay distinct', async () => {
+    const hash = (id: string) => createHash('sha256').update(id).digest('hex').slice(0, 10);
     const rows = await read(
       'id,face_url\n' +
-        ' a/b ,https://a.example/1.png\n' + // 2: key a_b
-        'a_b,https://a.example/2.png\n' + // 3: same key as line 2
+        ' a/b ,https://a.example/1.png\n' + // 2: key a_b_<hash>
+        'a/b,https://a.example/2.png\n' + // 3: same id as line 2
         'x,https://a.example/3.png\n' + // 4
         'x,https://a.example/4.png\n' + // 5: repeats line 4
         'line-5,https://a.example/5.png\n' + // 6: reserved
         ',https://a.example/6.png\n' + // 7: no id
         'LINE-9,https://a.example/7.png\n' + // 8: reserved in any case
-        'line-５,https://a.example/8.png\n' + // 9: NFKC gives line-5: reserved
+        'line-５,https://a.example/8.png\n' + // 9: lossy, so its key ends with a hash and cannot be a line key
         'line-5b,https://a.example/9.png\n', // 10: fine
     );
     assert.deepEqual(
       rows.map((r) => [r.line, r.key, r.id, isRejected(r) ? r.rejected.column : 'ok']),
       [
-        [2, 'a_b', 'a/b', 'ok'],
-        [3, 'line-3', 'a_b', 'id'],
+        [2, `a_b_${hash('a/b')}`, 'a/b', 'ok'],
+        [3, 'line-3', 'a/b', 'id'],
         [4, 'x', 'x', 'ok'],
         [5, 'line-5', 'x', 'id'],
         [6, 'line-6', 'line-5', 'id'],
         [7, 'line-7', undefined, 'ok'],
         [8, 'line-8', 'LINE-9', 'id'],
-        [9, 'line-9', 'line-５', 'id'],
+        [9, `line-5_${hash('line-５')}`, 'line-５', 'ok'],
         [10, 'line-5b', 'line-5b', 'ok'],
       ],
     );
-    assert.match(rejected(rows[1]).reason, /^"a_b" repeats the id of line 2$/);
+    assert.match(rejected(rows[1]).reason, /^"a\/b" repeats the id of line 2 \(both give the row key "a_b_[0-9a-f]{10}"\)$/);
     assert.match(rejected(rows[3]).reason, /^"x" repeats the id of line 4$/);
     assert.match(rejected(rows[4]).reason, /"line-5" is reserved/);
-    assert.match(rejected(rows[7]).reason, /reserved/);
+    assert.match(rejected(rows[6]).reason, /reserved/);
     assert.equal(new Set(rows.map((r) => r.key)).size, rows.length, 'no two rows share a key');
   });
 
-  test('two different ids with the same S3-safe key: the later one is rejected, naming both', async () => {
-    const rows = await read('id,face_url\nface 1,https://a.example/1.png\nface/1,https://a.example/2.png\n');
-    assert.equal(valid(rows[0]).key, 'face_1');
-    assert.equal(rejected(rows[1]).reason, '"face/1" repeats the id of line 2 (both give the row key "face_1")');
+  test('distinct ids never share a key: non-ASCII ids, and ids that differ only where sanitising changes them', async () => {
+    const rows = await read('id,face_url\n田中,https://a.example/1.png\nمحمد,https://a.example/2.png\n山田,https://a.example/3.png\nface 1,https://a.example/4.png\nface/1,https://a.example/5.png\nface_1,https://a.example/6.png\n');
+    assert.deepEqual(rows.map((r) => (isRejected(r) ? r.rejected.reason : 'ok')), ['ok', 'ok', 'ok', 'ok', 'ok', 'ok']);
+    assert.equal(new Set(rows.map((r) => r.key)).size, 6);
+    assert.equal(rows[5]!.key, 'face_1', 'an S3-safe id keeps its exact key');
+    for (const r of rows) assert.match(r.key, /^[A-Za-z0-9._-]{1,128}$/);
   });
 
   test('an id counts as seen even when its row is rejected for something else', async () => {

@@ -20,6 +20,11 @@ const hostList = z
   .transform((v) => v.split(',').map((h) => h.trim().toLowerCase()).filter(Boolean))
   .refine((hs) => hs.every((h) => /^(\*\.)?[a-z0-9.-]+(:\d{1,5})?$/.test(h)), 'must be a comma-separated list of host[:port] (a leading *. matches subdomains)');
 
+const bucketList = z
+  .string()
+  .transform((v) => v.split(',').map((b) => b.trim()).filter(Boolean))
+  .refine((bs) => bs.every((b) => /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(b)), 'must be a comma-separated list of S3 bucket names');
+
 interface VarSpec {
   schema: z.ZodType;
   default?: string;
@@ -42,10 +47,12 @@ export const CONFIG_VARS = {
   REDIS_URL: { schema: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL'), default: 'redis://127.0.0.1:6379', doc: 'Redis for BullMQ queues and row state (use AOF persistence).', roles: ALL },
   S3_BUCKET: { schema: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be a valid S3 bucket name'), default: 'portrait-batch', doc: 'Bucket for images, metadata and reports.', roles: ALL },
   S3_PREFIX: { schema: z.string().regex(/^([\w.!*'()-]+\/)*$/, 'must be empty or end with / (e.g. portraits/)'), default: '', doc: 'Key prefix for everything the service writes.', roles: ALL },
+  FACE_BUCKETS: { schema: bucketList, default: '', doc: 'Other buckets s3:// faces may come from (comma-separated); S3_BUCKET under S3_PREFIX is always allowed, any other bucket is a rejected row.', roles: ['producer', 'worker'] },
   S3_ENDPOINT: { schema: url, doc: 'S3-compatible endpoint (MinIO, s3rver); unset for AWS.', roles: ALL },
   S3_REGION: { schema: z.string().min(1), default: 'us-east-1', doc: 'S3 region.', roles: ALL },
   S3_FORCE_PATH_STYLE: { schema: bool, default: 'false', doc: 'Path-style bucket addressing (needed by MinIO/s3rver).', roles: ALL },
   RESULT_HOSTS: { schema: hostList, default: 'fal.media,*.fal.media', doc: 'Hosts result images may be downloaded from (every redirect hop is checked).', roles: ['worker'] },
+  MAX_ROW_BYTES: { schema: int(0), default: String(16 * 1024), doc: 'Largest total of the passthrough (non-model) columns of one row, in bytes; they ride along in Redis while the row is in flight, so a larger row is rejected.', roles: ['producer'] },
   RUN_WINDOW: { schema: int(1), default: '1000', doc: 'Rows of one run in flight at once; the producer waits while the window is full.', roles: ['producer'] },
   SUBMIT_CONCURRENCY: { schema: int(1, 1000), default: '8', doc: 'Parallel fal submissions per worker process.', roles: ['worker'] },
   SUBMIT_RATE_PER_SECOND: { schema: int(1), default: '20', doc: 'Submissions per second across all workers (BullMQ rate limiter).', roles: ['worker'] },

@@ -5,7 +5,7 @@ import { dirname, join, relative } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { parse } from 'csv-parse/sync';
 import type { Storage } from '../core/s3.ts';
-import { lineKey, toRowKey, unescapeCell } from '../manifest/index.ts';
+import { unescapeCell } from '../manifest/index.ts';
 
 export async function copyRunToDir(storage: Storage, runPrefix: string, dir: string): Promise<number> {
   let n = 0;
@@ -23,6 +23,7 @@ const esc = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)
 interface ReportLine {
   line: string;
   id: string;
+  row_key: string;
   face_url: string;
   status: string;
   images: string;
@@ -41,14 +42,14 @@ export async function writeContactSheet(dir: string, runPrefix: string, title: s
     /* no local faces in this run */
   }
   const cards = rows.map((r) => {
-    const key = r.id ? toRowKey(unescapeCell(r.id)) : lineKey(Number(r.line));
+    const key = unescapeCell(r.row_key);
     const faceUrl = unescapeCell(r.face_url);
     const face = inputs.get(key) ?? (/^https?:|^data:image\//.test(faceUrl) ? faceUrl : '');
     const portraits = r.images
-      ? r.images.split('|').map((k) => `<a href="${esc(local(k))}"><img class="portrait" src="${esc(local(k))}" alt="portrait"></a>`).join('')
+      ? unescapeCell(r.images).split('|').map((k) => `<a href="${esc(local(k))}"><img class="portrait" src="${esc(local(k))}" alt="portrait"></a>`).join('')
       : `<p class="why">${esc(unescapeCell(r.error) || r.status)}</p>`;
     return `<section class="row ${esc(r.status)}">
-  <header>line ${esc(r.line)}${r.id ? ` · ${esc(r.id)}` : ''} · <b>${esc(r.status)}</b>${r.seed ? ` · seed ${esc(r.seed)}` : ''}</header>
+  <header>line ${esc(r.line)}${r.id ? ` · ${esc(unescapeCell(r.id))}` : ''} · <b>${esc(r.status)}</b>${r.seed ? ` · seed ${esc(r.seed)}` : ''}</header>
   <div class="pair">${face ? `<img class="face" src="${esc(face)}" alt="face">` : '<div class="face none">no face</div>'}<span class="arrow">→</span>${portraits}</div>
 </section>`;
   });

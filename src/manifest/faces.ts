@@ -1,64 +1,138 @@
 // Face classification: what a face cell points at (http(s) URL, data: URI, s3:// object, local file),
-// or why it is refused.
-import { statSync } from 'node:fs';
-import { isAbsolute, resolve } from 'node:path';
+// or why it is refused. Faces a stranger's manifest could use to reach our files or buckets are
+// refused here: a local face must really be inside the manifest's folder (links followed), and an
+// s3:// face must be in a bucket the deployment allows (it is presigned with our credentials).
+import { realpathSync, statSync } from 'node:fs';
+import { isAbsolute, relative, resolve, sep } from 'node:path';
 import { show } from './errors.ts';
 
 export type FaceKind = 'http' | 'data' | 's3' | 'local';
 
 export type FaceVerdict = { faceKind: FaceKind; localPath?: string } | { reason: string };
 
-export interface FaceOptions {
-  /** Directory relative local face paths are resolved against; without it they are rejected. */
-  baseDir?: string;
+/** Where s3:// faces may come from: our bucket under our prefix, and whole buckets named in FACE_BUCKETS. */
+export interface S3FacePolicy {
+  bucket: string;
+  prefix: string;
+  buckets: readonly string[];
 }
+
+export interface FaceOptions {
+  /** The manifest's folder: local faces must resolve (real path) inside it; without it they are rejected. */
+  baseDir?: string;
+  /** Where s3:// faces may come from; without it s3:// faces are not checked here (the worker checks again). */
+  s3?: S3FacePolicy;
+}
+
+/** The s3:// face policy of a deployment. */
+export const s3FacePolicy = (cfg: { S3_BUCKET: string; S3_PREFIX: string; FACE_BUCKETS: readonly string[] }): S3FacePolicy => ({
+  bucket: cfg.S3_BUCKET,
+  prefix: cfg.S3_PREFIX,
+  buckets: cfg.FACE_BUCKETS,
+});
 
 /** Names of the face column, in order of preference when several are present. */
 export const FACE_COLUMNS = ['face_url', 'image_url', 'url'] as const;
 /** Extensions a local face may have (the producer uploads it with the matching content type). */
 const LOCAL_IMAGE = /\.(png|jpe?g|webp)$/i;
 const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
+const S3_URL = /^s3:\/\/([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])\/(.+)$/;
 
-/** One trimmed face cell → its kind (and, for a local face, its absolute path), or why it is refused. */
-export function classifyFace(url: string, opts: FaceOptions): FaceVerdict {
-  if (!url) return { reason: 'is empty: every row needs a face (an http(s) URL, a data:image/ URI, an s3:// URL or a local path)' };
-  if (/^https?:\/\//i.test(url)) {
-    let host = '';
+/** Why an s3:// face may not be presigned under the policy, or undefined when it may. */
+export function s3FaceRefusal(url: string, policy: S3FacePolicy): string | undefined {
+  const m = S3_URL.exec(url);
+  if (!m) return `${show(url)} is not an s3://bucket/key URL`;
+  const [, bucket, key] = m as unknown as [string, string, string];
+  // `.`/`..` segments could be normalised away by a client fetching the presigned URL.
+  if (key.split('/').some((s) => s === '.' || s === '..')) return `${show(url)} has . or .. in its key`;
+  if (policy.buckets.includes(bucket)) return undefined;
+  if (bucket === policy.bucket && key.startsWith(policy.prefix)) return undefined;
+  const ours = policy.prefix ? `${policy.bucket} under ${policy.prefix}` : policy.bucket;
+  return `${show(url)} is in a bucket faces may not come from (allowed: ${[ours, ...policy.buckets].join(', ')}; add the bucket to FACE_BUCKETS)`;
+}
+
+/** Classifies face cells under one set of options (the manifest folder's real path is looked up once). */
+export class FaceClassifier {
+  private realBase: string | { reason: string } | undefined;
+
+  constructor(private readonly opts: FaceOptions) {}
+
+  /** One trimmed face cell → its kind (and, for a local face, its real path), or why it is refused. */
+  classify(url: string): FaceVerdict {
+    if (!url) return { reason: 'is empty: every row needs a face (an http(s) URL, a data:image/ URI, an s3:// URL or a local path)' };
+    if (/^https?:\/\//i.test(url)) {
+      let host = '';
+      try {
+        host = new URL(url).hostname;
+      } catch {
+        host = '';
+      }
+      return host ? { faceKind: 'http' } : { reason: `${show(url)} is not a valid URL` };
+    }
+    if (/^data:/i.test(url)) {
+      const comma = url.indexOf(',');
+      const meta = comma < 0 ? '' : url.slice(0, comma);
+      if (!/^data:image\/[a-z0-9.+-]+(;[a-z0-9.+-]+=[^;,]*)*;base64$/i.test(meta)) {
+        return { reason: `${show(url)} is a data: URI but not a base64 image (data:image/...;base64,...)` };
+      }
+      if (!BASE64.test(url.slice(comma + 1))) return { reason: `${show(url)} is a data: URI whose payload is not base64` };
+      return { faceKind: 'data' };
+    }
+    if (/^s3:\/\//i.test(url)) {
+      if (!/^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\/./.test(url)) return { reason: `${show(url)} is not an s3://bucket/key URL` };
+      const refused = this.opts.s3 && s3FaceRefusal(url, this.opts.s3);
+      return refused ? { reason: refused } : { faceKind: 's3' };
+    }
+    const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url);
+    if (scheme && !/^[a-z]:[\\/]/i.test(url)) {
+      return { reason: `${show(url)} has the unsupported scheme ${scheme[1]!.toLowerCase()}:; use http(s)://, data:image/...;base64, s3:// or a local path` };
+    }
+    return this.local(url);
+  }
+
+  private local(url: string): FaceVerdict {
+    const base = this.base();
+    if (typeof base !== 'string') return { reason: `local path ${show(url)} cannot be resolved: ${base.reason}` };
+    const lexical = resolve(base, url);
+    if (!LOCAL_IMAGE.test(lexical)) return { reason: `local file ${show(url)} is not a .png, .jpg, .jpeg or .webp image` };
+    if (!inside(base, lexical)) return { reason: `local file ${show(url)} is outside the manifest's folder (local faces must be in it or a subfolder)` };
+    let stat;
     try {
-      host = new URL(url).hostname;
-    } catch {
-      host = '';
+      stat = statSync(lexical, { throwIfNoEntry: false });
+    } catch (err) {
+      return { reason: `local file ${show(url)} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'}; resolved to ${lexical})` };
     }
-    return host ? { faceKind: 'http' } : { reason: `${show(url)} is not a valid URL` };
-  }
-  if (/^data:/i.test(url)) {
-    const comma = url.indexOf(',');
-    const meta = comma < 0 ? '' : url.slice(0, comma);
-    if (!/^data:image\/[a-z0-9.+-]+(;[a-z0-9.+-]+=[^;,]*)*;base64$/i.test(meta)) {
-      return { reason: `${show(url)} is a data: URI but not a base64 image (data:image/...;base64,...)` };
+    if (!stat) return { reason: `local file ${show(url)} does not exist (resolved to ${lexical})` };
+    if (!stat.isFile()) return { reason: `local file ${show(url)} is not a regular file (resolved to ${lexical})` };
+    let real: string;
+    try {
+      real = realpathSync(lexical);
+    } catch (err) {
+      return { reason: `local file ${show(url)} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'}; resolved to ${lexical})` };
     }
-    if (!BASE64.test(url.slice(comma + 1))) return { reason: `${show(url)} is a data: URI whose payload is not base64` };
-    return { faceKind: 'data' };
+    if (!inside(base, real)) return { reason: `local file ${show(url)} is a link to a file outside the manifest's folder` };
+    return { faceKind: 'local', localPath: real };
   }
-  if (/^s3:\/\//i.test(url)) {
-    if (!/^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\/./.test(url)) return { reason: `${show(url)} is not an s3://bucket/key URL` };
-    return { faceKind: 's3' };
+
+  /** The real path of the manifest's folder, or why local faces cannot be resolved. */
+  private base(): string | { reason: string } {
+    if (this.realBase === undefined) {
+      const dir = this.opts.baseDir;
+      if (dir === undefined) this.realBase = { reason: "the manifest's folder is not known" };
+      else {
+        try {
+          this.realBase = realpathSync(dir);
+        } catch (err) {
+          this.realBase = { reason: `the manifest's folder cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})` };
+        }
+      }
+    }
+    return this.realBase;
   }
-  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url);
-  if (scheme && !/^[a-z]:[\\/]/i.test(url)) {
-    return { reason: `${show(url)} has the unsupported scheme ${scheme[1]!.toLowerCase()}:; use http(s)://, data:image/...;base64, s3:// or a local path` };
-  }
-  const baseDir = opts.baseDir;
-  if (baseDir === undefined && !isAbsolute(url)) return { reason: `local path ${show(url)} cannot be resolved: no base directory is known` };
-  const localPath = resolve(baseDir ?? '/', url);
-  if (!LOCAL_IMAGE.test(localPath)) return { reason: `local file ${show(url)} is not a .png, .jpg, .jpeg or .webp image` };
-  let stat;
-  try {
-    stat = statSync(localPath, { throwIfNoEntry: false });
-  } catch (err) {
-    return { reason: `local file ${show(url)} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'}; resolved to ${localPath})` };
-  }
-  if (!stat) return { reason: `local file ${show(url)} does not exist (resolved to ${localPath})` };
-  if (!stat.isFile()) return { reason: `local file ${show(url)} is not a regular file (resolved to ${localPath})` };
-  return { faceKind: 'local', localPath };
+}
+
+/** True when `path` is `dir` itself or below it (both absolute, real or lexical alike). */
+function inside(dir: string, path: string): boolean {
+  const rel = relative(dir, path);
+  return rel !== '' && rel !== '..' && !rel.startsWith(`..${sep}`) && !isAbsolute(rel);
 }

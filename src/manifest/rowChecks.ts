@@ -2,10 +2,18 @@
 // row is then checked against it — its id and key, its width, its face, its parameter cells.
 import { MODEL_PARAM_COLUMNS, type ModelParam, type ModelParams } from '../core/modelInput.ts';
 import { ManifestError, show } from './errors.ts';
-import { FACE_COLUMNS, classifyFace, type FaceOptions } from './faces.ts';
+import { FACE_COLUMNS, FaceClassifier, type FaceOptions } from './faces.ts';
 import { parseParam } from './params.ts';
 import { rejectRow, type ManifestRow, type ValidRow } from './row.ts';
 import { isReservedId, lineKey, toRowKey } from './rowKey.ts';
+
+export interface RowCheckOptions extends FaceOptions {
+  /**
+   * Largest total of the cells a row carries through Redis while in flight, in UTF-8 bytes: the id,
+   * the face (but a data: URI) and the passthrough columns (names and cells). Without it, unchecked.
+   */
+  maxRowBytes?: number;
+}
 
 type ColumnPlan =
   | { kind: 'face' | 'id' | 'skip' }
@@ -19,14 +27,18 @@ export class RowChecker {
   private readonly faceCol: number;
   private readonly faceName: string;
   private readonly idCol: number;
+  private readonly faces: FaceClassifier;
+  private readonly maxRowBytes: number;
   /** Row key → line of the first row with that key. */
   private readonly seen = new Map<string, number>();
 
   /** Plans the columns of a header record; throws ManifestError for a header no row can be read with. */
   constructor(
     record: string[],
-    private readonly opts: FaceOptions,
+    opts: RowCheckOptions,
   ) {
+    this.faces = new FaceClassifier(opts);
+    this.maxRowBytes = opts.maxRowBytes ?? Infinity;
     const names = record.map((h) => h.trim());
     const lower = names.map((h) => h.toLowerCase());
     const first = new Map<string, number>();
@@ -77,22 +89,31 @@ export class RowChecker {
       return rejectRow(line, key, id, faceUrl, '*', `expected ${this.width} fields like the header, found ${record.length}`);
     }
 
-    const face = classifyFace(faceUrl, this.opts);
+    const face = this.faces.classify(faceUrl);
     if ('reason' in face) return rejectRow(line, key, id, faceUrl, this.faceName, face.reason);
+
+    // The row travels through Redis with these cells: bound their bytes (model parameters are bounded
+    // by the model's schema; a data: face is the image itself).
+    let budget = this.maxRowBytes - Buffer.byteLength(id);
+    if (budget < 0) return rejectRow(line, key, id, faceUrl, 'id', this.tooBig());
+    if (face.faceKind !== 'data') budget -= Buffer.byteLength(faceUrl);
+    if (budget < 0) return rejectRow(line, key, id, faceUrl, this.faceName, this.tooBig());
 
     const input: Record<string, unknown> = {};
     const extra: Record<string, string> = {};
     for (let i = 0; i < this.plan.length; i++) {
       const col = this.plan[i]!;
       const cell = record[i]!;
-      if (col.kind === 'param') {
+      if (col.kind === 'extra') {
+        budget -= Buffer.byteLength(col.name) + Buffer.byteLength(cell);
+        if (budget < 0) return rejectRow(line, key, id, faceUrl, col.name, this.tooBig());
+        extra[col.name] = cell;
+      } else if (col.kind === 'param') {
         const v = cell.trim();
         if (v === '') continue; // empty = the model's default
         const parsed = parseParam(col.param, v);
         if ('reason' in parsed) return rejectRow(line, key, id, faceUrl, col.param, parsed.reason);
         input[col.param] = parsed.value;
-      } else if (col.kind === 'extra') {
-        extra[col.name] = cell;
       }
     }
     // Built field by field (no spreads): this runs once per row of files with millions of rows.
@@ -100,5 +121,9 @@ export class RowChecker {
     if (id) row.id = id;
     if (face.localPath) row.localPath = face.localPath;
     return row;
+  }
+
+  private tooBig(): string {
+    return `takes the row above MAX_ROW_BYTES (${this.maxRowBytes} bytes for the id, the face URL and the passthrough columns together): keep large data out of the manifest`;
   }
 }

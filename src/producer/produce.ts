@@ -10,7 +10,7 @@ import type { Context } from '../core/context.ts';
 import { runLayout } from '../core/layout.ts';
 import { jobIds, submitJobOptions, type SubmitJob } from '../core/queues.ts';
 import { enqueueFinalize } from '../worker/flush.ts';
-import { ManifestError, isRejected, readManifest, type ValidRow } from '../manifest/index.ts';
+import { InputsDigest, ManifestError, isRejected, readManifest, readOptionsFor, type ReadManifestOptions, type ValidRow } from '../manifest/index.ts';
 
 export interface ProduceOptions {
   runId?: string;
@@ -31,20 +31,31 @@ const WINDOW_POLL_MS = 200;
 /** Local faces uploaded to S3 at once. */
 const UPLOAD_CONCURRENCY = 16;
 
-/** Reads the manifest once: checks it is a usable CSV (throws ManifestError) and hashes its bytes. */
-export async function inspectManifest(path: string): Promise<{ sha256: string; rows: number }> {
+/**
+ * Reads the manifest once: checks it is a usable CSV (throws ManifestError), hashes its bytes and
+ * what its rows point at (the content of its local faces; undefined when it names none).
+ */
+export async function inspectManifest(path: string, opts: ReadManifestOptions = { baseDir: dirname(path) }): Promise<{ sha256: string; inputsSha256?: string; rows: number }> {
   const hash = createHash('sha256');
+  const inputs = new InputsDigest();
   const stream = createReadStream(path);
   stream.on('data', (c) => hash.update(c));
   let rows = 0;
-  for await (const _row of readManifest(stream, { baseDir: dirname(path) })) rows++;
-  return { sha256: hash.digest('hex'), rows };
+  for await (const row of readManifest(stream, opts)) {
+    rows++;
+    await inputs.add(row);
+  }
+  return { sha256: hash.digest('hex'), inputsSha256: inputs.digest(), rows };
 }
 
-/** A run id a person can read, that changes whenever the manifest's bytes or the endpoint change. */
-export function deriveRunId(manifestPath: string, sha256: string, endpoint: string): string {
+/**
+ * A run id a person can read, that changes whenever the manifest's bytes, the files its rows point at
+ * or the endpoint change: the same manifest in the same place resumes, the same CSV in a folder with
+ * other faces is another run.
+ */
+export function deriveRunId(manifestPath: string, sha256: string, endpoint: string, inputsSha256?: string): string {
   const slug = basename(manifestPath, extname(manifestPath)).replace(/[^A-Za-z0-9._-]+/g, '-').replace(/^[-.]+|-+$/g, '').slice(0, 48) || 'run';
-  const h = createHash('sha256').update(`${sha256}\n${endpoint}`).digest('hex').slice(0, 12);
+  const h = createHash('sha256').update(`${sha256}\n${endpoint}${inputsSha256 ? `\n${inputsSha256}` : ''}`).digest('hex').slice(0, 12);
   return `${slug}-${h}`;
 }
 
@@ -52,23 +63,29 @@ export async function produceRun(ctx: Context, manifestPath: string, opts: Produ
   const path = resolve(manifestPath);
   const info = await stat(path).catch(() => undefined);
   if (!info?.isFile()) throw new ManifestError(`manifest ${manifestPath} does not exist or is not a file`);
-  const { sha256 } = await inspectManifest(path);
-  const runId = opts.runId ?? deriveRunId(path, sha256, ctx.cfg.FAL_ENDPOINT);
+  const baseDir = dirname(path);
+  const readOptions = readOptionsFor(ctx.cfg, baseDir);
+  const { sha256, inputsSha256 } = await inspectManifest(path, readOptions);
+  const runId = opts.runId ?? deriveRunId(path, sha256, ctx.cfg.FAL_ENDPOINT, inputsSha256);
   if (!RUN_ID.test(runId)) throw new ManifestError(`run id ${JSON.stringify(runId)} must be 1-128 characters of A-Z a-z 0-9 . _ -`);
   const layout = runLayout(ctx.cfg.S3_PREFIX, runId);
-  const baseDir = dirname(path);
+  // Summaries and logs name the manifest by file name and hash, never by the producer's paths.
+  const manifest = basename(path);
 
   let run = await ctx.rows.getRun(runId);
   const resumed = run !== undefined;
   if (run && run.options.sha256 !== sha256) {
     throw new ManifestError(`run ${runId} was started from a different manifest (sha256 ${String(run.options.sha256).slice(0, 12)}…); use another --run-id`);
   }
+  if (run && run.options.inputsSha256 !== inputsSha256) {
+    throw new ManifestError(`run ${runId} was started from the same manifest pointing at other local faces (another folder, or changed files); use another --run-id`);
+  }
   if (!run) {
     await ctx.storage.ensureBucket();
     await ctx.storage.upload(layout.manifest, createReadStream(path), 'text/csv');
-    await ctx.rows.createRun({ runId, manifest: path, manifestKey: layout.manifest, options: { sha256, endpoint: ctx.cfg.FAL_ENDPOINT, baseDir } });
+    await ctx.rows.createRun({ runId, manifest, manifestKey: layout.manifest, options: { sha256, inputsSha256, endpoint: ctx.cfg.FAL_ENDPOINT, baseDir } });
     run = (await ctx.rows.getRun(runId))!;
-    ctx.logger.info({ runId, manifest: path }, 'run created');
+    ctx.logger.info({ runId, manifest, sha256 }, 'run created');
   } else {
     ctx.logger.info({ runId, cursor: run.cursor, producerDone: run.producerDone }, 'resuming run');
   }
@@ -106,7 +123,7 @@ export async function produceRun(ctx: Context, manifestPath: string, opts: Produ
   };
 
   if (!run.producerDone) {
-    for await (const row of readManifest(createReadStream(path), { baseDir })) {
+    for await (const row of readManifest(createReadStream(path), readOptions)) {
       total++;
       if (row.line <= cursor) continue;
       lastLine = row.line;

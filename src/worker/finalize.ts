@@ -1,6 +1,7 @@
 // When every row of a run is terminal: write report.csv (one line per manifest row, in manifest
 // order, rejected rows included) and summary.json. The report is built from the manifest copy in S3
 // and each row's metadata object, so it agrees with S3 by construction and any worker can write it.
+import { basename } from 'node:path';
 import { stringify } from 'csv-stringify';
 import type { Context } from '../core/context.ts';
 import { runLayout } from '../core/layout.ts';
@@ -8,7 +9,7 @@ import type { RunRecord } from '../core/rowState.ts';
 import { escapeCell, readManifest, type ManifestRow } from '../manifest/index.ts';
 import type { RowMeta } from './flush.ts';
 
-export const REPORT_COLUMNS = ['line', 'id', 'face_url', 'status', 'request_id', 'attempts', 'images', 'seed', 'error'] as const;
+export const REPORT_COLUMNS = ['line', 'id', 'row_key', 'face_url', 'status', 'request_id', 'attempts', 'images', 'seed', 'error'] as const;
 
 /** Rows looked up in S3 at once while writing the report. */
 const META_BATCH = 64;
@@ -25,7 +26,8 @@ export function summaryOf(run: RunRecord, state: string) {
     startedAt: new Date(run.createdAt).toISOString(),
     finishedAt: run.finishedAt ? new Date(run.finishedAt).toISOString() : null,
     submits: run.submits,
-    manifest: run.manifest,
+    manifest: basename(run.manifest),
+    manifestSha256: typeof run.options.sha256 === 'string' ? run.options.sha256 : null,
     stopReason: run.stopReason ?? null,
   };
 }
@@ -59,7 +61,7 @@ export async function writeRunReport(ctx: Context, runId: string): Promise<Summa
                 error: meta.error ?? '',
               }
             : { status: 'failed', error: 'no outcome was recorded for this row' };
-        const cells: Record<string, string> = { line: String(r.line), id: r.id ?? '', face_url: r.faceUrl, ...record };
+        const cells: Record<string, string> = { line: String(r.line), id: r.id ?? '', row_key: r.key, face_url: r.faceUrl, ...record };
         csv.write(Object.fromEntries(REPORT_COLUMNS.map((c) => [c, escapeCell(cells[c] ?? '')])));
       });
       batch = [];

@@ -10,6 +10,7 @@ import { getPause, pauseSubmissions } from '../core/pause.ts';
 import type { SubmitJob } from '../core/queues.ts';
 import type { RowData } from '../core/rowState.ts';
 import { parseS3Url } from '../core/s3.ts';
+import { s3FacePolicy, s3FaceRefusal } from '../manifest/index.ts';
 import { flushRow } from './flush.ts';
 
 const PAUSE_RECHECK_MS = 10_000;
@@ -40,6 +41,15 @@ export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: s
   if (claim.outcome === 'canceled' || claim.outcome === 'failed') await flushRow(ctx, runId, key);
   if (claim.outcome !== 'submit') return claim.outcome;
   const { attempt } = claim;
+
+  // The producer already refused s3:// faces outside the allowed buckets; a row queued by another
+  // producer (older, or with other settings) is checked again before our credentials presign it.
+  const refused = row.faceKind === 's3' ? s3FaceRefusal(row.faceUrl, s3FacePolicy(ctx.cfg)) : undefined;
+  if (refused) {
+    await ctx.rows.releaseSubmit(runId, key, attempt, refused);
+    if (await ctx.rows.finishRow(runId, key, 'failed', `face_url: ${refused}`, ['pending'])) await flushRow(ctx, runId, key);
+    return 'rejected';
+  }
 
   try {
     const input = { ...row.input, image_urls: [await faceUrlForFal(ctx, row)] };
