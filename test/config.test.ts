@@ -32,3 +32,10 @@ test('RESULT_HOSTS accepts host, host:port and *.domain, and refuses URLs', () =
 test('WEBHOOK_PUBLIC_URL wins over the port', () => {
   assert.equal(loadConfig({ WEBHOOK_PUBLIC_URL: 'https://hooks.example.com/' }).webhookUrl, 'https://hooks.example.com/fal/webhook');
 });
+
+test('FACE_BUCKETS is a comma-separated list of bucket names (empty by default); MAX_ROW_BYTES defaults to 16 KiB', () => {
+  assert.deepEqual(loadConfig({}).FACE_BUCKETS, []);
+  assert.equal(loadConfig({}).MAX_ROW_BYTES, 16 * 1024);
+  assert.deepEqual(loadConfig({ FACE_BUCKETS: 'faces-a, faces.b ,' }).FACE_BUCKETS, ['faces-a', 'faces.b']);
+  assert.throws(() => loadConfig({ FACE_BUCKETS: 'ok-bucket,s3://Bad_Bucket' }), /FACE_BUCKETS: must be a comma-separated list of S3 bucket names/);
+});

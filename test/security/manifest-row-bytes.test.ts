@@ -1,0 +1,42 @@
+// A row's bytes in Redis are bounded, not only the number of rows in flight: a row whose id, face URL
+// and passthrough columns together exceed MAX_ROW_BYTES is a rejected row naming the column and the
+// limit, and nothing of it is queued. Real redis-server and s3rver; no workers, so queued jobs stay.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { jobIds } from '../../src/core/queues.ts';
+import { produceRun } from '../../src/producer/produce.ts';
+import { startTestStack, type TestStack } from '../helpers/stack.ts';
+
+let t: TestStack;
+before(async () => {
+  t = await startTestStack({ workers: false, webhook: false, env: { MAX_ROW_BYTES: '4096' } });
+});
+after(() => t.stop());
+
+test('a row over MAX_ROW_BYTES is rejected naming the column and the limit, and is never queued', async () => {
+  const face = 'https://faces.example/a.png';
+  const big = 'x'.repeat(64 * 1024);
+  const manifest = await t.manifest(
+    'big.csv',
+    [
+      'id,face_url,team,notes',
+      `small,${face},red,a short note`,
+      `fat-notes,${face},red,${big}`,
+      `fat-team,${face},${'t'.repeat(5000)},`,
+      `${'i'.repeat(100)}-fat-face,${face}?${'q'.repeat(5000)},red,`,
+    ].join('\n'),
+  );
+  const { runId } = await produceRun(t.ctx, manifest);
+  const run = (await t.ctx.rows.getRun(runId))!;
+  assert.deepEqual([run.queued, run.rejected], [1, 3]);
+
+  const reasons = await t.ctx.rows.rejectedReasons(runId, [2, 3, 4, 5]);
+  assert.equal(reasons[0], null);
+  assert.equal(reasons[1], 'notes: takes the row above MAX_ROW_BYTES (4096 bytes for the id, the face URL and the passthrough columns together): keep large data out of the manifest');
+  assert.match(reasons[2]!, /^team: takes the row above MAX_ROW_BYTES \(4096 bytes/);
+  assert.match(reasons[3]!, /^face_url: takes the row above MAX_ROW_BYTES \(4096 bytes/);
+
+  const small = await t.ctx.queues.submit.getJob(jobIds.submit(runId, 'small'));
+  assert.deepEqual(small?.data.row.extra, { team: 'red', notes: 'a short note' });
+  for (const key of ['fat-notes', 'fat-team']) assert.equal(await t.ctx.queues.submit.getJob(jobIds.submit(runId, key)), undefined, `${key} was queued`);
+});
