@@ -11,8 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ApiError, createFalClient, ValidationError, type FalClient } from '@fal-ai/client';
 import sharp from 'sharp';
 import { verifyWebhookSignature, WEBHOOK_HEADERS } from '../src/core/webhookSignature.ts';
-import { startEmulator, type EmulatorOptions, type RunningEmulator } from '../src/emulator/index.ts';
-import { falCalls } from '../src/emulator/stats.ts';
+import { falCalls, startEmulator, type EmulatorOptions, type RunningEmulator } from '../src/emulator/index.ts';
 import { backoffDelay, DEFAULT_WEBHOOK_RETRY } from '../src/emulator/webhooks.ts';
 
 const ENDPOINT: string = 'fal-ai/flux-2-lora-gallery/face-to-full-portrait';

@@ -231,9 +231,15 @@ test('reconciler: a row past ROW_DEADLINE_MS fails as timed out, its fal request
 test('reconciler: webhooks that never come are replaced by polling status and result', async () => {
   const t = await startTestStack({ emulator: { faults: { webhookDropRate: 1 } } });
   try {
-    const { run } = await runToEnd(t, 5);
+    const { runId, run } = await runToEnd(t, 5);
     assert.equal(run.completed, 5);
     assert.equal(t.local.emulator!.stats().webhooksDelivered, 0);
+    // Results fetched with queue.result keep fal's 64-bit seeds exactly too.
+    for (let i = 0; i < 5; i++) {
+      const m = (await meta(t, runId, `r${i}`))!;
+      const sent = await (await fetch(`${t.local.emulator!.url}/_emulator/requests/${m.request_id}`)).text();
+      assert.equal(m.seed, /"output":\{.*"seed":(\d+)/.exec(sent)?.[1], `r${i}: the seed fal sent`);
+    }
   } finally {
     await t.stop();
   }

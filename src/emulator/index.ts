@@ -1,4 +1,4 @@
 export { startEmulator, type EmulatorOptions, type RunningEmulator } from './server.ts';
 export type { EmulatorFaults, MsRange } from './faults.ts';
-export type { EmulatorStats } from './stats.ts';
+export { falCalls, type EmulatorStats } from './stats.ts';
 export type { WebhookRetry } from './webhooks.ts';
