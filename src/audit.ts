@@ -3,6 +3,7 @@
 // image objects actually in S3, images hash to what the metadata says, and (given the emulator's
 // books) fal never accepted a row more often than the attempts we recorded.
 import { createHash } from 'node:crypto';
+import { pipeline } from 'node:stream/promises';
 import { parse } from 'csv-parse';
 import type { Context } from './core/context.ts';
 import { runLayout } from './core/layout.ts';
@@ -68,14 +69,16 @@ export async function auditRun(
 
   const report = new Map<number, ReportRecord>();
   const labelled = <T>(what: string, p: Promise<T>) => p.catch((err: Error) => Promise.reject(new Error(`${what}: ${err.name}: ${err.message}`)));
-  for await (const rec of (await labelled(`GET ${layout.report}`, ctx.storage.getStream(layout.report))).pipe(parse({ columns: true, bom: true })) as AsyncIterable<ReportRecord>) {
-    const line = Number(rec.line);
-    if (report.has(line)) {
-      res.duplicated++;
-      problem(`line ${line} appears twice in report.csv`);
+  await pipeline(await labelled(`GET ${layout.report}`, ctx.storage.getStream(layout.report)), parse({ columns: true, bom: true }), async (records: AsyncIterable<ReportRecord>) => {
+    for await (const rec of records) {
+      const line = Number(rec.line);
+      if (report.has(line)) {
+        res.duplicated++;
+        problem(`line ${line} appears twice in report.csv`);
+      }
+      report.set(line, rec);
     }
-    report.set(line, rec);
-  }
+  });
 
   // Every image object in the run, grouped by row key.
   const objects = new Map<string, Set<string>>();

@@ -6,17 +6,20 @@ import { after, before, test } from 'node:test';
 import { DownloadError } from '../src/core/errors.ts';
 import { hostAllowed, openImage, type DownloadPolicy } from '../src/worker/download.ts';
 
+/** A body that starts like a PNG: the downloader checks the first bytes, not only the content type. */
+const png = (n: number) => Buffer.concat([Buffer.from('89504e470d0a1a0a', 'hex'), Buffer.alloc(n - 8, 7)]);
+
 let server: Server;
 let base = '';
 let port = 0;
 before(async () => {
   server = createServer((req, res) => {
     const u = req.url ?? '';
-    if (u === '/ok.png') return void res.writeHead(200, { 'content-type': 'image/png' }).end(Buffer.alloc(100, 7));
-    if (u === '/big.png') return void res.writeHead(200, { 'content-type': 'image/png', 'content-length': '5000' }).end(Buffer.alloc(5000));
+    if (u === '/ok.png') return void res.writeHead(200, { 'content-type': 'image/png' }).end(png(100));
+    if (u === '/big.png') return void res.writeHead(200, { 'content-type': 'image/png', 'content-length': '5000' }).end(png(5000));
     if (u === '/chunked.png') {
       res.writeHead(200, { 'content-type': 'image/png' });
-      for (let i = 0; i < 10; i++) res.write(Buffer.alloc(500));
+      for (let i = 0; i < 10; i++) res.write(png(500));
       return void res.end();
     }
     if (u === '/page') return void res.writeHead(200, { 'content-type': 'text/html' }).end('<html>');
@@ -71,7 +74,8 @@ test('refused: other hosts (also behind a redirect), other schemes, non-images, 
 test('a 404 is permanent, a 503 is worth retrying; data: URIs decode', async () => {
   await assert.rejects(read(`${base}/gone`), refused(true, /404/));
   await assert.rejects(read(`${base}/flaky`), refused(false, /503/));
-  const d = await read(`data:image/webp;base64,${Buffer.alloc(10, 1).toString('base64')}`);
-  assert.deepEqual([d.contentType, d.bytes], ['image/webp', 10]);
+  const webp = Buffer.concat([Buffer.from('RIFF'), Buffer.alloc(4), Buffer.from('WEBPVP8 ')]);
+  const d = await read(`data:image/webp;base64,${webp.toString('base64')}`);
+  assert.deepEqual([d.contentType, d.bytes], ['image/webp', 16]);
   await assert.rejects(read('data:text/plain;base64,aGk='), refused(true, /not a base64 image/));
 });

@@ -1,6 +1,7 @@
 // BullMQ queues and their job payloads. Job ids are deterministic, so re-adding the same work
 // (a resumed producer, a duplicate webhook, a reconciler sweep) is absorbed by BullMQ.
 import { Queue, type ConnectionOptions } from 'bullmq';
+import type { Config } from './config.ts';
 import type { RowData } from './rowState.ts';
 
 export const QUEUE_NAMES = { submit: 'pb-submit', results: 'pb-results', control: 'pb-control' } as const;
@@ -67,11 +68,18 @@ export function submitJobOptions(tries: number) {
   };
 }
 
-export function resultJobOptions(requestId: string, status: string) {
+/** The store retry policy, in one place: STORE_MAX_TRIES tries, exponential backoff with jitter. */
+export function storeRetryPolicy(cfg: Pick<Config, 'STORE_MAX_TRIES' | 'STORE_RETRY_DELAY_MS'>) {
+  return {
+    attempts: cfg.STORE_MAX_TRIES,
+    backoff: { type: 'exponential', delay: cfg.STORE_RETRY_DELAY_MS, jitter: 0.5 },
+  };
+}
+
+export function resultJobOptions(cfg: Pick<Config, 'STORE_MAX_TRIES' | 'STORE_RETRY_DELAY_MS'>, requestId: string, status: string) {
   return {
     jobId: jobIds.result(requestId, status),
-    attempts: 8,
-    backoff: { type: 'exponential', delay: 1000, jitter: 0.5 },
+    ...storeRetryPolicy(cfg),
     // Kept an hour so duplicate deliveries of the same result are absorbed by the job id.
     removeOnComplete: { age: 3600, count: 1000 },
     removeOnFail: { age: 7 * 86400 },

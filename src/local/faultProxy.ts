@@ -2,6 +2,7 @@
 // a transient error instead (used in front of the embedded S3 server for the chaos run).
 import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { pipeline } from 'node:stream/promises';
 
 export interface FaultProxyOptions {
   target: string;
@@ -43,17 +44,21 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<RunningF
       (up) => {
         const forward = () => {
           res.writeHead(up.statusCode ?? 502, up.headers);
-          up.pipe(res);
+          // pipeline, not pipe: an upstream that breaks mid-answer cuts this answer off instead of
+          // emitting an error nobody listens to.
+          pipeline(up, res).catch(() => undefined);
         };
         if (opts.responseDelayMs && methods.has(req.method ?? '')) setTimeout(forward, opts.responseDelayMs);
         else forward();
       },
     );
-    upstream.on('error', () => {
-      if (!res.headersSent) res.writeHead(502);
-      res.end();
-    });
-    req.pipe(upstream);
+    const broken = () => {
+      if (res.headersSent) res.destroy();
+      else res.writeHead(502).end();
+    };
+    // The request can still fail after its body is sent (while waiting for the answer).
+    upstream.on('error', broken);
+    pipeline(req, upstream).catch(broken);
   });
   await new Promise<void>((resolve) => server.listen(opts.port ?? 0, '127.0.0.1', resolve));
   return {

@@ -8,6 +8,7 @@ import { runLayout } from '../core/layout.ts';
 import type { RunRecord } from '../core/rowState.ts';
 import { escapeCell, readManifest, type ManifestRow } from '../manifest/index.ts';
 import type { RowMeta } from './flush.ts';
+import { uploadWhileWriting } from './uploadWhileWriting.ts';
 
 export const REPORT_COLUMNS = ['line', 'id', 'row_key', 'face_url', 'status', 'request_id', 'attempts', 'images', 'seed', 'error'] as const;
 
@@ -40,8 +41,9 @@ export async function writeRunReport(ctx: Context, runId: string): Promise<Summa
   if (run.finishedAt) return summaryOf(run, run.state);
   const layout = runLayout(ctx.cfg.S3_PREFIX, runId);
   const csv = stringify({ header: true, columns: [...REPORT_COLUMNS] });
-  const uploaded = ctx.storage.upload(layout.report, csv, 'text/csv; charset=utf-8');
-  try {
+  const uploading = ctx.storage.upload(layout.report, csv, 'text/csv; charset=utf-8');
+  // Ended only when complete: a failure part-way destroys the stream, so no truncated report is stored.
+  const writing = (async () => {
     let batch: ManifestRow[] = [];
     const flush = async () => {
       const reasons = await ctx.rows.rejectedReasons(runId, batch.map((r) => r.line));
@@ -71,10 +73,9 @@ export async function writeRunReport(ctx: Context, runId: string): Promise<Summa
       if (batch.length >= META_BATCH) await flush();
     }
     await flush();
-  } finally {
     csv.end();
-  }
-  await uploaded;
+  })();
+  await uploadWhileWriting(csv, uploading, writing);
 
   const state = run.state === 'stopped' || run.state === 'canceled' ? run.state : 'finished';
   const finishedAt = run.finishedAt ?? Date.now();

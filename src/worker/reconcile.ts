@@ -120,7 +120,7 @@ function pollBackoff(polls: number, interval: number): number {
 }
 
 async function addResult(ctx: Context, r: ResultJob): Promise<void> {
-  await ctx.queues.results.add('result', r, resultJobOptions(r.requestId, r.status));
+  await ctx.queues.results.add('result', r, resultJobOptions(ctx.cfg, r.requestId, r.status));
 }
 
 

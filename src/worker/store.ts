@@ -3,16 +3,17 @@
 // retries, duplicate deliveries and polls ends in one completion: the row state machine decides.
 import { createHash } from 'node:crypto';
 import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { UnrecoverableError, type Job } from 'bullmq';
 import type { Context } from '../core/context.ts';
 import { DownloadError, errorMessage } from '../core/errors.ts';
 import { describeDetail } from '../core/fal.ts';
-import { extensionFor, runLayout } from '../core/layout.ts';
-import { effectiveOutputFormat } from '../core/modelInput.ts';
+import { runLayout } from '../core/layout.ts';
 import type { ResultJob } from '../core/queues.ts';
 import type { Row, StoredImage } from '../core/rowState.ts';
 import { openImage, type DownloadPolicy } from './download.ts';
 import { flushRow } from './flush.ts';
+import { uploadWhileWriting } from './uploadWhileWriting.ts';
 
 interface FalImage {
   url: string;
@@ -51,16 +52,18 @@ export async function processResult(ctx: Context, job: Job<ResultJob>): Promise<
 
   const row = await ctx.rows.getRow(target.runId, target.key);
   if (!row || row.state !== 'storing' || row.storeRequestId !== r.requestId) return 'moved-on';
-  const lastTry = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+  const tries = job.opts.attempts ?? 1;
+  const lastTry = job.attemptsMade + 1 >= tries;
   try {
     await storeImages(ctx, row, r.requestId, r.payload);
     return 'completed';
   } catch (err) {
-    const permanent = err instanceof DownloadError ? err.permanent : false;
+    const permanent = err instanceof DownloadError && err.permanent;
     if (!permanent && !lastTry) throw err;
-    ctx.logger.warn({ runId: row.runId, row: row.key, requestId: r.requestId, err: errorMessage(err) }, 'storing the result failed for good');
+    const reason = permanent ? errorMessage(err) : `${errorMessage(err)} (tried ${tries} times, STORE_MAX_TRIES)`;
+    ctx.logger.warn({ runId: row.runId, row: row.key, requestId: r.requestId, err: reason }, 'storing the result failed for good');
     await removeImages(ctx, row);
-    if (await ctx.rows.finishRow(row.runId, row.key, 'failed', `storing the result failed: ${errorMessage(err)}`, ['storing'], r.requestId)) {
+    if (await ctx.rows.finishRow(row.runId, row.key, 'failed', `storing the result failed: ${reason}`, ['storing'], r.requestId)) {
       await flushRow(ctx, row.runId, row.key);
     }
     return 'failed';
@@ -79,12 +82,12 @@ async function storeImages(ctx: Context, row: Row, requestId: string, payload: u
   if (!Array.isArray(out.images) || out.images.length === 0) throw new DownloadError('fal returned no images', true);
   const layout = runLayout(ctx.cfg.S3_PREFIX, row.runId);
   const policy = downloadPolicy(ctx);
-  const fallbackExt = effectiveOutputFormat(row.data.input);
   const stored: StoredImage[] = [];
   for (const [n, img] of out.images.entries()) {
     if (!img || typeof img.url !== 'string') throw new DownloadError(`image ${n} has no url`, true);
     const opened = await openImage(img.url, policy);
-    const key = layout.image(row.key, n, extensionFor(img.content_type ?? opened.contentType, fallbackExt));
+    // The extension and Content-Type come from the image's own first bytes, not from any claim.
+    const key = layout.image(row.key, n, opened.format);
     const hash = createHash('sha256');
     let bytes = 0;
     const tap = new Transform({
@@ -94,13 +97,8 @@ async function storeImages(ctx: Context, row: Row, requestId: string, payload: u
         cb(null, chunk);
       },
     });
-    opened.body.on('error', (e) => tap.destroy(e));
-    await ctx.storage.upload(key, opened.body.pipe(tap), opened.contentType, {
-      'run-id': row.runId,
-      'row-key': row.key,
-      'request-id': requestId,
-      'image-index': String(n),
-    });
+    const metadata = { 'run-id': row.runId, 'row-key': row.key, 'request-id': requestId, 'image-index': String(n) };
+    await uploadWhileWriting(tap, ctx.storage.upload(key, tap, opened.contentType, metadata), pipeline(opened.body, tap));
     stored.push({ key, sourceUrl: img.url, contentType: opened.contentType, width: img.width, height: img.height, bytes, sha256: hash.digest('hex') });
   }
   const seed = out.seed === undefined ? '' : String(out.seed);
@@ -109,7 +107,15 @@ async function storeImages(ctx: Context, row: Row, requestId: string, payload: u
   }
 }
 
-/** A failed row keeps no partial images, so S3 always agrees with the report. */
+/**
+ * A failed row keeps no partial images, so S3 agrees with the report. Cleaning up must not hide why
+ * the row failed: when it fails, the row still fails with its own reason and the leftovers are logged.
+ */
 async function removeImages(ctx: Context, row: Row): Promise<void> {
-  await ctx.storage.deletePrefix(runLayout(ctx.cfg.S3_PREFIX, row.runId).imagesOf(row.key));
+  const prefix = runLayout(ctx.cfg.S3_PREFIX, row.runId).imagesOf(row.key);
+  try {
+    await ctx.storage.deletePrefix(prefix);
+  } catch (err) {
+    ctx.logger.error({ runId: row.runId, row: row.key, prefix, err: errorMessage(err) }, 'could not remove the partial images of a failed row');
+  }
 }
