@@ -51,7 +51,7 @@ export const CONFIG_VARS = {
   S3_ENDPOINT: { schema: url, doc: 'S3-compatible endpoint (MinIO, s3rver); unset for AWS.', roles: ALL },
   S3_REGION: { schema: z.string().min(1), default: 'us-east-1', doc: 'S3 region.', roles: ALL },
   S3_FORCE_PATH_STYLE: { schema: bool, default: 'false', doc: 'Path-style bucket addressing (needed by MinIO/s3rver).', roles: ALL },
-  RESULT_HOSTS: { schema: hostList, default: 'fal.media,*.fal.media', doc: 'Hosts result images may be downloaded from (every redirect hop is checked).', roles: ['worker'] },
+  RESULT_HOSTS: { schema: hostList, default: 'fal.media,*.fal.media', doc: 'Hosts result images may be downloaded from (every redirect hop is checked; an entry without a port allows 80/443; a name must resolve to public addresses, a listed IP is allowed as is).', roles: ['worker'] },
   MAX_ROW_BYTES: { schema: int(0), default: String(16 * 1024), doc: 'Largest total of the passthrough (non-model) columns of one row, in bytes; they ride along in Redis while the row is in flight, so a larger row is rejected.', roles: ['producer'] },
   RUN_WINDOW: { schema: int(1), default: '1000', doc: 'Rows of one run in flight at once; the producer waits while the window is full.', roles: ['producer'] },
   SUBMIT_CONCURRENCY: { schema: int(1, 1000), default: '8', doc: 'Parallel fal submissions per worker process.', roles: ['worker'] },
