@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
-import { DownloadError } from '../src/core/errors.ts';
 import { hostAllowed, openImage, type DownloadPolicy } from '../src/worker/download.ts';
+import { refused } from './helpers/refused.ts';
 
 /** A body that starts like a PNG: the downloader checks the first bytes, not only the content type. */
 const png = (n: number) => Buffer.concat([Buffer.from('89504e470d0a1a0a', 'hex'), Buffer.alloc(n - 8, 7)]);
@@ -41,12 +41,6 @@ const read = async (url: string) => {
   const chunks: Buffer[] = [];
   for await (const c of img.body) chunks.push(c as Buffer);
   return { ...img, bytes: Buffer.concat(chunks).length };
-};
-const refused = (permanent: boolean, msg: RegExp) => (err: unknown) => {
-  assert.ok(err instanceof DownloadError);
-  assert.equal(err.permanent, permanent);
-  assert.match(err.message, msg);
-  return true;
 };
 
 test('host patterns: exact, port-qualified, *.subdomain', () => {

@@ -7,7 +7,6 @@ import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import { HeadObjectCommand } from '@aws-sdk/client-s3';
 import sharp from 'sharp';
-import { DownloadError } from '../../src/core/errors.ts';
 import { runLayout } from '../../src/core/layout.ts';
 import type { RunRecord } from '../../src/core/rowState.ts';
 import { produceRun } from '../../src/producer/produce.ts';
@@ -15,6 +14,7 @@ import { waitForRun } from '../../src/producer/wait.ts';
 import { openImage } from '../../src/worker/download.ts';
 import type { RowMeta } from '../../src/worker/flush.ts';
 import { faceDataUri } from '../helpers/faces.ts';
+import { refused } from '../helpers/refused.ts';
 import { startHostileCdn, type HostileCdn } from '../helpers/hostileCdn.ts';
 import { startTestStack, type TestStack } from '../helpers/stack.ts';
 
@@ -54,12 +54,6 @@ after(async () => {
 });
 
 const policy = () => ({ allowedHosts: [new URL(svgBase).host], maxBytes: 100_000, timeoutMs: 5000 });
-const refusedAsNotAllowed = (msg: RegExp) => (err: unknown) => {
-  assert.ok(err instanceof DownloadError, String(err));
-  assert.equal(err.permanent, true);
-  assert.match(err.message, msg);
-  return true;
-};
 
 test('an HTML body sent as image/png fails its row at the first try and nothing of it is stored', async () => {
   assert.equal(run.failed, 1);
@@ -80,12 +74,12 @@ test("a JPEG sent as image/png is stored under .jpeg with image/jpeg, the real f
 });
 
 test('an SVG result is refused by URL, whether it says image/svg+xml or claims image/png', async () => {
-  await assert.rejects(openImage(`${svgBase}/as-svg`, policy()), refusedAsNotAllowed(/SVG is never accepted/));
-  await assert.rejects(openImage(`${svgBase}/as-png`, policy()), refusedAsNotAllowed(/not a PNG, JPEG or WEBP image/));
+  await assert.rejects(openImage(`${svgBase}/as-svg`, policy()), refused(true, /SVG is never accepted/));
+  await assert.rejects(openImage(`${svgBase}/as-png`, policy()), refused(true, /not a PNG, JPEG or WEBP image/));
 });
 
 test('an SVG result is refused as a data: URI (sync_mode), whatever type the URI claims', async () => {
   const b64 = Buffer.from(SVG).toString('base64');
-  await assert.rejects(openImage(`data:image/svg+xml;base64,${b64}`, policy()), refusedAsNotAllowed(/SVG is never accepted/));
-  await assert.rejects(openImage(`data:image/png;base64,${b64}`, policy()), refusedAsNotAllowed(/not a PNG, JPEG or WEBP image/));
+  await assert.rejects(openImage(`data:image/svg+xml;base64,${b64}`, policy()), refused(true, /SVG is never accepted/));
+  await assert.rejects(openImage(`data:image/png;base64,${b64}`, policy()), refused(true, /not a PNG, JPEG or WEBP image/));
 });

@@ -6,9 +6,9 @@ import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
-import { DownloadError } from '../../src/core/errors.ts';
 import { openImage } from '../../src/worker/download.ts';
 import { hostAllowed, isPublicAddress } from '../../src/worker/resultHosts.ts';
+import { refused } from '../helpers/refused.ts';
 
 const PNG = Buffer.concat([Buffer.from('89504e470d0a1a0a', 'hex'), Buffer.alloc(56, 1)]);
 
@@ -27,21 +27,15 @@ before(async () => {
 after(() => new Promise<void>((r) => server.close(() => r())));
 
 const open = (url: string, allowedHosts: string[]) => openImage(url, { allowedHosts, maxBytes: 10_000, timeoutMs: 5000 });
-const refused = (msg: RegExp) => (err: unknown) => {
-  assert.ok(err instanceof DownloadError, String(err));
-  assert.equal(err.permanent, true);
-  assert.match(err.message, msg);
-  return true;
-};
 
 test('a RESULT_HOSTS name that resolves to a loopback address is refused, and never requested', async () => {
   const before = gets;
-  await assert.rejects(open(`http://localhost:${port}/ok.png`, [`localhost:${port}`]), refused(/localhost: it resolves to 127\.0\.0\.1, which is not a public address/));
+  await assert.rejects(open(`http://localhost:${port}/ok.png`, [`localhost:${port}`]), refused(true, /localhost: it resolves to (127\.0\.0\.1|::1), which is not a public address/));
   assert.equal(gets, before);
 });
 
 test('a redirect hop to a listed name that resolves to a loopback address is refused', async () => {
-  await assert.rejects(open(`http://127.0.0.1:${port}/to-localhost`, [`127.0.0.1:${port}`, `localhost:${port}`]), refused(/localhost: it resolves to 127\.0\.0\.1/));
+  await assert.rejects(open(`http://127.0.0.1:${port}/to-localhost`, [`127.0.0.1:${port}`, `localhost:${port}`]), refused(true, /localhost: it resolves to (127\.0\.0\.1|::1)/));
 });
 
 test('an IP literal listed with its port is a deliberate allowance, even on loopback', async () => {
@@ -51,7 +45,7 @@ test('an IP literal listed with its port is a deliberate allowance, even on loop
 });
 
 test('a RESULT_HOSTS entry without a port allows only ports 80 and 443', async () => {
-  await assert.rejects(open(`http://127.0.0.1:${port}/ok.png`, ['127.0.0.1']), refused(/not in RESULT_HOSTS/));
+  await assert.rejects(open(`http://127.0.0.1:${port}/ok.png`, ['127.0.0.1']), refused(true, /not in RESULT_HOSTS/));
   assert.ok(hostAllowed(new URL('https://v3.fal.media/x.png'), ['*.fal.media']));
   assert.ok(hostAllowed(new URL('http://fal.media/x.png'), ['fal.media']));
   assert.ok(!hostAllowed(new URL('https://v3.fal.media:8443/x.png'), ['*.fal.media']));
