@@ -17,11 +17,3 @@ export function runLayout(prefix: string, runId: string) {
   };
 }
 export type RunLayout = ReturnType<typeof runLayout>;
-
-export function extensionFor(contentType: string | undefined, fallback = 'png'): string {
-  const t = (contentType ?? '').split(';')[0]!.trim().toLowerCase();
-  if (t === 'image/jpeg' || t === 'image/jpg') return 'jpeg';
-  if (t === 'image/webp') return 'webp';
-  if (t === 'image/png') return 'png';
-  return fallback;
-}
