@@ -70,6 +70,8 @@ export const CONFIG_VARS = {
   DOWNLOAD_TIMEOUT_MS: { schema: int(100), default: '60000', doc: 'Timeout for one result image download.', roles: ['worker'] },
   PRESIGN_EXPIRES_SECONDS: { schema: int(60, 604800), default: '86400', doc: 'Lifetime of presigned URLs handed to fal for s3:// and local faces.', roles: ['worker'] },
   JOB_LOCK_MS: { schema: int(1000), default: '30000', doc: 'BullMQ job lock; a killed worker\'s jobs are retried after about this long.', roles: ['worker'] },
+  PRICE_PER_MEGAPIXEL: { schema: z.coerce.number({ error: 'must be a number' }).min(0, 'must be at least 0'), default: '0.021', doc: "Price of one output megapixel, for estimates and the cost cap (fal's published price for the default endpoint).", roles: ['producer'] },
+  CURRENCY: { schema: z.string().regex(/^[A-Z]{3}$/, 'must be a three-letter currency code such as USD'), default: 'USD', doc: 'Currency of PRICE_PER_MEGAPIXEL and of --max-cost.', roles: ['producer'] },
   LOG_LEVEL: { schema: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), default: 'info', doc: 'pino log level.', roles: ALL },
 } satisfies Record<string, VarSpec>;
 

@@ -4,12 +4,15 @@ import { Redis } from 'ioredis';
 import type { Config } from './config.ts';
 import { createFal, type FalClient } from './fal.ts';
 import { createLogger, type Logger } from './logger.ts';
+import { buildPolicy, type Policy, type PolicyOverrides } from './policy.ts';
 import { createQueues, type Queues } from './queues.ts';
 import { RowStore } from './rowState.ts';
 import { Storage } from './s3.ts';
 
 export interface Context {
   cfg: Config;
+  /** Retry and timing policy, built from cfg (tests shorten it). */
+  policy: Policy;
   redis: Redis;
   rows: RowStore;
   storage: Storage;
@@ -24,14 +27,15 @@ export function redisConnection(url: string): Redis {
   return new Redis(url, { maxRetriesPerRequest: null, enableReadyCheck: true });
 }
 
-export function createContext(cfg: Config, name = 'portrait-batch'): Context {
+export function createContext(cfg: Config, name = 'portrait-batch', policy?: PolicyOverrides): Context {
   const redis = redisConnection(cfg.REDIS_URL);
   const logger = createLogger(name, cfg.LOG_LEVEL);
   const queues = createQueues(redis);
   return {
     cfg,
+    policy: buildPolicy(cfg, policy),
     redis,
-    rows: new RowStore(redis, { minRows: cfg.FAILURE_THRESHOLD_MIN_ROWS, ratio: cfg.FAILURE_THRESHOLD_RATIO }),
+    rows: new RowStore(redis),
     storage: new Storage(cfg),
     fal: createFal(cfg),
     queues,

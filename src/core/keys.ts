@@ -8,6 +8,10 @@ export const keys = {
   done: (runId: string) => `pb:run:${runId}:done`,
   /** Hash: manifest line -> why the row was rejected (only rejected rows; read by the report). */
   rejected: (runId: string) => `pb:run:${runId}:rejected`,
+  /** Hash: manifest line -> why the row was canceled before it was ever enqueued (run canceled or stopped). */
+  canceled: (runId: string) => `pb:run:${runId}:canceled`,
+  /** Bitmap by manifest line: the lines a run is made of, when it is a subset of its manifest (a retry). */
+  select: (runId: string) => `pb:run:${runId}:select`,
   /** Hash: one row in flight. */
   row: (runId: string, rowKey: string) => `pb:row:${runId}:${rowKey}`,
   /** String `runId \n rowKey \n attempt`: which row a fal request belongs to. */

@@ -1,16 +1,23 @@
 // BullMQ queues and their job payloads. Job ids are deterministic, so re-adding the same work
 // (a resumed producer, a duplicate webhook, a reconciler sweep) is absorbed by BullMQ.
 import { Queue, type ConnectionOptions } from 'bullmq';
-import type { Config } from './config.ts';
+import { jobOptions, type Policy } from './policy.ts';
 import type { RowData } from './rowState.ts';
 
-export const QUEUE_NAMES = { submit: 'pb-submit', results: 'pb-results', control: 'pb-control' } as const;
+export const QUEUE_NAMES = { submit: 'pb-submit', results: 'pb-results', control: 'pb-control', produce: 'pb-produce' } as const;
 
 export interface SubmitJob {
   runId: string;
   key: string;
   line: number;
   row: RowData;
+  /** Estimated cost of one fal request for this row, in millionths of the run's currency. */
+  costMicros?: number;
+}
+
+/** Stream a run's manifest through its window (any worker; resumes from the run's cursor). */
+export interface ProduceJob {
+  runId: string;
 }
 
 export interface ResultJob {
@@ -32,6 +39,7 @@ export interface Queues {
   submit: Queue<SubmitJob>;
   results: Queue<ResultJob>;
   control: Queue<FinalizeJob | Record<string, never>>;
+  produce: Queue<ProduceJob>;
   close(): Promise<void>;
 }
 
@@ -39,12 +47,14 @@ export function createQueues(connection: ConnectionOptions): Queues {
   const submit = new Queue<SubmitJob>(QUEUE_NAMES.submit, { connection });
   const results = new Queue<ResultJob>(QUEUE_NAMES.results, { connection });
   const control = new Queue<FinalizeJob | Record<string, never>>(QUEUE_NAMES.control, { connection });
+  const produce = new Queue<ProduceJob>(QUEUE_NAMES.produce, { connection });
   return {
     submit,
     results,
     control,
+    produce,
     async close() {
-      await Promise.all([submit.close(), results.close(), control.close()]);
+      await Promise.all([submit.close(), results.close(), control.close(), produce.close()]);
     },
   };
 }
@@ -57,31 +67,15 @@ export const jobIds = {
   submit: (runId: string, key: string, generation = 0) => `s~${runId}~${key}~${generation}`,
   result: (requestId: string, status: string) => `r~${requestId}~${status}`,
   finalize: (runId: string) => `f~${runId}`,
+  produce: (runId: string) => `p~${runId}`,
 };
 
-export function submitJobOptions(tries: number) {
-  return {
-    attempts: tries,
-    backoff: { type: 'fal' }, // submitBackoff: exponential, jittered, honours Retry-After
-    removeOnComplete: true,
-    removeOnFail: { age: 7 * 86400 },
-  };
+export function submitJobOptions(policy: Policy) {
+  return jobOptions(policy.submit, 'submit');
 }
 
-/** The store retry policy, in one place: STORE_MAX_TRIES tries, exponential backoff with jitter. */
-export function storeRetryPolicy(cfg: Pick<Config, 'STORE_MAX_TRIES' | 'STORE_RETRY_DELAY_MS'>) {
-  return {
-    attempts: cfg.STORE_MAX_TRIES,
-    backoff: { type: 'exponential', delay: cfg.STORE_RETRY_DELAY_MS, jitter: 0.5 },
-  };
-}
-
-export function resultJobOptions(cfg: Pick<Config, 'STORE_MAX_TRIES' | 'STORE_RETRY_DELAY_MS'>, requestId: string, status: string) {
-  return {
-    jobId: jobIds.result(requestId, status),
-    ...storeRetryPolicy(cfg),
-    // Kept an hour so duplicate deliveries of the same result are absorbed by the job id.
-    removeOnComplete: { age: 3600, count: 1000 },
-    removeOnFail: { age: 7 * 86400 },
-  };
+export function resultJobOptions(policy: Policy, requestId: string, status: string) {
+  const keep = policy.results.keepCompleted;
+  // Kept a while so duplicate deliveries of the same result are absorbed by the job id.
+  return { jobId: jobIds.result(requestId, status), ...jobOptions(policy.results, 'results', { age: keep.ageSeconds, count: keep.count }) };
 }

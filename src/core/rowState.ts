@@ -4,21 +4,32 @@
 import { readFileSync } from 'node:fs';
 import type { Redis } from 'ioredis';
 import { keys, REQUEST_MAPPING_TTL_SECONDS, type RowState, type RunState } from './keys.ts';
+import { policyFields, policyOf, type RunPolicy } from './runPolicy.ts';
 
+/** Every command, its number of fixed KEYS (request-mapping keys may follow) and the replies it may give. */
 const COMMANDS = {
-  claimSubmit: 4,
-  releaseSubmit: 2,
-  recordSubmit: 2,
-  recordResult: 5,
-  completeRow: 4,
-  finishRow: 4,
-  supersede: 4,
-  markPolled: 1,
-  forgetRow: 3,
-  admitBatch: 3,
-  finishProducing: 2,
+  claimSubmit: { keys: 4, replies: ['submit', 'terminal', 'norun', 'canceled', 'failed', 'inflight', 'already', 'stale'] },
+  releaseSubmit: { keys: 2, replies: ['ok', 'noop'] },
+  recordSubmit: { keys: 3, replies: ['ok', 'late', 'gone', 'canceled'] },
+  recordResult: { keys: 5, replies: ['store', 'failed', 'duplicate', 'ignored', 'unknown', 'stale'] },
+  completeRow: { keys: 4, replies: ['ok', 'noop', 'stale'] },
+  finishRow: { keys: 4, replies: ['ok', 'noop', 'stale'] },
+  supersede: { keys: 4, replies: ['resubmit', 'failed', 'noop', 'stale'] },
+  markPolled: { keys: 1, replies: ['ok', 'noop'] },
+  forgetRow: { keys: 3, replies: ['ok', 'open', 'runDone'] },
+  admitBatch: { keys: 4, replies: ['ok', 'replayed'] },
+  finishProducing: { keys: 2, replies: ['ok', 'runDone'] },
+  createRun: { keys: 3, replies: ['created', 'exists'] },
+  cancelRun: { keys: 1, replies: ['canceled', 'already', 'finished', 'norun'] },
+  finishRun: { keys: 2, replies: ['finished', 'already'] },
 } as const;
 type CommandName = keyof typeof COMMANDS;
+type Reply<N extends CommandName> = (typeof COMMANDS)[N]['replies'][number];
+
+/** A script answered something it never answers: Redis and this code are out of step. */
+export class UnexpectedReplyError extends Error {
+  override name = 'UnexpectedReplyError';
+}
 
 const lib = readFileSync(new URL('./commands/_lib.lua', import.meta.url), 'utf8');
 const scripts = Object.fromEntries(
@@ -26,7 +37,8 @@ const scripts = Object.fromEntries(
 ) as Record<CommandName, string>;
 if (!lib.includes(`MAPPING_TTL = ${REQUEST_MAPPING_TTL_SECONDS}`)) throw new Error('commands/_lib.lua MAPPING_TTL is out of step with keys.ts');
 
-type Call = (...args: (string | number)[]) => Promise<unknown>;
+/** How often a terminating command is retried when a request was recorded between reading the row and the call. */
+const STALE_RETRIES = 5;
 
 /** What a row carries from the manifest into its state (kept while the row is in flight). */
 export interface RowData {
@@ -62,6 +74,8 @@ export interface Row {
   images?: StoredImage[];
   seed?: string;
   prompt?: string;
+  /** Estimated cost of one fal request for this row (millionths of the run's currency). */
+  cost?: number;
 }
 
 export interface StoredImage {
@@ -90,70 +104,68 @@ export interface RunRecord {
   rejected: number;
   canceled: number;
   submits: number;
+  /** Estimated cost of the work submitted so far, in millionths of the currency. */
+  costMicros: number;
   stopReason?: string;
+  policy: RunPolicy;
   options: Record<string, unknown>;
-}
-
-export interface Thresholds {
-  minRows: number;
-  ratio: number;
 }
 
 const num = (v: string | undefined) => (v === undefined || v === '' ? undefined : Number(v));
 
 export class RowStore {
-  private readonly call: Record<CommandName, Call>;
+  private readonly call: { [N in CommandName]: (keys: string[], args: (string | number)[]) => Promise<Reply<N>> };
 
-  constructor(
-    readonly redis: Redis,
-    private readonly thresholds: Thresholds,
-  ) {
-    const r = redis as unknown as Record<string, Call>;
-    for (const [name, numberOfKeys] of Object.entries(COMMANDS) as [CommandName, number][]) {
-      if (!r[`pb_${name}`]) redis.defineCommand(`pb_${name}`, { numberOfKeys, lua: scripts[name] });
+  constructor(readonly redis: Redis) {
+    const r = redis as unknown as Record<string, (...a: (string | number)[]) => Promise<unknown>>;
+    for (const name of Object.keys(COMMANDS) as CommandName[]) {
+      // numberOfKeys is given per call: commands that can end a row take a variable number of keys.
+      if (!r[`pb_${name}`]) redis.defineCommand(`pb_${name}`, { lua: scripts[name] });
     }
     this.call = Object.fromEntries(
-      Object.keys(COMMANDS).map((name) => [name, (...args: (string | number)[]) => r[`pb_${name}`]!.apply(redis, args)]),
-    ) as Record<CommandName, Call>;
+      (Object.keys(COMMANDS) as CommandName[]).map((name) => [
+        name,
+        async (keys: string[], args: (string | number)[]) => {
+          const raw = await r[`pb_${name}`]!.call(redis, keys.length, ...keys, ...args);
+          const code = Array.isArray(raw) ? raw[0] : raw;
+          if (!(COMMANDS[name].replies as readonly unknown[]).includes(code)) {
+            throw new UnexpectedReplyError(`Redis command ${name} answered ${JSON.stringify(raw)}, not one of ${COMMANDS[name].replies.join(', ')}`);
+          }
+          return raw;
+        },
+      ]),
+    ) as never;
   }
 
   private rowKeys(runId: string, key: string) {
     return [keys.row(runId, key), keys.run(runId), keys.done(runId), keys.active(runId)];
   }
 
-  private get t() {
-    return [this.thresholds.minRows, this.thresholds.ratio] as const;
+  /**
+   * Calls a command that can end a row with the mapping key of every request the row made (BullMQ's
+   * convention: the script touches only keys it is given). A request recorded between the read and the
+   * call makes the script answer 'stale', and the row is read again.
+   */
+  private async ending<T>(runId: string, key: string, fn: (reqKeys: string[], reqIds: string[]) => Promise<T>): Promise<T> {
+    for (let i = 0; ; i++) {
+      const h = await this.redis.hgetall(keys.row(runId, key));
+      const ids = Object.entries(h)
+        .filter(([f]) => /^req\d+$/.test(f))
+        .map(([, v]) => v);
+      const res = await fn(ids.map(keys.request), ids);
+      const code = Array.isArray(res) ? (res as unknown[])[0] : res;
+      if (code !== 'stale') return res;
+      if (i >= STALE_RETRIES) throw new Error(`row ${runId}/${key} kept changing while it was being ended`);
+    }
   }
 
   // ---- runs -------------------------------------------------------------------------------
 
-  /** Creates the run if it does not exist; returns true when it was created. */
-  async createRun(run: { runId: string; manifest: string; manifestKey: string; options: Record<string, unknown> }): Promise<boolean> {
-    const created = await this.redis.hsetnx(keys.run(run.runId), 'runId', run.runId);
-    if (created) {
-      const now = Date.now();
-      await this.redis
-        .multi()
-        .hset(keys.run(run.runId), {
-          state: 'running',
-          createdAt: now,
-          manifest: run.manifest,
-          manifestKey: run.manifestKey,
-          options: JSON.stringify(run.options),
-          cursor: 0,
-          queued: 0,
-          completed: 0,
-          failed: 0,
-          rejected: 0,
-          canceled: 0,
-          submits: 0,
-          producerDone: 0,
-        })
-        .zadd(keys.runs(), now, run.runId)
-        .sadd(keys.activeRuns(), run.runId)
-        .exec();
-    }
-    return created === 1;
+  /** Creates the run with its policy, atomically, if it does not exist; returns true when it was created. */
+  async createRun(run: { runId: string; manifest: string; manifestKey: string; options: Record<string, unknown>; policy: RunPolicy }): Promise<boolean> {
+    const fields = { manifest: run.manifest, manifestKey: run.manifestKey, options: JSON.stringify(run.options), ...policyFields(run.policy) };
+    const reply = await this.call.createRun([keys.run(run.runId), keys.runs(), keys.activeRuns()], [run.runId, Date.now(), ...Object.entries(fields).flat()]);
+    return reply === 'created';
   }
 
   async getRun(runId: string): Promise<RunRecord | undefined> {
@@ -175,9 +187,35 @@ export class RowStore {
       rejected: Number(h.rejected ?? 0),
       canceled: Number(h.canceled ?? 0),
       submits: Number(h.submits ?? 0),
+      costMicros: Number(h.costMicros ?? 0),
       stopReason: h.stopReason,
+      policy: policyOf(h),
       options: h.options ? (JSON.parse(h.options) as Record<string, unknown>) : {},
     };
+  }
+
+  /** Run ids, newest first. */
+  async runIds(limit = 1000): Promise<string[]> {
+    return this.redis.zrevrange(keys.runs(), 0, limit - 1);
+  }
+
+  /** Stops submitting for a run. 'canceled' the first time; rows in flight are ended by the caller. */
+  async cancelRun(runId: string, reason: string): Promise<Reply<'cancelRun'>> {
+    return this.call.cancelRun([keys.run(runId)], [reason, Date.now()]);
+  }
+
+  /** Marks the run over (report written). False when it already was. */
+  async finishRun(runId: string, state: RunState): Promise<boolean> {
+    return (await this.call.finishRun([keys.run(runId), keys.activeRuns()], [runId, state, Date.now()])) === 'finished';
+  }
+
+  /** Extra fields on the run (links between runs, estimates). */
+  async annotateRun(runId: string, fields: Record<string, string | number>): Promise<void> {
+    await this.redis.hset(keys.run(runId), fields);
+  }
+
+  async runField(runId: string, field: string): Promise<string | undefined> {
+    return (await this.redis.hget(keys.run(runId), field)) ?? undefined;
   }
 
   /** Rows of the run that are queued but not yet terminal (what the producer's window counts). */
@@ -186,9 +224,19 @@ export class RowStore {
     return Number(queued ?? 0) - Number(completed ?? 0) - Number(failed ?? 0) - Number(canceled ?? 0);
   }
 
-  async admitBatch(runId: string, cursor: number, queuedCount: number, rejected: { line: number; reason: string }[]): Promise<boolean> {
-    const pairs = rejected.flatMap((r) => [r.line, r.reason]);
-    return (await this.call.admitBatch(keys.run(runId), keys.done(runId), keys.rejected(runId), cursor, queuedCount, ...pairs)) === 1;
+  async admitBatch(
+    runId: string,
+    cursor: number,
+    queuedCount: number,
+    rejected: { line: number; reason: string }[],
+    canceled: { line: number; reason: string }[] = [],
+  ): Promise<boolean> {
+    const pairs = [...rejected, ...canceled].flatMap((r) => [r.line, r.reason]);
+    const reply = await this.call.admitBatch(
+      [keys.run(runId), keys.done(runId), keys.rejected(runId), keys.canceled(runId)],
+      [cursor, queuedCount, rejected.length, ...pairs],
+    );
+    return reply === 'ok';
   }
 
   /** Why rejected rows were rejected, by manifest line. */
@@ -197,13 +245,26 @@ export class RowStore {
     return this.redis.hmget(keys.rejected(runId), ...lines.map(String));
   }
 
-  /** Returns true when the run has nothing left in flight. */
-  async finishProducing(runId: string, total: number): Promise<boolean> {
-    return (await this.call.finishProducing(keys.run(runId), keys.active(runId), total)) === 'runDone';
+  /** Why rows canceled before they were enqueued were canceled, by manifest line. */
+  async canceledReasons(runId: string, lines: number[]): Promise<(string | null)[]> {
+    if (!lines.length) return [];
+    return this.redis.hmget(keys.canceled(runId), ...lines.map(String));
   }
 
-  async markRunFinished(runId: string, state: RunState): Promise<void> {
-    await this.redis.multi().hset(keys.run(runId), 'state', state, 'finishedAt', Date.now()).srem(keys.activeRuns(), runId).exec();
+  /** The lines a run is made of, when it is a subset of its manifest (a retry); undefined for all lines. */
+  async selectedLines(runId: string): Promise<Buffer | undefined> {
+    return (await this.redis.getBuffer(keys.select(runId))) ?? undefined;
+  }
+
+  async selectLines(runId: string, lines: number[]): Promise<void> {
+    const m = this.redis.multi();
+    for (const l of lines) m.setbit(keys.select(runId), l, 1);
+    await m.exec();
+  }
+
+  /** Returns true when the run has nothing left in flight. */
+  async finishProducing(runId: string, total: number): Promise<boolean> {
+    return (await this.call.finishProducing([keys.run(runId), keys.active(runId)], [total])) === 'runDone';
   }
 
   async activeRunIds(): Promise<string[]> {
@@ -249,68 +310,65 @@ export class RowStore {
       images: h.images ? (JSON.parse(h.images) as StoredImage[]) : undefined,
       seed: h.seed,
       prompt: h.prompt,
+      cost: num(h.cost),
     };
   }
 
+  /**
+   * Claims a row for submission under its run's policy; `costMicros` is the row's estimated cost,
+   * counted against the run's cost cap. A claim returns the endpoint of the run.
+   */
   async claimSubmit(
     runId: string,
     key: string,
     line: number,
     data: RowData,
-    opts: { deadlineMs: number; maxAttempts: number },
-  ): Promise<{ outcome: 'submit'; attempt: number } | { outcome: 'terminal' | 'norun' | 'canceled' | 'failed' | 'inflight' | 'already'; detail?: string }> {
-    const [outcome, detail] = (await this.call.claimSubmit(
-      ...this.rowKeys(runId, key),
-      line,
-      key,
-      Date.now(),
-      opts.deadlineMs,
-      opts.maxAttempts,
-      JSON.stringify(data),
-      ...this.t,
-    )) as [string, string | undefined];
-    if (outcome === 'submit') return { outcome, attempt: Number(detail) };
-    return { outcome: outcome as 'terminal', detail };
+    costMicros = 0,
+  ): Promise<{ outcome: 'submit'; attempt: number; endpoint: string } | { outcome: 'terminal' | 'norun' | 'canceled' | 'failed' | 'inflight' | 'already'; detail?: string }> {
+    const [outcome, detail, endpoint] = (await this.ending(runId, key, (reqKeys, ids) =>
+      this.call.claimSubmit([...this.rowKeys(runId, key), ...reqKeys], [line, key, Date.now(), JSON.stringify(data), Math.round(costMicros), ...ids]),
+    )) as unknown as [Exclude<Reply<'claimSubmit'>, 'stale'>, string | undefined, string | undefined];
+    if (outcome === 'submit') return { outcome, attempt: Number(detail), endpoint: endpoint ?? '' };
+    return { outcome, detail };
   }
 
   async releaseSubmit(runId: string, key: string, attempt: number, error: string): Promise<boolean> {
-    return (await this.call.releaseSubmit(keys.row(runId, key), keys.run(runId), attempt, error)) === 'ok';
+    return (await this.call.releaseSubmit([keys.row(runId, key), keys.run(runId)], [attempt, error])) === 'ok';
   }
 
-  async recordSubmit(runId: string, key: string, attempt: number, requestId: string, nextPollAt: number): Promise<'ok' | 'late' | 'gone'> {
-    return (await this.call.recordSubmit(
-      keys.row(runId, key),
-      keys.request(requestId),
-      requestId,
-      attempt,
-      Date.now(),
-      mappingValue(runId, key, attempt),
-      nextPollAt,
-    )) as 'ok' | 'late' | 'gone';
+  async recordSubmit(runId: string, key: string, attempt: number, requestId: string, nextPollAt: number): Promise<Reply<'recordSubmit'>> {
+    return this.call.recordSubmit(
+      [keys.row(runId, key), keys.request(requestId), keys.run(runId)],
+      [requestId, attempt, Date.now(), mappingValue(runId, key, attempt), nextPollAt],
+    );
   }
 
   async recordResult(
     runId: string,
     key: string,
     result: { requestId: string; hintAttempt?: number; status: 'OK' | 'ERROR'; error?: string },
-  ): Promise<'store' | 'failed' | 'duplicate' | 'ignored' | 'unknown'> {
-    return (await this.call.recordResult(
-      ...this.rowKeys(runId, key),
-      keys.request(result.requestId),
-      result.requestId,
-      result.hintAttempt ?? '',
-      result.status,
-      Date.now(),
-      result.error ?? 'fal reported an error',
-      ...this.t,
-      mappingValue(runId, key, result.hintAttempt ?? 0),
-    )) as 'store' | 'failed' | 'duplicate' | 'ignored' | 'unknown';
+  ): Promise<Exclude<Reply<'recordResult'>, 'stale'>> {
+    return (await this.ending(runId, key, (reqKeys, ids) =>
+      this.call.recordResult(
+        [...this.rowKeys(runId, key), keys.request(result.requestId), ...reqKeys],
+        [
+          result.requestId,
+          result.hintAttempt ?? '',
+          result.status,
+          Date.now(),
+          result.error ?? 'fal reported an error',
+          mappingValue(runId, key, result.hintAttempt ?? 0),
+          ...ids,
+        ],
+      ),
+    )) as Exclude<Reply<'recordResult'>, 'stale'>;
   }
 
   async completeRow(runId: string, key: string, requestId: string, images: StoredImage[], seed: string, prompt: string): Promise<boolean> {
-    return (
-      (await this.call.completeRow(...this.rowKeys(runId, key), requestId, Date.now(), JSON.stringify(images), seed, prompt, ...this.t)) === 'ok'
+    const reply = await this.ending(runId, key, (reqKeys, ids) =>
+      this.call.completeRow([...this.rowKeys(runId, key), ...reqKeys], [requestId, Date.now(), JSON.stringify(images), seed, prompt, ...ids]),
     );
+    return reply === 'ok';
   }
 
   /** Ends an open row as failed/canceled if it is in one of `from` (and about `requestId`, when given). */
@@ -322,11 +380,13 @@ export class RowStore {
     from: RowState[],
     requestId = '',
   ): Promise<boolean> {
-    return (
-      (await this.call.finishRow(...this.rowKeys(runId, key), outcome, reason, Date.now(), from.join(','), requestId, ...this.t)) === 'ok'
+    const reply = await this.ending(runId, key, (reqKeys, ids) =>
+      this.call.finishRow([...this.rowKeys(runId, key), ...reqKeys], [outcome, reason, Date.now(), from.join(','), requestId, ...ids]),
     );
+    return reply === 'ok';
   }
 
+  /** Gives up the current attempt: 'resubmit', or 'failed' at the run's attempt limit. */
   async supersede(
     runId: string,
     key: string,
@@ -334,27 +394,19 @@ export class RowStore {
     attempt: number,
     requestId: string | undefined,
     reason: string,
-    maxAttempts: number,
   ): Promise<'resubmit' | 'failed' | 'noop'> {
-    return (await this.call.supersede(
-      ...this.rowKeys(runId, key),
-      from,
-      attempt,
-      requestId ?? '',
-      reason,
-      maxAttempts,
-      Date.now(),
-      ...this.t,
+    return (await this.ending(runId, key, (reqKeys, ids) =>
+      this.call.supersede([...this.rowKeys(runId, key), ...reqKeys], [from, attempt, requestId ?? '', reason, Date.now(), ...ids]),
     )) as 'resubmit' | 'failed' | 'noop';
   }
 
   async markPolled(runId: string, key: string, requestId: string, nextPollAt: number, falStatus: string): Promise<void> {
-    await this.call.markPolled(keys.row(runId, key), requestId, nextPollAt, falStatus);
+    await this.call.markPolled([keys.row(runId, key)], [requestId, nextPollAt, falStatus]);
   }
 
   /** Drops a terminal row's state after its metadata is in S3. Returns true when the run is now done. */
   async forgetRow(runId: string, key: string): Promise<boolean> {
-    return (await this.call.forgetRow(keys.row(runId, key), keys.run(runId), keys.active(runId), key)) === 'runDone';
+    return (await this.call.forgetRow([keys.row(runId, key), keys.run(runId), keys.active(runId)], [key])) === 'runDone';
   }
 
   /** Which row (and attempt) a fal request belongs to. */

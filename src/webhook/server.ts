@@ -34,7 +34,7 @@ export async function startWebhookServer(ctx: Context, port = ctx.cfg.WEBHOOK_PO
     isReady: async () => (await ctx.redis.ping()) === 'PONG',
     record: async (d) => {
       const job = resultJobFrom(d);
-      await ctx.queues.results.add('result', job, resultJobOptions(ctx.cfg, job.requestId, job.status));
+      await ctx.queues.results.add('result', job, resultJobOptions(ctx.policy, job.requestId, job.status));
     },
   });
   const server = await new Promise<Server>((resolve, reject) => {

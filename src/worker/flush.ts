@@ -3,6 +3,7 @@
 import type { Context } from '../core/context.ts';
 import { TERMINAL } from '../core/keys.ts';
 import { runLayout } from '../core/layout.ts';
+import { jobOptions } from '../core/policy.ts';
 import { jobIds } from '../core/queues.ts';
 import type { Row } from '../core/rowState.ts';
 
@@ -54,6 +55,6 @@ export async function enqueueFinalize(ctx: Context, runId: string): Promise<void
   await ctx.queues.control.add(
     'finalize',
     { runId },
-    { jobId: jobIds.finalize(runId), attempts: 10, backoff: { type: 'exponential', delay: 1000 }, removeOnComplete: { age: 86400 }, removeOnFail: { age: 7 * 86400 } },
+    { jobId: jobIds.finalize(runId), ...jobOptions(ctx.policy.finalize, 'finalize', { age: 86400, count: 10_000 }) },
   );
 }

@@ -1,50 +1,73 @@
-// Starts the worker role: submit, result (store) and control (reconcile, finalize) workers, and the
-// job scheduler that runs the reconciler.
+// Starts the worker role: produce (manifest → rows), submit, result (store) and control (reconcile,
+// finalize) workers, and the job scheduler that runs the reconciler. Retry timing comes from ctx.policy.
 import { Worker } from 'bullmq';
 import type { Context } from '../core/context.ts';
+import { FalTransientError } from '../core/errors.ts';
 import { resumeIfKeyChanged } from '../core/pause.ts';
-import { QUEUE_NAMES, type FinalizeJob, type ResultJob, type SubmitJob } from '../core/queues.ts';
+import { backoffDelay, type Backoff } from '../core/policy.ts';
+import { QUEUE_NAMES, type FinalizeJob, type ProduceJob, type ResultJob, type SubmitJob } from '../core/queues.ts';
+import { produceRows } from '../producer/produce.ts';
 import { writeRunReport } from './finalize.ts';
 import { reconcileStaleRequests } from './reconcile.ts';
 import { processResult } from './store.ts';
-import { processSubmit, submitBackoff } from './submit.ts';
+import { processSubmit } from './submit.ts';
 
 export interface RunningWorkers {
   workers: Worker[];
   close(): Promise<void>;
 }
 
+/** Producers per worker process: each streams one run's manifest and mostly waits on its window. */
+const PRODUCE_CONCURRENCY = 4;
+
+/** BullMQ's custom backoff: our policy's delays, never sooner than fal's Retry-After. */
+function backoffStrategy(b: Backoff) {
+  return (attemptsMade: number, _type?: string, err?: Error): number => {
+    const retryAfter = err instanceof FalTransientError ? (err.retryAfterMs ?? 0) : 0;
+    return Math.max(backoffDelay(b, attemptsMade), retryAfter);
+  };
+}
+
 export async function startWorkers(ctx: Context): Promise<RunningWorkers> {
-  const { cfg } = ctx;
+  const { cfg, policy } = ctx;
   await resumeIfKeyChanged(ctx);
   const common = {
     connection: ctx.redis,
-    lockDuration: cfg.JOB_LOCK_MS,
-    stalledInterval: Math.max(1000, Math.floor(cfg.JOB_LOCK_MS / 2)),
+    lockDuration: policy.jobs.lockMs,
+    stalledInterval: policy.jobs.stalledIntervalMs,
     // A job whose worker was killed is retried, however often that happens; the row state machine
     // makes every re-run safe, so BullMQ need not give up on it.
     maxStalledCount: 1000,
   };
+  const produce = new Worker<ProduceJob>(QUEUE_NAMES.produce, (job) => produceRows(ctx, job.data.runId), {
+    ...common,
+    concurrency: PRODUCE_CONCURRENCY,
+    settings: { backoffStrategy: backoffStrategy(policy.produce.backoff) },
+  });
   const submit = new Worker<SubmitJob>(QUEUE_NAMES.submit, (job, token) => processSubmit(ctx, job, token), {
     ...common,
     concurrency: cfg.SUBMIT_CONCURRENCY,
     limiter: { max: cfg.SUBMIT_RATE_PER_SECOND, duration: 1000 },
-    settings: { backoffStrategy: submitBackoff(1000, 60_000) },
+    settings: { backoffStrategy: backoffStrategy(policy.submit.backoff) },
   });
-  const results = new Worker<ResultJob>(QUEUE_NAMES.results, (job) => processResult(ctx, job), { ...common, concurrency: cfg.STORE_CONCURRENCY });
+  const results = new Worker<ResultJob>(QUEUE_NAMES.results, (job) => processResult(ctx, job), {
+    ...common,
+    concurrency: cfg.STORE_CONCURRENCY,
+    settings: { backoffStrategy: backoffStrategy(policy.results.backoff) },
+  });
   const control = new Worker<FinalizeJob | Record<string, never>>(
     QUEUE_NAMES.control,
     async (job) => (job.name === 'finalize' ? writeRunReport(ctx, (job.data as FinalizeJob).runId) : reconcileStaleRequests(ctx)),
-    { ...common, concurrency: 2 },
+    { ...common, concurrency: 2, settings: { backoffStrategy: backoffStrategy(policy.finalize.backoff) } },
   );
-  const workers = [submit, results, control];
+  const workers = [produce, submit, results, control];
   for (const w of workers) {
     w.on('failed', (job, err) => ctx.logger.warn({ queue: w.name, job: job?.id, attempts: job?.attemptsMade, err: err.message }, 'job failed'));
     w.on('error', (err) => ctx.logger.error({ queue: w.name, err: err.message }, 'worker error'));
   }
   await ctx.queues.control.upsertJobScheduler(
     'reconcile',
-    { every: cfg.RECONCILE_INTERVAL_MS },
+    { every: policy.reconcile.intervalMs },
     { name: 'reconcile', data: {}, opts: { removeOnComplete: true, removeOnFail: 100 } },
   );
   await Promise.all(workers.map((w) => w.waitUntilReady()));

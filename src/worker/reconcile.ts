@@ -10,12 +10,10 @@ import { TERMINAL } from '../core/keys.ts';
 import { getPause } from '../core/pause.ts';
 import { jobIds, resultJobOptions, submitJobOptions, type ResultJob } from '../core/queues.ts';
 import type { Row } from '../core/rowState.ts';
+import type { RunPolicy } from '../core/runPolicy.ts';
 import { flushRow } from './flush.ts';
 import { errorText } from './store.ts';
-
-const SWEEP_CONCURRENCY = 16;
-/** Longest wait between two polls of one request. */
-const MAX_POLL_INTERVAL_MS = 5 * 60_000;
+import { cancelRequest } from './submit.ts';
 
 export interface SweepCounts {
   rows: number;
@@ -28,16 +26,20 @@ export interface SweepCounts {
 
 export async function reconcileStaleRequests(ctx: Context, now = Date.now()): Promise<SweepCounts> {
   const counts: SweepCounts = { rows: 0, polled: 0, resubmitted: 0, timedOut: 0, flushed: 0, redriven: 0 };
+  const step = ctx.policy.reconcile.sweepConcurrency;
   for (const runId of await ctx.rows.activeRunIds()) {
+    const run = await ctx.rows.getRun(runId);
+    if (!run) continue;
     const rowKeys = await ctx.rows.activeRowKeys(runId);
-    for (let i = 0; i < rowKeys.length; i += SWEEP_CONCURRENCY) {
+    for (let i = 0; i < rowKeys.length; i += step) {
       await Promise.all(
-        rowKeys.slice(i, i + SWEEP_CONCURRENCY).map(async (key) => {
+        rowKeys.slice(i, i + step).map(async (key) => {
           try {
             const row = await ctx.rows.getRow(runId, key);
             if (!row) return;
             counts.rows++;
-            await reconcileRow(ctx, row, now, counts);
+            if (run.state === 'canceled') await cancelRow(ctx, run.policy.endpoint, row, now, counts);
+            else await reconcileRow(ctx, run.policy, row, now, counts);
           } catch (err) {
             ctx.logger.warn({ runId, row: key, err: errorMessage(err) }, 'reconciling a row failed; next sweep tries again');
           }
@@ -48,21 +50,24 @@ export async function reconcileStaleRequests(ctx: Context, now = Date.now()): Pr
   return counts;
 }
 
-async function reconcileRow(ctx: Context, row: Row, now: number, counts: SweepCounts): Promise<void> {
-  const { cfg } = ctx;
-  if ((TERMINAL as readonly string[]).includes(row.state)) {
-    // The process that ended the row flushes it right away; step in only when it evidently died.
-    if (now - (row.finishedAt ?? 0) > cfg.JOB_LOCK_MS) {
-      await flushRow(ctx, row.runId, row.key);
-      counts.flushed++;
-    }
-    return;
+/** The process that ended a row flushes it right away; step in only when it evidently died. */
+async function flushIfOrphaned(ctx: Context, row: Row, now: number, counts: SweepCounts): Promise<boolean> {
+  if (!(TERMINAL as readonly string[]).includes(row.state)) return false;
+  if (now - (row.finishedAt ?? 0) > ctx.policy.reconcile.flushAfterMs) {
+    await flushRow(ctx, row.runId, row.key);
+    counts.flushed++;
   }
+  return true;
+}
+
+async function reconcileRow(ctx: Context, policy: RunPolicy, row: Row, now: number, counts: SweepCounts): Promise<void> {
+  const { reconcile } = ctx.policy;
+  if (await flushIfOrphaned(ctx, row, now, counts)) return;
   if (now > row.deadlineAt && row.state !== 'storing') {
-    const reason = `timed out: not finished within ROW_DEADLINE_MS (${cfg.ROW_DEADLINE_MS} ms)`;
+    const reason = `timed out: not finished within the run's row deadline (${policy.deadlineMs} ms)`;
     if (await ctx.rows.finishRow(row.runId, row.key, 'failed', reason, ['pending', 'submitting', 'submitted'])) {
       counts.timedOut++;
-      if (row.requestId) await ctx.fal.queue.cancel(cfg.FAL_ENDPOINT, { requestId: row.requestId }).catch(() => undefined);
+      if (row.requestId) await cancelRequest(ctx, policy.endpoint, row.requestId);
       await flushRow(ctx, row.runId, row.key);
     }
     return;
@@ -73,54 +78,79 @@ async function reconcileRow(ctx: Context, row: Row, now: number, counts: SweepCo
       if (!(await getPause(ctx))) await ensureSubmitJob(ctx, row, counts);
       return;
     case 'submitting':
-      if (now - (row.claimedAt ?? now) > cfg.RECONCILE_GRACE_MS) {
+      if (now - (row.claimedAt ?? now) > reconcile.graceMs) {
         await resubmit(ctx, row, 'submitting', undefined, 'the submission got no answer and no webhook came', counts);
       }
       return;
     case 'submitted':
-      if (row.requestId && now >= (row.nextPollAt ?? 0)) await pollRequest(ctx, row, row.requestId, now, counts);
+      if (row.requestId && now >= (row.nextPollAt ?? 0)) await pollRequest(ctx, policy.endpoint, row, row.requestId, now, counts);
       return;
     case 'storing':
-      if (row.storeRequestId && now - (row.storingSince ?? now) > cfg.JOB_LOCK_MS * 4) await redriveStore(ctx, row, row.storeRequestId, counts);
+      if (row.storeRequestId && now - (row.storingSince ?? now) > reconcile.redriveStoreAfterMs) {
+        await redriveStore(ctx, policy.endpoint, row, row.storeRequestId, counts);
+      }
       return;
   }
 }
 
+/**
+ * A row of a canceled run: pending rows end canceled; a submitted request is canceled at fal and its
+ * row ends canceled (a result that still comes is ignored); a submission whose answer never came is
+ * given the grace period for its webhook to name the request, then ends canceled. Rows storing a
+ * result finish storing: fal has done that work.
+ */
+export async function cancelRow(ctx: Context, endpoint: string, row: Row, now: number, counts: SweepCounts): Promise<void> {
+  if (await flushIfOrphaned(ctx, row, now, counts)) return;
+  const reason = 'run canceled';
+  let ended = false;
+  if (row.state === 'pending') ended = await ctx.rows.finishRow(row.runId, row.key, 'canceled', reason, ['pending']);
+  else if (row.state === 'submitted' && row.requestId) {
+    await cancelRequest(ctx, endpoint, row.requestId);
+    ended = await ctx.rows.finishRow(row.runId, row.key, 'canceled', reason, ['submitted'], row.requestId);
+  } else if (row.state === 'submitting' && now - (row.claimedAt ?? now) > ctx.policy.reconcile.graceMs) {
+    ended = await ctx.rows.finishRow(row.runId, row.key, 'canceled', `${reason}; its submission got no answer and no webhook came`, ['submitting']);
+  } else if (row.state === 'storing' && row.storeRequestId && now - (row.storingSince ?? now) > ctx.policy.reconcile.redriveStoreAfterMs) {
+    await redriveStore(ctx, endpoint, row, row.storeRequestId, counts);
+  }
+  if (ended) await flushRow(ctx, row.runId, row.key);
+}
+
 /** No webhook within the grace period: ask fal. */
-async function pollRequest(ctx: Context, row: Row, requestId: string, now: number, counts: SweepCounts): Promise<void> {
+async function pollRequest(ctx: Context, endpoint: string, row: Row, requestId: string, now: number, counts: SweepCounts): Promise<void> {
   counts.polled++;
-  const endpoint = ctx.cfg.FAL_ENDPOINT;
+  const hint = { runId: row.runId, key: row.key, attempt: row.requestIds.indexOf(requestId) + 1 || row.attempt };
   try {
     const status = (await ctx.fal.queue.status(endpoint, { requestId, logs: false })) as { status: string; error?: string; error_type?: string };
     if (status.status === 'COMPLETED') {
       if (status.error) {
-        await addResult(ctx, { requestId, status: 'ERROR', error: status.error, payload: { detail: status.error_type }, source: 'poll', receivedAt: now });
+        await addResult(ctx, { requestId, status: 'ERROR', error: status.error, payload: { detail: status.error_type }, hint, source: 'poll', receivedAt: now });
       } else {
         const result = await ctx.fal.queue.result(endpoint, { requestId });
-        await addResult(ctx, { requestId, status: 'OK', payload: result.data, source: 'poll', receivedAt: now });
+        await addResult(ctx, { requestId, status: 'OK', payload: result.data, hint, source: 'poll', receivedAt: now });
       }
       return;
     }
-    await ctx.rows.markPolled(row.runId, row.key, requestId, now + pollBackoff(row.polls, ctx.cfg.RECONCILE_INTERVAL_MS), status.status);
+    await ctx.rows.markPolled(row.runId, row.key, requestId, now + pollBackoff(ctx, row.polls), status.status);
   } catch (raw) {
     const err = classifyFalError(raw);
     if (err instanceof FalNotFoundError) {
       await resubmit(ctx, row, 'submitted', requestId, `fal lost request ${requestId} (404)`, counts);
     } else if (err instanceof FalTransientError || err.name === 'FalAmbiguousError') {
-      await ctx.rows.markPolled(row.runId, row.key, requestId, now + pollBackoff(row.polls, ctx.cfg.RECONCILE_INTERVAL_MS), 'UNREACHABLE');
+      await ctx.rows.markPolled(row.runId, row.key, requestId, now + pollBackoff(ctx, row.polls), 'UNREACHABLE');
     } else {
       // A result endpoint answering 4xx for a completed request means the request failed.
-      await addResult(ctx, { requestId, status: 'ERROR', error: err.message, source: 'poll', receivedAt: now });
+      await addResult(ctx, { requestId, status: 'ERROR', error: err.message, hint, source: 'poll', receivedAt: now });
     }
   }
 }
 
-function pollBackoff(polls: number, interval: number): number {
-  return Math.min(MAX_POLL_INTERVAL_MS, interval * 2 ** Math.min(polls, 10));
+function pollBackoff(ctx: Context, polls: number): number {
+  const { intervalMs, maxPollIntervalMs } = ctx.policy.reconcile;
+  return Math.min(maxPollIntervalMs, intervalMs * 2 ** Math.min(polls, 10));
 }
 
 async function addResult(ctx: Context, r: ResultJob): Promise<void> {
-  await ctx.queues.results.add('result', r, resultJobOptions(ctx.cfg, r.requestId, r.status));
+  await ctx.queues.results.add('result', r, resultJobOptions(ctx.policy, r.requestId, r.status));
 }
 
 
@@ -132,7 +162,7 @@ async function resubmit(
   reason: string,
   counts: SweepCounts,
 ): Promise<void> {
-  const outcome = await ctx.rows.supersede(row.runId, row.key, from, row.attempt, requestId, reason, ctx.cfg.MAX_ATTEMPTS);
+  const outcome = await ctx.rows.supersede(row.runId, row.key, from, row.attempt, requestId, reason);
   if (outcome === 'failed') await flushRow(ctx, row.runId, row.key);
   if (outcome === 'resubmit') {
     counts.resubmitted++;
@@ -156,14 +186,14 @@ async function ensureSubmitJob(ctx: Context, row: Row, counts: SweepCounts): Pro
 export async function addSubmitJob(ctx: Context, row: Row, generation: number): Promise<void> {
   await ctx.queues.submit.add(
     'submit',
-    { runId: row.runId, key: row.key, line: row.line, row: row.data },
-    { jobId: jobIds.submit(row.runId, row.key, generation), ...submitJobOptions(ctx.cfg.SUBMIT_MAX_TRIES) },
+    { runId: row.runId, key: row.key, line: row.line, row: row.data, costMicros: row.cost },
+    { jobId: jobIds.submit(row.runId, row.key, generation), ...submitJobOptions(ctx.policy) },
   );
 }
 
 
 /** A row stuck in storing: its result job died. Fetch the result again and store it. */
-async function redriveStore(ctx: Context, row: Row, requestId: string, counts: SweepCounts): Promise<void> {
+async function redriveStore(ctx: Context, endpoint: string, row: Row, requestId: string, counts: SweepCounts): Promise<void> {
   const job = await ctx.queues.results.getJob(jobIds.result(requestId, 'OK'));
   const state = job ? await job.getState() : 'missing';
   if (state === 'active' || state === 'waiting' || state === 'delayed' || state === 'prioritized') return;
@@ -174,8 +204,9 @@ async function redriveStore(ctx: Context, row: Row, requestId: string, counts: S
   }
   if (job) await job.remove();
   try {
-    const result = await ctx.fal.queue.result(ctx.cfg.FAL_ENDPOINT, { requestId });
-    await addResult(ctx, { requestId, status: 'OK', payload: result.data, source: 'poll', receivedAt: Date.now() });
+    const result = await ctx.fal.queue.result(endpoint, { requestId });
+    const hint = { runId: row.runId, key: row.key, attempt: row.requestIds.indexOf(requestId) + 1 || row.attempt };
+    await addResult(ctx, { requestId, status: 'OK', payload: result.data, hint, source: 'poll', receivedAt: Date.now() });
   } catch (raw) {
     const err = classifyFalError(raw);
     if (err instanceof FalTransientError || err.name === 'FalAmbiguousError') return; // next sweep

@@ -22,9 +22,6 @@ interface FalImage {
   height?: number;
 }
 
-/** How many times a result for a request we cannot place yet is looked at again before it is dropped. */
-const UNKNOWN_REQUEST_TRIES = 5;
-
 export function downloadPolicy(ctx: Context): DownloadPolicy {
   return { allowedHosts: ctx.cfg.RESULT_HOSTS, maxBytes: ctx.cfg.MAX_IMAGE_BYTES, timeoutMs: ctx.cfg.DOWNLOAD_TIMEOUT_MS };
 }
@@ -38,7 +35,7 @@ export async function processResult(ctx: Context, job: Job<ResultJob>): Promise<
   const r = job.data;
   const mapped = await ctx.rows.lookupRequest(r.requestId);
   const target = mapped ?? r.hint;
-  if (!target) return unplaced(job, 'no row is known for this request');
+  if (!target) return unplaced(ctx, job, 'no row is known for this request');
   const hintAttempt = r.hint && r.hint.runId === target.runId && r.hint.key === target.key ? r.hint.attempt : undefined;
   const decision = await ctx.rows.recordResult(target.runId, target.key, {
     requestId: r.requestId,
@@ -47,7 +44,7 @@ export async function processResult(ctx: Context, job: Job<ResultJob>): Promise<
     error: r.status === 'ERROR' ? errorText(r) : undefined,
   });
   if (decision === 'failed') await flushRow(ctx, target.runId, target.key);
-  if (decision === 'unknown') return unplaced(job, `row ${target.runId}/${target.key} has no attempt for this request yet`);
+  if (decision === 'unknown') return unplaced(ctx, job, `row ${target.runId}/${target.key} has no attempt for this request yet`);
   if (decision !== 'store') return decision;
 
   const row = await ctx.rows.getRow(target.runId, target.key);
@@ -70,10 +67,10 @@ export async function processResult(ctx: Context, job: Job<ResultJob>): Promise<
   }
 }
 
-function unplaced(job: Job<ResultJob>, why: string): string {
+function unplaced(ctx: Context, job: Job<ResultJob>, why: string): string {
   // A result can only be unplaced for a moment (its submit is being recorded); after a few looks it is
   // a result we never asked for, and dropping it is right.
-  if (job.attemptsMade + 1 < UNKNOWN_REQUEST_TRIES) throw new Error(`${why}; will look again`);
+  if (job.attemptsMade + 1 < Math.min(ctx.policy.results.unknownRequestTries, job.opts.attempts ?? 1)) throw new Error(`${why}; will look again`);
   throw new UnrecoverableError(`${why}; dropped`);
 }
 

@@ -13,8 +13,6 @@ import { parseS3Url } from '../core/s3.ts';
 import { s3FacePolicy, s3FaceRefusal } from '../manifest/index.ts';
 import { flushRow } from './flush.ts';
 
-const PAUSE_RECHECK_MS = 10_000;
-
 export function webhookUrlFor(ctx: Context, runId: string, key: string, attempt: number): string {
   const q = new URLSearchParams({ run: runId, row: key, attempt: String(attempt) });
   return `${ctx.cfg.webhookUrl}?${q}`;
@@ -36,11 +34,11 @@ export async function faceUrlForFal(ctx: Context, row: RowData): Promise<string>
 
 export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: string): Promise<string> {
   const { runId, key, line, row } = job.data;
-  if (await getPause(ctx)) return delay(job, token);
-  const claim = await ctx.rows.claimSubmit(runId, key, line, row, { deadlineMs: ctx.cfg.ROW_DEADLINE_MS, maxAttempts: ctx.cfg.MAX_ATTEMPTS });
+  if (await getPause(ctx)) return delay(ctx, job, token);
+  const claim = await ctx.rows.claimSubmit(runId, key, line, row, job.data.costMicros ?? 0);
   if (claim.outcome === 'canceled' || claim.outcome === 'failed') await flushRow(ctx, runId, key);
   if (claim.outcome !== 'submit') return claim.outcome;
-  const { attempt } = claim;
+  const { attempt, endpoint } = claim;
 
   // The producer already refused s3:// faces outside the allowed buckets; a row queued by another
   // producer (older, or with other settings) is checked again before our credentials presign it.
@@ -53,8 +51,16 @@ export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: s
 
   try {
     const input = { ...row.input, image_urls: [await faceUrlForFal(ctx, row)] };
-    const res = await ctx.fal.queue.submit(ctx.cfg.FAL_ENDPOINT, { input, webhookUrl: webhookUrlFor(ctx, runId, key, attempt) });
-    await ctx.rows.recordSubmit(runId, key, attempt, res.request_id, Date.now() + ctx.cfg.RECONCILE_GRACE_MS);
+    const res = await ctx.fal.queue.submit(endpoint, { input, webhookUrl: webhookUrlFor(ctx, runId, key, attempt) });
+    const recorded = await ctx.rows.recordSubmit(runId, key, attempt, res.request_id, Date.now() + ctx.policy.reconcile.graceMs);
+    if (recorded === 'canceled') {
+      // The run was canceled while this call was on its way: take the request back at once.
+      await cancelRequest(ctx, endpoint, res.request_id);
+      if (await ctx.rows.finishRow(runId, key, 'canceled', 'run canceled while this row was being submitted', ['submitted'], res.request_id)) {
+        await flushRow(ctx, runId, key);
+      }
+      return 'canceled';
+    }
     return 'submitted';
   } catch (raw) {
     const err = classifyFalError(raw);
@@ -67,7 +73,7 @@ export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: s
     await ctx.rows.releaseSubmit(runId, key, attempt, err.message);
     if (err instanceof FalAuthError) {
       await pauseSubmissions(ctx, `${err.message}. Fix FAL_KEY, then run \`portrait-batch resume\` (or restart workers with the new key).`);
-      return delay(job, token);
+      return delay(ctx, job, token);
     }
     if (err instanceof FalRejectedError || !(err instanceof FalTransientError)) {
       if (await ctx.rows.finishRow(runId, key, 'failed', err.message, ['pending'])) await flushRow(ctx, runId, key);
@@ -82,18 +88,19 @@ export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: s
   }
 }
 
-async function delay(job: Job, token?: string): Promise<never> {
-  await job.moveToDelayed(Date.now() + PAUSE_RECHECK_MS, token);
+async function delay(ctx: Context, job: Job, token?: string): Promise<never> {
+  await job.moveToDelayed(Date.now() + ctx.policy.submit.pauseRecheckMs, token);
   throw new DelayedError();
 }
 
-/** Exponential backoff with full jitter, never sooner than fal's Retry-After. */
-export function submitBackoff(baseMs: number, capMs: number) {
-  return (attemptsMade: number, _type?: string, err?: Error): number => {
-    const exp = Math.min(capMs, baseMs * 2 ** Math.max(0, attemptsMade - 1));
-    const jittered = exp / 2 + Math.random() * (exp / 2);
-    const retryAfter = err instanceof FalTransientError ? (err.retryAfterMs ?? 0) : 0;
-    return Math.max(jittered, retryAfter);
-  };
+/** fal.queue.cancel, best effort: a request already running or done cannot be canceled, and that is fine. */
+export async function cancelRequest(ctx: Context, endpoint: string, requestId: string): Promise<boolean> {
+  try {
+    await ctx.fal.queue.cancel(endpoint, { requestId });
+    return true;
+  } catch (err) {
+    ctx.logger.debug({ requestId, err: errorMessage(err) }, 'fal did not cancel the request');
+    return false;
+  }
 }
 

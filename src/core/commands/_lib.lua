@@ -1,28 +1,52 @@
--- Shared by every row transition (prepended by rowState.ts). Row commands take
--- KEYS[1] row hash, KEYS[2] run hash, KEYS[3] done bitmap, KEYS[4] active set.
+-- Shared by every command (prepended by rowState.ts). Conventions (BullMQ's): every key a command
+-- touches comes in KEYS, never built here; every reply is a named code that rowState.ts checks.
+-- Row commands take KEYS[1] row hash, KEYS[2] run hash, KEYS[3] done bitmap, KEYS[4] active set; commands
+-- that can end a row also take, after their own keys, the request-mapping key of every request the row
+-- made, with the request ids as the last ARGV entries in the same order.
 local MAPPING_TTL = 3600
 
 local function isTerminal(state)
   return state == 'completed' or state == 'failed' or state == 'rejected' or state == 'canceled'
 end
 
+-- request id -> its mapping key, from KEYS[first..] and the matching tail of ARGV.
+local function requestKeys(first)
+  local n = #KEYS - first + 1
+  local map = {}
+  for i = 0, n - 1 do map[ARGV[#ARGV - n + 1 + i]] = KEYS[first + i] end
+  return map
+end
+
+-- True when the caller passed the mapping key of every request the row made (it read the row before
+-- calling; a request recorded since then makes it read again).
+local function coversRequests(rowKey, reqKeys)
+  local attempt = tonumber(redis.call('HGET', rowKey, 'attempt') or '0')
+  for i = 1, attempt do
+    local rid = redis.call('HGET', rowKey, 'req' .. i)
+    if rid and not reqKeys[rid] then return false end
+  end
+  return true
+end
+
 -- Ends a row: the only place terminal states and run counters are written. Counting is guarded by
--- the done bit of the row's manifest line, so a repeated transition can never count twice.
-local function terminate(rowKey, runKey, doneKey, outcome, reason, now, minRows, ratio)
+-- the done bit of the row's manifest line, so a repeated transition can never count twice. The
+-- failure threshold is the run's own (written when the run was created), not the caller's.
+local function terminate(rowKey, runKey, doneKey, reqKeys, outcome, reason, now)
   local line = tonumber(redis.call('HGET', rowKey, 'line'))
   redis.call('HSET', rowKey, 'state', outcome, 'finishedAt', now)
   if reason and reason ~= '' then redis.call('HSET', rowKey, 'error', reason) end
   local attempt = tonumber(redis.call('HGET', rowKey, 'attempt') or '0')
   for i = 1, attempt do
     local rid = redis.call('HGET', rowKey, 'req' .. i)
-    if rid then redis.call('EXPIRE', 'pb:req:' .. rid, MAPPING_TTL) end
+    if rid and reqKeys[rid] then redis.call('EXPIRE', reqKeys[rid], MAPPING_TTL) end
   end
   if redis.call('SETBIT', doneKey, line, 1) == 0 then
     redis.call('HINCRBY', runKey, outcome, 1)
-    if (outcome == 'failed' or outcome == 'completed') and ratio < 1 then
-      local c = tonumber(redis.call('HGET', runKey, 'completed') or '0')
-      local f = tonumber(redis.call('HGET', runKey, 'failed') or '0')
-      if c + f >= minRows and f / (c + f) > ratio and redis.call('HGET', runKey, 'state') == 'running' then
+    local p = redis.call('HMGET', runKey, 'minRows', 'ratio', 'state', 'completed', 'failed')
+    local minRows, ratio = tonumber(p[1] or '1000'), tonumber(p[2] or '1')
+    if (outcome == 'failed' or outcome == 'completed') and ratio < 1 and p[3] == 'running' then
+      local c, f = tonumber(p[4] or '0'), tonumber(p[5] or '0')
+      if c + f >= minRows and f / (c + f) > ratio then
         redis.call('HSET', runKey, 'state', 'stopped', 'stopReason',
           string.format('failure threshold exceeded: %d of %d finished rows failed (limit %s after %d rows)', f, c + f, tostring(ratio), minRows))
       end
@@ -36,4 +60,9 @@ local function runDone(runKey, activeKey)
   if r[1] ~= '1' then return false end
   if redis.call('SCARD', activeKey) > 0 then return false end
   return tonumber(r[2] or '0') == tonumber(r[3] or '0') + tonumber(r[4] or '0') + tonumber(r[5] or '0')
+end
+
+-- Money is counted in millionths of the currency unit, so Lua's numbers stay exact.
+local function money(micros)
+  return string.format('%.2f', tonumber(micros) / 1000000)
 end

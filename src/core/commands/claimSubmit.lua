@@ -1,15 +1,18 @@
 -- Before calling fal.queue.submit: decide whether this row may be submitted now, and record the attempt
--- BEFORE the call so no submission can ever happen without being counted.
--- ARGV: line, rowKey, now, deadlineMs, maxAttempts, dataJson, minRows, ratio
-local line, rowKey, now = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
-local maxAttempts, minRows, ratio = tonumber(ARGV[5]), tonumber(ARGV[7]), tonumber(ARGV[8])
+-- (and its estimated cost) BEFORE the call so no submission can ever happen without being counted. The
+-- attempt limit, the deadline, the cost cap and the endpoint are the run's own.
+-- KEYS: row, run, done, active, request mappings... ARGV: line, rowKey, now, dataJson, costMicros, requestIds...
+local line, rowKey, now, cost = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[5])
+local reqs = requestKeys(5)
+if not coversRequests(KEYS[1], reqs) then return {'stale'} end
 if redis.call('GETBIT', KEYS[3], line) == 1 then return {'terminal'} end
-local runState = redis.call('HGET', KEYS[2], 'state')
+local run = redis.call('HMGET', KEYS[2], 'state', 'maxAttempts', 'deadlineMs', 'maxCostMicros', 'costMicros', 'stopReason', 'endpoint', 'currency')
+local runState = run[1]
 if not runState then return {'norun'} end
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then
   redis.call('HSET', KEYS[1], 'line', line, 'key', rowKey, 'state', 'pending', 'attempt', 0,
-    'createdAt', now, 'deadlineAt', now + tonumber(ARGV[4]), 'data', ARGV[6])
+    'createdAt', now, 'deadlineAt', now + tonumber(run[3]), 'data', ARGV[4])
   redis.call('SADD', KEYS[4], rowKey)
   state = 'pending'
 end
@@ -17,17 +20,24 @@ if state ~= 'pending' then
   if state == 'submitting' then return {'inflight', redis.call('HGET', KEYS[1], 'attempt')} end
   return {'already', state}
 end
+if runState == 'running' and run[4] and run[4] ~= '' and tonumber(run[5] or '0') + cost > tonumber(run[4]) then
+  runState = 'stopped'
+  redis.call('HSET', KEYS[2], 'state', 'stopped', 'stopReason',
+    string.format('cost cap reached: %s %s submitted, the next row would pass the cap of %s %s', money(run[5] or '0'), run[8] or '', money(run[4]), run[8] or ''))
+end
 if runState == 'stopped' or runState == 'canceled' then
   local why = redis.call('HGET', KEYS[2], 'stopReason') or ''
-  terminate(KEYS[1], KEYS[2], KEYS[3], 'canceled', 'run ' .. runState .. ' before this row was submitted: ' .. why, now, minRows, ratio)
+  terminate(KEYS[1], KEYS[2], KEYS[3], reqs, 'canceled', 'run ' .. runState .. ' before this row was submitted: ' .. why, now)
   return {'canceled'}
 end
+local maxAttempts = tonumber(run[2])
 local attempt = tonumber(redis.call('HGET', KEYS[1], 'attempt')) + 1
 if attempt > maxAttempts then
   local last = redis.call('HGET', KEYS[1], 'lastError') or 'unknown'
-  terminate(KEYS[1], KEYS[2], KEYS[3], 'failed', string.format('gave up after %d fal requests: %s', maxAttempts, last), now, minRows, ratio)
+  terminate(KEYS[1], KEYS[2], KEYS[3], reqs, 'failed', string.format('gave up after %d fal requests: %s', maxAttempts, last), now)
   return {'failed'}
 end
-redis.call('HSET', KEYS[1], 'state', 'submitting', 'attempt', attempt, 'claimedAt', now)
+redis.call('HSET', KEYS[1], 'state', 'submitting', 'attempt', attempt, 'claimedAt', now, 'cost', cost)
 redis.call('HINCRBY', KEYS[2], 'submits', 1)
-return {'submit', tostring(attempt)}
+redis.call('HINCRBY', KEYS[2], 'costMicros', cost)
+return {'submit', tostring(attempt), run[7]}

@@ -1,9 +1,12 @@
 -- A result for a fal request arrived (webhook or poll). Decides, once, what it means for the row:
 -- 'store' (download it), 'failed' (fal's error ended the row), or ignore it ('duplicate', 'ignored',
 -- 'unknown'). Results of any attempt of the row are accepted while the row is open: fal charged for it.
--- KEYS: row, run, done, active, request mapping.
--- ARGV: requestId, hintAttempt ('' if none), status OK|ERROR, now, errorText, minRows, ratio, mappingValue
+-- KEYS: row, run, done, active, this request's mapping, request mappings...
+-- ARGV: requestId, hintAttempt ('' if none), status OK|ERROR, now, errorText, mappingValue, requestIds...
 local requestId, now = ARGV[1], tonumber(ARGV[4])
+local reqs = requestKeys(6)
+reqs[requestId] = KEYS[5]
+if not coversRequests(KEYS[1], reqs) then return 'stale' end
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then
   if redis.call('EXISTS', KEYS[5]) == 1 then return 'duplicate' end
@@ -21,7 +24,7 @@ if not which and ARGV[2] ~= '' then
   if h and h >= 1 and h <= attempt and not redis.call('HGET', KEYS[1], 'req' .. h) then
     which = h
     redis.call('HSET', KEYS[1], 'req' .. h, requestId)
-    redis.call('SET', KEYS[5], ARGV[8])
+    redis.call('SET', KEYS[5], ARGV[6])
   end
 end
 if not which then return 'unknown' end
@@ -34,7 +37,7 @@ if ARGV[3] == 'OK' then
   return 'store'
 end
 if which == attempt and state ~= 'pending' then
-  terminate(KEYS[1], KEYS[2], KEYS[3], 'failed', ARGV[5], now, tonumber(ARGV[6]), tonumber(ARGV[7]))
+  terminate(KEYS[1], KEYS[2], KEYS[3], reqs, 'failed', ARGV[5], now)
   return 'failed'
 end
 return 'ignored'

@@ -1,11 +1,13 @@
 -- The current attempt is given up (fal lost the request, or a submission's fate stayed unknown past
--- the grace period): back to pending so the row is submitted again, or failed at the attempt limit.
--- KEYS: row, run, done, active. ARGV: fromState, attempt, requestId or '', reason, maxAttempts, now, minRows, ratio
+-- the grace period): back to pending so the row is submitted again, or failed at the run's attempt limit.
+-- KEYS: row, run, done, active, request mappings... ARGV: fromState, attempt, requestId or '', reason, now, requestIds...
+local reqs = requestKeys(5)
+if not coversRequests(KEYS[1], reqs) then return 'stale' end
 local state = redis.call('HGET', KEYS[1], 'state')
 if state ~= ARGV[1] or redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[2] then return 'noop' end
 if ARGV[3] ~= '' and redis.call('HGET', KEYS[1], 'requestId') ~= ARGV[3] then return 'noop' end
-if tonumber(ARGV[2]) >= tonumber(ARGV[5]) then
-  terminate(KEYS[1], KEYS[2], KEYS[3], 'failed', string.format('%s (gave up after %s fal requests)', ARGV[4], ARGV[2]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]))
+if tonumber(ARGV[2]) >= tonumber(redis.call('HGET', KEYS[2], 'maxAttempts')) then
+  terminate(KEYS[1], KEYS[2], KEYS[3], reqs, 'failed', string.format('%s (gave up after %s fal requests)', ARGV[4], ARGV[2]), tonumber(ARGV[5]))
   return 'failed'
 end
 redis.call('HSET', KEYS[1], 'state', 'pending', 'lastError', ARGV[4])

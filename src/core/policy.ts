@@ -1,0 +1,140 @@
+// Retry and timing policy as data: one entry per queue (and one for the reconciler), built from config
+// once per process. Every number that decides when something is tried again lives here, so a setting
+// cannot exist without being read, and tests shorten delays by overriding entries instead of sleeping.
+import type { Config } from './config.ts';
+
+export interface Backoff {
+  /** First retry delay. */
+  baseMs: number;
+  /** Longest delay between two tries. */
+  capMs: number;
+  /** Share of each delay that is random (0 = none, 1 = full jitter). */
+  jitter: number;
+}
+
+export interface Policy {
+  submit: {
+    /** Tries of a submission on 429/5xx/connection refused before the row fails (SUBMIT_MAX_TRIES). */
+    tries: number;
+    backoff: Backoff;
+    /** How often a submit job held back by the auth pause looks again. */
+    pauseRecheckMs: number;
+    /** Failed submit jobs are kept this long for inspection. */
+    keepFailedSeconds: number;
+  };
+  results: {
+    /** Tries to download and store a result before the row fails (STORE_MAX_TRIES). */
+    tries: number;
+    backoff: Backoff;
+    /** Looks at a result for a request no row knows yet, before it is dropped. */
+    unknownRequestTries: number;
+    /** Finished result jobs kept so duplicate deliveries are absorbed by their job id. */
+    keepCompleted: { ageSeconds: number; count: number };
+    keepFailedSeconds: number;
+  };
+  produce: {
+    /** A producer whose worker died is picked up again by stalled-job detection; these are tries after errors. */
+    tries: number;
+    backoff: Backoff;
+    /** How often a producer waiting on a full window looks again. */
+    windowPollMs: number;
+    /** Rows per BullMQ addBulk call (never more than the window). */
+    batchSize: number;
+    /** Local faces uploaded to S3 at once. */
+    uploadConcurrency: number;
+  };
+  finalize: { tries: number; backoff: Backoff };
+  reconcile: {
+    /** RECONCILE_INTERVAL_MS */
+    intervalMs: number;
+    /** RECONCILE_GRACE_MS: how long a submission waits for its webhook before fal is polled. */
+    graceMs: number;
+    /** Longest wait between two polls of one request. */
+    maxPollIntervalMs: number;
+    /** Rows looked at in parallel by one sweep. */
+    sweepConcurrency: number;
+    /** A terminal row not flushed this long after it ended: its owner died; flush it. */
+    flushAfterMs: number;
+    /** A row storing this long: its result job died; fetch the result again. */
+    redriveStoreAfterMs: number;
+  };
+  jobs: {
+    /** JOB_LOCK_MS: BullMQ job lock; a killed worker's jobs are retried after about this long. */
+    lockMs: number;
+    stalledIntervalMs: number;
+  };
+  /** How often a waiter (run --wait, demo) reads the run again. */
+  waitPollMs: number;
+}
+
+type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? DeepPartial<T[K]> : T[K] };
+export type PolicyOverrides = DeepPartial<Policy>;
+
+export function buildPolicy(cfg: Config, overrides: PolicyOverrides = {}): Policy {
+  const lock = cfg.JOB_LOCK_MS;
+  const base: Policy = {
+    submit: {
+      tries: cfg.SUBMIT_MAX_TRIES,
+      backoff: { baseMs: 1000, capMs: 60_000, jitter: 0.5 },
+      pauseRecheckMs: 10_000,
+      keepFailedSeconds: 7 * 86400,
+    },
+    results: {
+      tries: cfg.STORE_MAX_TRIES,
+      backoff: { baseMs: cfg.STORE_RETRY_DELAY_MS, capMs: 60_000, jitter: 0.5 },
+      unknownRequestTries: 5,
+      keepCompleted: { ageSeconds: 3600, count: 1000 },
+      keepFailedSeconds: 7 * 86400,
+    },
+    produce: {
+      tries: 20,
+      backoff: { baseMs: 1000, capMs: 60_000, jitter: 0.5 },
+      windowPollMs: 200,
+      batchSize: 500,
+      uploadConcurrency: 16,
+    },
+    finalize: { tries: 10, backoff: { baseMs: 1000, capMs: 60_000, jitter: 0 } },
+    reconcile: {
+      intervalMs: cfg.RECONCILE_INTERVAL_MS,
+      graceMs: cfg.RECONCILE_GRACE_MS,
+      maxPollIntervalMs: 5 * 60_000,
+      sweepConcurrency: 16,
+      flushAfterMs: lock,
+      redriveStoreAfterMs: lock * 4,
+    },
+    jobs: { lockMs: lock, stalledIntervalMs: Math.max(1000, Math.floor(lock / 2)) },
+    waitPollMs: 500,
+  };
+  return merge(base, overrides);
+}
+
+function merge<T>(base: T, over: DeepPartial<T> | undefined): T {
+  if (!over) return base;
+  const out = { ...base } as Record<string, unknown>;
+  for (const [k, v] of Object.entries(over)) {
+    if (v === undefined) continue;
+    const cur = out[k];
+    out[k] = cur && typeof cur === 'object' && typeof v === 'object' ? merge(cur, v as never) : v;
+  }
+  return out as T;
+}
+
+/** Delay before try number `attemptsMade + 1`: exponential from baseMs, capped, with jitter. */
+export function backoffDelay(b: Backoff, attemptsMade: number, random = Math.random): number {
+  const exp = Math.min(b.capMs, b.baseMs * 2 ** Math.max(0, attemptsMade - 1));
+  return Math.round(exp * (1 - b.jitter) + random() * exp * b.jitter);
+}
+
+/** BullMQ job options for one queue's entry: tries, our backoff (a custom strategy named after the queue), retention. */
+export function jobOptions(
+  entry: { tries: number; keepFailedSeconds?: number },
+  strategy: 'submit' | 'results' | 'produce' | 'finalize',
+  keepCompleted: boolean | { age: number; count: number } = true,
+) {
+  return {
+    attempts: entry.tries,
+    backoff: { type: strategy },
+    removeOnComplete: keepCompleted,
+    removeOnFail: { age: entry.keepFailedSeconds ?? 7 * 86400 },
+  };
+}
