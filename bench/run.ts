@@ -6,13 +6,8 @@ import { Readable } from 'node:stream';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createContext } from '../src/core/context.ts';
-import { startLocalStack } from '../src/local/stack.ts';
+import { startEmbeddedService } from '../src/local/embedded.ts';
 import { readManifest } from '../src/manifest/index.ts';
-import { produceRun } from '../src/producer/produce.ts';
-import { waitForRun } from '../src/producer/wait.ts';
-import { startWebhookServer } from '../src/webhook/server.ts';
-import { startWorkers } from '../src/worker/index.ts';
 
 const [, , what = 'parse', nArg] = process.argv;
 
@@ -37,16 +32,15 @@ async function benchParse(n: number, withIds: boolean) {
 
 async function benchPipeline(n: number, window: number) {
   const dir = await mkdtemp(join(tmpdir(), 'pb-bench-'));
-  const stack = await startLocalStack({
+  const { pb, stop } = await startEmbeddedService({
+    name: 'bench',
     dataDir: dir,
     env: {},
     persistentRedis: false,
     defaults: { LOG_LEVEL: 'silent', RUN_WINDOW: String(window), SUBMIT_CONCURRENCY: '32', STORE_CONCURRENCY: '32', SUBMIT_RATE_PER_SECOND: '10000', RECONCILE_INTERVAL_MS: '2000' },
     emulator: { sizeScale: 0.0625, latencyMs: { min: 0, max: 0 }, slots: 64 },
   });
-  const ctx = createContext(stack.cfg, 'bench');
-  const hook = await startWebhookServer(ctx, stack.cfg.WEBHOOK_PORT, '127.0.0.1');
-  const workers = await startWorkers(ctx);
+  const ctx = pb.context;
   try {
     const face = `data:image/png;base64,${Buffer.from(await (await import('sharp')).default({ create: { width: 64, height: 64, channels: 3, background: '#c96' } }).png().toBuffer()).toString('base64')}`;
     const lines = ['id,face_url'];
@@ -59,8 +53,8 @@ async function benchPipeline(n: number, window: number) {
       peakRedis = Math.max(peakRedis, Number(/used_memory:(\d+)/.exec(info)?.[1] ?? 0));
     }, 250);
     const t0 = performance.now();
-    const { runId } = await produceRun(ctx, manifest);
-    const run = await waitForRun(ctx, runId, { intervalMs: 200 });
+    const { runId } = await pb.startRun(manifest);
+    const run = await pb.waitForRun(runId);
     const secs = (performance.now() - t0) / 1000;
     clearInterval(sampler);
     return {
@@ -74,10 +68,7 @@ async function benchPipeline(n: number, window: number) {
       workerRssMiB: Math.round(process.memoryUsage().rss / 2 ** 20),
     };
   } finally {
-    await workers.close();
-    await hook.close();
-    await ctx.close();
-    await stack.stop();
+    await stop();
     await rm(dir, { recursive: true, force: true });
   }
 }

@@ -7,6 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import { parse } from 'csv-parse';
 import type { Context } from './core/context.ts';
 import { runLayout } from './core/layout.ts';
+import { lineSelected } from './core/rowState.ts';
 import { effectiveNumImages } from './core/modelInput.ts';
 import { readManifest } from './manifest/index.ts';
 import type { RowMeta } from './worker/flush.ts';
@@ -94,7 +95,10 @@ export async function auditRun(
   }
 
   const seenKeys = new Set<string>();
+  // A retry is made of some lines of its manifest only.
+  const selection = (await ctx.rows.getRun(runId))?.options.selected ? await ctx.rows.selectedLines(runId) : undefined;
   for await (const row of readManifest(await labelled(`GET ${layout.manifest}`, ctx.storage.getStream(layout.manifest)), {})) {
+    if (selection && !lineSelected(selection, row.line)) continue;
     res.rows++;
     // The row's objects are its own whatever the report says: never counted as a stranger's.
     const stored = objects.get(row.key) ?? new Set<string>();
@@ -107,10 +111,16 @@ export async function auditRun(
       continue;
     }
     res[rec.status as 'completed']++;
-    if (rec.status === 'rejected') {
+    // Rejected rows, and rows canceled before they were ever enqueued, have no metadata and no images.
+    const neverSubmitted = rec.status === 'rejected' || (rec.status === 'canceled' && (await ctx.rows.canceledReasons(runId, [row.line]))[0]);
+    if (neverSubmitted) {
       if (stored.size) {
         res.duplicated++;
-        problem(`line ${row.line}: rejected but has ${stored.size} image objects`);
+        problem(`line ${row.line}: ${rec.status} but has ${stored.size} image objects`);
+      }
+      if (opts.acceptedByRow?.[`${runId}/${row.key}`]) {
+        res.extraSubmits++;
+        problem(`line ${row.line}: ${rec.status} before submission, yet fal accepted it`);
       }
       continue;
     }

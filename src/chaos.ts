@@ -13,11 +13,10 @@ import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { auditRun, type AuditResult } from './audit.ts';
 import { loadConfig } from './core/config.ts';
-import { createContext } from './core/context.ts';
 import type { EmulatorOptions } from './emulator/index.ts';
 import { startFaultProxy } from './local/faultProxy.ts';
+import { createPortraitBatch } from './index.ts';
 import { startLocalStack } from './local/stack.ts';
-import { produceRun } from './producer/produce.ts';
 import { waitForRun } from './producer/wait.ts';
 
 export interface ChaosOptions {
@@ -87,7 +86,8 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
   const s3Proxy = await startFaultProxy({ target: stack.cfg.S3_ENDPOINT!, failureRate: CHAOS_S3_PUT_FAILURE_RATE });
   const env = { ...process.env, ...stack.env, S3_ENDPOINT: s3Proxy.url };
   const cfg = loadConfig(env);
-  const ctx = createContext(cfg, 'chaos');
+  const pb = createPortraitBatch(cfg, { name: 'chaos' });
+  const ctx = pb.context;
   const logFd = openSync(join(dataDir, 'chaos.log'), 'a');
   const children = new Map<string, ChildProcess>();
   const startRole = (role: 'webhook' | 'worker') => {
@@ -110,11 +110,9 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
     startRole('worker');
     await waitHealthy();
 
-    // The producer runs alongside: it blocks on the run window, and the kills must land mid-run.
+    // The run is produced by the worker process too, so the kills land on the producer as well.
     const runId = `chaos-${rows}-${Date.now().toString(36)}`;
-    const producing = produceRun(ctx, manifest, { runId });
-    producing.catch(() => undefined);
-    while (!(await ctx.rows.getRun(runId))) await sleep(100);
+    await pb.startRun(manifest, { runId });
     log(`chaos run ${runId}: ${rows} rows`);
     // Kill points spread over the run, alternating roles: SIGKILL, then restart at once.
     const plan = Array.from({ length: killsPerRole * 2 }, (_, i) => ({ role: i % 2 === 0 ? 'worker' : 'webhook', at: (i + 1) / (killsPerRole * 2 + 1) })) as {
@@ -135,7 +133,6 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
         }
       },
     });
-    await producing.catch((err: Error) => Promise.reject(new Error(`producer failed: ${err.name}: ${err.message}`)));
     const audit = await auditRun(ctx, runId, { acceptedByRow: stack.emulator!.stats().acceptedByRow, verifyHashes: true }).catch((err: Error) =>
       Promise.reject(new Error(`audit failed: ${err.name}: ${err.message}`)),
     );
@@ -155,7 +152,7 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
     for (const c of children.values()) c.kill('SIGTERM');
     await Promise.all([...children.values()].map((c) => (c.exitCode === null ? new Promise((r) => c.once('exit', r)) : undefined)));
     closeSync(logFd);
-    await ctx.close();
+    await pb.close();
     await s3Proxy.close();
     await stack.stop();
     if (!opts.dataDir) await rm(dataDir, { recursive: true, force: true });

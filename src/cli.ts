@@ -1,19 +1,20 @@
-// The `portrait-batch` command: parses arguments and calls the library. Nothing else lives here.
-import { Command, InvalidArgumentError } from 'commander';
+// The `portrait-batch` command: parses arguments and calls the library (src/index.ts). Nothing else
+// lives here. With --json, stdout holds exactly one JSON object; everything else goes to stderr.
+import { createWriteStream } from 'node:fs';
+import { resolve } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { ConfigError, loadConfig, requireVar } from './core/config.ts';
-import { createContext, type Context } from './core/context.ts';
-import { resumeSubmissions } from './core/pause.ts';
 import { runChaos } from './chaos.ts';
+import { RunControlError } from './control/errors.ts';
 import { runDemo } from './demo.ts';
 import { startEmulator } from './emulator/index.ts';
+import { createPortraitBatch, dryRun, type PortraitBatch } from './index.ts';
 import { ManifestError } from './manifest/index.ts';
-import { produceRun } from './producer/produce.ts';
-import { waitForRun } from './producer/wait.ts';
-import { formatStatus, runStatus } from './status.ts';
-import { startWebhookServer } from './webhook/server.ts';
-import { startWorkers } from './worker/index.ts';
+import { progressReporter } from './progress.ts';
+import { formatRunList, formatStatus } from './status.ts';
 
-/** Exit codes: 2 bad input (manifest, arguments), 3 bad configuration, 1 anything else. */
+/** Exit codes: 2 bad input (manifest, arguments, unknown run), 3 bad configuration, 1 anything else. */
 class ExitError extends Error {
   constructor(
     message: string,
@@ -24,10 +25,16 @@ class ExitError extends Error {
 }
 
 const say = (line: string) => process.stderr.write(`${line}\n`);
+const print = (line: string) => process.stdout.write(`${line}\n`);
+const printJson = (value: unknown) => print(JSON.stringify(value));
 
-function withContext<T>(name: string, fn: (ctx: Context) => Promise<T>): Promise<T> {
-  const ctx = createContext(loadConfig(), name);
-  return fn(ctx).finally(() => ctx.close());
+async function withLibrary<T>(name: string, fn: (pb: PortraitBatch) => Promise<T>): Promise<T> {
+  const pb = createPortraitBatch(loadConfig(), { name });
+  try {
+    return await fn(pb);
+  } finally {
+    await pb.close();
+  }
 }
 
 /** Keeps a long-running role up until SIGINT/SIGTERM, then closes it gracefully. */
@@ -46,79 +53,164 @@ const port = (v: string) => {
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('must be a port number 0-65535');
   return n;
 };
+const money = (v: string) => {
+  const n = Number(v);
+  if (!/^\d+(\.\d+)?$/.test(v.trim()) || !Number.isFinite(n)) throw new InvalidArgumentError('must be an amount such as 25 or 12.50');
+  return n;
+};
 
 const program = new Command('portrait-batch')
   .description('Turn CSV manifests of face photos into full-body portraits with fal.ai, at scale.')
-  .showHelpAfterError();
+  .showHelpAfterError()
+  // Bad arguments and unknown commands exit 2, not commander's 1 (see the final handler).
+  .exitOverride();
 
 program
   .command('run')
-  .description('validate a manifest and enqueue its rows (workers and webhook run separately)')
+  .description('record a run of a manifest (local file or s3://bucket/key, also .gz) and return its id; workers produce it')
   .argument('<manifest>', 'CSV manifest: face_url plus optional model parameters per row')
   .option('--run-id <id>', 'run id (default: derived from the manifest content, so a rerun resumes the run)')
-  .option('--wait', 'wait until every row is finished and the report is written')
-  .option('--json', 'print one JSON object as the last line')
-  .action(async (manifest: string, o: { runId?: string; wait?: boolean; json?: boolean }) => {
-    await withContext('producer', async (ctx) => {
-      const res = await produceRun(ctx, manifest, { runId: o.runId });
-      say(`${res.resumed ? 'resumed' : 'started'} run ${res.runId} (${res.total} rows)`);
-      if (o.wait) {
-        await waitForRun(ctx, res.runId, {
-          onProgress: (r, pause) => say(`${r.state}: ${r.completed} completed, ${r.failed} failed, ${r.rejected} rejected${pause ? ` — PAUSED: ${pause}` : ''}`),
-        });
+  .option('--wait', 'follow the run until every row is finished and the report is written')
+  .option('--dry-run', 'validate and estimate the cost only: needs no Redis, S3 or fal')
+  .option('--max-cost <amount>', 'stop submitting once the estimated cost of submitted work would pass this', money)
+  .option('--json', 'print one JSON object on stdout')
+  .action(async (manifest: string, o: { runId?: string; wait?: boolean; dryRun?: boolean; maxCost?: number; json?: boolean }) => {
+    if (o.dryRun) {
+      const est = await dryRun(manifest, loadConfig());
+      if (o.json) printJson(est);
+      else {
+        print(`${est.rows} rows: ${est.valid} valid, ${est.rejected} rejected · ${est.images} images · ${est.megapixels} MP · estimated ${est.estimatedCost.toFixed(2)} ${est.currency}`);
+        if (est.unsizedRows) say(`  ${est.unsizedRows} rows give no image_size and are estimated at 1 MP an image`);
       }
-      const status = await runStatus(ctx, res.runId);
-      if (o.json) process.stdout.write(`${JSON.stringify(status)}\n`);
-      else say(formatStatus(status!));
+      return;
+    }
+    await withLibrary('producer', async (pb) => {
+      const res = await pb.startRun(manifest, { runId: o.runId, maxCost: o.maxCost });
+      say(`${res.resumed ? 'resumed' : 'started'} run ${res.runId} (${res.total} rows, estimated ${res.estimatedCost.toFixed(2)} ${res.currency})`);
+      if (!o.wait) {
+        if (o.json) printJson({ ...(await pb.status(res.runId)), resumed: res.resumed });
+        else print(res.runId);
+        return;
+      }
+      if (!o.json) print(res.runId);
+      const progress = progressReporter();
+      const status = await pb.waitForRun(res.runId, { onProgress: (s) => progress.update(s) });
+      progress.end();
+      if (o.json) printJson({ ...status, resumed: res.resumed });
+      else say(formatStatus(status));
     });
   });
 
 program
   .command('status')
-  .description('show a run: counters, state, why it is paused or stopped, where its report is')
+  .description('show a run: counts, elapsed, rows/s, ETA, cost so far, why it is paused or stopped, where its report is')
   .argument('<runId>')
-  .option('--json', 'print JSON')
+  .option('--json', 'print one JSON object on stdout')
   .action(async (runId: string, o: { json?: boolean }) => {
-    await withContext('status', async (ctx) => {
-      const s = await runStatus(ctx, runId);
+    await withLibrary('status', async (pb) => {
+      const s = await pb.status(runId);
       if (!s) throw new ExitError(`no run ${runId}`, 2);
-      process.stdout.write(o.json ? `${JSON.stringify(s)}\n` : `${formatStatus(s)}\n`);
+      print(o.json ? JSON.stringify(s) : formatStatus(s));
+    });
+  });
+
+program
+  .command('runs')
+  .description('list every run, newest first: state, counts, started/finished, cost')
+  .option('--json', 'print one JSON object on stdout: {runs: [...]}')
+  .action(async (o: { json?: boolean }) => {
+    await withLibrary('runs', async (pb) => {
+      const runs = await pb.listRuns();
+      print(o.json ? JSON.stringify({ runs }) : formatRunList(runs));
+    });
+  });
+
+program
+  .command('cancel')
+  .description('stop a run: nothing more is submitted, queued fal requests are canceled, unfinished rows end canceled')
+  .argument('<runId>')
+  .option('--json', 'print one JSON object on stdout')
+  .action(async (runId: string, o: { json?: boolean }) => {
+    await withLibrary('cancel', async (pb) => {
+      const res = await pb.cancelRun(runId);
+      if (o.json) printJson(res);
+      else print(res.outcome === 'finished' ? `run ${runId} had already finished (${res.state}); nothing changed` : `run ${runId} canceled`);
+    });
+  });
+
+program
+  .command('retry')
+  .description("start a new run of a finished run's failed rows (same parameters and row keys); prints its id")
+  .argument('<runId>')
+  .option('--json', 'print one JSON object on stdout')
+  .action(async (runId: string, o: { json?: boolean }) => {
+    await withLibrary('retry', async (pb) => {
+      const res = await pb.retryFailed(runId);
+      say(`run ${res.runId} retries ${res.rows} failed rows of ${runId}`);
+      if (o.json) printJson(res);
+      else print(res.runId);
+    });
+  });
+
+program
+  .command('report')
+  .description("write a finished run's report.csv to stdout or a file")
+  .argument('<runId>')
+  .option('--out <file>', 'write to this file instead of stdout')
+  .action(async (runId: string, o: { out?: string }) => {
+    await withLibrary('report', async (pb) => {
+      const csv = await pb.report(runId);
+      await pipeline(csv, o.out ? createWriteStream(resolve(o.out)) : process.stdout, { end: Boolean(o.out) });
+      if (o.out) say(`report of ${runId} written to ${o.out}`);
+    });
+  });
+
+program
+  .command('download')
+  .description("copy a finished run's images, report, summary and a contact sheet (index.html) into a folder")
+  .argument('<runId>')
+  .argument('<dir>')
+  .option('--json', 'print one JSON object on stdout')
+  .action(async (runId: string, dir: string, o: { json?: boolean }) => {
+    await withLibrary('download', async (pb) => {
+      const res = await pb.download(runId, resolve(dir));
+      if (o.json) printJson(res);
+      else print(`${res.files} files of run ${runId} in ${res.dir}; open ${res.contactSheet}`);
     });
   });
 
 program
   .command('resume')
   .description('lift a pause caused by fal refusing the API key (after fixing FAL_KEY)')
-  .action(async () => {
-    await withContext('resume', async (ctx) => say((await resumeSubmissions(ctx)) ? 'submissions resumed' : 'submissions were not paused'));
+  .option('--json', 'print one JSON object on stdout')
+  .action(async (o: { json?: boolean }) => {
+    await withLibrary('resume', async (pb) => {
+      const resumed = await pb.resume();
+      if (o.json) printJson({ resumed });
+      else say(resumed ? 'submissions resumed' : 'submissions were not paused');
+    });
   });
 
 program
   .command('webhook')
   .description('run the webhook receiver (POST /fal/webhook)')
   .action(async () => {
-    const ctx = createContext(loadConfig(), 'webhook');
-    const hook = await startWebhookServer(ctx);
+    const pb = createPortraitBatch(loadConfig(), { name: 'webhook' });
+    const hook = await pb.startWebhook({ host: '0.0.0.0' });
     say(`webhook receiver listening on :${hook.port}`);
-    await serveUntilSignal(async () => {
-      await hook.close();
-      await ctx.close();
-    });
+    await serveUntilSignal(() => pb.close());
   });
 
 program
   .command('worker')
-  .description('run submit, store and reconcile workers')
+  .description('run produce, submit, store and reconcile workers')
   .action(async () => {
     const cfg = loadConfig();
     requireVar(cfg, 'FAL_KEY', 'by the worker: it calls fal');
-    const ctx = createContext(cfg, 'worker');
-    const workers = await startWorkers(ctx);
+    const pb = createPortraitBatch(cfg, { name: 'worker' });
+    await pb.startWorkers();
     say('workers running');
-    await serveUntilSignal(async () => {
-      await workers.close();
-      await ctx.close();
-    });
+    await serveUntilSignal(() => pb.close());
   });
 
 program
@@ -136,12 +228,14 @@ program
   .description('run everything in one process on the embedded default and leave a contact sheet')
   .option('--manifest <file>', 'manifest to run', 'examples/faces.csv')
   .option('--data-dir <dir>', 'where state and outputs are kept', 'demo-data')
-  .option('--json', 'print one JSON object as the last line')
+  .option('--json', 'print one JSON object on stdout')
   .action(async (o: { manifest: string; dataDir: string; json?: boolean }) => {
-    const res = await runDemo({ manifest: o.manifest, dataDir: o.dataDir, log: say });
+    const progress = progressReporter();
+    const res = await runDemo({ manifest: o.manifest, dataDir: o.dataDir, log: say, onProgress: (s) => progress.update(s) });
+    progress.end();
     say(`run ${res.runId}: ${res.state} — ${res.completed} completed, ${res.failed} failed, ${res.rejected} rejected, ${res.canceled} canceled`);
     say(`open ${res.outputDir}/index.html`);
-    if (o.json) process.stdout.write(`${JSON.stringify(res)}\n`);
+    if (o.json) printJson(res);
   });
 
 program
@@ -152,32 +246,36 @@ program
     if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('must be a positive integer');
     return n;
   }, 2000)
-  .option('--json', 'print one JSON object as the last line')
+  .option('--json', 'print one JSON object on stdout')
   .action(async (o: { rows: number; json?: boolean }) => {
     const res = await runChaos({ rows: o.rows, log: say });
     for (const p of res.audit.problems) say(`  problem: ${p}`);
     say(`chaos: ${res.rows} rows, ${res.completed} completed, ${res.failed} failed, lost ${res.lost}, duplicated ${res.duplicated}, extra submits ${res.extraSubmits}, ambiguous submits ${res.ambiguousSubmits}, ${res.kills} kills, ${res.seconds} s`);
     const { audit: _audit, ...summary } = res;
-    if (o.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
+    if (o.json) printJson(summary);
     if (res.lost || res.duplicated || res.extraSubmits) throw new ExitError('chaos run found lost, duplicated or extra-submitted rows', 1);
   });
+
+/** The exit code an error ends the command with. */
+function exitCodeOf(err: unknown): number {
+  if (err instanceof CommanderError) return err.code === 'commander.helpDisplayed' || err.code === 'commander.version' ? 0 : 2;
+  if (err instanceof ManifestError || err instanceof RunControlError) return 2;
+  if (err instanceof ConfigError) return 3;
+  if (err instanceof ExitError) return err.code;
+  return 1;
+}
 
 try {
   await program.parseAsync(process.argv);
   process.exit(0);
 } catch (err) {
-  if (err instanceof ManifestError) {
-    say(`error: ${err.message}`);
-    process.exit(2);
+  const code = exitCodeOf(err);
+  // commander has already printed its own message (and the help) for argument errors.
+  if (!(err instanceof CommanderError)) {
+    const known = err instanceof ManifestError || err instanceof RunControlError || err instanceof ConfigError || err instanceof ExitError;
+    say(`error: ${err instanceof Error ? (known ? err.message : (err.stack ?? err.message)) : String(err)}`);
   }
-  if (err instanceof ConfigError) {
-    say(`error: ${err.message}`);
-    process.exit(3);
-  }
-  if (err instanceof ExitError) {
-    say(`error: ${err.message}`);
-    process.exit(err.code);
-  }
-  say(`error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-  process.exit(1);
+  // With --json, stdout still holds exactly one JSON object.
+  if (process.argv.includes('--json') && code !== 0) printJson({ error: err instanceof Error ? err.message : String(err), exitCode: code });
+  process.exit(code);
 }

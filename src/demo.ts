@@ -3,19 +3,14 @@
 // runs a manifest, waits, and copies the run out with a contact sheet.
 import { rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { createContext } from './core/context.ts';
-import { runLayout } from './core/layout.ts';
-import { startLocalStack } from './local/stack.ts';
-import { copyRunToDir, writeContactSheet } from './local/contactSheet.ts';
-import { produceRun } from './producer/produce.ts';
-import { waitForRun } from './producer/wait.ts';
-import { startWebhookServer } from './webhook/server.ts';
-import { startWorkers } from './worker/index.ts';
+import { startEmbeddedService } from './local/embedded.ts';
+import type { RunStatus } from './status.ts';
 
 export interface DemoOptions {
   manifest?: string;
   dataDir?: string;
   log?: (line: string) => void;
+  onProgress?: (s: RunStatus) => void;
 }
 
 export interface DemoResult {
@@ -36,23 +31,16 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
   const log = opts.log ?? (() => undefined);
   const dataDir = resolve(opts.dataDir ?? 'demo-data');
   const manifest = resolve(opts.manifest ?? 'examples/faces.csv');
-  const stack = await startLocalStack({ dataDir, defaults: EMBEDDED_DEFAULTS });
+  const { stack, pb, stop } = await startEmbeddedService({ dataDir, defaults: EMBEDDED_DEFAULTS, name: 'demo' });
   log(`stack: redis ${stack.cfg.REDIS_URL} · s3 ${stack.cfg.S3_ENDPOINT ?? 'AWS'} · fal ${stack.cfg.FAL_QUEUE_URL}`);
-  const ctx = createContext(stack.cfg, 'demo');
-  const webhook = await startWebhookServer(ctx, stack.cfg.WEBHOOK_PORT, '127.0.0.1');
-  const workers = await startWorkers(ctx);
   try {
-    const { runId, resumed } = await produceRun(ctx, manifest);
+    const { runId, resumed } = await pb.startRun(manifest);
     log(`${resumed ? 'resuming' : 'started'} run ${runId}`);
-    const run = await waitForRun(ctx, runId, {
-      onProgress: (r, pause) => log(`  ${r.state}: ${r.completed} completed, ${r.failed} failed, ${r.rejected} rejected${pause ? ` (paused: ${pause})` : ''}`),
-    });
+    const run = await pb.waitForRun(runId, { onProgress: opts.onProgress });
     const outputDir = join(dataDir, 'runs', runId);
-    const prefix = runLayout(stack.cfg.S3_PREFIX, runId).base;
     await rm(outputDir, { recursive: true, force: true });
-    await copyRunToDir(ctx.storage, prefix, outputDir);
-    const sheet = await writeContactSheet(outputDir, prefix, `portrait-batch run ${runId}`);
-    log(`contact sheet: ${sheet}`);
+    const { contactSheet } = await pb.download(runId, outputDir);
+    log(`contact sheet: ${contactSheet}`);
     return {
       runId,
       state: run.state,
@@ -64,9 +52,6 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
       outputDir,
     };
   } finally {
-    await workers.close();
-    await webhook.close();
-    await ctx.close();
-    await stack.stop();
+    await stop();
   }
 }

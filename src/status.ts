@@ -1,10 +1,12 @@
-// What `portrait-batch status` shows: the run's counters, state, pause reason and where its outputs are.
+// What `portrait-batch status` and `runs` show: a run's counters, state, pace (elapsed, rows/s, ETA),
+// cost so far, pause/stop reason, links to retries and where its outputs are.
 import type { Context } from './core/context.ts';
 import { runLayout } from './core/layout.ts';
 import { getPause } from './core/pause.ts';
+import type { RunRecord } from './core/rowState.ts';
 import { summaryOf } from './worker/finalize.ts';
 
-export async function runStatus(ctx: Context, runId: string) {
+export async function runStatus(ctx: Context, runId: string, now = Date.now()) {
   const run = await ctx.rows.getRun(runId);
   if (!run) return undefined;
   const pause = await getPause(ctx);
@@ -16,19 +18,71 @@ export async function runStatus(ctx: Context, runId: string) {
     pauseReason: pause?.reason ?? null,
     queued: run.queued,
     inFlight,
+    ...pace(run, now),
     report: run.finishedAt ? `s3://${ctx.storage.bucket}/${layout.report}` : null,
   };
 }
 export type RunStatus = NonNullable<Awaited<ReturnType<typeof runStatus>>>;
 
+/** Rows finished (any outcome) and how fast: elapsed seconds, rows per second, seconds left (null until known). */
+export function pace(run: RunRecord, now = Date.now()) {
+  const done = run.completed + run.failed + run.rejected + run.canceled;
+  const elapsedSeconds = Math.max(0, ((run.finishedAt ?? now) - run.createdAt) / 1000);
+  const rowsPerSecond = elapsedSeconds > 0 ? done / elapsedSeconds : 0;
+  const total = run.total ?? (run.options.rows as number | undefined);
+  const left = total === undefined ? undefined : Math.max(0, total - done);
+  const etaSeconds = run.finishedAt ? 0 : left !== undefined && rowsPerSecond > 0 ? left / rowsPerSecond : null;
+  return {
+    done,
+    elapsedSeconds: round1(elapsedSeconds),
+    rowsPerSecond: round1(rowsPerSecond),
+    etaSeconds: etaSeconds === null ? null : round1(etaSeconds),
+  };
+}
+
+const round1 = (v: number) => Math.round(v * 10) / 10;
+
+/** One run in `runs`: state, counts, started/finished, cost. */
+export function runListEntry(run: RunRecord) {
+  const s = summaryOf(run, run.state);
+  return {
+    runId: s.runId,
+    state: s.state,
+    total: s.total,
+    completed: s.completed,
+    failed: s.failed,
+    rejected: s.rejected,
+    canceled: s.canceled,
+    startedAt: s.startedAt,
+    finishedAt: s.finishedAt,
+    cost: s.cost,
+    estimatedCost: s.estimatedCost,
+    currency: s.currency,
+  };
+}
+export type RunListEntry = ReturnType<typeof runListEntry>;
+
+const money = (v: number, c: string) => `${v.toFixed(2)} ${c}`;
+const duration = (s: number) => (s >= 3600 ? `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m` : s >= 60 ? `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, '0')}s` : `${Math.round(s)}s`);
+
 export function formatStatus(s: RunStatus): string {
   const lines = [
     `run ${s.runId}: ${s.state}${s.finishedAt ? ` (finished ${s.finishedAt})` : ''}`,
     `  rows: ${s.total ?? `${s.queued + s.rejected}+ (still reading)`} · completed ${s.completed} · failed ${s.failed} · rejected ${s.rejected} · canceled ${s.canceled} · in flight ${s.inFlight}`,
-    `  fal submissions: ${s.submits}`,
+    `  elapsed ${duration(s.elapsedSeconds)} · ${s.rowsPerSecond} rows/s${s.etaSeconds !== null && !s.finishedAt ? ` · ETA ${duration(s.etaSeconds)}` : ''}`,
+    `  fal submissions: ${s.submits} · cost so far ${money(s.cost, s.currency)} (estimated for the run ${money(s.estimatedCost, s.currency)}${s.maxCost !== null ? `, cap ${money(s.maxCost, s.currency)}` : ''})`,
   ];
   if (s.pauseReason) lines.push(`  PAUSED: ${s.pauseReason}`);
-  if (s.stopReason) lines.push(`  STOPPED: ${s.stopReason}`);
+  if (s.stopReason) lines.push(`  ${s.state === 'canceled' ? 'CANCELED' : 'STOPPED'}: ${s.stopReason}`);
+  if (s.retryOf) lines.push(`  retries the failed rows of ${s.retryOf}`);
+  if (s.retriedBy.length) lines.push(`  failed rows retried by ${s.retriedBy.join(', ')}`);
   if (s.report) lines.push(`  report: ${s.report}`);
   return lines.join('\n');
+}
+
+export function formatRunList(runs: RunListEntry[]): string {
+  if (!runs.length) return 'no runs';
+  return runs
+    .map((r) => `${r.runId}  ${r.state.padEnd(8)}  ${r.completed}/${r.total} completed, ${r.failed} failed, ${r.rejected} rejected, ${r.canceled} canceled  started ${r.startedAt}${r.finishedAt ? `  finished ${r.finishedAt}` : ''}  ${money(r.cost, r.currency)}`)
+    .join('\n');
 }

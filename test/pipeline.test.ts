@@ -8,8 +8,6 @@ import { parse } from 'csv-parse/sync';
 import sharp from 'sharp';
 import { auditRun } from '../src/audit.ts';
 import { runLayout } from '../src/core/layout.ts';
-import { produceRun } from '../src/producer/produce.ts';
-import { waitForRun } from '../src/producer/wait.ts';
 import type { RowMeta } from '../src/worker/flush.ts';
 import { faceDataUri, writeFaces } from './helpers/faces.ts';
 import { startTestStack, type TestStack } from './helpers/stack.ts';
@@ -39,11 +37,11 @@ before(async () => {
 after(() => t.stop());
 
 test('a 62-row manifest ends with every row stored or rejected, and S3 holds exactly that', async () => {
-  const res = await produceRun(t.ctx, manifestPath);
+  const res = await t.pb.startRun(manifestPath);
   runId = res.runId;
   assert.equal(res.resumed, false);
   assert.equal(res.total, 62);
-  const run = await waitForRun(t.ctx, runId, { timeoutMs: 120_000 });
+  const run = await t.pb.waitForRun(runId, { timeoutMs: 120_000 });
   assert.equal(run.state, 'finished');
   assert.deepEqual([run.completed, run.failed, run.rejected, run.canceled], [60, 0, 2, 0]);
 
@@ -112,10 +110,10 @@ test('a 62-row manifest ends with every row stored or rejected, and S3 holds exa
 
 test('running the same manifest again resumes the same run and submits nothing', async () => {
   const before = t.local.emulator!.stats().submits;
-  const res = await produceRun(t.ctx, manifestPath);
+  const res = await t.pb.startRun(manifestPath);
   assert.equal(res.runId, runId);
   assert.equal(res.resumed, true);
-  const run = await waitForRun(t.ctx, runId, { timeoutMs: 30_000 });
+  const run = await t.pb.waitForRun(runId, { timeoutMs: 30_000 });
   assert.equal(run.completed, 60);
   await new Promise((r) => setTimeout(r, 1000)); // a reconcile sweep or two
   assert.equal(t.local.emulator!.stats().submits, before);

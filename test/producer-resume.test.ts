@@ -1,22 +1,23 @@
-// kill -9 of the producer mid-manifest: running the same manifest again resumes from its cursor, and
-// every row ends exactly once, with nothing submitted twice.
+// Producing is a job: `run` returns as soon as the run is recorded, a worker process produces it, and a
+// producer SIGKILLed mid-manifest (its window full) is continued by another worker from the cursor,
+// every row ending exactly once, with nothing submitted twice.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import { auditRun } from '../src/audit.ts';
 import { loadConfig } from '../src/core/config.ts';
-import { createContext } from '../src/core/context.ts';
-import { produceRun } from '../src/producer/produce.ts';
-import { waitForRun } from '../src/producer/wait.ts';
-import { startWorkers } from '../src/worker/index.ts';
+import { createPortraitBatch } from '../src/index.ts';
+import { freePort } from '../src/local/ports.ts';
 import { faceDataUri } from './helpers/faces.ts';
-import { startTestStack } from './helpers/stack.ts';
+import { TEST_POLICY, startTestStack } from './helpers/stack.ts';
 
 const CLI = fileURLToPath(new URL('../bin/portrait-batch.js', import.meta.url));
+const run = promisify(execFile);
 
-test('a producer killed mid-manifest resumes from its cursor on rerun, even with another window', { timeout: 120_000 }, async () => {
+test('run returns at once; a worker killed mid-manifest is continued from its cursor by another', { timeout: 120_000 }, async () => {
   const t = await startTestStack({ workers: false, env: { RUN_WINDOW: '10' } });
   try {
     const face = await faceDataUri(3);
@@ -24,31 +25,37 @@ test('a producer killed mid-manifest resumes from its cursor on rerun, even with
     for (let i = 0; i < 60; i++) lines.push(`k${i},"${face}"`);
     const manifest = await t.manifest('resume.csv', `${lines.join('\n')}\n`);
 
-    // No workers yet: the producer fills its window of 10 and waits; then it is killed.
-    const child = spawn(process.execPath, [CLI, 'run', manifest, '--run-id', 'resume-1'], { env: { ...process.env, ...t.local.env }, stdio: 'ignore' });
-    let run = await t.ctx.rows.getRun('resume-1');
-    for (let i = 0; i < 200 && !(run && run.queued >= 10); i++) {
-      await sleep(50);
-      run = await t.ctx.rows.getRun('resume-1');
-    }
-    assert.ok(run && run.queued >= 10 && run.queued < 60, `the producer stopped at its window (queued ${run?.queued})`);
-    child.kill('SIGKILL');
-    await new Promise((r) => child.once('exit', r));
+    // No worker runs: `run` records the run and returns with its id; nothing is read into the window yet.
+    const { stdout } = await run(process.execPath, [CLI, 'run', manifest, '--run-id', 'resume-1'], { env: { ...process.env, ...t.local.env } });
+    assert.equal(stdout.trim(), 'resume-1');
+    const recorded = (await t.ctx.rows.getRun('resume-1'))!;
+    assert.equal(recorded.state, 'running');
+    assert.equal(recorded.queued, 0, 'the CLI produced nothing itself');
 
-    // The rerun has another window, so its batches (15 rows) straddle the cursor the first one left
-    // (after 10 rows): only the cursor keeps the rows before it from being queued again.
-    const wider = createContext(loadConfig({ ...t.local.env, RUN_WINDOW: '15' }), 'rerun');
-    const workers = await startWorkers(t.ctx);
+    // A worker process whose fal never answers: it produces up to its window of 10, then waits; killed.
+    const deadFal = `http://127.0.0.1:${await freePort()}`;
+    const child = spawn(process.execPath, [CLI, 'worker'], { env: { ...process.env, ...t.local.env, FAL_QUEUE_URL: deadFal, JOB_LOCK_MS: '2000' }, stdio: 'ignore' });
+    let r = await t.ctx.rows.getRun('resume-1');
+    for (let i = 0; i < 400 && !(r && r.queued >= 10); i++) {
+      await sleep(50);
+      r = await t.ctx.rows.getRun('resume-1');
+    }
+    assert.ok(r && r.queued >= 10 && r.queued < 60, `the producer stopped at its window (queued ${r?.queued})`);
+    child.kill('SIGKILL');
+    await new Promise((res) => child.once('exit', res));
+
+    // Workers here pick up the stalled produce job and continue from the cursor. They have another
+    // window, so their batches (15 rows) straddle the cursor the first one left (after 10 rows): only
+    // the cursor keeps the rows before it from being queued again.
+    const wider = createPortraitBatch(loadConfig({ ...t.local.env, RUN_WINDOW: '15' }), { name: 'rerun', policy: TEST_POLICY });
     try {
-      const res = await produceRun(wider, manifest, { runId: 'resume-1' });
-      assert.equal(res.resumed, true);
-      const done = await waitForRun(t.ctx, 'resume-1', { timeoutMs: 60_000 });
+      await wider.startWorkers();
+      const done = await t.pb.waitForRun('resume-1', { timeoutMs: 90_000 });
       assert.deepEqual([done.total, done.completed, done.queued], [60, 60, 60]);
       const audit = await auditRun(t.ctx, 'resume-1', { acceptedByRow: t.local.emulator!.stats().acceptedByRow });
       assert.deepEqual(audit.problems, []);
       assert.equal(t.local.emulator!.stats().accepted, 60, 'each row paid once');
     } finally {
-      await workers.close();
       await wider.close();
     }
   } finally {

@@ -5,19 +5,16 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
 import { auditRun } from '../src/audit.ts';
 import { loadConfig } from '../src/core/config.ts';
-import { createContext } from '../src/core/context.ts';
 import { getPause } from '../src/core/pause.ts';
 import { runLayout } from '../src/core/layout.ts';
 import { jobIds, submitJobOptions } from '../src/core/queues.ts';
 import { startFaultProxy } from '../src/local/faultProxy.ts';
 import { freePort } from '../src/local/ports.ts';
-import { produceRun } from '../src/producer/produce.ts';
-import { waitForRun } from '../src/producer/wait.ts';
 import { runStatus } from '../src/status.ts';
-import { startWorkers } from '../src/worker/index.ts';
+import { createPortraitBatch } from '../src/index.ts';
 import type { RowMeta } from '../src/worker/flush.ts';
 import { faceDataUri } from './helpers/faces.ts';
-import { startTestStack, type TestStack } from './helpers/stack.ts';
+import { TEST_POLICY, startTestStack, type TestStack } from './helpers/stack.ts';
 
 async function manifestOf(t: TestStack, rows: number, extraCols = ''): Promise<string> {
   const face = await faceDataUri(1);
@@ -27,8 +24,8 @@ async function manifestOf(t: TestStack, rows: number, extraCols = ''): Promise<s
 }
 
 async function runToEnd(t: TestStack, rows: number, timeoutMs = 60_000) {
-  const { runId } = await produceRun(t.ctx, await manifestOf(t, rows));
-  const run = await waitForRun(t.ctx, runId, { timeoutMs });
+  const { runId } = await t.pb.startRun(await manifestOf(t, rows));
+  const run = await t.pb.waitForRun(runId, { timeoutMs });
   const audit = await auditRun(t.ctx, runId, { acceptedByRow: t.local.emulator!.stats().acceptedByRow });
   assert.deepEqual(audit.problems, []);
   return { runId, run, audit };
@@ -53,24 +50,23 @@ test('connection refused is retried; the row completes once fal is reachable', a
   const t = await startTestStack({ workers: false });
   const port = await freePort();
   // Workers talk to fal through a port where nothing listens yet; a proxy to the emulator opens later.
-  const ctx = createContext(loadConfig({ ...t.local.env, FAL_QUEUE_URL: `http://127.0.0.1:${port}` }), 'refused');
-  const workers = await startWorkers(ctx);
+  const refused = createPortraitBatch(loadConfig({ ...t.local.env, FAL_QUEUE_URL: `http://127.0.0.1:${port}` }), { name: 'refused', policy: TEST_POLICY });
+  await refused.startWorkers();
   try {
-    const { runId } = await produceRun(t.ctx, await manifestOf(t, 2));
+    const { runId } = await t.pb.startRun(await manifestOf(t, 2));
     await sleep(1500);
     assert.equal(t.local.emulator!.stats().submits, 0);
     assert.equal((await t.ctx.rows.getRun(runId))!.completed, 0);
     const proxy = await startFaultProxy({ target: t.local.emulator!.url, failureRate: 0, port });
     try {
-      const run = await waitForRun(t.ctx, runId, { timeoutMs: 60_000 });
+      const run = await t.pb.waitForRun(runId, { timeoutMs: 60_000 });
       assert.equal(run.completed, 2);
       assert.equal((await meta(t, runId, 'r0'))!.attempts, 1);
     } finally {
       await proxy.close();
     }
   } finally {
-    await workers.close();
-    await ctx.close();
+    await refused.close();
     await t.stop();
   }
 });
@@ -80,14 +76,14 @@ test('422 at submit fails the row with fal\'s detail and is never retried', asyn
   // Two tries at most, so a wrongly retried 422 ends the row (as "failed after 2 tries") within the test.
   const t = await startTestStack({ env: { SUBMIT_MAX_TRIES: '2' }, emulator: { validateAt: 'submit' } });
   try {
-    const { runId } = await produceRun(t.ctx, await manifestOf(t, 1));
-    await waitForRun(t.ctx, runId, { timeoutMs: 30_000 });
+    const { runId } = await t.pb.startRun(await manifestOf(t, 1));
+    await t.pb.waitForRun(runId, { timeoutMs: 30_000 });
     // A submit job made by hand with an input the manifest reader would refuse: fal answers 422. It
     // carries the producer's job options (retries and backoff), so a retry would be a real one.
     await t.ctx.queues.submit.add(
       'submit',
       { runId, key: 'forged', line: 999, row: { faceUrl: await faceDataUri(2), faceKind: 'data', input: { num_images: 9 }, extra: {} } },
-      { jobId: jobIds.submit(runId, 'forged'), ...submitJobOptions(t.ctx.cfg.SUBMIT_MAX_TRIES) },
+      { jobId: jobIds.submit(runId, 'forged'), ...submitJobOptions(t.ctx.policy) },
     );
     for (let i = 0; i < 100 && !(await meta(t, runId, 'forged')); i++) await sleep(100);
     const m = (await meta(t, runId, 'forged'))!;
@@ -103,8 +99,9 @@ test('422 at submit fails the row with fal\'s detail and is never retried', asyn
 test('a bad input that only fal\'s runner refuses (accepted, then 422) fails its row with fal\'s detail', async () => {
   const t = await startTestStack();
   try {
-    const { runId } = await produceRun(t.ctx, await manifestOf(t, 1));
-    await waitForRun(t.ctx, runId, { timeoutMs: 30_000 });
+    const { runId } = await t.pb.startRun(await manifestOf(t, 1));
+    await t.pb.waitForRun(runId, { timeoutMs: 30_000 });
+    // A submit job made by hand with an input the manifest reader would refuse: fal answers 422.
     await t.ctx.queues.submit.add('submit', {
       runId,
       key: 'forged',
@@ -126,7 +123,7 @@ test('a bad input that only fal\'s runner refuses (accepted, then 422) fails its
 test('401 pauses submissions with a reason in status; a worker with a good key resumes them', async () => {
   const t = await startTestStack({ emulator: { apiKeys: ['good-key'] } });
   try {
-    const { runId } = await produceRun(t.ctx, await manifestOf(t, 4));
+    const { runId } = await t.pb.startRun(await manifestOf(t, 4));
     for (let i = 0; i < 100 && !(await getPause(t.ctx)); i++) await sleep(100);
     const status = (await runStatus(t.ctx, runId))!;
     assert.equal(status.state, 'paused');
@@ -134,15 +131,14 @@ test('401 pauses submissions with a reason in status; a worker with a good key r
     const calls = t.local.emulator!.stats().submits;
     await sleep(1500);
     assert.ok(t.local.emulator!.stats().submits <= calls + 8, 'no hammering while paused');
-    const good = createContext(loadConfig({ ...t.local.env, FAL_KEY: 'good-key' }), 'good');
+    const good = createPortraitBatch(loadConfig({ ...t.local.env, FAL_KEY: 'good-key' }), { name: 'good', policy: TEST_POLICY });
     await t.workers!.close();
-    const workers = await startWorkers(good);
+    await good.startWorkers();
     try {
-      const run = await waitForRun(t.ctx, runId, { timeoutMs: 60_000 });
+      const run = await t.pb.waitForRun(runId, { timeoutMs: 60_000 });
       assert.equal(run.completed, 4);
       assert.equal(await getPause(t.ctx), undefined);
     } finally {
-      await workers.close();
       await good.close();
     }
   } finally {
@@ -153,21 +149,20 @@ test('401 pauses submissions with a reason in status; a worker with a good key r
 test('403 pauses submissions like 401: no row fails, a worker with a good key resumes them', async () => {
   const t = await startTestStack({ emulator: { forbiddenKeys: ['emulator-key'] } });
   try {
-    const { runId } = await produceRun(t.ctx, await manifestOf(t, 4));
+    const { runId } = await t.pb.startRun(await manifestOf(t, 4));
     for (let i = 0; i < 100 && !(await getPause(t.ctx)); i++) await sleep(100);
     const status = (await runStatus(t.ctx, runId))!;
     assert.equal(status.state, 'paused');
     assert.match(status.pauseReason!, /403/);
     assert.equal((await t.ctx.rows.getRun(runId))!.failed, 0, 'a forbidden key is no rejected input');
-    const good = createContext(loadConfig({ ...t.local.env, FAL_KEY: 'good-key' }), 'good');
+    const good = createPortraitBatch(loadConfig({ ...t.local.env, FAL_KEY: 'good-key' }), { name: 'good', policy: TEST_POLICY });
     await t.workers!.close();
-    const workers = await startWorkers(good);
+    await good.startWorkers();
     try {
-      const run = await waitForRun(t.ctx, runId, { timeoutMs: 60_000 });
+      const run = await t.pb.waitForRun(runId, { timeoutMs: 60_000 });
       assert.deepEqual([run.completed, run.failed], [4, 0]);
       assert.equal(await getPause(t.ctx), undefined);
     } finally {
-      await workers.close();
       await good.close();
     }
   } finally {
@@ -198,10 +193,10 @@ test('a submit fal accepted but whose answer was lost is not paid again: its web
 test('with no webhook (as in poll mode) a lost submit answer is resubmitted after the grace period and counted as ambiguous', async () => {
   const t = await startTestStack({ emulator: { faults: { ambiguousSubmitRate: 1, webhookDropRate: 1 } } });
   try {
-    const { runId } = await produceRun(t.ctx, await manifestOf(t, 2));
+    const { runId } = await t.pb.startRun(await manifestOf(t, 2));
     for (let i = 0; i < 100 && t.local.emulator!.stats().answersLost < 2; i++) await sleep(50);
     t.local.emulator!.setFaults({ ambiguousSubmitRate: 0 });
-    const run = await waitForRun(t.ctx, runId, { timeoutMs: 60_000 });
+    const run = await t.pb.waitForRun(runId, { timeoutMs: 60_000 });
     assert.equal(run.completed, 2);
     const m = (await meta(t, runId, 'r0'))!;
     assert.deepEqual([m.attempts, m.request_ids.length], [2, 1], 'attempt 1 never learned its request id');
@@ -217,8 +212,8 @@ test('with no webhook (as in poll mode) a lost submit answer is resubmitted afte
 test('reconciler: a row past ROW_DEADLINE_MS fails as timed out, its fal request is cancelled, and the run finishes', async () => {
   const t = await startTestStack({ env: { ROW_DEADLINE_MS: '1500' }, emulator: { latencyMs: { min: 30_000, max: 30_000 }, runningCancelCompletesRate: 0 } });
   try {
-    const { runId } = await produceRun(t.ctx, await manifestOf(t, 2));
-    const run = await waitForRun(t.ctx, runId, { timeoutMs: 20_000 });
+    const { runId } = await t.pb.startRun(await manifestOf(t, 2));
+    const run = await t.pb.waitForRun(runId, { timeoutMs: 20_000 });
     assert.deepEqual([run.completed, run.failed], [0, 2]);
     const m = (await meta(t, runId, 'r0'))!;
     assert.match(m.error!, /timed out/);
@@ -248,7 +243,7 @@ test('reconciler: webhooks that never come are replaced by polling status and re
 test('reconciler: a request still queued or running is looked at again later', async () => {
   const t = await startTestStack({ emulator: { latencyMs: { min: 4000, max: 4000 }, slots: 1, faults: { webhookDropRate: 1 } } });
   try {
-    const { runId } = await produceRun(t.ctx, await manifestOf(t, 2));
+    const { runId } = await t.pb.startRun(await manifestOf(t, 2));
     const seen = new Set<string>();
     for (let i = 0; i < 80 && seen.size < 1; i++) {
       for (const k of await t.ctx.rows.activeRowKeys(runId)) {
@@ -258,7 +253,7 @@ test('reconciler: a request still queued or running is looked at again later', a
       await sleep(100);
     }
     assert.ok(seen.size >= 1, 'a poll saw the request queued or running');
-    const run = await waitForRun(t.ctx, runId, { timeoutMs: 60_000 });
+    const run = await t.pb.waitForRun(runId, { timeoutMs: 60_000 });
     assert.equal(run.completed, 2);
   } finally {
     await t.stop();
@@ -268,10 +263,10 @@ test('reconciler: a request still queued or running is looked at again later', a
 test('reconciler: a request fal lost (404) is resubmitted as a new attempt', async () => {
   const t = await startTestStack({ emulator: { faults: { lostRequestRate: 1 } } });
   try {
-    const { runId } = await produceRun(t.ctx, await manifestOf(t, 2));
+    const { runId } = await t.pb.startRun(await manifestOf(t, 2));
     for (let i = 0; i < 100 && t.local.emulator!.stats().lost < 2; i++) await sleep(50);
     t.local.emulator!.setFaults({ lostRequestRate: 0 });
-    const run = await waitForRun(t.ctx, runId, { timeoutMs: 60_000 });
+    const run = await t.pb.waitForRun(runId, { timeoutMs: 60_000 });
     assert.equal(run.completed, 2);
     const m = (await meta(t, runId, 'r0'))!;
     assert.equal(m.attempts, 2);
@@ -297,18 +292,17 @@ test('duplicate and reordered webhooks change nothing', async () => {
 test('a webhook that arrives before the submit call returned is not lost', async () => {
   const t = await startTestStack({ workers: false, emulator: { latencyMs: { min: 0, max: 0 } } });
   const slow = await startFaultProxy({ target: t.local.emulator!.url, failureRate: 0, methods: ['POST'], responseDelayMs: 1500 });
-  const ctx = createContext(loadConfig({ ...t.local.env, FAL_QUEUE_URL: slow.url }), 'slow');
-  const workers = await startWorkers(ctx);
+  const slowFal = createPortraitBatch(loadConfig({ ...t.local.env, FAL_QUEUE_URL: slow.url }), { name: 'slow', policy: TEST_POLICY });
+  await slowFal.startWorkers();
   try {
-    const { runId } = await produceRun(t.ctx, await manifestOf(t, 3));
-    const run = await waitForRun(t.ctx, runId, { timeoutMs: 60_000 });
+    const { runId } = await t.pb.startRun(await manifestOf(t, 3));
+    const run = await t.pb.waitForRun(runId, { timeoutMs: 60_000 });
     assert.equal(run.completed, 3);
     const m = (await meta(t, runId, 'r0'))!;
     assert.equal(m.attempts, 1);
     assert.equal(t.local.emulator!.stats().accepted, 3, 'nothing paid twice');
   } finally {
-    await workers.close();
-    await ctx.close();
+    await slowFal.close();
     await slow.close();
     await t.stop();
   }
@@ -320,8 +314,8 @@ test('model errors fail their rows with fal\'s reason; past the threshold the ru
     emulator: { faults: { modelErrorRate: 1 } },
   });
   try {
-    const { runId } = await produceRun(t.ctx, await manifestOf(t, 12));
-    const run = await waitForRun(t.ctx, runId, { timeoutMs: 60_000 });
+    const { runId } = await t.pb.startRun(await manifestOf(t, 12));
+    const run = await t.pb.waitForRun(runId, { timeoutMs: 60_000 });
     assert.equal(run.state, 'stopped');
     assert.ok(run.failed >= 3 && run.failed <= 5, `failed ${run.failed}`);
     assert.equal(run.failed + run.canceled, 12);

@@ -8,13 +8,24 @@ import { after, before, beforeEach, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { startRedisServer, type RunningRedis } from '../src/local/redisServer.ts';
 import { RowStore, type RowData } from '../src/core/rowState.ts';
+import type { RunPolicy } from '../src/core/runPolicy.ts';
 
 let server: RunningRedis;
 let redis: Redis;
 let rows: RowStore;
 let dir: string;
 const data: RowData = { faceUrl: 'https://x.example/f.png', faceKind: 'http', input: {}, extra: {} };
-const opts = { deadlineMs: 60_000, maxAttempts: 3 };
+/** The run's own policy: the transitions read it from the run, not from the caller. */
+const policy: RunPolicy = {
+  endpoint: 'fal-ai/x',
+  maxAttempts: 3,
+  deadlineMs: 60_000,
+  failureMinRows: 4,
+  failureRatio: 0.5,
+  maxCost: null,
+  pricePerMegapixel: 0.02,
+  currency: 'USD',
+};
 let run = '';
 let n = 0;
 
@@ -22,7 +33,7 @@ before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'pb-rows-'));
   server = await startRedisServer({ dir, persistent: false });
   redis = new Redis(server.url);
-  rows = new RowStore(redis, { minRows: 4, ratio: 0.5 });
+  rows = new RowStore(redis);
 });
 after(async () => {
   await redis.quit();
@@ -31,25 +42,25 @@ after(async () => {
 });
 beforeEach(async () => {
   run = `run${++n}`;
-  await rows.createRun({ runId: run, manifest: 'm.csv', manifestKey: 'k', options: {} });
+  await rows.createRun({ runId: run, manifest: 'm.csv', manifestKey: 'k', options: {}, policy });
 });
 
 async function submitted(key: string, line: number, requestId: string) {
-  const c = await rows.claimSubmit(run, key, line, data, opts);
-  assert.deepEqual(c, { outcome: 'submit', attempt: 1 });
+  const c = await rows.claimSubmit(run, key, line, data);
+  assert.deepEqual(c, { outcome: 'submit', attempt: 1, endpoint: 'fal-ai/x' });
   assert.equal(await rows.recordSubmit(run, key, 1, requestId, Date.now()), 'ok');
 }
 
 test('claim records the attempt before submitting; a second claim sees it in flight', async () => {
-  assert.deepEqual(await rows.claimSubmit(run, 'a', 2, data, opts), { outcome: 'submit', attempt: 1 });
-  assert.equal((await rows.claimSubmit(run, 'a', 2, data, opts)).outcome, 'inflight');
+  assert.deepEqual(await rows.claimSubmit(run, 'a', 2, data), { outcome: 'submit', attempt: 1, endpoint: 'fal-ai/x' });
+  assert.equal((await rows.claimSubmit(run, 'a', 2, data)).outcome, 'inflight');
   assert.equal((await rows.getRun(run))!.submits, 1);
 });
 
 test('a refused submission is taken back, so the retry is attempt 1 again', async () => {
-  await rows.claimSubmit(run, 'a', 2, data, opts);
+  await rows.claimSubmit(run, 'a', 2, data);
   assert.equal(await rows.releaseSubmit(run, 'a', 1, 'fal answered 429'), true);
-  assert.deepEqual(await rows.claimSubmit(run, 'a', 2, data, opts), { outcome: 'submit', attempt: 1 });
+  assert.deepEqual(await rows.claimSubmit(run, 'a', 2, data), { outcome: 'submit', attempt: 1, endpoint: 'fal-ai/x' });
   assert.equal((await rows.getRun(run))!.submits, 1);
 });
 
@@ -64,11 +75,11 @@ test('OK result: storing, then completed exactly once whatever repeats', async (
   assert.equal((await rows.getRun(run))!.completed, 1);
   await rows.forgetRow(run, 'a');
   assert.equal(await rows.recordResult(run, 'a', { requestId: 'req-1', status: 'OK' }), 'duplicate', 'mapping outlives the row');
-  assert.equal((await rows.claimSubmit(run, 'a', 2, data, opts)).outcome, 'terminal', 'the done bit stops a resubmission');
+  assert.equal((await rows.claimSubmit(run, 'a', 2, data)).outcome, 'terminal', 'the done bit stops a resubmission');
 });
 
 test('a webhook that beats the submit response finds its row through the URL hint', async () => {
-  await rows.claimSubmit(run, 'a', 2, data, opts);
+  await rows.claimSubmit(run, 'a', 2, data);
   assert.equal(await rows.recordResult(run, 'a', { requestId: 'req-x', hintAttempt: 1, status: 'OK' }), 'store');
   assert.equal(await rows.recordSubmit(run, 'a', 1, 'req-x', Date.now()), 'late');
   assert.equal((await rows.getRow(run, 'a'))!.state, 'storing');
@@ -76,15 +87,15 @@ test('a webhook that beats the submit response finds its row through the URL hin
 });
 
 test('an unknown request is not placed, and a hint for an attempt never made is refused', async () => {
-  await rows.claimSubmit(run, 'a', 2, data, opts);
+  await rows.claimSubmit(run, 'a', 2, data);
   assert.equal(await rows.recordResult(run, 'a', { requestId: 'req-y', hintAttempt: 2, status: 'OK' }), 'unknown');
   assert.equal(await rows.recordResult(run, 'nope', { requestId: 'req-z', status: 'OK' }), 'unknown');
 });
 
 test('ERROR for the current attempt fails the row; for a superseded attempt it is ignored', async () => {
   await submitted('a', 2, 'req-1');
-  assert.equal(await rows.supersede(run, 'a', 'submitted', 1, 'req-1', 'lost', 3), 'resubmit');
-  assert.deepEqual(await rows.claimSubmit(run, 'a', 2, data, opts), { outcome: 'submit', attempt: 2 });
+  assert.equal(await rows.supersede(run, 'a', 'submitted', 1, 'req-1', 'lost'), 'resubmit');
+  assert.deepEqual(await rows.claimSubmit(run, 'a', 2, data), { outcome: 'submit', attempt: 2, endpoint: 'fal-ai/x' });
   await rows.recordSubmit(run, 'a', 2, 'req-2', Date.now());
   assert.equal(await rows.recordResult(run, 'a', { requestId: 'req-1', status: 'ERROR', error: 'old' }), 'ignored');
   assert.equal(await rows.recordResult(run, 'a', { requestId: 'req-2', status: 'ERROR', error: 'model error' }), 'failed');
@@ -96,8 +107,8 @@ test('ERROR for the current attempt fails the row; for a superseded attempt it i
 
 test('a late OK result of a superseded attempt completes the open row once; the other result is ignored', async () => {
   await submitted('a', 2, 'req-1');
-  await rows.supersede(run, 'a', 'submitted', 1, 'req-1', 'lost', 3);
-  await rows.claimSubmit(run, 'a', 2, data, opts);
+  await rows.supersede(run, 'a', 'submitted', 1, 'req-1', 'lost');
+  await rows.claimSubmit(run, 'a', 2, data);
   await rows.recordSubmit(run, 'a', 2, 'req-2', Date.now());
   assert.equal(await rows.recordResult(run, 'a', { requestId: 'req-1', status: 'OK' }), 'store');
   assert.equal(await rows.recordResult(run, 'a', { requestId: 'req-2', status: 'OK' }), 'duplicate');
@@ -108,8 +119,8 @@ test('a late OK result of a superseded attempt completes the open row once; the 
 
 test('a completed row, not yet flushed, ignores a superseded attempt\'s late result', async () => {
   await submitted('a', 2, 'req-1');
-  await rows.supersede(run, 'a', 'submitted', 1, 'req-1', 'lost', 3);
-  await rows.claimSubmit(run, 'a', 2, data, opts);
+  await rows.supersede(run, 'a', 'submitted', 1, 'req-1', 'lost');
+  await rows.claimSubmit(run, 'a', 2, data);
   await rows.recordSubmit(run, 'a', 2, 'req-2', Date.now());
   assert.equal(await rows.recordResult(run, 'a', { requestId: 'req-2', status: 'OK' }), 'store');
   assert.equal(await rows.completeRow(run, 'a', 'req-2', [], '7', 'p'), true);
@@ -124,11 +135,12 @@ test('a completed row, not yet flushed, ignores a superseded attempt\'s late res
 });
 
 test('the attempt limit ends a row that fal keeps losing', async () => {
-  const one = { deadlineMs: 60_000, maxAttempts: 2 };
+  run = `run${++n}`;
+  await rows.createRun({ runId: run, manifest: 'm.csv', manifestKey: 'k', options: {}, policy: { ...policy, maxAttempts: 2 } });
   for (let attempt = 1; attempt <= 2; attempt++) {
-    assert.deepEqual(await rows.claimSubmit(run, 'a', 2, data, one), { outcome: 'submit', attempt });
+    assert.deepEqual(await rows.claimSubmit(run, 'a', 2, data), { outcome: 'submit', attempt, endpoint: 'fal-ai/x' });
     await rows.recordSubmit(run, 'a', attempt, `req-${attempt}`, Date.now());
-    const out = await rows.supersede(run, 'a', 'submitted', attempt, `req-${attempt}`, 'fal lost it (404)', 2);
+    const out = await rows.supersede(run, 'a', 'submitted', attempt, `req-${attempt}`, 'fal lost it (404)');
     assert.equal(out, attempt === 2 ? 'failed' : 'resubmit');
   }
   const row = await rows.getRow(run, 'a');
@@ -173,7 +185,7 @@ test('failure threshold: past min rows and ratio the run stops, and unsubmitted 
   const r = (await rows.getRun(run))!;
   assert.equal(r.state, 'stopped');
   assert.match(r.stopReason!, /3 of 4 finished rows failed/);
-  assert.equal((await rows.claimSubmit(run, 'e', 6, data, opts)).outcome, 'canceled');
+  assert.equal((await rows.claimSubmit(run, 'e', 6, data)).outcome, 'canceled');
   assert.match((await rows.getRow(run, 'e'))!.error!, /run stopped before this row was submitted: failure threshold exceeded/);
   assert.equal((await rows.getRun(run))!.canceled, 1);
 });

@@ -14,6 +14,8 @@ export function runLayout(prefix: string, runId: string) {
     manifest: `${base}manifest.csv`,
     /** Local faces named by path in the manifest, uploaded so fal can fetch them through a presigned URL. */
     input: (rowKey: string, ext: string) => `${base}inputs/${rowKey}${ext}`,
+    /** Local faces refused where the run was started (face cell → reason), so workers elsewhere judge them alike. */
+    localFaces: `${base}local-faces.json`,
   };
 }
 export type RunLayout = ReturnType<typeof runLayout>;

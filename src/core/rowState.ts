@@ -107,6 +107,8 @@ export interface RunRecord {
   /** Estimated cost of the work submitted so far, in millionths of the currency. */
   costMicros: number;
   stopReason?: string;
+  /** Runs made of this run's failed rows. */
+  retriedBy: string[];
   policy: RunPolicy;
   options: Record<string, unknown>;
 }
@@ -189,6 +191,7 @@ export class RowStore {
       submits: Number(h.submits ?? 0),
       costMicros: Number(h.costMicros ?? 0),
       stopReason: h.stopReason,
+      retriedBy: h.retriedBy ? h.retriedBy.split(',') : [],
       policy: policyOf(h),
       options: h.options ? (JSON.parse(h.options) as Record<string, unknown>) : {},
     };
@@ -417,6 +420,11 @@ export class RowStore {
     if (!runId || !key) return undefined;
     return { runId, key, attempt: Number(attempt ?? 0) };
   }
+}
+
+/** Whether a run's selection bitmap (see selectedLines) holds a manifest line. */
+export function lineSelected(bitmap: Buffer, line: number): boolean {
+  return line >> 3 < bitmap.length && (bitmap[line >> 3]! & (0x80 >> (line & 7))) !== 0;
 }
 
 function mappingValue(runId: string, key: string, attempt: number): string {

@@ -22,6 +22,12 @@ export interface FaceOptions {
   baseDir?: string;
   /** Where s3:// faces may come from; without it s3:// faces are not checked here (the worker checks again). */
   s3?: S3FacePolicy;
+  /**
+   * Set when the local faces were checked (and uploaded) on the machine the run was started from: face
+   * cell → why it was refused there. Any other local face is taken as uploaded, without looking at
+   * this machine's files, so a worker elsewhere reads the manifest exactly as the starter did.
+   */
+  checkedLocalFaces?: ReadonlyMap<string, string>;
 }
 
 /** The s3:// face policy of a deployment. */
@@ -91,6 +97,10 @@ export class FaceClassifier {
   }
 
   private local(url: string): FaceVerdict {
+    if (this.opts.checkedLocalFaces) {
+      const refused = this.opts.checkedLocalFaces.get(url);
+      return refused ? { reason: refused } : { faceKind: 'local', localPath: resolve(this.opts.baseDir ?? '/', url) };
+    }
     const base = this.base();
     if (typeof base !== 'string') return { reason: `local path ${show(url)} cannot be resolved: ${base.reason}` };
     const lexical = resolve(base, url);

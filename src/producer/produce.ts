@@ -1,155 +1,242 @@
-// The producer: validates the whole manifest, copies it to S3, then streams its rows into the submit
-// queue in batches through a bounded window of rows in flight. Everything it does is resumable:
-// running the same manifest again continues the same run from its cursor and never re-submits a row.
-import { createHash } from 'node:crypto';
+// Producing a run. startRun (wherever the manifest is named: the CLI, the library) checks the manifest,
+// copies it — and, for a local file, its local faces — to S3, records the run with its policy and
+// enqueues a `produce` job. Any worker then runs produceRows: it streams the manifest copy from S3 into
+// the submit queue in batches through a bounded window of rows in flight, from the run's resume
+// cursor, so a killed producer is continued by another worker without re-submitting a row.
 import { createReadStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
-import { basename, dirname, extname, resolve } from 'node:path';
+import { basename, extname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Context } from '../core/context.ts';
+import { estimateRow } from '../core/cost.ts';
 import { runLayout } from '../core/layout.ts';
+import { jobOptions } from '../core/policy.ts';
 import { jobIds, submitJobOptions, type SubmitJob } from '../core/queues.ts';
+import { lineSelected, type RunRecord } from '../core/rowState.ts';
+import { runPolicyFrom, toMicros, type RunPolicy } from '../core/runPolicy.ts';
+import { FACE_COLUMNS, ManifestError, isRejected, readManifest, readOptionsFor, type ManifestRow, type ValidRow } from '../manifest/index.ts';
+import { manifestSource, type ManifestSource } from '../manifest/source.ts';
 import { enqueueFinalize } from '../worker/flush.ts';
-import { InputsDigest, ManifestError, isRejected, readManifest, readOptionsFor, type ReadManifestOptions, type ValidRow } from '../manifest/index.ts';
+import { deriveRunId, inspectManifest } from './inspect.ts';
 
-export interface ProduceOptions {
+export interface StartRunOptions {
   runId?: string;
-  /** Rows enqueued per BullMQ addBulk call. */
-  batchSize?: number;
-  onProgress?: (p: { runId: string; read: number; queued: number; rejected: number; waiting: boolean }) => void;
+  /** Stop submitting once the estimated cost of submitted work would pass this (the run's currency). */
+  maxCost?: number;
+  /** Make the run of only these manifest lines (a retry), with its faces where `facesRunId` uploaded them. */
+  lines?: number[];
+  facesRunId?: string;
+  /** The run's policy, when not the one this process's config gives (a retry keeps its original's). */
+  policy?: RunPolicy;
+  /**
+   * Produce the run here and now, returning once every row is queued (waiting on the window), instead
+   * of leaving it to a worker's produce job. A rerun without it hands the run to the workers.
+   */
+  inline?: boolean;
+  /** Extra fields kept in the run's options (e.g. the run this one retries). */
+  extra?: Record<string, unknown>;
 }
 
-export interface ProduceResult {
+export interface StartedRun {
   runId: string;
   /** True when the run already existed and was continued. */
   resumed: boolean;
+  /** Rows in the manifest (or in the selection of a retry). */
   total: number;
+  estimatedCost: number;
+  currency: string;
 }
 
 const RUN_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
-const WINDOW_POLL_MS = 200;
-/** Local faces uploaded to S3 at once. */
-const UPLOAD_CONCURRENCY = 16;
 
-/**
- * Reads the manifest once: checks it is a usable CSV (throws ManifestError), hashes its bytes and
- * what its rows point at (the content of its local faces; undefined when it names none).
- */
-export async function inspectManifest(path: string, opts: ReadManifestOptions = { baseDir: dirname(path) }): Promise<{ sha256: string; inputsSha256?: string; rows: number }> {
-  const hash = createHash('sha256');
-  const inputs = new InputsDigest();
-  const stream = createReadStream(path);
-  stream.on('data', (c) => hash.update(c));
-  let rows = 0;
-  for await (const row of readManifest(stream, opts)) {
-    rows++;
-    await inputs.add(row);
-  }
-  return { sha256: hash.digest('hex'), inputsSha256: inputs.digest(), rows };
-}
-
-/**
- * A run id a person can read, that changes whenever the manifest's bytes, the files its rows point at
- * or the endpoint change: the same manifest in the same place resumes, the same CSV in a folder with
- * other faces is another run.
- */
-export function deriveRunId(manifestPath: string, sha256: string, endpoint: string, inputsSha256?: string): string {
-  const slug = basename(manifestPath, extname(manifestPath)).replace(/[^A-Za-z0-9._-]+/g, '-').replace(/^[-.]+|-+$/g, '').slice(0, 48) || 'run';
-  const h = createHash('sha256').update(`${sha256}\n${endpoint}${inputsSha256 ? `\n${inputsSha256}` : ''}`).digest('hex').slice(0, 12);
-  return `${slug}-${h}`;
-}
-
-export async function produceRun(ctx: Context, manifestPath: string, opts: ProduceOptions = {}): Promise<ProduceResult> {
-  const path = resolve(manifestPath);
-  const info = await stat(path).catch(() => undefined);
-  if (!info?.isFile()) throw new ManifestError(`manifest ${manifestPath} does not exist or is not a file`);
-  const baseDir = dirname(path);
-  const readOptions = readOptionsFor(ctx.cfg, baseDir);
-  const { sha256, inputsSha256 } = await inspectManifest(path, readOptions);
-  const runId = opts.runId ?? deriveRunId(path, sha256, ctx.cfg.FAL_ENDPOINT, inputsSha256);
+export function checkRunId(runId: string): void {
   if (!RUN_ID.test(runId)) throw new ManifestError(`run id ${JSON.stringify(runId)} must be 1-128 characters of A-Z a-z 0-9 . _ -`);
+}
+
+/** Records a run and enqueues its producer; returns as soon as the run is recorded. */
+export async function startRun(ctx: Context, source: string | ManifestSource, opts: StartRunOptions = {}): Promise<StartedRun> {
+  const src = typeof source === 'string' ? manifestSource(source, ctx.storage) : source;
+  const selected = opts.lines ? new Set(opts.lines) : undefined;
+  // A retry's local faces were checked and uploaded by the run it retries, maybe on another machine.
+  const checkedLocalFaces = opts.facesRunId ? await refusedLocalFaces(ctx, opts.facesRunId) : undefined;
+  const inspection = await inspectManifest(src, { read: { ...readOptionsFor(ctx.cfg, src.baseDir), checkedLocalFaces }, lines: selected });
+  const runId = opts.runId ?? deriveRunId(src.name, inspection.sha256, ctx.cfg.FAL_ENDPOINT, inspection.inputsSha256);
+  checkRunId(runId);
+  const policy = opts.policy ?? runPolicyFrom(ctx.cfg, { maxCost: opts.maxCost });
+  const estimatedCost = inspection.megapixels * policy.pricePerMegapixel;
+
+  const existing = await ctx.rows.getRun(runId);
+  if (existing) {
+    if (existing.options.sha256 !== inspection.sha256) {
+      throw new ManifestError(`run ${runId} was started from a different manifest (sha256 ${String(existing.options.sha256).slice(0, 12)}…); use another --run-id`);
+    }
+    if (existing.options.inputsSha256 !== inspection.inputsSha256) {
+      throw new ManifestError(`run ${runId} was started from the same manifest pointing at other local faces (another folder, or changed files); use another --run-id`);
+    }
+    ctx.logger.info({ runId, cursor: existing.cursor, producerDone: existing.producerDone }, 'resuming run');
+    if (opts.inline) await produceRows(ctx, runId);
+    else if (!existing.producerDone) {
+      if (existing.options.inline) await ctx.rows.annotateRun(runId, { options: JSON.stringify({ ...existing.options, inline: false }) });
+      await enqueueProduce(ctx, runId);
+    }
+    return { runId, resumed: true, total: existing.total ?? inspection.rows, estimatedCost: Number(existing.options.estimatedCost ?? estimatedCost), currency: existing.policy.currency };
+  }
+
   const layout = runLayout(ctx.cfg.S3_PREFIX, runId);
-  // Summaries and logs name the manifest by file name and hash, never by the producer's paths.
-  const manifest = basename(path);
+  await ctx.storage.ensureBucket();
+  // The copy is what workers read and what the report is built from: the source may change or be
+  // on another machine.
+  await ctx.storage.upload(layout.manifest, await src.open(), 'text/csv');
+  const facesRunId = opts.facesRunId ?? runId;
+  const localFaces = src.kind === 'local' && !opts.facesRunId ? await uploadLocalFaces(ctx, src, runId, selected) : 0;
+  if (selected) await ctx.rows.selectLines(runId, [...selected]);
+  const created = await ctx.rows.createRun({
+    runId,
+    // Summaries and logs name a local manifest by file name (and hash), never by the starter's paths.
+    manifest: src.kind === 'local' ? basename(src.url) : src.url,
+    manifestKey: layout.manifest,
+    policy,
+    options: {
+      sha256: inspection.sha256,
+      inputsSha256: inspection.inputsSha256,
+      baseDir: src.baseDir,
+      facesRunId,
+      localFaces: localFaces > 0 || Boolean(opts.facesRunId),
+      rows: inspection.rows,
+      estimatedCost,
+      selected: Boolean(selected),
+      inline: Boolean(opts.inline),
+      ...opts.extra,
+    },
+  });
+  if (created) ctx.logger.info({ runId, manifest: src.name, sha256: inspection.sha256 }, 'run created');
+  if (opts.inline) await produceRows(ctx, runId);
+  else await enqueueProduce(ctx, runId);
+  return { runId, resumed: !created, total: inspection.rows, estimatedCost, currency: policy.currency };
+}
 
+async function refusedLocalFaces(ctx: Context, facesRunId: string): Promise<Map<string, string>> {
+  const refused = await ctx.storage.getJson<Record<string, string>>(runLayout(ctx.cfg.S3_PREFIX, facesRunId).localFaces);
+  return new Map(Object.entries(refused ?? {}));
+}
+
+/** startRun, produced here: returns once every row is queued (the way the producer worked before it was a job). */
+export function produceRun(ctx: Context, source: string | ManifestSource, opts: StartRunOptions = {}): Promise<StartedRun> {
+  return startRun(ctx, source, { ...opts, inline: true });
+}
+
+export async function enqueueProduce(ctx: Context, runId: string): Promise<void> {
+  await ctx.queues.produce.add('produce', { runId }, { jobId: jobIds.produce(runId), ...jobOptions(ctx.policy.produce, 'produce') });
+}
+
+/**
+ * Uploads every local face the manifest names (where the files are: this machine), and records the
+ * local faces it refused, so a worker on another machine reads the rows the same way.
+ */
+async function uploadLocalFaces(ctx: Context, src: ManifestSource, runId: string, selected?: Set<number>): Promise<number> {
+  const layout = runLayout(ctx.cfg.S3_PREFIX, runId);
+  const refused: Record<string, string> = {};
+  let uploads: Promise<void>[] = [];
+  let n = 0;
+  for await (const row of readManifest(await src.open(), readOptionsFor(ctx.cfg, src.baseDir))) {
+    if (selected && !selected.has(row.line)) continue;
+    if (isRejected(row)) {
+      if ((FACE_COLUMNS as readonly string[]).includes(row.rejected.column)) refused[row.faceUrl] = row.rejected.reason;
+      continue;
+    }
+    if (row.faceKind !== 'local' || !row.localPath) continue;
+    n++;
+    uploads.push(ctx.storage.upload(layout.input(row.key, extname(row.localPath).toLowerCase()), createReadStream(row.localPath), contentTypeOf(row.localPath)));
+    if (uploads.length >= ctx.policy.produce.uploadConcurrency) {
+      await Promise.all(uploads);
+      uploads = [];
+    }
+  }
+  await Promise.all(uploads);
+  if (n || Object.keys(refused).length) await ctx.storage.putJson(layout.localFaces, refused);
+  return n || Object.keys(refused).length;
+}
+
+/** Set on close: a producer stops at its next step and its job is picked up again (here or elsewhere). */
+export class ProducerInterrupted extends Error {
+  override name = 'ProducerInterrupted';
+}
+
+/**
+ * The produce job: streams the run's manifest copy through the window from the resume cursor. Rows read
+ * after the run was canceled or stopped are admitted as canceled, never enqueued.
+ */
+export async function produceRows(ctx: Context, runId: string, signal?: AbortSignal): Promise<string> {
   let run = await ctx.rows.getRun(runId);
-  const resumed = run !== undefined;
-  if (run && run.options.sha256 !== sha256) {
-    throw new ManifestError(`run ${runId} was started from a different manifest (sha256 ${String(run.options.sha256).slice(0, 12)}…); use another --run-id`);
+  if (!run) return 'norun';
+  if (run.producerDone) {
+    if (await ctx.rows.finishProducing(runId, run.total ?? 0)) await enqueueFinalize(ctx, runId);
+    return 'done';
   }
-  if (run && run.options.inputsSha256 !== inputsSha256) {
-    throw new ManifestError(`run ${runId} was started from the same manifest pointing at other local faces (another folder, or changed files); use another --run-id`);
-  }
-  if (!run) {
-    await ctx.storage.ensureBucket();
-    await ctx.storage.upload(layout.manifest, createReadStream(path), 'text/csv');
-    await ctx.rows.createRun({ runId, manifest, manifestKey: layout.manifest, options: { sha256, inputsSha256, endpoint: ctx.cfg.FAL_ENDPOINT, baseDir } });
-    run = (await ctx.rows.getRun(runId))!;
-    ctx.logger.info({ runId, manifest, sha256 }, 'run created');
-  } else {
-    ctx.logger.info({ runId, cursor: run.cursor, producerDone: run.producerDone }, 'resuming run');
-  }
-
-  const cursor = run.cursor;
+  const layout = runLayout(ctx.cfg.S3_PREFIX, runId);
+  const facesLayout = runLayout(ctx.cfg.S3_PREFIX, String(run.options.facesRunId ?? runId));
+  const checkedLocalFaces = run.options.localFaces ? await refusedLocalFaces(ctx, String(run.options.facesRunId ?? runId)) : new Map<string, string>();
+  const selection = run.options.selected ? await ctx.rows.selectedLines(runId) : undefined;
+  const isSelected = (line: number) => !selection || lineSelected(selection, line);
   const window = ctx.cfg.RUN_WINDOW;
-  const batchSize = Math.max(1, Math.min(opts.batchSize ?? 500, window));
+  const batchSize = Math.max(1, Math.min(ctx.policy.produce.batchSize, window));
+  const priceMicros = toMicros(run.policy.pricePerMegapixel);
+  const cursor = run.cursor;
+
   let total = 0;
-  let queued = 0;
-  let rejectedCount = 0;
   let batch: ValidRow[] = [];
   let rejected: { line: number; reason: string }[] = [];
   let lastLine = cursor;
+  const open = (r: RunRecord | undefined) => r?.state === 'running';
 
   const flushBatch = async () => {
     if (!batch.length && !rejected.length) return;
-    while ((await ctx.rows.inFlight(runId)) + batch.length > window) {
-      opts.onProgress?.({ runId, read: total, queued, rejected: rejectedCount, waiting: true });
-      await sleep(WINDOW_POLL_MS);
+    while (open(run) && (await ctx.rows.inFlight(runId)) + batch.length > window) {
+      if (signal?.aborted) throw new ProducerInterrupted(`producer of ${runId} interrupted`);
+      await sleep(ctx.policy.produce.windowPollMs);
+      run = await ctx.rows.getRun(runId);
     }
-    const jobs: SubmitJob[] = [];
-    for (let i = 0; i < batch.length; i += UPLOAD_CONCURRENCY) {
-      jobs.push(...(await Promise.all(batch.slice(i, i + UPLOAD_CONCURRENCY).map((row) => toSubmitJob(ctx, runId, row, layout)))));
+    if (signal?.aborted) throw new ProducerInterrupted(`producer of ${runId} interrupted`);
+    run = await ctx.rows.getRun(runId);
+    if (!open(run)) {
+      // Canceled or stopped: what was not enqueued is never submitted; it ends canceled now.
+      const reason = `run ${run?.state ?? 'gone'} before this row was submitted: ${run?.stopReason ?? ''}`;
+      await ctx.rows.admitBatch(runId, lastLine, 0, rejected, batch.map((r) => ({ line: r.line, reason })));
+    } else {
+      const jobs: SubmitJob[] = batch.map((row) => toSubmitJob(runId, row, facesLayout, priceMicros));
+      // Jobs first, then the cursor: a crash in between replays the batch, and the job ids absorb it.
+      await ctx.queues.submit.addBulk(
+        jobs.map((data) => ({ name: 'submit', data, opts: { jobId: jobIds.submit(runId, data.key), ...submitJobOptions(ctx.policy) } })),
+      );
+      await ctx.rows.admitBatch(runId, lastLine, jobs.length, rejected);
     }
-    // Jobs first, then the cursor: a crash in between replays the batch, and the job ids absorb it.
-    await ctx.queues.submit.addBulk(
-      jobs.map((data) => ({ name: 'submit', data, opts: { jobId: jobIds.submit(runId, data.key), ...submitJobOptions(ctx.cfg.SUBMIT_MAX_TRIES) } })),
-    );
-    await ctx.rows.admitBatch(runId, lastLine, jobs.length, rejected);
-    queued += jobs.length;
-    rejectedCount += rejected.length;
     batch = [];
     rejected = [];
-    opts.onProgress?.({ runId, read: total, queued, rejected: rejectedCount, waiting: false });
   };
 
-  if (!run.producerDone) {
-    for await (const row of readManifest(createReadStream(path), readOptions)) {
-      total++;
-      if (row.line <= cursor) continue;
-      lastLine = row.line;
-      if (isRejected(row)) rejected.push({ line: row.line, reason: `${row.rejected.column}: ${row.rejected.reason}` });
-      else batch.push(row);
-      if (batch.length + rejected.length >= batchSize) await flushBatch();
-    }
-    await flushBatch();
-  } else {
-    total = run.total ?? 0;
+  const stream = await ctx.storage.getStream(layout.manifest);
+  const readOptions = { ...readOptionsFor(ctx.cfg, run.options.baseDir as string | undefined), checkedLocalFaces };
+  for await (const row of readManifest(stream, readOptions)) {
+    if (!isSelected(row.line)) continue;
+    total++;
+    if (row.line <= cursor) continue;
+    lastLine = row.line;
+    if (isRejected(row)) rejected.push({ line: row.line, reason: `${row.rejected.column}: ${row.rejected.reason}` });
+    else batch.push(row);
+    if (batch.length + rejected.length >= batchSize) await flushBatch();
   }
+  await flushBatch();
   if (await ctx.rows.finishProducing(runId, total)) await enqueueFinalize(ctx, runId);
-  return { runId, resumed, total };
+  return 'done';
 }
 
-async function toSubmitJob(ctx: Context, runId: string, row: ValidRow, layout: ReturnType<typeof runLayout>): Promise<SubmitJob> {
-  let faceObjectKey: string | undefined;
-  if (row.faceKind === 'local' && row.localPath) {
-    faceObjectKey = layout.input(row.key, extname(row.localPath).toLowerCase());
-    await ctx.storage.upload(faceObjectKey, createReadStream(row.localPath), contentTypeOf(row.localPath));
-  }
+function toSubmitJob(runId: string, row: ManifestRow & ValidRow, faces: ReturnType<typeof runLayout>, priceMicros: number): SubmitJob {
+  const faceObjectKey = row.faceKind === 'local' && row.localPath ? faces.input(row.key, extname(row.localPath).toLowerCase()) : undefined;
   return {
     runId,
     key: row.key,
     line: row.line,
     row: { id: row.id, faceUrl: row.faceUrl, faceKind: row.faceKind, faceObjectKey, input: row.input as Record<string, unknown>, extra: row.extra },
+    costMicros: estimateRow(row.input as Record<string, unknown>).megapixels * priceMicros,
   };
 }
 

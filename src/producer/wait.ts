@@ -7,7 +7,7 @@ import type { RunRecord } from '../core/rowState.ts';
 export async function waitForRun(
   ctx: Context,
   runId: string,
-  opts: { intervalMs?: number; timeoutMs?: number; onProgress?: (run: RunRecord, pause?: string) => void } = {},
+  opts: { intervalMs?: number; timeoutMs?: number; onProgress?: (run: RunRecord, pause?: string) => void | Promise<void> } = {},
 ): Promise<RunRecord> {
   const deadline = opts.timeoutMs ? Date.now() + opts.timeoutMs : Infinity;
   let last = '';
@@ -15,13 +15,13 @@ export async function waitForRun(
     const run = await ctx.rows.getRun(runId);
     if (!run) throw new Error(`run ${runId} does not exist`);
     const pause = (await getPause(ctx))?.reason;
-    const sig = `${run.state}:${run.completed}:${run.failed}:${run.canceled}:${run.rejected}:${pause ?? ''}`;
+    const sig = `${run.state}:${run.completed}:${run.failed}:${run.canceled}:${run.rejected}:${run.total}:${pause ?? ''}`;
     if (sig !== last) {
       last = sig;
-      opts.onProgress?.(run, pause);
+      await opts.onProgress?.(run, pause);
     }
     if (run.finishedAt) return run;
     if (Date.now() > deadline) throw new Error(`run ${runId} did not finish within ${opts.timeoutMs} ms (state ${run.state})`);
-    await sleep(opts.intervalMs ?? 500);
+    await sleep(opts.intervalMs ?? ctx.policy.waitPollMs);
   }
 }

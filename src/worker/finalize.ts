@@ -5,7 +5,9 @@ import { basename } from 'node:path';
 import { stringify } from 'csv-stringify';
 import type { Context } from '../core/context.ts';
 import { runLayout } from '../core/layout.ts';
-import type { RunRecord } from '../core/rowState.ts';
+import { roundMoney } from '../core/cost.ts';
+import { lineSelected, type RunRecord } from '../core/rowState.ts';
+import { fromMicros } from '../core/runPolicy.ts';
 import { escapeCell, readManifest, type ManifestRow } from '../manifest/index.ts';
 import type { RowMeta } from './flush.ts';
 import { uploadWhileWriting } from './uploadWhileWriting.ts';
@@ -30,6 +32,14 @@ export function summaryOf(run: RunRecord, state: string) {
     manifest: basename(run.manifest),
     manifestSha256: typeof run.options.sha256 === 'string' ? run.options.sha256 : null,
     stopReason: run.stopReason ?? null,
+    /** Estimated cost of the whole manifest when the run was started, and of the work submitted. */
+    estimatedCost: roundMoney(Number(run.options.estimatedCost ?? 0)),
+    cost: fromMicros(run.costMicros),
+    maxCost: run.policy.maxCost,
+    currency: run.policy.currency,
+    /** Retries link both ways: the run this one retries, and the runs that retried this one. */
+    retryOf: (run.options.retryOf as string | undefined) ?? null,
+    retriedBy: run.retriedBy,
   };
 }
 export type Summary = ReturnType<typeof summaryOf>;
@@ -46,14 +56,18 @@ export async function writeRunReport(ctx: Context, runId: string): Promise<Summa
   const writing = (async () => {
     let batch: ManifestRow[] = [];
     const flush = async () => {
-      const reasons = await ctx.rows.rejectedReasons(runId, batch.map((r) => r.line));
-      const metas = await Promise.all(batch.map((r, i) => (reasons[i] ? undefined : ctx.storage.getJson<RowMeta>(layout.meta(r.key)))));
+      const lines = batch.map((r) => r.line);
+      const [reasons, cancels] = await Promise.all([ctx.rows.rejectedReasons(runId, lines), ctx.rows.canceledReasons(runId, lines)]);
+      const metas = await Promise.all(batch.map((r, i) => (reasons[i] || cancels[i] ? undefined : ctx.storage.getJson<RowMeta>(layout.meta(r.key)))));
       batch.forEach((r, i) => {
         const meta = metas[i];
         const reason = reasons[i];
+        const canceled = cancels[i];
         const record: Record<string, string> = reason
           ? { status: 'rejected', error: reason }
-          : meta
+          : canceled
+            ? { status: 'canceled', error: canceled }
+            : meta
             ? {
                 status: meta.status,
                 request_id: meta.request_id ?? '',
@@ -68,7 +82,11 @@ export async function writeRunReport(ctx: Context, runId: string): Promise<Summa
       });
       batch = [];
     };
-    for await (const row of readManifest(await ctx.storage.getStream(run.manifestKey), { baseDir: run.options.baseDir as string | undefined })) {
+    const selection = run.options.selected ? await ctx.rows.selectedLines(runId) : undefined;
+    // Faces are not looked at again: each row's outcome is in Redis or its metadata already.
+    const opts = { baseDir: run.options.baseDir as string | undefined, checkedLocalFaces: new Map<string, string>() };
+    for await (const row of readManifest(await ctx.storage.getStream(run.manifestKey), opts)) {
+      if (selection && !lineSelected(selection, row.line)) continue;
       batch.push(row);
       if (batch.length >= META_BATCH) await flush();
     }
@@ -81,7 +99,7 @@ export async function writeRunReport(ctx: Context, runId: string): Promise<Summa
   const finishedAt = run.finishedAt ?? Date.now();
   const summary = summaryOf({ ...run, finishedAt }, state);
   await ctx.storage.putJson(layout.summary, summary);
-  if (!run.finishedAt) await ctx.rows.markRunFinished(runId, state);
+  await ctx.rows.finishRun(runId, state);
   ctx.logger.info(summary, 'run finished');
   return summary;
 }

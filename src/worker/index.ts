@@ -1,14 +1,14 @@
 // Starts the worker role: produce (manifest → rows), submit, result (store) and control (reconcile,
 // finalize) workers, and the job scheduler that runs the reconciler. Retry timing comes from ctx.policy.
-import { Worker } from 'bullmq';
+import { DelayedError, Worker } from 'bullmq';
 import type { Context } from '../core/context.ts';
 import { FalTransientError } from '../core/errors.ts';
 import { resumeIfKeyChanged } from '../core/pause.ts';
 import { backoffDelay, type Backoff } from '../core/policy.ts';
 import { QUEUE_NAMES, type FinalizeJob, type ProduceJob, type ResultJob, type SubmitJob } from '../core/queues.ts';
-import { produceRows } from '../producer/produce.ts';
+import { ProducerInterrupted, produceRows } from '../producer/produce.ts';
 import { writeRunReport } from './finalize.ts';
-import { reconcileStaleRequests } from './reconcile.ts';
+import { reconcileStaleRequests, sweepCanceledRun } from './reconcile.ts';
 import { processResult } from './store.ts';
 import { processSubmit } from './submit.ts';
 
@@ -39,11 +39,25 @@ export async function startWorkers(ctx: Context): Promise<RunningWorkers> {
     // makes every re-run safe, so BullMQ need not give up on it.
     maxStalledCount: 1000,
   };
-  const produce = new Worker<ProduceJob>(QUEUE_NAMES.produce, (job) => produceRows(ctx, job.data.runId), {
-    ...common,
-    concurrency: PRODUCE_CONCURRENCY,
-    settings: { backoffStrategy: backoffStrategy(policy.produce.backoff) },
-  });
+  const stopping = new AbortController();
+  const produce = new Worker<ProduceJob>(
+    QUEUE_NAMES.produce,
+    async (job, token) => {
+      try {
+        return await produceRows(ctx, job.data.runId, stopping.signal);
+      } catch (err) {
+        if (!(err instanceof ProducerInterrupted)) throw err;
+        // This worker is closing: hand the run back at once; any worker continues from its cursor.
+        await job.moveToDelayed(Date.now(), token);
+        throw new DelayedError();
+      }
+    },
+    {
+      ...common,
+      concurrency: PRODUCE_CONCURRENCY,
+      settings: { backoffStrategy: backoffStrategy(policy.produce.backoff) },
+    },
+  );
   const submit = new Worker<SubmitJob>(QUEUE_NAMES.submit, (job, token) => processSubmit(ctx, job, token), {
     ...common,
     concurrency: cfg.SUBMIT_CONCURRENCY,
@@ -57,7 +71,11 @@ export async function startWorkers(ctx: Context): Promise<RunningWorkers> {
   });
   const control = new Worker<FinalizeJob | Record<string, never>>(
     QUEUE_NAMES.control,
-    async (job) => (job.name === 'finalize' ? writeRunReport(ctx, (job.data as FinalizeJob).runId) : reconcileStaleRequests(ctx)),
+    async (job) => {
+      if (job.name === 'finalize') return writeRunReport(ctx, (job.data as FinalizeJob).runId);
+      if (job.name === 'cancel') return sweepCanceledRun(ctx, (job.data as FinalizeJob).runId);
+      return reconcileStaleRequests(ctx);
+    },
     { ...common, concurrency: 2, settings: { backoffStrategy: backoffStrategy(policy.finalize.backoff) } },
   );
   const workers = [produce, submit, results, control];
@@ -74,6 +92,7 @@ export async function startWorkers(ctx: Context): Promise<RunningWorkers> {
   return {
     workers,
     async close() {
+      stopping.abort();
       await Promise.all(workers.map((w) => w.close()));
     },
   };

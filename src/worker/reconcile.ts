@@ -14,6 +14,7 @@ import type { RunPolicy } from '../core/runPolicy.ts';
 import { flushRow } from './flush.ts';
 import { errorText } from './store.ts';
 import { cancelRequest } from './submit.ts';
+import { enqueueProduce } from '../producer/produce.ts';
 
 export interface SweepCounts {
   rows: number;
@@ -30,6 +31,7 @@ export async function reconcileStaleRequests(ctx: Context, now = Date.now()): Pr
   for (const runId of await ctx.rows.activeRunIds()) {
     const run = await ctx.rows.getRun(runId);
     if (!run) continue;
+    if (!run.producerDone && !run.options.inline) await ensureProduceJob(ctx, runId);
     const rowKeys = await ctx.rows.activeRowKeys(runId);
     for (let i = 0; i < rowKeys.length; i += step) {
       await Promise.all(
@@ -115,6 +117,20 @@ export async function cancelRow(ctx: Context, endpoint: string, row: Row, now: n
   if (ended) await flushRow(ctx, row.runId, row.key);
 }
 
+/** Right after a run is canceled: end what can be ended now (the reconciler finishes the rest). */
+export async function sweepCanceledRun(ctx: Context, runId: string, now = Date.now()): Promise<SweepCounts> {
+  const counts: SweepCounts = { rows: 0, polled: 0, resubmitted: 0, timedOut: 0, flushed: 0, redriven: 0 };
+  const run = await ctx.rows.getRun(runId);
+  if (!run || run.state !== 'canceled') return counts;
+  for (const key of await ctx.rows.activeRowKeys(runId)) {
+    const row = await ctx.rows.getRow(runId, key);
+    if (!row) continue;
+    counts.rows++;
+    await cancelRow(ctx, run.policy.endpoint, row, now, counts);
+  }
+  return counts;
+}
+
 /** No webhook within the grace period: ask fal. */
 async function pollRequest(ctx: Context, endpoint: string, row: Row, requestId: string, now: number, counts: SweepCounts): Promise<void> {
   counts.polled++;
@@ -181,6 +197,14 @@ async function ensureSubmitJob(ctx: Context, row: Row, counts: SweepCounts): Pro
     counts.redriven++;
     await addSubmitJob(ctx, row, row.attempt);
   }
+}
+
+/** A run whose producer job is gone (its starter died after recording it, or the job failed for good). */
+async function ensureProduceJob(ctx: Context, runId: string): Promise<void> {
+  const job = await ctx.queues.produce.getJob(jobIds.produce(runId));
+  const state = job ? await job.getState() : 'missing';
+  if (state === 'failed' || state === 'completed') await job!.remove();
+  if (state === 'failed' || state === 'completed' || state === 'missing') await enqueueProduce(ctx, runId);
 }
 
 export async function addSubmitJob(ctx: Context, row: Row, generation: number): Promise<void> {

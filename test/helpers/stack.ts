@@ -1,13 +1,14 @@
 // The shared test fixture: a real redis-server, the embedded S3 server and the fal emulator on
-// loopback ports, with the webhook receiver and workers started in this process on demand.
+// loopback ports, with the webhook receiver and workers started in this process through the library.
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createContext, type Context } from '../../src/core/context.ts';
+import type { Context } from '../../src/core/context.ts';
+import type { PolicyOverrides } from '../../src/core/policy.ts';
 import type { EmulatorOptions } from '../../src/emulator/index.ts';
-import { startLocalStack, type LocalStack } from '../../src/local/stack.ts';
-import { startWebhookServer, type RunningWebhook } from '../../src/webhook/server.ts';
-import { startWorkers, type RunningWorkers } from '../../src/worker/index.ts';
+import type { PortraitBatch, RunningWorkers } from '../../src/index.ts';
+import { startEmbeddedService } from '../../src/local/embedded.ts';
+import type { LocalStack } from '../../src/local/stack.ts';
 
 /** Short timings so reconciliation paths run within a test. */
 export const TEST_DEFAULTS: Record<string, string> = {
@@ -22,11 +23,21 @@ export const TEST_DEFAULTS: Record<string, string> = {
   S3_BUCKET: 'portrait-test',
 };
 
+/** Retries come quickly in tests: the behaviour is the same, the waits are not. */
+export const TEST_POLICY: PolicyOverrides = {
+  submit: { backoff: { baseMs: 100, capMs: 800 }, pauseRecheckMs: 300 },
+  results: { backoff: { baseMs: 100, capMs: 800 } },
+  produce: { backoff: { baseMs: 100, capMs: 800 }, windowPollMs: 50 },
+  finalize: { backoff: { baseMs: 100, capMs: 800 } },
+  waitPollMs: 100,
+};
+
 export interface TestStack {
   dir: string;
   local: LocalStack;
+  /** The library handle: webhook and workers started unless asked not to. */
+  pb: PortraitBatch;
   ctx: Context;
-  webhook?: RunningWebhook;
   workers?: RunningWorkers;
   /** Writes a manifest file into the test's directory and returns its path. */
   manifest(name: string, text: string): Promise<string>;
@@ -34,36 +45,33 @@ export interface TestStack {
 }
 
 export async function startTestStack(
-  opts: { emulator?: EmulatorOptions; env?: Record<string, string>; webhook?: boolean; workers?: boolean } = {},
+  opts: { emulator?: EmulatorOptions; env?: Record<string, string>; webhook?: boolean; workers?: boolean; policy?: PolicyOverrides } = {},
 ): Promise<TestStack> {
   const dir = await mkdtemp(join(tmpdir(), 'pb-test-'));
-  const local = await startLocalStack({
+  const svc = await startEmbeddedService({
     dataDir: dir,
     env: opts.env ?? {},
     defaults: TEST_DEFAULTS,
     persistentRedis: false,
     emulator: { sizeScale: 0.125, latencyMs: { min: 5, max: 30 }, slots: 8, ...opts.emulator },
+    name: 'test',
+    policy: { ...TEST_POLICY, ...opts.policy },
+    webhook: opts.webhook,
+    workers: opts.workers,
   });
-  const ctx = createContext(local.cfg, 'test');
-  await ctx.storage.ensureBucket();
-  const webhook = opts.webhook === false ? undefined : await startWebhookServer(ctx, local.cfg.WEBHOOK_PORT, '127.0.0.1');
-  const workers = opts.workers === false ? undefined : await startWorkers(ctx);
   return {
     dir,
-    local,
-    ctx,
-    webhook,
-    workers,
+    local: svc.stack,
+    pb: svc.pb,
+    ctx: svc.pb.context,
+    workers: svc.workers,
     async manifest(name, text) {
       const p = join(dir, name);
       await writeFile(p, text);
       return p;
     },
     async stop() {
-      await workers?.close();
-      await webhook?.close();
-      await ctx.close();
-      await local.stop();
+      await svc.stop();
       await rm(dir, { recursive: true, force: true });
     },
   };

@@ -1,0 +1,45 @@
+// Retrying a run: a new run made of the original's failed rows — the same manifest lines, so the same
+// parameters and row keys — read from the original's manifest copy, with its uploaded faces and its
+// policy. The two runs name each other (retryOf / retriedBy), in Redis and in both summary.json files.
+import { pipeline } from 'node:stream';
+import { parse } from 'csv-parse';
+import type { Context } from '../core/context.ts';
+import { runLayout } from '../core/layout.ts';
+import { keys } from '../core/keys.ts';
+import { manifestSource } from '../manifest/source.ts';
+import { startRun, type StartedRun } from '../producer/produce.ts';
+import { summaryOf } from '../worker/finalize.ts';
+import { RunControlError } from './errors.ts';
+
+export interface RetryResult extends StartedRun {
+  retryOf: string;
+  rows: number;
+}
+
+export async function retryFailed(ctx: Context, runId: string): Promise<RetryResult> {
+  const run = await ctx.rows.getRun(runId);
+  if (!run) throw new RunControlError(`no run ${runId}`);
+  if (!run.finishedAt) throw new RunControlError(`run ${runId} is still ${run.state}: retry it once it has finished`);
+  const layout = runLayout(ctx.cfg.S3_PREFIX, runId);
+  const lines: number[] = [];
+  const report = parse({ columns: true, bom: true });
+  pipeline(await ctx.storage.getStream(layout.report), report, () => undefined);
+  for await (const r of report as AsyncIterable<Record<string, string>>) if (r.status === 'failed') lines.push(Number(r.line));
+  if (!lines.length) throw new RunControlError(`run ${runId} has no failed rows to retry`);
+
+  const n = await ctx.redis.hincrby(keys.run(runId), 'retries', 1);
+  const newId = `${runId.slice(0, 110)}-retry${n}`;
+  const src = { ...manifestSource(`s3://${ctx.storage.bucket}/${run.manifestKey}`, ctx.storage), baseDir: run.options.baseDir as string | undefined };
+  const started = await startRun(ctx, src, {
+    runId: newId,
+    lines,
+    facesRunId: String(run.options.facesRunId ?? runId),
+    policy: { ...run.policy, maxCost: null },
+    extra: { retryOf: runId, manifestOf: run.manifest },
+  });
+  const retriedBy = [...run.retriedBy, newId];
+  await ctx.rows.annotateRun(runId, { retriedBy: retriedBy.join(',') });
+  const updated = await ctx.rows.getRun(runId);
+  if (updated?.finishedAt) await ctx.storage.putJson(layout.summary, summaryOf(updated, updated.state));
+  return { ...started, retryOf: runId, rows: lines.length };
+}

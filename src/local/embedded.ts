@@ -1,0 +1,41 @@
+// The whole service in this process on the embedded stack (a private redis-server, the embedded S3
+// server, the fal emulator — each only when the environment names no real one): the library handle
+// with its webhook receiver and workers started. What demo, bench and the test fixture share.
+import { createPortraitBatch, type PortraitBatch, type PortraitBatchOptions, type RunningWebhook, type RunningWorkers } from '../index.ts';
+import { startLocalStack, type LocalStack, type LocalStackOptions } from './stack.ts';
+
+export interface EmbeddedService {
+  stack: LocalStack;
+  pb: PortraitBatch;
+  webhook?: RunningWebhook;
+  workers?: RunningWorkers;
+  stop(): Promise<void>;
+}
+
+export async function startEmbeddedService(
+  opts: LocalStackOptions & PortraitBatchOptions & { webhook?: boolean; workers?: boolean },
+): Promise<EmbeddedService> {
+  const stack = await startLocalStack(opts);
+  const pb = createPortraitBatch(stack.cfg, { name: opts.name, policy: opts.policy });
+  let webhook: RunningWebhook | undefined;
+  let workers: RunningWorkers | undefined;
+  try {
+    await pb.context.storage.ensureBucket();
+    if (opts.webhook !== false) webhook = await pb.startWebhook({ host: '127.0.0.1' });
+    if (opts.workers !== false) workers = await pb.startWorkers();
+  } catch (err) {
+    await pb.close().catch(() => undefined);
+    await stack.stop();
+    throw err;
+  }
+  return {
+    stack,
+    pb,
+    webhook,
+    workers,
+    async stop() {
+      await pb.close();
+      await stack.stop();
+    },
+  };
+}
