@@ -19,6 +19,7 @@ export const TEST_DEFAULTS: Record<string, string> = {
   SUBMIT_RATE_PER_SECOND: '200',
   STORE_CONCURRENCY: '8',
   FAILURE_THRESHOLD_RATIO: '1',
+  STORE_RETRY_DELAY_MS: '100',
   LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
   S3_BUCKET: 'portrait-test',
 };
@@ -26,7 +27,7 @@ export const TEST_DEFAULTS: Record<string, string> = {
 /** Retries come quickly in tests: the behaviour is the same, the waits are not. */
 export const TEST_POLICY: PolicyOverrides = {
   submit: { backoff: { baseMs: 100, capMs: 800 }, pauseRecheckMs: 300 },
-  results: { backoff: { baseMs: 100, capMs: 800 } },
+  results: { backoff: { capMs: 800 } },
   produce: { backoff: { baseMs: 100, capMs: 800 }, windowPollMs: 50 },
   finalize: { backoff: { baseMs: 100, capMs: 800 } },
   waitPollMs: 100,
