@@ -43,6 +43,12 @@ export const CONFIG_VARS = {
   FAL_JWKS_URL: { schema: url, default: FAL_JWKS, doc: "JWKS with fal's ED25519 webhook keys (cached 24 h, re-fetched on an unknown key).", roles: ['webhook'] },
   WEBHOOK_PUBLIC_URL: { schema: url, doc: 'Public base URL fal calls back (`/fal/webhook` is appended). Default http://127.0.0.1:$WEBHOOK_PORT.', roles: ['worker'] },
   WEBHOOK_PORT: { schema: int(0, 65535), default: '8080', doc: 'Port the webhook receiver listens on.', roles: ['webhook', 'worker'] },
+  WEBHOOK_SECRET: {
+    schema: z.string().min(1),
+    doc: 'Secret for the HMAC token in every webhook URL: only webhooks whose URL token verifies may name their row (others only by a request id we recorded). Required by webhook and worker, the same in both (e.g. `openssl rand -hex 32`); the embedded stack generates one into its data dir.',
+    roles: ['webhook', 'worker'],
+  },
+  FAL_USER_ID: { schema: z.string().min(1), doc: "Optional: your fal user id; webhooks whose `x-fal-webhook-user-id` differs are refused.", roles: ['webhook'] },
   WEBHOOK_MAX_BODY_BYTES: { schema: int(1024), default: String(32 * 1024 * 1024), doc: 'Largest webhook body accepted (413 above). sync_mode results carry images inline.', roles: ['webhook'] },
   REDIS_URL: { schema: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL'), default: 'redis://127.0.0.1:6379', doc: 'Redis for BullMQ queues and row state (use AOF persistence).', roles: ALL },
   S3_BUCKET: { schema: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be a valid S3 bucket name'), default: 'portrait-batch', doc: 'Bucket for images, metadata and reports.', roles: ALL },

@@ -16,6 +16,8 @@ export function runLayout(prefix: string, runId: string) {
     input: (rowKey: string, ext: string) => `${base}inputs/${rowKey}${ext}`,
     /** Local faces refused where the run was started (face cell → reason), so workers elsewhere judge them alike. */
     localFaces: `${base}local-faces.json`,
+    /** A result payload too large for a Redis job (sync_mode images inline), until its result job is done. */
+    stagedResult: (jobId: string) => `${base}staging/${jobId}.json`,
   };
 }
 export type RunLayout = ReturnType<typeof runLayout>;

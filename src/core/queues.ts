@@ -24,6 +24,8 @@ export interface ResultJob {
   requestId: string;
   status: 'OK' | 'ERROR';
   payload?: unknown;
+  /** S3 key of the payload when it was too large to keep in Redis (sync_mode images inline); `payload` is then absent. */
+  payloadKey?: string;
   error?: string | null;
   /** Row identity from our webhook URL: lets a result that beats the submit response find its row. */
   hint?: { runId: string; key: string; attempt: number };
@@ -61,11 +63,12 @@ export function createQueues(connection: ConnectionOptions): Queues {
 
 /**
  * Job ids: one submit job per row and generation, one result job per fal request and status. BullMQ
- * forbids ':' in ids; '~' appears in no run id, row key or request id, so ids cannot collide.
+ * forbids ':' in ids; '~' appears in no run id or row key, so ids cannot collide. Request ids are fal's
+ * (any text): percent-encoded, which removes ':' and '~' and keeps distinct ids distinct.
  */
 export const jobIds = {
   submit: (runId: string, key: string, generation = 0) => `s~${runId}~${key}~${generation}`,
-  result: (requestId: string, status: string) => `r~${requestId}~${status}`,
+  result: (requestId: string, status: string) => `r~${encodeURIComponent(requestId).replace(/~/g, '%7E')}~${status}`,
   finalize: (runId: string) => `f~${runId}`,
   produce: (runId: string) => `p~${runId}`,
 };
@@ -77,5 +80,7 @@ export function submitJobOptions(policy: Policy) {
 export function resultJobOptions(policy: Policy, requestId: string, status: string) {
   const keep = policy.results.keepCompleted;
   // Kept a while so duplicate deliveries of the same result are absorbed by the job id.
-  return { jobId: jobIds.result(requestId, status), ...jobOptions(policy.results, 'results', { age: keep.ageSeconds, count: keep.count }) };
+  const opts = jobOptions(policy.results, 'results', { age: keep.ageSeconds, count: keep.count });
+  // Failed ones are bounded by count too: they must not pile up in Redis whatever arrives.
+  return { jobId: jobIds.result(requestId, status), ...opts, removeOnFail: { ...opts.removeOnFail, count: keep.count } };
 }

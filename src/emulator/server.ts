@@ -14,7 +14,7 @@ import type { Logger } from '../core/logger.ts';
 import { chance, randomStreams, seededRandom, type EmulatorFaults, type MsRange } from './faults.ts';
 import { FileStore } from './files.ts';
 import { readBody, sendJson } from './http.ts';
-import { createSigningKey } from './keys.ts';
+import { createSigningKey, type SigningKey } from './keys.ts';
 import { unreachableFromFal } from './network.ts';
 import { EmulatedQueue, type EmulatedRequest } from './queue.ts';
 import { validateInput } from './schema.ts';
@@ -35,6 +35,8 @@ export interface EmulatorOptions {
   forbiddenKeys?: string[];
   /** X-Fal-Webhook-User-Id; default "emulator-user". */
   userId?: string;
+  /** The webhook signing key (tests sign webhooks of their own with it, as any fal account's are); default: a new one. */
+  signingKey?: SigningKey;
   /** Processing time of one request; default 50..150 ms. */
   latencyMs?: MsRange;
   /** Concurrency slots: requests run at once, the rest wait IN_QUEUE; default 2 (fal's starting limit). */
@@ -84,7 +86,7 @@ const NAMESPACES = new Set(['workflows', 'comfy']);
 
 export async function startEmulator(opts: EmulatorOptions = {}): Promise<RunningEmulator> {
   const host = opts.host ?? '127.0.0.1';
-  const key = createSigningKey();
+  const key = opts.signingKey ?? createSigningKey();
   const stats = createStats();
   const seed = opts.seed ?? Date.now();
   const random = randomStreams(seed);

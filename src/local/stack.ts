@@ -6,6 +6,7 @@ import { startEmulator, type EmulatorOptions, type RunningEmulator } from '../em
 import { freePort } from './ports.ts';
 import { startRedisServer, type RunningRedis } from './redisServer.ts';
 import { S3RVER_CREDENTIALS, startS3Server, type RunningS3 } from './s3Server.ts';
+import { webhookSecretFor } from './secret.ts';
 
 export interface LocalStackOptions {
   dataDir: string;
@@ -52,6 +53,7 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       Object.assign(env, { FAL_QUEUE_URL: stack.emulator.url, FAL_JWKS_URL: stack.emulator.jwksUrl, FAL_KEY: 'emulator-key', RESULT_HOSTS: host });
     }
     if (!explicit.WEBHOOK_PORT) env.WEBHOOK_PORT = String(await freePort());
+    if (!explicit.WEBHOOK_SECRET) env.WEBHOOK_SECRET = await webhookSecretFor(opts.dataDir);
     Object.assign(env, explicit);
     stack.env = env;
     stack.cfg = loadConfig(env);

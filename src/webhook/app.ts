@@ -1,12 +1,18 @@
-// The webhook receiver: verify fal's signature over the raw bytes, then parse, then record the result
-// durably (a BullMQ job, see server.ts) and only then answer 200. Refused requests record nothing, and
-// nothing slow (downloads) ever happens inside the request.
+// The webhook receiver. Cheap checks first, before a byte of the body is read (signature headers
+// present and well-formed, the pinned fal user, no Content-Encoding, announced size, a free body-read
+// slot); then the raw bytes, never inflated; then fal's signature over them; then parse; then record
+// the result durably (a BullMQ job, see server.ts, which also refuses webhooks it cannot place) and
+// only then answer 200. Refused requests record nothing, and nothing slow (downloads) ever happens
+// inside the request.
 import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import { parseJsonExactSeeds } from '../core/exactJson.ts';
 import type { Logger } from '../core/logger.ts';
+import { TOKEN_PARAM } from '../core/webhookToken.ts';
 import { WEBHOOK_HEADERS } from '../core/webhookSignature.ts';
+import { BodyReadSlots, jsonNestsDeeperThan, readRawBody } from './body.ts';
 import type { JwksCache } from './jwks.ts';
-import { verifyFalWebhook } from './verify.ts';
+import { newWebhookCounters, WebhookRefused, type RefusalCode, type WebhookCounters } from './refusals.ts';
+import { checkSignatureHeaders, verifyFalWebhook } from './verify.ts';
 
 export interface FalWebhookBody {
   request_id: string;
@@ -27,13 +33,26 @@ export interface WebhookDelivery {
 export interface WebhookAppOptions {
   jwks: JwksCache;
   maxBodyBytes: number;
+  /** Stores a verified webhook durably; throws WebhookRefused for one that must not be stored. */
   record: (d: WebhookDelivery) => Promise<void>;
   logger: Logger;
   isReady?: () => Promise<boolean>;
+  /** When set, webhooks signed for any other fal user are refused (FAL_USER_ID). */
+  falUserId?: string;
+  /** Bodies read at once; more get 503 with Retry-After. Default 8. */
+  maxConcurrentBodyReads?: number;
+  /** A body must arrive within this long once its headers have. Default 30 s. */
+  bodyTimeoutMs?: number;
+  /** Counts of what was received, recorded and refused (by reason), for metrics. */
+  counters?: WebhookCounters;
 }
 
 /** How long /healthz waits for isReady() before answering 503. */
 const READY_TIMEOUT_MS = 2_000;
+/** fal's bodies nest a few levels; thousands of levels cannot be stored (JSON.stringify overflows the stack). */
+export const MAX_JSON_DEPTH = 32;
+/** Seconds fal is asked to wait when every body-read slot is taken. */
+const BUSY_RETRY_AFTER_SECONDS = 5;
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -66,25 +85,47 @@ function queryOf(req: Request): Record<string, string> {
 
 export function createWebhookApp(opts: WebhookAppOptions): express.Express {
   const { logger, jwks, maxBodyBytes } = opts;
+  const counters = opts.counters ?? newWebhookCounters();
+  const slots = new BodyReadSlots(opts.maxConcurrentBodyReads ?? 8);
+  const bodyTimeoutMs = opts.bodyTimeoutMs ?? 30_000;
   const app = express();
   app.disable('x-powered-by');
   app.disable('etag');
 
-  const refuse = (req: Request, res: Response, status: number, reason: string) => {
-    logger.warn({ status, reason, requestId: req.get(WEBHOOK_HEADERS.requestId), path: req.path }, 'webhook refused');
+  const refuse = (req: Request, res: Response, status: number, code: RefusalCode, reason: string) => {
+    counters.refused[code]++;
+    logger.warn({ status, code, reason, requestId: req.get(WEBHOOK_HEADERS.requestId), path: req.path }, 'webhook refused');
+    // A body we did not read (fully) is not waited for: the connection ends with the answer.
+    if (!req.complete) res.setHeader('connection', 'close');
     res.status(status).json({ error: reason });
   };
 
-  // Refuse before reading a byte when the announced body is already too large.
-  const announcedSize: RequestHandler = (req, res, next) => {
-    const length = Number(req.get('content-length') ?? 0);
-    if (length > maxBodyBytes) return refuse(req, res, 413, `body too large (${length} > ${maxBodyBytes} bytes)`);
-    next();
-  };
-
   const receive: RequestHandler = async (req, res) => {
-    const raw: Buffer = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
-    // 1. The signature over the exact bytes received, before parsing anything.
+    counters.received++;
+    // 1. What the headers alone can refuse, before reading a byte of the body.
+    const headers = checkSignatureHeaders(req.headers);
+    if (!headers.ok) return refuse(req, res, 401, 'headers', headers.reason);
+    if (opts.falUserId !== undefined && headers.fields.userId !== opts.falUserId) {
+      return refuse(req, res, 403, 'user', `webhook is for fal user ${headers.fields.userId}, not FAL_USER_ID`);
+    }
+    const encoding = (req.get('content-encoding') ?? 'identity').trim().toLowerCase();
+    if (encoding !== 'identity') return refuse(req, res, 415, 'encoding', `content-encoding ${encoding} is not accepted (send the body uncompressed)`);
+    const length = Number(req.get('content-length') ?? 0);
+    if (length > maxBodyBytes) return refuse(req, res, 413, 'too_large', `body too large (${length} > ${maxBodyBytes} bytes)`);
+    if (!slots.tryAcquire()) {
+      res.setHeader('retry-after', String(BUSY_RETRY_AFTER_SECONDS));
+      return refuse(req, res, 503, 'busy', 'too many webhooks being received at once, retry later');
+    }
+    // 2. The exact bytes, never inflated, within the limit.
+    let body: Awaited<ReturnType<typeof readRawBody>>;
+    try {
+      body = await readRawBody(req, maxBodyBytes, bodyTimeoutMs);
+    } finally {
+      slots.release();
+    }
+    if (!body.ok) return refuse(req, res, body.status, body.status === 413 ? 'too_large' : 'body', body.reason);
+    const raw = body.raw;
+    // 3. The signature over those bytes, before parsing anything.
     let verdict: Awaited<ReturnType<typeof verifyFalWebhook>>;
     try {
       verdict = await verifyFalWebhook(req.headers, raw, jwks);
@@ -93,25 +134,29 @@ export function createWebhookApp(opts: WebhookAppOptions): express.Express {
       logger.error({ err: (err as Error).message, requestId: req.get(WEBHOOK_HEADERS.requestId) }, 'cannot verify webhooks: no signing keys');
       return void res.status(503).json({ error: 'cannot verify signatures right now, retry later' });
     }
-    if (!verdict.ok) return refuse(req, res, 401, verdict.reason);
-    // 2. Only now parse it.
-    const body = parseFalWebhookBody(raw);
-    if ('invalid' in body) return refuse(req, res, 400, body.invalid);
+    if (!verdict.ok) return refuse(req, res, 401, 'signature', verdict.reason);
+    // 4. Only now parse it.
+    if (jsonNestsDeeperThan(raw, MAX_JSON_DEPTH)) return refuse(req, res, 422, 'too_deep', `body nests deeper than ${MAX_JSON_DEPTH} levels`);
+    const parsed = parseFalWebhookBody(raw);
+    if ('invalid' in parsed) return refuse(req, res, 400, 'malformed', parsed.invalid);
     // The signed header names the request; the body must be about the same one.
-    if (body.request_id !== verdict.requestId) return refuse(req, res, 401, 'request id in the header and the body differ');
-    // 3. Durable record, then 200. A failure answers 503 so fal delivers again.
-    const delivery: WebhookDelivery = { requestId: verdict.requestId, userId: verdict.userId, body, query: queryOf(req), receivedAt: Date.now() };
+    if (parsed.request_id !== verdict.requestId) return refuse(req, res, 401, 'signature', 'request id in the header and the body differ');
+    // 5. Durable record (or a refusal of one we cannot place), then 200. A failure answers 503 so fal delivers again.
+    const delivery: WebhookDelivery = { requestId: verdict.requestId, userId: verdict.userId, body: parsed, query: queryOf(req), receivedAt: Date.now() };
     try {
       await opts.record(delivery);
     } catch (err) {
+      if (err instanceof WebhookRefused) return refuse(req, res, err.status, err.code, err.message);
       logger.error({ requestId: verdict.requestId, err: (err as Error).message }, 'could not record webhook; fal will re-deliver');
       return void res.status(503).json({ error: 'could not record the result, retry later' });
     }
-    logger.debug({ requestId: verdict.requestId, status: body.status, query: delivery.query }, 'webhook recorded');
+    counters.recorded++;
+    const { [TOKEN_PARAM]: _token, ...query } = delivery.query;
+    logger.debug({ requestId: verdict.requestId, status: parsed.status, query }, 'webhook recorded');
     res.status(200).json({ ok: true });
   };
 
-  app.post('/fal/webhook', announcedSize, express.raw({ type: () => true, limit: maxBodyBytes }), receive);
+  app.post('/fal/webhook', receive);
 
   app.get('/healthz', async (_req, res) => {
     let ready = true;
@@ -138,7 +183,7 @@ export function createWebhookApp(opts: WebhookAppOptions): express.Express {
       return void res.status(500).json({ error: 'internal error' });
     }
     const message = status === 413 ? `body too large (limit ${maxBodyBytes} bytes)` : typeof e.message === 'string' ? e.message : 'bad request';
-    refuse(req, res, status, message);
+    refuse(req, res, status, status === 413 ? 'too_large' : 'body', message);
   });
   return app;
 }

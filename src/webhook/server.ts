@@ -1,40 +1,68 @@
 // Starts the webhook role: the Express receiver, recording each verified result as a BullMQ job
-// (durable in Redis) before answering 200. Downloads happen later, in the result workers.
+// (durable in Redis) before answering 200 — but only a result it can place on a row of ours (see
+// placeDelivery). Downloads happen later, in the result workers.
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { requireVar } from '../core/config.ts';
 import type { Context } from '../core/context.ts';
-import { resultJobOptions, type ResultJob } from '../core/queues.ts';
+import type { ResultJob } from '../core/queues.ts';
+import { addResultJob } from '../core/resultJobs.ts';
+import type { RowStore } from '../core/rowState.ts';
+import { verifiedTarget, type WebhookTarget } from '../core/webhookToken.ts';
 import { createWebhookApp, type WebhookDelivery } from './app.ts';
 import { JwksCache } from './jwks.ts';
+import { newWebhookCounters, WebhookRefused, type WebhookCounters } from './refusals.ts';
 
 export interface RunningWebhook {
   server: Server;
   port: number;
+  /** Received, recorded and refused (by reason) since start. */
+  counters: WebhookCounters;
   close(): Promise<void>;
 }
 
-export function resultJobFrom(d: WebhookDelivery): ResultJob {
-  const attempt = Number(d.query.attempt);
+/** Where a verified webhook belongs: its URL's run/row/attempt when the token verifies (`hint`), or the row its request id was recorded for. */
+export type Placement = { runId: string; hint?: WebhookTarget };
+
+/**
+ * Places a verified webhook on a row of ours, or refuses it. fal signs every customer's webhooks with
+ * the same keys, so the signature says only that fal sent it: the URL may name the row only with a token
+ * we minted for exactly that run/row/attempt; otherwise only a request id we recorded at submit places it.
+ */
+export async function placeDelivery(d: WebhookDelivery, secret: string, rows: Pick<RowStore, 'lookupRequest'>): Promise<Placement> {
+  const hint = verifiedTarget(secret, d.query);
+  if (hint) return { runId: hint.runId, hint };
+  const mapped = await rows.lookupRequest(d.requestId);
+  if (mapped) return { runId: mapped.runId };
+  const why = d.query.run || d.query.row ? 'its URL token does not verify' : 'its URL names no row';
+  throw new WebhookRefused(403, 'unplaceable', `webhook for request ${d.requestId} is not ours: ${why} and no submission of ours has that request id`);
+}
+
+export function resultJobFrom(d: WebhookDelivery, hint: WebhookTarget | undefined): ResultJob {
   return {
     requestId: d.requestId,
     status: d.body.status,
     payload: d.body.payload,
     error: d.body.error ?? null,
-    hint: d.query.run && d.query.row && Number.isInteger(attempt) ? { runId: d.query.run, key: d.query.row, attempt } : undefined,
+    hint: hint ? { runId: hint.runId, key: hint.key, attempt: hint.attempt } : undefined,
     source: 'webhook',
     receivedAt: d.receivedAt,
   };
 }
 
 export async function startWebhookServer(ctx: Context, port = ctx.cfg.WEBHOOK_PORT, host = '0.0.0.0'): Promise<RunningWebhook> {
+  const secret = requireVar(ctx.cfg, 'WEBHOOK_SECRET', 'by the webhook receiver: it verifies the tokens in webhook URLs');
+  const counters = newWebhookCounters();
   const app = createWebhookApp({
     jwks: new JwksCache(ctx.cfg.FAL_JWKS_URL),
     maxBodyBytes: ctx.cfg.WEBHOOK_MAX_BODY_BYTES,
     logger: ctx.logger,
+    falUserId: ctx.cfg.FAL_USER_ID,
+    counters,
     isReady: async () => (await ctx.redis.ping()) === 'PONG',
     record: async (d) => {
-      const job = resultJobFrom(d);
-      await ctx.queues.results.add('result', job, resultJobOptions(ctx.policy, job.requestId, job.status));
+      const placed = await placeDelivery(d, secret, ctx.rows);
+      await addResultJob(ctx, placed.runId, resultJobFrom(d, placed.hint));
     },
   });
   const server = await new Promise<Server>((resolve, reject) => {
@@ -44,6 +72,7 @@ export async function startWebhookServer(ctx: Context, port = ctx.cfg.WEBHOOK_PO
   return {
     server,
     port: (server.address() as AddressInfo).port,
+    counters,
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }

@@ -1,6 +1,7 @@
 // Starts the worker role: produce (manifest → rows), submit, result (store) and control (reconcile,
 // finalize) workers, and the job scheduler that runs the reconciler. Retry timing comes from ctx.policy.
 import { DelayedError, Worker } from 'bullmq';
+import { requireVar } from '../core/config.ts';
 import type { Context } from '../core/context.ts';
 import { FalTransientError } from '../core/errors.ts';
 import { resumeIfKeyChanged } from '../core/pause.ts';
@@ -30,6 +31,7 @@ function backoffStrategy(b: Backoff) {
 
 export async function startWorkers(ctx: Context): Promise<RunningWorkers> {
   const { cfg, policy } = ctx;
+  requireVar(cfg, 'WEBHOOK_SECRET', 'by the worker: it signs the webhook URLs given to fal');
   await resumeIfKeyChanged(ctx);
   const common = {
     connection: ctx.redis,

@@ -8,7 +8,8 @@ import { FalNotFoundError, FalTransientError, errorMessage } from '../core/error
 import { classifyFalError } from '../core/fal.ts';
 import { TERMINAL } from '../core/keys.ts';
 import { getPause } from '../core/pause.ts';
-import { jobIds, resultJobOptions, submitJobOptions, type ResultJob } from '../core/queues.ts';
+import { jobIds, submitJobOptions } from '../core/queues.ts';
+import { addResultJob } from '../core/resultJobs.ts';
 import type { Row } from '../core/rowState.ts';
 import type { RunPolicy } from '../core/runPolicy.ts';
 import { flushRow } from './flush.ts';
@@ -139,10 +140,10 @@ async function pollRequest(ctx: Context, endpoint: string, row: Row, requestId: 
     const status = (await ctx.fal.queue.status(endpoint, { requestId, logs: false })) as { status: string; error?: string; error_type?: string };
     if (status.status === 'COMPLETED') {
       if (status.error) {
-        await addResult(ctx, { requestId, status: 'ERROR', error: status.error, payload: { detail: status.error_type }, hint, source: 'poll', receivedAt: now });
+        await addResultJob(ctx, row.runId, { requestId, status: 'ERROR', error: status.error, payload: { detail: status.error_type }, hint, source: 'poll', receivedAt: now });
       } else {
         const result = await ctx.fal.queue.result(endpoint, { requestId });
-        await addResult(ctx, { requestId, status: 'OK', payload: result.data, hint, source: 'poll', receivedAt: now });
+        await addResultJob(ctx, row.runId, { requestId, status: 'OK', payload: result.data, hint, source: 'poll', receivedAt: now });
       }
       return;
     }
@@ -155,7 +156,7 @@ async function pollRequest(ctx: Context, endpoint: string, row: Row, requestId: 
       await ctx.rows.markPolled(row.runId, row.key, requestId, now + pollBackoff(ctx, row.polls), 'UNREACHABLE');
     } else {
       // A result endpoint answering 4xx for a completed request means the request failed.
-      await addResult(ctx, { requestId, status: 'ERROR', error: err.message, hint, source: 'poll', receivedAt: now });
+      await addResultJob(ctx, row.runId, { requestId, status: 'ERROR', error: err.message, hint, source: 'poll', receivedAt: now });
     }
   }
 }
@@ -165,9 +166,6 @@ function pollBackoff(ctx: Context, polls: number): number {
   return Math.min(maxPollIntervalMs, intervalMs * 2 ** Math.min(polls, 10));
 }
 
-async function addResult(ctx: Context, r: ResultJob): Promise<void> {
-  await ctx.queues.results.add('result', r, resultJobOptions(ctx.policy, r.requestId, r.status));
-}
 
 
 async function resubmit(
@@ -230,7 +228,7 @@ async function redriveStore(ctx: Context, endpoint: string, row: Row, requestId:
   try {
     const result = await ctx.fal.queue.result(endpoint, { requestId });
     const hint = { runId: row.runId, key: row.key, attempt: row.requestIds.indexOf(requestId) + 1 || row.attempt };
-    await addResult(ctx, { requestId, status: 'OK', payload: result.data, hint, source: 'poll', receivedAt: Date.now() });
+    await addResultJob(ctx, row.runId, { requestId, status: 'OK', payload: result.data, hint, source: 'poll', receivedAt: Date.now() });
   } catch (raw) {
     const err = classifyFalError(raw);
     if (err instanceof FalTransientError || err.name === 'FalAmbiguousError') return; // next sweep

@@ -10,6 +10,7 @@ import { DownloadError, errorMessage } from '../core/errors.ts';
 import { describeDetail } from '../core/fal.ts';
 import { runLayout } from '../core/layout.ts';
 import type { ResultJob } from '../core/queues.ts';
+import { dropStagedPayload, resultPayload } from '../core/resultJobs.ts';
 import type { Row, StoredImage } from '../core/rowState.ts';
 import { openImage, type DownloadPolicy } from './download.ts';
 import { flushRow } from './flush.ts';
@@ -32,7 +33,20 @@ export function errorText(r: Pick<ResultJob, 'error' | 'payload'>): string {
 }
 
 export async function processResult(ctx: Context, job: Job<ResultJob>): Promise<string> {
-  const r = job.data;
+  const r = { ...job.data, payload: await resultPayload(ctx, job.data) };
+  let outcome: string;
+  try {
+    outcome = await placeAndStore(ctx, job, r);
+  } catch (err) {
+    // A staged payload lives as long as its job may run again (the reconciler retries failed ones).
+    if (err instanceof UnrecoverableError) await dropStagedPayload(ctx, job.data);
+    throw err;
+  }
+  await dropStagedPayload(ctx, job.data);
+  return outcome;
+}
+
+async function placeAndStore(ctx: Context, job: Job<ResultJob>, r: ResultJob): Promise<string> {
   const mapped = await ctx.rows.lookupRequest(r.requestId);
   const target = mapped ?? r.hint;
   if (!target) return unplaced(ctx, job, 'no row is known for this request');

@@ -1,8 +1,9 @@
 // Submit jobs: claim the row (the attempt is recorded before fal is called), call
-// fal.queue.submit with a webhook URL that names the row, record request_id -> row. Failures are
-// sorted by what to do: try later (429/5xx), fail the row (422/4xx), pause (401/403), or wait and
-// let the reconciler decide (the call may have reached fal).
+// fal.queue.submit with a webhook URL that names the row and carries a token only we can mint, record
+// request_id -> row. Failures are sorted by what to do: try later (429/5xx), fail the row (422/4xx),
+// pause (401/403), or wait and let the reconciler decide (the call may have reached fal).
 import { DelayedError, type Job } from 'bullmq';
+import { requireVar } from '../core/config.ts';
 import type { Context } from '../core/context.ts';
 import { FalAmbiguousError, FalAuthError, FalRejectedError, FalTransientError, errorMessage } from '../core/errors.ts';
 import { classifyFalError } from '../core/fal.ts';
@@ -10,11 +11,15 @@ import { getPause, pauseSubmissions } from '../core/pause.ts';
 import type { SubmitJob } from '../core/queues.ts';
 import type { RowData } from '../core/rowState.ts';
 import { parseS3Url } from '../core/s3.ts';
+import { mintWebhookToken, TOKEN_PARAM } from '../core/webhookToken.ts';
 import { s3FacePolicy, s3FaceRefusal } from '../manifest/index.ts';
 import { flushRow } from './flush.ts';
 
+/** Our webhook URL for one attempt of a row: its run/row/attempt, with a token only we can mint for them. */
 export function webhookUrlFor(ctx: Context, runId: string, key: string, attempt: number): string {
-  const q = new URLSearchParams({ run: runId, row: key, attempt: String(attempt) });
+  const secret = requireVar(ctx.cfg, 'WEBHOOK_SECRET', 'by the worker: it signs the webhook URLs given to fal');
+  const token = mintWebhookToken(secret, { runId, key, attempt });
+  const q = new URLSearchParams({ run: runId, row: key, attempt: String(attempt), [TOKEN_PARAM]: token });
   return `${ctx.cfg.webhookUrl}?${q}`;
 }
 
