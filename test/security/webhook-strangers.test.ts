@@ -85,6 +85,18 @@ describe("a stranger's correctly signed webhook", () => {
     }
     assert.equal(await jobCount(), before);
   });
+
+  test('30 MiB ones (sync_mode-sized) are refused too: nothing reaches Redis or S3', async () => {
+    const attempt = await rowAwaitingSubmitAnswer('k-big');
+    const before = await jobCount();
+    const big = falBody('stranger-big', 'OK', okPayload(`data:image/png;base64,${'A'.repeat(30 * 1024 * 1024)}`));
+    const r = await postSigned(`${hookUrl}?run=${RUN}&row=k-big&attempt=${attempt}`, key, { requestId: 'stranger-big', userId: 'stranger', body: big });
+    assert.equal(r.status, 403);
+    assert.equal(await jobCount(), before);
+    const staged: string[] = [];
+    for await (const o of t.ctx.storage.list(`runs/${RUN}/`)) staged.push(o.key);
+    assert.deepEqual(staged, []);
+  });
 });
 
 describe('our own webhooks are still placed', () => {
