@@ -47,3 +47,10 @@ test('the Dockerfile installs production dependencies and runs the CLI', async (
   assert.match(df, /npm ci --omit=dev/);
   assert.match(df, /ENTRYPOINT \["node", "bin\/portrait-batch.js"\]/);
 });
+
+test("the README's configuration table documents every config variable", async () => {
+  const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8');
+  const section = readme.slice(readme.indexOf('## Configuration'), readme.indexOf('\n## ', readme.indexOf('## Configuration') + 1));
+  const tableRows = section.split('\n').filter((l) => l.startsWith('| `'));
+  for (const name of Object.keys(CONFIG_VARS)) assert.ok(tableRows.some((l) => l.split('|')[1]!.includes(`\`${name}\``)), `${name} is in the README's table`);
+});

@@ -139,14 +139,15 @@ test('FAL_USER_ID pins the fal account: a webhook signed for another user is ref
   }
 });
 
-test("a request id containing ':' is recorded (BullMQ job ids may not contain ':')", async () => {
-  const attempt = await rowAwaitingSubmitAnswer('k-colon');
-  const requestId = 'fal:req:7e1c';
-  const r = await postSigned(webhookUrlFor(t.ctx, RUN, 'k-colon', attempt), key, { requestId, body: falBody(requestId, 'OK', okPayload('https://example.com/c.png')) });
-  assert.equal(r.status, 200);
-  const job = await t.ctx.queues.results.getJob(jobIds.result(requestId, 'OK'));
-  assert.equal(job?.data.requestId, requestId);
-  assert.ok(!job.id!.includes(':'));
+test("request ids containing ':' are recorded (BullMQ job ids may not contain ':')", async () => {
+  for (const [i, requestId] of ['fal:7e1c', 'a:b:c:d'].entries()) {
+    const attempt = await rowAwaitingSubmitAnswer(`k-colon-${i}`);
+    const r = await postSigned(webhookUrlFor(t.ctx, RUN, `k-colon-${i}`, attempt), key, { requestId, body: falBody(requestId, 'OK', okPayload('https://example.com/c.png')) });
+    assert.equal(r.status, 200, requestId);
+    const job = await t.ctx.queues.results.getJob(jobIds.result(requestId, 'OK'));
+    assert.equal(job?.data.requestId, requestId);
+    assert.ok(!job.id!.includes(':'));
+  }
   assert.notEqual(jobIds.result('a:b', 'OK'), jobIds.result('a%3Ab', 'OK'), 'distinct request ids keep distinct job ids');
   assert.notEqual(jobIds.result('a~OK', 'OK'), jobIds.result('a', 'OK~OK'));
 });
