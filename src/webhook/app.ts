@@ -41,7 +41,7 @@ export interface WebhookAppOptions {
   falUserId?: string;
   /** Bodies read at once; more get 503 with Retry-After. Default 8. */
   maxConcurrentBodyReads?: number;
-  /** A body must arrive within this long once its headers have. Default 30 s. */
+  /** A body must arrive within this long once its headers have. Default 60 s. */
   bodyTimeoutMs?: number;
   /** Counts of what was received, recorded and refused (by reason), for metrics. */
   counters?: WebhookCounters;
@@ -87,7 +87,7 @@ export function createWebhookApp(opts: WebhookAppOptions): express.Express {
   const { logger, jwks, maxBodyBytes } = opts;
   const counters = opts.counters ?? newWebhookCounters();
   const slots = new BodyReadSlots(opts.maxConcurrentBodyReads ?? 8);
-  const bodyTimeoutMs = opts.bodyTimeoutMs ?? 30_000;
+  const bodyTimeoutMs = opts.bodyTimeoutMs ?? 60_000;
   const app = express();
   app.disable('x-powered-by');
   app.disable('etag');
