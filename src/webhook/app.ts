@@ -95,8 +95,7 @@ export function createWebhookApp(opts: WebhookAppOptions): express.Express {
   const refuse = (req: Request, res: Response, status: number, code: RefusalCode, reason: string) => {
     counters.refused[code]++;
     logger.warn({ status, code, reason, requestId: req.get(WEBHOOK_HEADERS.requestId), path: req.path }, 'webhook refused');
-    // A body we did not read (fully) is not waited for: the connection ends with the answer.
-    if (!req.complete) res.setHeader('connection', 'close');
+    // A body not read (fully) is drained and discarded by Node after the answer, never held.
     res.status(status).json({ error: reason });
   };
 
