@@ -43,6 +43,6 @@ test('sync_mode results go through S3, not Redis jobs; rows complete and no stag
 });
 
 test('failed result jobs are kept bounded by count as well as age', () => {
-  const opts = resultJobOptions('r', 'OK');
+  const opts = resultJobOptions(t.ctx.policy, 'r', 'OK');
   assert.ok(typeof opts.removeOnFail === 'object' && (opts.removeOnFail as { count?: number }).count! <= 1000);
 });
