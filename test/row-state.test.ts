@@ -209,3 +209,47 @@ test('past the deadline a submitted row fails; the deadline never touches a row 
   assert.equal(await rows.finishRow(run, 'a', 'failed', 'timed out', ['pending', 'submitting', 'submitted']), true);
   assert.equal((await rows.getRow(run, 'a'))!.error, 'timed out');
 });
+
+test('createRun records the run and its policy in one step, and refuses an id that is taken', async () => {
+  const r = (await rows.getRun(run))!;
+  assert.deepEqual(r.policy, policy);
+  assert.deepEqual([r.state, r.queued, r.costMicros], ['running', 0, 0]);
+  assert.equal(await rows.createRun({ runId: run, manifest: 'other.csv', manifestKey: 'k2', options: {}, policy: { ...policy, maxAttempts: 9 } }), false);
+  assert.equal((await rows.getRun(run))!.policy.maxAttempts, 3, 'the first policy stays');
+});
+
+test('cancelRun stops submitting; finishRun ends the run once; a finished run cannot be canceled', async () => {
+  await submitted('a', 2, 'req-a');
+  assert.equal(await rows.cancelRun(run, 'canceled by request'), 'canceled');
+  assert.equal(await rows.cancelRun(run, 'again'), 'already');
+  assert.equal((await rows.claimSubmit(run, 'b', 3, data)).outcome, 'canceled');
+  assert.match((await rows.getRow(run, 'b'))!.error!, /run canceled before this row was submitted: canceled by request/);
+  assert.equal(await rows.finishRun(run, 'canceled'), true);
+  assert.equal(await rows.finishRun(run, 'finished'), false);
+  assert.equal((await rows.getRun(run))!.state, 'canceled');
+  assert.equal(await rows.cancelRun(run, 'late'), 'finished');
+  assert.equal(await rows.cancelRun('no-such-run', 'x'), 'norun');
+});
+
+test('the cost cap: claims count estimated cost; the claim that would pass the cap stops the run instead', async () => {
+  run = `run${++n}`;
+  await rows.createRun({ runId: run, manifest: 'm.csv', manifestKey: 'k', options: {}, policy: { ...policy, maxCost: 2.5 } });
+  for (const [i, key] of ['a', 'b'].entries()) assert.equal((await rows.claimSubmit(run, key, i + 2, data, 1_000_000)).outcome, 'submit');
+  assert.equal(await rows.releaseSubmit(run, 'b', 1, 'fal answered 503'), true);
+  assert.equal((await rows.getRun(run))!.costMicros, 1_000_000, 'a refused submission costs nothing');
+  assert.equal((await rows.claimSubmit(run, 'b', 3, data, 1_000_000)).outcome, 'submit');
+  assert.equal((await rows.claimSubmit(run, 'c', 4, data, 1_000_000)).outcome, 'canceled');
+  const r = (await rows.getRun(run))!;
+  assert.equal(r.state, 'stopped');
+  assert.match(r.stopReason!, /^cost cap reached: 2\.00 USD submitted, the next row would pass the cap of 2\.50 USD/);
+});
+
+test('ending a row expires the mappings of all its requests, which the caller passes as keys', async () => {
+  await submitted('a', 2, 'req-1');
+  await rows.supersede(run, 'a', 'submitted', 1, 'req-1', 'lost');
+  await rows.claimSubmit(run, 'a', 2, data);
+  await rows.recordSubmit(run, 'a', 2, 'req-2', Date.now());
+  assert.deepEqual([await redis.ttl('pb:req:req-1'), await redis.ttl('pb:req:req-2')], [-1, -1]);
+  assert.equal(await rows.finishRow(run, 'a', 'failed', 'x', ['submitted']), true);
+  for (const id of ['req-1', 'req-2']) assert.ok((await redis.ttl(`pb:req:${id}`)) > 0, `${id} expires`);
+});

@@ -4,6 +4,8 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
 
 export interface JwksOptions {
+  /** The clock (ms): tests move it instead of waiting out the intervals. */
+  now?: () => number;
   /** How long fetched keys are used before keys() fetches again. Default 24 h. */
   ttlMs?: number;
   /** Never fetch more often than this (refresh() and retries after a failure). Default 30 s. */
@@ -44,6 +46,7 @@ export class JwksCache {
   private readonly minRefreshIntervalMs: number;
   private readonly timeoutMs: number;
   private readonly fetchImpl: typeof fetch;
+  private readonly now: () => number;
   /** How many times the JWKS was fetched (for operators and tests). */
   fetches = 0;
 
@@ -55,11 +58,12 @@ export class JwksCache {
     this.minRefreshIntervalMs = opts.minRefreshIntervalMs ?? 30_000;
     this.timeoutMs = opts.timeoutMs ?? 10_000;
     this.fetchImpl = opts.fetchImpl ?? fetch;
+    this.now = opts.now ?? Date.now;
   }
 
   /** The current keys: cached, fetched on first use or once the ttl has passed. Throws when no key was ever loaded. */
   async keys(): Promise<KeyObject[]> {
-    if (this.cached.length && Date.now() - this.fetchedAt < this.ttlMs) return this.cached;
+    if (this.cached.length && this.now() - this.fetchedAt < this.ttlMs) return this.cached;
     return this.fetchUnlessRecent();
   }
 
@@ -70,13 +74,13 @@ export class JwksCache {
 
   private fetchUnlessRecent(): Promise<KeyObject[]> {
     if (this.inFlight) return this.inFlight;
-    if (Date.now() - this.attemptedAt < this.minRefreshIntervalMs) return Promise.resolve().then(() => this.current());
-    this.attemptedAt = Date.now();
+    if (this.now() - this.attemptedAt < this.minRefreshIntervalMs) return Promise.resolve().then(() => this.current());
+    this.attemptedAt = this.now();
     this.fetches++;
     const load = this.fetchKeys().then(
       (keys) => {
         this.cached = keys;
-        this.fetchedAt = Date.now();
+        this.fetchedAt = this.now();
         this.lastError = undefined;
         return keys;
       },

@@ -29,7 +29,8 @@ export function summaryOf(run: RunRecord, state: string) {
     startedAt: new Date(run.createdAt).toISOString(),
     finishedAt: run.finishedAt ? new Date(run.finishedAt).toISOString() : null,
     submits: run.submits,
-    manifest: basename(run.manifest),
+    // A local manifest by file name only (never the starter's paths); an S3 one by its URL.
+    manifest: run.manifest.startsWith('s3://') ? run.manifest : basename(run.manifest),
     manifestSha256: typeof run.options.sha256 === 'string' ? run.options.sha256 : null,
     stopReason: run.stopReason ?? null,
     /** Estimated cost of the whole manifest when the run was started, and of the work submitted. */
