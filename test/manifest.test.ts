@@ -2,7 +2,7 @@
 // file-level errors, streaming; plus the model input schema the rows are checked against.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -307,9 +307,54 @@ describe('face_url', () => {
     const missing = rejected(rows[0]);
     assert.equal(missing.column, 'face_url');
     assert.match(missing.reason, /local file "missing.png" does not exist/);
-    assert.ok(missing.reason.includes(join(dir, 'missing.png')), 'names the resolved path');
+    assert.equal(missing.reason, `local file "missing.png" does not exist ("missing.png" in the manifest's folder)`, 'names the path in the folder, not the absolute one');
+    assert.ok(!missing.reason.includes(dir));
     assert.match(rejected(rows[1]).reason, /"faces\/sub.png" is not a regular file/);
     assert.match(rejected(rows[2]).reason, /"notes.txt" is not a .png, .jpg, .jpeg or .webp image/);
+  });
+
+  test('local faces must really be inside the manifest folder: ../, absolute paths outside and links out are rejected', async () => {
+    const outside = await mkdtemp(join(tmpdir(), 'pb-outside-'));
+    const base = join(dir, 'nested');
+    try {
+      await writeFile(join(outside, 'x.png'), 'png');
+      await mkdir(base, { recursive: true });
+      await writeFile(join(base, 'in.png'), 'png');
+      await symlink(join(outside, 'x.png'), join(base, 'out-link.png'));
+      await symlink('in.png', join(base, 'in-link.png'));
+      await symlink(outside, join(base, 'out-dir'));
+      const text = `face_url\nin.png\nin-link.png\n${join(base, 'in.png')}\n../face.png\n${join(outside, 'x.png')}\nout-link.png\nout-dir/x.png\n`;
+      const rows = await collect(Readable.from([text]), { baseDir: base });
+      assert.deepEqual(rows.slice(0, 3).map((r) => valid(r).localPath), [join(base, 'in.png'), join(base, 'in.png'), join(base, 'in.png')], 'real paths');
+      assert.match(rejected(rows[3]).reason, /^local file "..\/face.png" is outside the manifest's folder/);
+      assert.match(rejected(rows[4]).reason, /is outside the manifest's folder/);
+      assert.equal(rejected(rows[5]).reason, `local file "out-link.png" is a link to a file outside the manifest's folder`);
+      assert.equal(rejected(rows[6]).reason, `local file "out-dir/x.png" is a link to a file outside the manifest's folder`);
+      for (const r of rows.slice(3)) assert.equal(rejected(r).column, 'face_url');
+    } finally {
+      await rm(outside, { recursive: true, force: true });
+      await rm(base, { recursive: true, force: true });
+    }
+  });
+
+  test('s3:// faces are checked against the policy: our bucket under our prefix, and FACE_BUCKETS', async () => {
+    const s3 = { bucket: 'ours', prefix: 'p/', buckets: ['shared'] };
+    const rows = await collect(Readable.from([`face_url\ns3://ours/p/a.png\ns3://shared/any/b.png\ns3://ours/q/a.png\ns3://other/a.png\ns3://ours/p/../q/a.png\n`]), { s3 });
+    assert.deepEqual(rows.slice(0, 2).map((r) => valid(r).faceKind), ['s3', 's3']);
+    assert.equal(rejected(rows[2]).reason, '"s3://ours/q/a.png" is in a bucket faces may not come from (allowed: ours under p/, shared; add the bucket to FACE_BUCKETS)');
+    assert.match(rejected(rows[3]).reason, /"s3:\/\/other\/a.png" is in a bucket faces may not come from/);
+    assert.match(rejected(rows[4]).reason, /has \. or \.\. in its key/);
+  });
+
+  test('MAX_ROW_BYTES: the id, the face URL (not a data: URI) and passthrough columns together, naming the column that crosses', async () => {
+    const data = `"data:image/png;base64,${'A'.repeat(400)}"`;
+    const text = `id,face_url,prompt,a,b\nr1,${F},${'p'.repeat(300)},${'x'.repeat(40)},\nr2,${F},,${'x'.repeat(60)},${'y'.repeat(60)}\n${'i'.repeat(101)},${F},,,\nr4,${data},,,\n`;
+    const rows = await collect(Readable.from([text]), { maxRowBytes: 100 });
+    assert.deepEqual(valid(rows[0]).extra, { a: 'x'.repeat(40), b: '' }, 'a long prompt does not count (the model schema bounds it)');
+    assert.equal(rejected(rows[1]).column, 'b');
+    assert.match(rejected(rows[1]).reason, /^takes the row above MAX_ROW_BYTES \(100 bytes for the id, the face URL and the passthrough columns together\)/);
+    assert.equal(rejected(rows[2]).column, 'id');
+    assert.equal(valid(rows[3]).faceKind, 'data');
   });
 
   test('local paths without a base directory are rejected, absolute ones too', async () => {

@@ -57,6 +57,17 @@ export function s3FaceRefusal(url: string, policy: S3FacePolicy): string | undef
   return `${show(url)} is in a bucket faces may not come from (allowed: ${[ours, ...policy.buckets].join(', ')}; add the bucket to FACE_BUCKETS)`;
 }
 
+/**
+ * The image in a data: face (already classified as one): its bytes and a content type to store it
+ * with. Only PNG, JPEG, WEBP and GIF keep their declared type; anything else is stored as bytes.
+ */
+export function decodeDataFace(url: string): { bytes: Buffer; contentType: string; ext: string } {
+  const comma = url.indexOf(',');
+  const mime = url.slice(5, comma).split(';', 1)[0]!.toLowerCase();
+  const ext = ({ 'image/png': 'png', 'image/jpeg': 'jpg', 'image/jpg': 'jpg', 'image/webp': 'webp', 'image/gif': 'gif' } as Record<string, string>)[mime];
+  return { bytes: Buffer.from(url.slice(comma + 1), 'base64'), contentType: ext ? mime : 'application/octet-stream', ext: ext ?? 'bin' };
+}
+
 /** Classifies face cells under one set of options (the manifest folder's real path is looked up once). */
 export class FaceClassifier {
   private realBase: string | { reason: string } | undefined;
@@ -106,19 +117,21 @@ export class FaceClassifier {
     const lexical = resolve(base, url);
     if (!LOCAL_IMAGE.test(lexical)) return { reason: `local file ${show(url)} is not a .png, .jpg, .jpeg or .webp image` };
     if (!inside(base, lexical)) return { reason: `local file ${show(url)} is outside the manifest's folder (local faces must be in it or a subfolder)` };
+    // Reasons name the file relative to the manifest's folder: reports never hold the producer's paths.
+    const where = `${show(relative(base, lexical))} in the manifest's folder`;
     let stat;
     try {
       stat = statSync(lexical, { throwIfNoEntry: false });
     } catch (err) {
-      return { reason: `local file ${show(url)} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'}; resolved to ${lexical})` };
+      return { reason: `local file ${show(url)} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'}; ${where})` };
     }
-    if (!stat) return { reason: `local file ${show(url)} does not exist (resolved to ${lexical})` };
-    if (!stat.isFile()) return { reason: `local file ${show(url)} is not a regular file (resolved to ${lexical})` };
+    if (!stat) return { reason: `local file ${show(url)} does not exist (${where})` };
+    if (!stat.isFile()) return { reason: `local file ${show(url)} is not a regular file (${where})` };
     let real: string;
     try {
       real = realpathSync(lexical);
     } catch (err) {
-      return { reason: `local file ${show(url)} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'}; resolved to ${lexical})` };
+      return { reason: `local file ${show(url)} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'}; ${where})` };
     }
     if (!inside(base, real)) return { reason: `local file ${show(url)} is a link to a file outside the manifest's folder` };
     return { faceKind: 'local', localPath: real };

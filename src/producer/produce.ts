@@ -13,7 +13,7 @@ import { jobOptions } from '../core/policy.ts';
 import { jobIds, submitJobOptions, type SubmitJob } from '../core/queues.ts';
 import { lineSelected, type RunRecord } from '../core/rowState.ts';
 import { runPolicyFrom, toMicros, type RunPolicy } from '../core/runPolicy.ts';
-import { FACE_COLUMNS, ManifestError, isRejected, readManifest, readOptionsFor, type ManifestRow, type ValidRow } from '../manifest/index.ts';
+import { FACE_COLUMNS, ManifestError, decodeDataFace, isRejected, readManifest, readOptionsFor, type ManifestRow, type ValidRow } from '../manifest/index.ts';
 import { manifestSource, type ManifestSource } from '../manifest/source.ts';
 import { enqueueFinalize } from '../worker/flush.ts';
 import { deriveRunId, inspectManifest } from './inspect.ts';
@@ -202,7 +202,8 @@ export async function produceRows(ctx: Context, runId: string, signal?: AbortSig
       const reason = `run ${run?.state ?? 'gone'} before this row was submitted: ${run?.stopReason ?? ''}`;
       await ctx.rows.admitBatch(runId, lastLine, 0, rejected, batch.map((r) => ({ line: r.line, reason })));
     } else {
-      const jobs: SubmitJob[] = batch.map((row) => toSubmitJob(runId, row, facesLayout, priceMicros));
+      const dataFaces = await storeDataFaces(ctx, batch, layout);
+      const jobs: SubmitJob[] = batch.map((row) => toSubmitJob(runId, row, facesLayout, priceMicros, dataFaces.get(row.key)));
       // Jobs first, then the cursor: a crash in between replays the batch, and the job ids absorb it.
       await ctx.queues.submit.addBulk(
         jobs.map((data) => ({ name: 'submit', data, opts: { jobId: jobIds.submit(runId, data.key), ...submitJobOptions(ctx.policy) } })),
@@ -229,13 +230,44 @@ export async function produceRows(ctx: Context, runId: string, signal?: AbortSig
   return 'done';
 }
 
-function toSubmitJob(runId: string, row: ManifestRow & ValidRow, faces: ReturnType<typeof runLayout>, priceMicros: number): SubmitJob {
-  const faceObjectKey = row.faceKind === 'local' && row.localPath ? faces.input(row.key, extname(row.localPath).toLowerCase()) : undefined;
+/**
+ * Stores the data: faces of a batch in S3 (row key → object key): the queued row names the object
+ * instead of carrying the image, so a row's bytes in Redis stay small. A replayed batch rewrites them.
+ */
+async function storeDataFaces(ctx: Context, rows: ValidRow[], layout: ReturnType<typeof runLayout>): Promise<Map<string, { key: string; bytes: number }>> {
+  const stored = new Map<string, { key: string; bytes: number }>();
+  const faces = rows.filter((r) => r.faceKind === 'data');
+  for (let i = 0; i < faces.length; i += ctx.policy.produce.uploadConcurrency) {
+    await Promise.all(
+      faces.slice(i, i + ctx.policy.produce.uploadConcurrency).map(async (row) => {
+        const face = decodeDataFace(row.faceUrl);
+        const key = layout.input(row.key, `.${face.ext}`);
+        await ctx.storage.upload(key, face.bytes, face.contentType);
+        stored.set(row.key, { key, bytes: face.bytes.length });
+      }),
+    );
+  }
+  return stored;
+}
+
+function toSubmitJob(
+  runId: string,
+  row: ManifestRow & ValidRow,
+  faces: ReturnType<typeof runLayout>,
+  priceMicros: number,
+  dataFace?: { key: string; bytes: number },
+): SubmitJob {
+  let faceObjectKey = row.faceKind === 'local' && row.localPath ? faces.input(row.key, extname(row.localPath).toLowerCase()) : undefined;
+  let faceUrl = row.faceUrl;
+  if (dataFace) {
+    faceObjectKey = dataFace.key;
+    faceUrl = `${row.faceUrl.slice(0, row.faceUrl.indexOf(','))},… (${dataFace.bytes} bytes, stored at ${dataFace.key})`;
+  }
   return {
     runId,
     key: row.key,
     line: row.line,
-    row: { id: row.id, faceUrl: row.faceUrl, faceKind: row.faceKind, faceObjectKey, input: row.input as Record<string, unknown>, extra: row.extra },
+    row: { id: row.id, faceUrl, faceKind: row.faceKind, faceObjectKey, input: row.input as Record<string, unknown>, extra: row.extra },
     costMicros: estimateRow(row.input as Record<string, unknown>).megapixels * priceMicros,
   };
 }

@@ -23,7 +23,7 @@ export function webhookUrlFor(ctx: Context, runId: string, key: string, attempt:
   return `${ctx.cfg.webhookUrl}?${q}`;
 }
 
-/** The URL fal fetches the face from: s3:// and uploaded local faces are presigned at submit time. */
+/** The URL fal fetches the face from: s3:// faces and uploaded local and data: faces are presigned at submit time. */
 export async function faceUrlForFal(ctx: Context, row: RowData): Promise<string> {
   const ttl = ctx.cfg.PRESIGN_EXPIRES_SECONDS;
   if (row.faceKind === 's3') {
@@ -34,6 +34,8 @@ export async function faceUrlForFal(ctx: Context, row: RowData): Promise<string>
     if (!row.faceObjectKey) throw new Error(`local face ${row.faceUrl} was not uploaded`);
     return ctx.storage.presign(row.faceObjectKey, ttl);
   }
+  // A data: face was uploaded by the producer (rows queued before that carry the URI itself).
+  if (row.faceKind === 'data' && row.faceObjectKey) return ctx.storage.presign(row.faceObjectKey, ttl);
   return row.faceUrl;
 }
 

@@ -1,10 +1,13 @@
 // A row's bytes in Redis are bounded, not only the number of rows in flight: a row whose id, face URL
 // and passthrough columns together exceed MAX_ROW_BYTES is a rejected row naming the column and the
-// limit, and nothing of it is queued. Real redis-server and s3rver; no workers, so queued jobs stay.
+// limit, and nothing of it is queued; a data: face is stored in S3 and the row names it. Real
+// redis-server and s3rver; no workers, so queued jobs stay.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { runLayout } from '../../src/core/layout.ts';
 import { jobIds } from '../../src/core/queues.ts';
 import { produceRun } from '../../src/producer/produce.ts';
+import { facePng } from '../helpers/faces.ts';
 import { startTestStack, type TestStack } from '../helpers/stack.ts';
 
 let t: TestStack;
@@ -39,4 +42,18 @@ test('a row over MAX_ROW_BYTES is rejected naming the column and the limit, and 
   const small = await t.ctx.queues.submit.getJob(jobIds.submit(runId, 'small'));
   assert.deepEqual(small?.data.row.extra, { team: 'red', notes: 'a short note' });
   for (const key of ['fat-notes', 'fat-team']) assert.equal(await t.ctx.queues.submit.getJob(jobIds.submit(runId, key)), undefined, `${key} was queued`);
+});
+
+test('a data: face goes to S3 at produce time; the queued row names the object instead of carrying the image', async () => {
+  const png = await facePng(4);
+  const padded = Buffer.concat([png, Buffer.alloc(256 * 1024)]); // a large image: ¼ MiB of trailing bytes
+  const manifest = await t.manifest('data-face.csv', `id,face_url\ninline,"data:image/png;base64,${padded.toString('base64')}"\n`);
+  const { runId } = await produceRun(t.ctx, manifest);
+  const job = (await t.ctx.queues.submit.getJob(jobIds.submit(runId, 'inline')))!;
+  assert.ok(JSON.stringify(job.data).length < 1024, `the queued row holds ${JSON.stringify(job.data).length} bytes`);
+  const key = job.data.row.faceObjectKey!;
+  assert.equal(key, `${runLayout(t.ctx.cfg.S3_PREFIX, runId).base}inputs/inline.png`);
+  const chunks: Buffer[] = [];
+  for await (const c of await t.ctx.storage.getStream(key)) chunks.push(c as Buffer);
+  assert.ok(Buffer.concat(chunks).equals(padded), 'the stored face is the image of the data: URI');
 });
