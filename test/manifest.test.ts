@@ -26,6 +26,7 @@ import {
   readManifest,
   toRowKey,
   type ManifestRow,
+  type ReadManifestOptions,
   type RejectedRow,
   type ValidRow,
 } from '../src/manifest/index.ts';
@@ -44,7 +45,7 @@ after(async () => {
 
 const F = 'https://a.example/f.png';
 
-async function collect(source: Readable, opts: { baseDir?: string } = { baseDir: dir }): Promise<ManifestRow[]> {
+async function collect(source: Readable, opts: ReadManifestOptions = { baseDir: dir }): Promise<ManifestRow[]> {
   const rows: ManifestRow[] = [];
   for await (const r of readManifest(source, opts)) rows.push(r);
   return rows;
