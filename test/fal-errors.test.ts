@@ -1,0 +1,187 @@
+// What each answer of fal means for the money: every failure of a fal call becomes one typed error
+// that says what to do — try again later (429, 5xx, nothing sent), wait for the webhook (the call may
+// have reached fal), pause (401/403), fail the row (422 and other 4xx), resubmit (404). Checked on
+// the classifier, and through the unmodified client against a small server of the test's own.
+import assert from 'node:assert/strict';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, test } from 'node:test';
+import { FalAmbiguousError, FalAuthError, FalNotFoundError, FalRejectedError, FalTransientError } from '../src/core/errors.ts';
+import { classifyFalError, createFal, describeDetail, parseRetryAfter } from '../src/core/fal.ts';
+import { freePort } from '../src/local/ports.ts';
+
+const ENDPOINT = 'fal-ai/flux-2-lora-gallery/face-to-full-portrait';
+
+/** An HTTP error as the fal client throws it (ApiError: status and body). */
+const apiError = (status: number, body: unknown) => Object.assign(new Error(`HTTP ${status}`), { status, body });
+
+test('401 and 403 are the key: submissions pause, whatever the detail says', () => {
+  for (const status of [401, 403]) {
+    const err = classifyFalError(apiError(status, { detail: 'User is locked' }));
+    assert.ok(err instanceof FalAuthError, `${status}`);
+    assert.equal(err.status, status);
+    assert.equal(err.message, `fal refused the API key (${status}): User is locked`);
+  }
+});
+
+test('404 means fal does not know the request', () => {
+  const err = classifyFalError(apiError(404, { detail: 'Request not found' }));
+  assert.ok(err instanceof FalNotFoundError);
+  assert.equal(err.message, 'fal does not know this request (404): Request not found');
+});
+
+test('429 and every 5xx are transient: nothing was accepted', () => {
+  for (const status of [429, 500, 502, 503, 599]) {
+    const err = classifyFalError(apiError(status, 'busy'));
+    assert.ok(err instanceof FalTransientError, `${status}`);
+    assert.equal(err.status, status);
+    assert.equal(err.message, `fal answered ${status}: busy`);
+  }
+});
+
+test('422 and other 4xx reject the input, with fal\'s detail', () => {
+  const detail = [{ loc: ['body', 'num_images'], msg: 'Input should be less than or equal to 4', type: 'less_than_equal' }];
+  const err = classifyFalError(apiError(422, { detail }));
+  assert.ok(err instanceof FalRejectedError);
+  assert.equal(err.status, 422);
+  assert.equal(err.message, 'fal rejected the input (422): num_images: Input should be less than or equal to 4');
+  for (const status of [400, 405, 413, 428]) {
+    const e = classifyFalError(apiError(status, { detail: 'no' }));
+    assert.ok(e instanceof FalRejectedError, `${status}`);
+    assert.equal(e.status, status);
+  }
+});
+
+test('an error without an HTTP status may have reached fal: ambiguous', () => {
+  const err = classifyFalError(new TypeError('fetch failed'));
+  assert.ok(err instanceof FalAmbiguousError);
+  assert.equal(err.message, 'fal call failed: fetch failed');
+  assert.ok(classifyFalError('boom') instanceof FalAmbiguousError);
+  assert.equal(classifyFalError('boom').message, 'fal call failed: boom');
+  assert.ok(classifyFalError(Object.assign(new Error('x'), { status: '500' })) instanceof FalAmbiguousError, 'a status that is no number');
+});
+
+test('errors already typed pass through unchanged', () => {
+  for (const err of [
+    new FalTransientError('t', 503, 1000),
+    new FalAmbiguousError('a'),
+    new FalAuthError('k', 401),
+    new FalRejectedError('r', 422),
+    new FalNotFoundError('n'),
+  ]) {
+    assert.equal(classifyFalError(err), err);
+  }
+});
+
+test('fal error bodies become one readable sentence', () => {
+  assert.equal(describeDetail('plain text'), 'plain text');
+  assert.equal(describeDetail({ detail: 'Request is still in progress' }), 'Request is still in progress');
+  assert.equal(
+    describeDetail({ detail: [{ loc: ['body', 'image_size', 'width'], msg: 'too big' }, { loc: ['query'], msg: 'bad' }] }),
+    'image_size.width: too big; query: bad',
+  );
+  assert.equal(describeDetail({ detail: [{ type: 'x' }] }), ': {"type":"x"}');
+  assert.equal(describeDetail({ error: 'x'.repeat(600) }), JSON.stringify({ error: 'x'.repeat(600) }).slice(0, 500));
+  assert.equal(describeDetail(undefined), undefined);
+  assert.equal(describeDetail(null), undefined);
+  assert.equal(describeDetail(42), undefined);
+  const err = classifyFalError(Object.assign(new Error('HTTP 422'), { status: 422 }));
+  assert.equal(err.message, 'fal rejected the input (422): HTTP 422', 'without a body, the error\'s own message');
+});
+
+test('Retry-After in seconds or as a date; nothing usable is no hint', () => {
+  const now = Date.parse('2026-01-01T00:00:00Z');
+  assert.equal(parseRetryAfter('3', now), 3000);
+  assert.equal(parseRetryAfter('0', now), 0);
+  assert.equal(parseRetryAfter('-2', now), 0);
+  assert.equal(parseRetryAfter('1.5', now), 1500);
+  assert.equal(parseRetryAfter('Thu, 01 Jan 2026 00:00:07 GMT', now), 7000);
+  assert.equal(parseRetryAfter('Wed, 31 Dec 2025 23:59:00 GMT', now), 0, 'a date in the past');
+  assert.equal(parseRetryAfter('soon', now), undefined);
+  assert.equal(parseRetryAfter('', now), undefined);
+  assert.equal(parseRetryAfter(null, now), undefined);
+});
+
+// ---- through the unmodified client -----------------------------------------------------------
+
+type Handler = (req: IncomingMessage, res: ServerResponse) => void;
+let handler: Handler = (_req, res) => void res.end();
+const seen: string[] = [];
+const server = createServer((req, res) => {
+  seen.push(`${req.method} ${req.url}`);
+  req.resume();
+  req.on('end', () => handler(req, res));
+});
+await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+after(
+  () =>
+    new Promise<void>((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    }),
+);
+
+async function submitError(fal = createFal({ FAL_KEY: 'k', FAL_QUEUE_URL: `${base}/` })): Promise<Error> {
+  try {
+    await fal.queue.submit(ENDPOINT, { input: { image_urls: ['https://x.example/f.png'] } });
+  } catch (err) {
+    return classifyFalError(err);
+  }
+  return assert.fail('the submit succeeded');
+}
+
+test('the client\'s calls go to FAL_QUEUE_URL, and a 200 is a request id', async () => {
+  handler = (_req, res) => void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ request_id: 'req-1', status: 'IN_QUEUE' }));
+  seen.length = 0;
+  const res = await createFal({ FAL_KEY: 'k', FAL_QUEUE_URL: `${base}//` }).queue.submit(ENDPOINT, { input: { image_urls: ['https://x.example/f.png'] } });
+  assert.equal(res.request_id, 'req-1');
+  assert.deepEqual(seen, [`POST /${ENDPOINT}`]);
+});
+
+test('429 with Retry-After is transient at once (no hidden retries), with the hint and the body', async () => {
+  handler = (_req, res) => void res.writeHead(429, { 'retry-after': '3' }).end('slow down');
+  seen.length = 0;
+  const err = await submitError();
+  assert.ok(err instanceof FalTransientError);
+  assert.deepEqual([err.status, err.retryAfterMs, err.message], [429, 3000, 'fal answered 429: slow down']);
+  assert.equal(seen.length, 1, 'one call: the client did not retry on its own');
+});
+
+test('503 without a body is transient', async () => {
+  handler = (_req, res) => void res.writeHead(503).end();
+  const err = await submitError();
+  assert.ok(err instanceof FalTransientError);
+  assert.deepEqual([err.status, err.retryAfterMs, err.message], [503, undefined, 'fal answered 503']);
+});
+
+test('422 through the client fails the row with fal\'s detail', async () => {
+  handler = (_req, res) =>
+    void res.writeHead(422, { 'content-type': 'application/json' }).end(JSON.stringify({ detail: [{ loc: ['body', 'seed'], msg: 'must be an integer' }] }));
+  const err = await submitError();
+  assert.ok(err instanceof FalRejectedError);
+  assert.equal(err.message, 'fal rejected the input (422): seed: must be an integer');
+});
+
+test('a refused connection is transient: nothing was sent', async () => {
+  const port = await freePort();
+  const err = await submitError(createFal({ FAL_KEY: 'k', FAL_QUEUE_URL: `http://127.0.0.1:${port}` }));
+  assert.ok(err instanceof FalTransientError);
+  assert.equal(err.message, 'fal unreachable (ECONNREFUSED)');
+});
+
+test('a connection reset after sending is ambiguous: fal may have accepted it', async () => {
+  handler = (req) => req.socket.destroy();
+  seen.length = 0;
+  const err = await submitError();
+  assert.ok(err instanceof FalAmbiguousError);
+  assert.match(err.message, /^fal call interrupted \(\w+\): /);
+  assert.equal(seen.length, 1, 'never retried: a retry could pay twice');
+});
+
+test('no answer within the timeout is ambiguous', async () => {
+  handler = () => undefined; // never answers
+  const err = await submitError(createFal({ FAL_KEY: 'k', FAL_QUEUE_URL: base }, 200));
+  assert.ok(err instanceof FalAmbiguousError);
+  assert.match(err.message, /^fal call interrupted \(TimeoutError\)/);
+});
