@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, test } from 'node:test';
-import { FalAmbiguousError, FalAuthError, FalNotFoundError, FalRejectedError, FalTransientError } from '../src/core/errors.ts';
+import { DownloadError, FalAmbiguousError, FalAuthError, FalNotFoundError, FalRejectedError, FalTransientError, errorMessage } from '../src/core/errors.ts';
 import { classifyFalError, createFal, describeDetail, parseRetryAfter } from '../src/core/fal.ts';
 import { freePort } from '../src/local/ports.ts';
 
@@ -71,6 +71,22 @@ test('errors already typed pass through unchanged', () => {
   ]) {
     assert.equal(classifyFalError(err), err);
   }
+});
+
+test('each error type carries its name: logs and the reconciler read it', () => {
+  assert.equal(new FalTransientError('t').name, 'FalTransientError');
+  assert.equal(new FalAmbiguousError('a').name, 'FalAmbiguousError');
+  assert.equal(new FalAuthError('k', 401).name, 'FalAuthError');
+  assert.equal(new FalRejectedError('r', 422).name, 'FalRejectedError');
+  assert.equal(new FalNotFoundError('n').name, 'FalNotFoundError');
+  const d = new DownloadError('too big', true);
+  assert.deepEqual([d.name, d.message, d.permanent], ['DownloadError', 'too big', true]);
+  assert.equal(new DownloadError('later', false).permanent, false);
+  const t = new FalTransientError('busy', 503, 2000);
+  assert.deepEqual([t.message, t.status, t.retryAfterMs], ['busy', 503, 2000]);
+  assert.equal(errorMessage(new Error('plain')), 'plain');
+  assert.equal(errorMessage('text'), 'text');
+  assert.equal(errorMessage(42), '42');
 });
 
 test('fal error bodies become one readable sentence', () => {
@@ -153,6 +169,33 @@ test('503 without a body is transient', async () => {
   const err = await submitError();
   assert.ok(err instanceof FalTransientError);
   assert.deepEqual([err.status, err.retryAfterMs, err.message], [503, undefined, 'fal answered 503']);
+});
+
+test('500 through the client is transient', async () => {
+  handler = (_req, res) => void res.writeHead(500, { 'retry-after': 'Thu, 01 Jan 2099 00:00:00 GMT' }).end('{"detail":"Internal Server Error"}');
+  const err = await submitError();
+  assert.ok(err instanceof FalTransientError);
+  assert.equal(err.status, 500);
+  assert.ok(err.retryAfterMs! > 365 * 86400_000, 'an HTTP-date Retry-After');
+  assert.equal(err.message, 'fal answered 500: {"detail":"Internal Server Error"}');
+});
+
+test('a long error body is cut to 300 characters', async () => {
+  handler = (_req, res) => void res.writeHead(502).end('x'.repeat(1000));
+  const err = await submitError();
+  assert.equal(err.message, `fal answered 502: ${'x'.repeat(300)}`);
+});
+
+test('404 on status means a lost request', async () => {
+  handler = (_req, res) => void res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ detail: 'Request not found' }));
+  let err: Error | undefined;
+  try {
+    await createFal({ FAL_KEY: 'k', FAL_QUEUE_URL: base }).queue.status(ENDPOINT, { requestId: 'req-9', logs: false });
+  } catch (e) {
+    err = classifyFalError(e);
+  }
+  assert.ok(err instanceof FalNotFoundError);
+  assert.equal(err.message, 'fal does not know this request (404): Request not found');
 });
 
 test('422 through the client fails the row with fal\'s detail', async () => {
