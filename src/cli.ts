@@ -231,7 +231,11 @@ program
   .option('--json', 'print one JSON object on stdout')
   .action(async (o: { manifest: string; dataDir: string; json?: boolean }) => {
     const progress = progressReporter();
-    const res = await runDemo({ manifest: o.manifest, dataDir: o.dataDir, log: say, onProgress: (s) => progress.update(s) });
+    const log = (line: string) => {
+      progress.end();
+      say(line);
+    };
+    const res = await runDemo({ manifest: o.manifest, dataDir: o.dataDir, log, onProgress: (s) => progress.update(s) });
     progress.end();
     say(`run ${res.runId}: ${res.state} — ${res.completed} completed, ${res.failed} failed, ${res.rejected} rejected, ${res.canceled} canceled`);
     say(`open ${res.outputDir}/index.html`);

@@ -26,8 +26,10 @@ export function progressReporter(out: NodeJS.WriteStream = process.stderr): Prog
         out.write(`\r\x1b[2K${line.slice(0, width)}`);
         drawn = true;
       },
+      /** Ends the line (before other output, and at the end); the next update starts a new one. */
       end() {
         if (drawn) out.write('\n');
+        drawn = false;
       },
     };
   }

@@ -38,5 +38,5 @@ export function estimateRow(input: Readonly<Record<string, unknown>>): RowEstima
   return { images, megapixels: images, sized: false };
 }
 
-/** Money rounded to cents (display and JSON; the Lua transitions count millionths). */
-export const roundMoney = (v: number): number => Math.round(v * 100) / 100;
+/** Money in JSON: exact to a millionth (what the Lua transitions count in), without float noise; shown with 2 decimals. */
+export const roundMoney = (v: number): number => Math.round(v * 1_000_000) / 1_000_000;

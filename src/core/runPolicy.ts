@@ -34,7 +34,7 @@ export function runPolicyFrom(cfg: Config, over: { maxCost?: number | null } = {
 
 /** Money in millionths of the currency unit (what the Lua transitions count in). */
 export const toMicros = (amount: number): number => Math.round(amount * 1_000_000);
-export const fromMicros = (micros: number): number => Math.round(micros / 10_000) / 100;
+export const fromMicros = (micros: number): number => micros / 1_000_000;
 
 /** The run hash fields that hold the policy. */
 export function policyFields(p: RunPolicy): Record<string, string | number> {
