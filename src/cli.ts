@@ -9,9 +9,12 @@ import { runChaos } from './chaos.ts';
 import { RunControlError } from './control/errors.ts';
 import { runDemo } from './demo.ts';
 import { startEmulator } from './emulator/index.ts';
+import { assertReachable, listenError } from './core/reachability.ts';
+import { redactText } from './core/redact.ts';
 import { createPortraitBatch, dryRun, type PortraitBatch } from './index.ts';
 import { ManifestError } from './manifest/index.ts';
 import { progressReporter } from './progress.ts';
+import { InterruptedError } from './signals.ts';
 import { formatRunList, formatStatus } from './status.ts';
 
 /** Exit codes: 2 bad input (manifest, arguments, unknown run), 3 bad configuration, 1 anything else. */
@@ -24,16 +27,28 @@ class ExitError extends Error {
   }
 }
 
-const say = (line: string) => process.stderr.write(`${line}\n`);
+const say = (line: string) => process.stderr.write(`${redactText(line)}\n`);
 const print = (line: string) => process.stdout.write(`${line}\n`);
 const printJson = (value: unknown) => print(JSON.stringify(value));
 
-async function withLibrary<T>(name: string, fn: (pb: PortraitBatch) => Promise<T>): Promise<T> {
+/** The library for one command, after its start-up check (Redis, and S3 when `needs.s3`). */
+async function withLibrary<T>(name: string, fn: (pb: PortraitBatch) => Promise<T>, needs: { s3?: boolean } = {}): Promise<T> {
   const pb = createPortraitBatch(loadConfig(), { name });
   try {
+    await assertReachable(pb.context, needs);
     return await fn(pb);
   } finally {
     await pb.close();
+  }
+}
+
+/** The start-up check of a long-running role; its connections are closed when it fails. */
+async function reachableOrClose(pb: PortraitBatch, needs: { s3?: boolean } = {}): Promise<void> {
+  try {
+    await assertReachable(pb.context, needs);
+  } catch (err) {
+    await pb.close();
+    throw err;
   }
 }
 
@@ -98,7 +113,7 @@ program
       progress.end();
       if (o.json) printJson({ ...status, resumed: res.resumed });
       else say(formatStatus(status));
-    });
+    }, { s3: true });
   });
 
 program
@@ -162,7 +177,7 @@ program
       const csv = await pb.report(runId);
       await pipeline(csv, o.out ? createWriteStream(resolve(o.out)) : process.stdout, { end: Boolean(o.out) });
       if (o.out) say(`report of ${runId} written to ${o.out}`);
-    });
+    }, { s3: true });
   });
 
 program
@@ -176,7 +191,7 @@ program
       const res = await pb.download(runId, resolve(dir));
       if (o.json) printJson(res);
       else print(`${res.files} files of run ${runId} in ${res.dir}; open ${res.contactSheet}`);
-    });
+    }, { s3: true });
   });
 
 program
@@ -196,7 +211,11 @@ program
   .description('run the webhook receiver (POST /fal/webhook)')
   .action(async () => {
     const pb = createPortraitBatch(loadConfig(), { name: 'webhook' });
-    const hook = await pb.startWebhook({ host: '0.0.0.0' });
+    await reachableOrClose(pb);
+    const hook = await pb.startWebhook({ host: '0.0.0.0' }).catch(async (err: unknown) => {
+      await pb.close();
+      throw listenError(err, 'WEBHOOK_PORT', pb.config.WEBHOOK_PORT);
+    });
     say(`webhook receiver listening on :${hook.port}`);
     await serveUntilSignal(() => pb.close());
   });
@@ -208,6 +227,7 @@ program
     const cfg = loadConfig();
     requireVar(cfg, 'FAL_KEY', 'by the worker: it calls fal');
     const pb = createPortraitBatch(cfg, { name: 'worker' });
+    await reachableOrClose(pb, { s3: true });
     await pb.startWorkers();
     say('workers running');
     await serveUntilSignal(() => pb.close());
@@ -218,7 +238,7 @@ program
   .description("run the fal emulator (fal's queue and webhook protocol, for offline use)")
   .option('--port <port>', 'port to listen on', port, 8090)
   .action(async (o: { port: number }) => {
-    const emu = await startEmulator({ port: o.port });
+    const emu = await startEmulator({ port: o.port }).catch((err: unknown) => Promise.reject(listenError(err, '--port', o.port, '127.0.0.1')));
     say(`fal emulator on ${emu.url} (JWKS ${emu.jwksUrl}); set FAL_QUEUE_URL=${emu.url} FAL_JWKS_URL=${emu.jwksUrl}`);
     await serveUntilSignal(() => emu.close());
   });
@@ -266,6 +286,7 @@ function exitCodeOf(err: unknown): number {
   if (err instanceof ManifestError || err instanceof RunControlError) return 2;
   if (err instanceof ConfigError) return 3;
   if (err instanceof ExitError) return err.code;
+  if (err instanceof InterruptedError) return err.exitCode;
   return 1;
 }
 
@@ -276,8 +297,10 @@ try {
   const code = exitCodeOf(err);
   // commander has already printed its own message (and the help) for argument errors.
   if (!(err instanceof CommanderError)) {
-    const known = err instanceof ManifestError || err instanceof RunControlError || err instanceof ConfigError || err instanceof ExitError;
-    say(`error: ${err instanceof Error ? (known ? err.message : (err.stack ?? err.message)) : String(err)}`);
+    // One sentence for the operator; the stack only when asked for (LOG_LEVEL=debug or trace).
+    const debug = ['debug', 'trace'].includes(process.env.LOG_LEVEL ?? '');
+    if (err instanceof InterruptedError) say(err.message);
+    else say(`error: ${err instanceof Error ? (debug ? (err.stack ?? err.message) : err.message) : String(err)}`);
   }
   // With --json, stdout still holds exactly one JSON object.
   if (process.argv.includes('--json') && code !== 0) printJson({ error: err instanceof Error ? err.message : String(err), exitCode: code });

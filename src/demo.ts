@@ -4,6 +4,7 @@
 import { rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { startEmbeddedService } from './local/embedded.ts';
+import { watchInterruption } from './signals.ts';
 import type { RunStatus } from './status.ts';
 
 export interface DemoOptions {
@@ -31,12 +32,18 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
   const log = opts.log ?? (() => undefined);
   const dataDir = resolve(opts.dataDir ?? 'demo-data');
   const manifest = resolve(opts.manifest ?? 'examples/faces.csv');
-  const { stack, pb, stop } = await startEmbeddedService({ dataDir, defaults: EMBEDDED_DEFAULTS, name: 'demo' });
+  // Ctrl-C stops the demo cleanly: workers, receiver, then the stack (its private Redis included).
+  const interruption = watchInterruption();
+  const { stack, pb, stop } = await startEmbeddedService({ dataDir, defaults: EMBEDDED_DEFAULTS, name: 'demo' }).catch((err: unknown) => {
+    interruption.dispose();
+    throw err;
+  });
   log(`stack: redis ${stack.cfg.REDIS_URL} · s3 ${stack.cfg.S3_ENDPOINT ?? 'AWS'} · fal ${stack.cfg.FAL_QUEUE_URL}`);
   try {
-    const { runId, resumed } = await pb.startRun(manifest);
+    interruption.check();
+    const { runId, resumed } = await interruption.race(pb.startRun(manifest));
     log(`${resumed ? 'resuming' : 'started'} run ${runId}`);
-    const run = await pb.waitForRun(runId, { onProgress: opts.onProgress });
+    const run = await interruption.race(pb.waitForRun(runId, { onProgress: opts.onProgress }));
     const outputDir = join(dataDir, 'runs', runId);
     await rm(outputDir, { recursive: true, force: true });
     const { contactSheet } = await pb.download(runId, outputDir);
@@ -52,6 +59,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
       outputDir,
     };
   } finally {
+    interruption.dispose();
     await stop();
   }
 }

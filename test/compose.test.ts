@@ -43,7 +43,7 @@ test('the compose values pass the config validation', () => {
 
 test('the Dockerfile installs production dependencies and runs the CLI', async () => {
   const df = await readFile(new URL('../Dockerfile', import.meta.url), 'utf8');
-  assert.match(df, /^FROM node:20/m);
+  assert.match(df, /^FROM node:22/m, 'Node 22 LTS');
   assert.match(df, /npm ci --omit=dev/);
   assert.match(df, /ENTRYPOINT \["node", "bin\/portrait-batch.js"\]/);
 });

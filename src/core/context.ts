@@ -6,6 +6,7 @@ import { createFal, type FalClient } from './fal.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { buildPolicy, type Policy, type PolicyOverrides } from './policy.ts';
 import { createQueues, type Queues } from './queues.ts';
+import { watchRedis } from './reachability.ts';
 import { RowStore } from './rowState.ts';
 import { Storage } from './s3.ts';
 
@@ -30,7 +31,11 @@ export function redisConnection(url: string): Redis {
 export function createContext(cfg: Config, name = 'portrait-batch', policy?: PolicyOverrides): Context {
   const redis = redisConnection(cfg.REDIS_URL);
   const logger = createLogger(name, cfg.LOG_LEVEL);
+  watchRedis(redis, cfg.REDIS_URL, logger);
   const queues = createQueues(redis);
+  // The queues share `redis`, whose outages watchRedis logs once; without a listener BullMQ prints
+  // every reconnect error with its stack to stderr.
+  for (const q of [queues.submit, queues.results, queues.control]) q.on('error', () => undefined);
   return {
     cfg,
     policy: buildPolicy(cfg, policy),
@@ -41,8 +46,11 @@ export function createContext(cfg: Config, name = 'portrait-batch', policy?: Pol
     queues,
     logger,
     async close() {
+      // Never wait on a Redis that is not there: quit() and the queues' close would queue forever.
+      if (redis.status !== 'ready') redis.disconnect();
       await queues.close();
       await redis.quit().catch(() => redis.disconnect());
     },
   };
 }
+

@@ -1,3 +1,4 @@
+import './awsNodeWarning.ts';
 import { Readable } from 'node:stream';
 import {
   CreateBucketCommand,

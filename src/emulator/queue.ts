@@ -6,6 +6,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from '../core/logger.ts';
 import { between, chance, type EmulatorFaults, type MsRange } from './faults.ts';
 import type { FileStore } from './files.ts';
+import type { RequestJournal } from './journal.ts';
 import { generate, loadFace, ModelFailure, type FaceSource, type ModelOutput } from './model.ts';
 import { validateInput, type ModelInput } from './schema.ts';
 import { rowKeyOf, type EmulatorStats } from './stats.ts';
@@ -70,6 +71,8 @@ export interface QueueOptions {
   webhooks: WebhookSender;
   /** How the runner reaches faces (own files, private-network refusal). */
   faceSource: Omit<FaceSource, 'signal'>;
+  /** Where accepted and finished requests are written (the embedded stack's data dir). */
+  journal?: RequestJournal;
   logger?: Logger;
 }
 
@@ -117,14 +120,43 @@ export class EmulatedQueue {
       req.lost = true;
       stats.lost++;
       this.lostRequests.set(req.id, req);
+      this.opts.journal?.accepted(req);
       this.opts.logger?.debug({ requestId: req.id }, 'emulator: request lost (fault)');
       return req;
     }
+    this.opts.journal?.accepted(req);
     this.requests.set(req.id, req);
     this.waiting.push(req.id);
     this.log(req, 'Request queued');
     this.pump();
     return req;
+  }
+
+  /**
+   * Takes back the books of an earlier emulator on the same journal: finished requests answer status
+   * and result again, unfinished ones run again (fal keeps running them while we are away).
+   */
+  restore(): void {
+    const { stats } = this.opts;
+    for (const e of this.opts.journal?.read() ?? []) {
+      if (e.t === 'accept') {
+        const { t: _t, ...fields } = e;
+        const req: EmulatedRequest = { ...fields, status: 'IN_QUEUE', canceled: false, cancelRequested: false, logs: [], webhookAttempts: [] };
+        stats.accepted++;
+        const row = rowKeyOf(e.webhookUrl);
+        if (row) stats.acceptedByRow[row] = (stats.acceptedByRow[row] ?? 0) + 1;
+        if (e.lost) {
+          stats.lost++;
+          this.lostRequests.set(req.id, req);
+        } else this.requests.set(req.id, req);
+      } else {
+        const { t: _t, ...fields } = e;
+        const req = this.requests.get(e.id);
+        if (req) Object.assign(req, fields, { status: 'COMPLETED' });
+      }
+    }
+    for (const req of this.requests.values()) if (req.status !== 'COMPLETED') this.waiting.push(req.id);
+    this.pump();
   }
 
   /** A request the API knows (lost ones are not). */
@@ -177,6 +209,7 @@ export class EmulatedQueue {
     req.status = 'COMPLETED';
     req.completedAt = Date.now();
     req.failure = CANCELED;
+    this.opts.journal?.finished(req);
     this.log(req, 'Request cancelled', 'ERROR');
     this.opts.stats.canceled++;
   }
@@ -266,6 +299,7 @@ export class EmulatedQueue {
   private finish(req: EmulatedRequest): void {
     req.status = 'COMPLETED';
     req.completedAt = Date.now();
+    this.opts.journal?.finished(req);
     this.log(req, req.failure ? 'Request failed' : 'Request completed');
     this.opts.logger?.debug({ requestId: req.id, ok: !req.failure }, 'emulator: request finished');
   }

@@ -9,11 +9,13 @@
 // needs it (validateAt: 'submit', more slots, timeScale).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
 import { parseJsonExactSeeds } from '../core/exactJson.ts';
 import type { Logger } from '../core/logger.ts';
 import { chance, randomStreams, seededRandom, type EmulatorFaults, type MsRange } from './faults.ts';
 import { FileStore } from './files.ts';
 import { readBody, sendJson } from './http.ts';
+import { RequestJournal } from './journal.ts';
 import { createSigningKey, type SigningKey } from './keys.ts';
 import { unreachableFromFal } from './network.ts';
 import { EmulatedQueue, type EmulatedRequest } from './queue.ts';
@@ -67,6 +69,8 @@ export interface EmulatorOptions {
    */
   privateNetwork?: boolean;
   faults?: EmulatorFaults;
+  /** Keep requests and files in this directory and take them back on start (the embedded stack). */
+  stateDir?: string;
   logger?: Logger;
 }
 
@@ -92,7 +96,8 @@ export async function startEmulator(opts: EmulatorOptions = {}): Promise<Running
   const random = randomStreams(seed);
   let faults: EmulatorFaults = { ...opts.faults };
   let baseUrl = '';
-  const files = new FileStore(() => baseUrl, stats, random.files, () => faults);
+  const journal = opts.stateDir ? new RequestJournal(opts.stateDir) : undefined;
+  const files = new FileStore(() => baseUrl, stats, random.files, () => faults, opts.stateDir && join(opts.stateDir, 'files'));
   const storage = new StorageUploads(files, () => baseUrl, stats);
   const refuse = opts.privateNetwork === false ? unreachableFromFal : undefined;
   const webhooks = new WebhookSender({
@@ -119,6 +124,7 @@ export async function startEmulator(opts: EmulatorOptions = {}): Promise<Running
     files,
     webhooks,
     faceSource: { ownFile: (url) => files.bytesOf(url), refuse },
+    journal,
     logger: opts.logger,
   });
 
@@ -325,6 +331,7 @@ export async function startEmulator(opts: EmulatorOptions = {}): Promise<Running
   const urlHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
   baseUrl = (opts.publicUrl ?? `http://${urlHost}:${port}`).replace(/\/+$/, '');
   opts.logger?.info({ url: baseUrl }, 'emulator: listening');
+  queue.restore();
 
   let closing: Promise<void> | undefined;
   return {

@@ -1,6 +1,7 @@
 // The whole service in this process on the embedded stack (a private redis-server, the embedded S3
 // server, the fal emulator — each only when the environment names no real one): the library handle
 // with its webhook receiver and workers started. What demo, bench and the test fixture share.
+import { assertReachable } from '../core/reachability.ts';
 import { createPortraitBatch, type PortraitBatch, type PortraitBatchOptions, type RunningWebhook, type RunningWorkers } from '../index.ts';
 import { startLocalStack, type LocalStack, type LocalStackOptions } from './stack.ts';
 
@@ -20,6 +21,7 @@ export async function startEmbeddedService(
   let webhook: RunningWebhook | undefined;
   let workers: RunningWorkers | undefined;
   try {
+    await assertReachable(pb.context); // a REDIS_URL given to the embedded stack may be out of reach
     await pb.context.storage.ensureBucket();
     if (opts.webhook !== false) webhook = await pb.startWebhook({ host: '127.0.0.1' });
     if (opts.workers !== false) workers = await pb.startWorkers();

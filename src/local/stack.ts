@@ -1,12 +1,16 @@
 // The embedded default: everything `demo`, `chaos` and the tests need on one machine, each part
 // started only when the environment does not name a real one (REDIS_URL, S3_ENDPOINT, FAL_QUEUE_URL).
+// One stack per data dir (a pid file), on the same ports every time (stack.json), so a rerun after
+// an interrupt finds its Redis data, its results and its webhooks where they were.
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { loadConfig, type Config } from '../core/config.ts';
+import { CONFIG_VARS, loadConfig, type Config } from '../core/config.ts';
 import { startEmulator, type EmulatorOptions, type RunningEmulator } from '../emulator/index.ts';
-import { freePort } from './ports.ts';
-import { startRedisServer, type RunningRedis } from './redisServer.ts';
+import { lockDataDir } from './dataDirLock.ts';
+import { startRedisServer, stopLeftoverRedis, type RunningRedis } from './redisServer.ts';
 import { S3RVER_CREDENTIALS, startS3Server, type RunningS3 } from './s3Server.ts';
 import { webhookSecretFor } from './secret.ts';
+import { StackPorts } from './stackState.ts';
 
 export interface LocalStackOptions {
   dataDir: string;
@@ -31,28 +35,39 @@ export interface LocalStack {
 export async function startLocalStack(opts: LocalStackOptions): Promise<LocalStack> {
   const explicit = Object.fromEntries(Object.entries(opts.env ?? process.env).filter(([, v]) => v !== undefined && v !== '')) as Record<string, string>;
   const env: Record<string, string> = { ...opts.defaults };
-  const started: { stop(): Promise<void> }[] = [];
+  const persistent = opts.persistentRedis ?? true;
+  await mkdir(opts.dataDir, { recursive: true });
+  const lock = await lockDataDir(opts.dataDir);
+  const started: { stop(): Promise<void> }[] = [{ stop: () => lock.release() }];
   const stack: Partial<LocalStack> = {};
   try {
+    const ports = await StackPorts.load(opts.dataDir);
     if (!explicit.REDIS_URL) {
-      stack.redis = await startRedisServer({ dir: join(opts.dataDir, 'redis'), persistent: opts.persistentRedis ?? true });
+      const dir = join(opts.dataDir, 'redis');
+      await stopLeftoverRedis(dir); // a killed holder's Redis would hold the kept port and the AOF
+      stack.redis = await startRedisServer({ dir, persistent, port: await ports.take('redis') });
       started.push(stack.redis);
       env.REDIS_URL = stack.redis.url;
     }
     if (!explicit.S3_ENDPOINT) {
-      stack.s3 = await startS3Server({ dir: join(opts.dataDir, 's3') });
+      const bucket = explicit.S3_BUCKET ?? env.S3_BUCKET ?? CONFIG_VARS.S3_BUCKET.default;
+      stack.s3 = await startS3Server({ dir: join(opts.dataDir, 's3'), port: await ports.take('s3'), buckets: [bucket] });
       started.push({ stop: () => stack.s3!.close() });
       Object.assign(env, S3RVER_CREDENTIALS, { S3_ENDPOINT: stack.s3.endpoint, S3_FORCE_PATH_STYLE: 'true' });
       // The AWS SDK in this process reads its credentials from process.env.
       for (const [k, v] of Object.entries(S3RVER_CREDENTIALS)) process.env[k] ??= v;
     }
     if (!explicit.FAL_QUEUE_URL) {
-      stack.emulator = await startEmulator({ port: 0, ...opts.emulator });
+      // A persistent stack keeps the emulator's books (requests, results) in the data dir too: fal
+      // would still have them after our interrupt.
+      const stateDir = persistent ? join(opts.dataDir, 'emulator') : undefined;
+      stack.emulator = await startEmulator({ stateDir, ...opts.emulator, port: opts.emulator?.port ?? (await ports.take('emulator')) });
       started.push({ stop: () => stack.emulator!.close() });
       const host = new URL(stack.emulator.url).host;
       Object.assign(env, { FAL_QUEUE_URL: stack.emulator.url, FAL_JWKS_URL: stack.emulator.jwksUrl, FAL_KEY: 'emulator-key', RESULT_HOSTS: host });
     }
-    if (!explicit.WEBHOOK_PORT) env.WEBHOOK_PORT = String(await freePort());
+    if (!explicit.WEBHOOK_PORT) env.WEBHOOK_PORT = String(await ports.take('webhook'));
+    await ports.save();
     if (!explicit.WEBHOOK_SECRET) env.WEBHOOK_SECRET = await webhookSecretFor(opts.dataDir);
     Object.assign(env, explicit);
     stack.env = env;

@@ -5,6 +5,7 @@ declare module 's3rver' {
     directory: string;
     silent?: boolean;
     resetOnClose?: boolean;
+    allowMismatchedSignatures?: boolean;
     configureBuckets?: { name: string; configs?: unknown[] }[];
   }
   export default class S3rver {

@@ -66,8 +66,8 @@ export async function startWebhookServer(ctx: Context, port = ctx.cfg.WEBHOOK_PO
     },
   });
   const server = await new Promise<Server>((resolve, reject) => {
-    const s = app.listen(port, host, () => resolve(s));
-    s.once('error', reject);
+    // Express 5 hands a listen error (a port in use) to this callback instead of throwing it.
+    const s = app.listen(port, host, (err?: Error) => (err ? reject(err) : resolve(s)));
   });
   return {
     server,
