@@ -210,7 +210,10 @@ program
   .command('webhook')
   .description('run the webhook receiver (POST /fal/webhook)')
   .action(async () => {
-    const pb = createPortraitBatch(loadConfig(), { name: 'webhook' });
+    const cfg = loadConfig();
+    // Configuration first (exit 3), then whether Redis is there (exit 1).
+    requireVar(cfg, 'WEBHOOK_SECRET', 'by the webhook receiver: it verifies the tokens in webhook URLs');
+    const pb = createPortraitBatch(cfg, { name: 'webhook' });
     await reachableOrClose(pb);
     const hook = await pb.startWebhook({ host: '0.0.0.0' }).catch(async (err: unknown) => {
       await pb.close();
@@ -226,6 +229,7 @@ program
   .action(async () => {
     const cfg = loadConfig();
     requireVar(cfg, 'FAL_KEY', 'by the worker: it calls fal');
+    requireVar(cfg, 'WEBHOOK_SECRET', 'by the worker: it signs the webhook URLs given to fal');
     const pb = createPortraitBatch(cfg, { name: 'worker' });
     await reachableOrClose(pb, { s3: true });
     await pb.startWorkers();
