@@ -7,7 +7,7 @@ import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { ConfigError, loadConfig, requireVar } from './core/config.ts';
 import { runChaos } from './chaos.ts';
 import { RunControlError } from './control/errors.ts';
-import { runDemo } from './demo.ts';
+import { runDemo, type DemoResult } from './demo.ts';
 import { startEmulator } from './emulator/index.ts';
 import { assertReachable, listenError } from './core/reachability.ts';
 import { redactText } from './core/redact.ts';
@@ -16,6 +16,9 @@ import { ManifestError } from './manifest/index.ts';
 import { progressReporter } from './progress.ts';
 import { InterruptedError } from './signals.ts';
 import { formatRunList, formatStatus } from './status.ts';
+import { formatSchedules, listSchedules } from './triggers/cron.ts';
+import { startScheduler } from './triggers/scheduler.ts';
+import { loadSchedulesFile } from './triggers/schedulesFile.ts';
 
 /** Exit codes: 2 bad input (manifest, arguments, unknown run), 3 bad configuration, 1 anything else. */
 class ExitError extends Error {
@@ -238,6 +241,36 @@ program
   });
 
 program
+  .command('scheduler')
+  .description('run the cron schedules (SCHEDULES_FILE) and poll the S3 drop folder (DROP_PREFIX); starts runs, workers produce them')
+  .action(async () => {
+    const cfg = loadConfig();
+    // A bad schedules file is refused before anything is connected to (exit 3).
+    const schedules = cfg.SCHEDULES_FILE ? await loadSchedulesFile(cfg.SCHEDULES_FILE) : undefined;
+    const pb = createPortraitBatch(cfg, { name: 'scheduler' });
+    await reachableOrClose(pb, { s3: true });
+    const scheduler = await startScheduler(pb, { schedules });
+    say(`scheduler running: ${schedules ? `${schedules.length} schedules` : 'no SCHEDULES_FILE'}, drop folder s3://${cfg.S3_BUCKET}/${cfg.DROP_PREFIX}`);
+    await serveUntilSignal(async () => {
+      await scheduler.close();
+      await pb.close();
+    });
+  });
+
+program
+  .command('schedules')
+  .description('list the schedules (of SCHEDULES_FILE, else those registered) with their next fire time and last run')
+  .option('--json', 'print one JSON object on stdout: {schedules: [...]}')
+  .action(async (o: { json?: boolean }) => {
+    const cfg = loadConfig();
+    const fromFile = cfg.SCHEDULES_FILE ? await loadSchedulesFile(cfg.SCHEDULES_FILE) : undefined;
+    await withLibrary('schedules', async (pb) => {
+      const schedules = await listSchedules(pb.context, fromFile);
+      print(o.json ? JSON.stringify({ schedules }) : formatSchedules(schedules));
+    });
+  });
+
+program
   .command('emulator')
   .description("run the fal emulator (fal's queue and webhook protocol, for offline use)")
   .option('--port <port>', 'port to listen on', port, 8090)
@@ -252,18 +285,33 @@ program
   .description('run everything in one process on the embedded default and leave a contact sheet')
   .option('--manifest <file>', 'manifest to run', 'examples/faces.csv')
   .option('--data-dir <dir>', 'where state and outputs are kept', 'demo-data')
+  .option('--keep-alive', 'then keep the stack serving until SIGTERM/SIGINT (with the scheduler when SCHEDULES_FILE or DROP_PREFIX is set)')
   .option('--json', 'print one JSON object on stdout')
-  .action(async (o: { manifest: string; dataDir: string; json?: boolean }) => {
+  .action(async (o: { manifest: string; dataDir: string; keepAlive?: boolean; json?: boolean }) => {
+    // With triggers configured, a bad schedules file is refused before the stack starts (exit 3).
+    const triggers = o.keepAlive && Boolean(process.env.SCHEDULES_FILE || process.env.DROP_PREFIX);
+    const schedules = triggers && process.env.SCHEDULES_FILE ? await loadSchedulesFile(process.env.SCHEDULES_FILE) : undefined;
     const progress = progressReporter();
     const log = (line: string) => {
       progress.end();
       say(line);
     };
-    const res = await runDemo({ manifest: o.manifest, dataDir: o.dataDir, log, onProgress: (s) => progress.update(s) });
-    progress.end();
-    say(`run ${res.runId}: ${res.state} — ${res.completed} completed, ${res.failed} failed, ${res.rejected} rejected, ${res.canceled} canceled`);
-    say(`open ${res.outputDir}/index.html`);
-    if (o.json) printJson(res);
+    const report = (res: DemoResult) => {
+      progress.end();
+      say(`run ${res.runId}: ${res.state} — ${res.completed} completed, ${res.failed} failed, ${res.rejected} rejected, ${res.canceled} canceled`);
+      say(`open ${res.outputDir}/index.html`);
+      if (o.json) printJson(res);
+    };
+    let reported = false;
+    const keepAlive = async (pb: PortraitBatch, res: DemoResult) => {
+      report(res);
+      reported = true;
+      const scheduler = triggers ? await startScheduler(pb, { schedules }) : undefined;
+      say(`serving${scheduler ? ' with the scheduler' : ''} until SIGTERM/SIGINT`);
+      await serveUntilSignal(async () => scheduler?.close());
+    };
+    const res = await runDemo({ manifest: o.manifest, dataDir: o.dataDir, log, onProgress: (s) => progress.update(s), keepAlive: o.keepAlive ? keepAlive : undefined });
+    if (!reported) report(res);
   });
 
 program

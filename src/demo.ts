@@ -4,6 +4,7 @@
 import { rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { startEmbeddedService } from './local/embedded.ts';
+import type { PortraitBatch } from './index.ts';
 import { watchInterruption } from './signals.ts';
 import type { RunStatus } from './status.ts';
 
@@ -12,6 +13,8 @@ export interface DemoOptions {
   dataDir?: string;
   log?: (line: string) => void;
   onProgress?: (s: RunStatus) => void;
+  /** Called with the finished run while the stack still serves; the stack stops when it resolves. */
+  keepAlive?: (pb: PortraitBatch, result: DemoResult) => Promise<void>;
 }
 
 export interface DemoResult {
@@ -48,7 +51,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
     await rm(outputDir, { recursive: true, force: true });
     const { contactSheet } = await pb.download(runId, outputDir);
     log(`contact sheet: ${contactSheet}`);
-    return {
+    const result: DemoResult = {
       runId,
       state: run.state,
       total: run.total ?? 0,
@@ -58,6 +61,8 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
       canceled: run.canceled,
       outputDir,
     };
+    await opts.keepAlive?.(pb, result);
+    return result;
   } finally {
     interruption.dispose();
     await stop();

@@ -30,7 +30,7 @@ interface VarSpec {
   default?: string;
   doc: string;
   /** Where the variable is read: every process, or only some roles. */
-  roles: ReadonlyArray<'producer' | 'webhook' | 'worker'>;
+  roles: ReadonlyArray<'producer' | 'webhook' | 'worker' | 'scheduler'>;
 }
 
 const ALL = ['producer', 'webhook', 'worker'] as const;
@@ -78,6 +78,12 @@ export const CONFIG_VARS = {
   JOB_LOCK_MS: { schema: int(1000), default: '30000', doc: 'BullMQ job lock; a killed worker\'s jobs are retried after about this long.', roles: ['worker'] },
   PRICE_PER_MEGAPIXEL: { schema: z.coerce.number({ error: 'must be a number' }).min(0, 'must be at least 0'), default: '0.021', doc: "Price of one output megapixel, for estimates and the cost cap (fal's published price for the default endpoint).", roles: ['producer'] },
   CURRENCY: { schema: z.string().regex(/^[A-Z]{3}$/, 'must be a three-letter currency code such as USD'), default: 'USD', doc: 'Currency of PRICE_PER_MEGAPIXEL and of --max-cost.', roles: ['producer'] },
+  SCHEDULES_FILE: { schema: z.string().min(1), doc: 'Optional: YAML or JSON file of cron schedules (`schedules: [{name, cron, timezone, manifest, options}]`) the scheduler keeps as BullMQ job schedulers; checked at start (exit 3).', roles: ['scheduler'] },
+  DROP_PREFIX: { schema: z.string().regex(/^([\w.!*'()-]+\/)+$/, 'must be a key prefix ending with / (e.g. incoming/)'), default: 'incoming/', doc: 'Drop folder in S3_BUCKET the scheduler polls: each new .csv/.csv.gz becomes one run, then moves to processed/<runId>/ (or failed/ with a .reason.txt) beside it.', roles: ['scheduler'] },
+  DROP_POLL_MS: { schema: int(10), default: '15000', doc: 'How often the scheduler lists the drop folder.', roles: ['scheduler'] },
+  DROP_SETTLE_MS: { schema: int(0), default: '30000', doc: 'A dropped object younger than this (by its Last-Modified) waits: it may still be being written.', roles: ['scheduler'] },
+  NOTIFY_URL: { schema: z.string().regex(/^https?:\/\/\S+$/, 'must be an http(s) URL'), doc: 'Optional: where each run\'s summary is POSTed when the run ends (HMAC-signed, retried with backoff; a failure never fails the run).', roles: ['worker'] },
+  NOTIFY_SECRET: { schema: z.string().min(16, 'must be at least 16 characters'), doc: 'HMAC-SHA256 key of the completion notice signature (`X-Portrait-Batch-Signature: sha256=<hex>` over the raw body); required with NOTIFY_URL.', roles: ['worker'] },
   LOG_LEVEL: { schema: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), default: 'info', doc: 'pino log level.', roles: ALL },
 } satisfies Record<string, VarSpec>;
 
@@ -108,6 +114,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     if (parsed.success) out[name] = parsed.data;
     else problems.push(`${name}: ${parsed.error.issues.map((i) => i.message).join('; ')} (got ${JSON.stringify(raw)})`);
   }
+  if (out.NOTIFY_URL !== undefined && out.NOTIFY_SECRET === undefined) problems.push('NOTIFY_SECRET: is required with NOTIFY_URL (completion notices are always signed)');
   if (problems.length) throw new ConfigError(problems);
   const cfg = out as Omit<Config, 'webhookUrl'>;
   const base = (cfg.WEBHOOK_PUBLIC_URL ?? `http://127.0.0.1:${cfg.WEBHOOK_PORT}`).replace(/\/+$/, '');

@@ -65,6 +65,16 @@ export interface Policy {
   };
   /** How often a waiter (run --wait, demo) reads the run again. */
   waitPollMs: number;
+  /** Completion notices (NOTIFY_URL): tries with backoff; a notice that never arrives never fails its run. */
+  notify: { tries: number; backoff: Backoff; timeoutMs: number; keepFailedSeconds: number };
+  drop: {
+    /** DROP_POLL_MS */
+    pollMs: number;
+    /** DROP_SETTLE_MS */
+    settleMs: number;
+    /** A claim on a dropped object lapses this long after its scheduler stopped renewing it (died). */
+    claimMs: number;
+  };
 }
 
 type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? DeepPartial<T[K]> : T[K] };
@@ -104,6 +114,8 @@ export function buildPolicy(cfg: Config, overrides: PolicyOverrides = {}): Polic
     },
     jobs: { lockMs: lock, stalledIntervalMs: Math.max(1000, Math.floor(lock / 2)) },
     waitPollMs: 500,
+    notify: { tries: 10, backoff: { baseMs: 2000, capMs: 10 * 60_000, jitter: 0.5 }, timeoutMs: 10_000, keepFailedSeconds: 7 * 86400 },
+    drop: { pollMs: cfg.DROP_POLL_MS, settleMs: cfg.DROP_SETTLE_MS, claimMs: lock },
   };
   return merge(base, overrides);
 }
@@ -128,7 +140,7 @@ export function backoffDelay(b: Backoff, attemptsMade: number, random = Math.ran
 /** BullMQ job options for one queue's entry: tries, our backoff (a custom strategy named after the queue), retention. */
 export function jobOptions(
   entry: { tries: number; keepFailedSeconds?: number },
-  strategy: 'submit' | 'results' | 'produce' | 'finalize',
+  strategy: 'submit' | 'results' | 'produce' | 'finalize' | 'notify',
   keepCompleted: boolean | { age: number; count: number } = true,
 ) {
   return {

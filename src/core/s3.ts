@@ -14,6 +14,15 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import type { Config } from './config.ts';
 
+export interface ListedObject {
+  key: string;
+  size: number;
+  /** Without its quotes; changes whenever the object's bytes are written again differently. */
+  etag: string;
+  /** Milliseconds since the epoch, by the S3 server's clock. */
+  lastModified: number;
+}
+
 export type S3Settings = Pick<Config, 'S3_BUCKET' | 'S3_PREFIX' | 'S3_ENDPOINT' | 'S3_REGION' | 'S3_FORCE_PATH_STYLE'>;
 
 export class Storage {
@@ -80,12 +89,14 @@ export class Storage {
    * Every object under a prefix, paging with Marker (ListObjects v1): s3rver cannot make v2
    * continuation tokens on Node 20 (its DES cipher is gone from OpenSSL 3), and v1 works everywhere.
    */
-  async *list(prefix: string): AsyncGenerator<{ key: string; size: number }> {
+  async *list(prefix: string, bucket = this.bucket): AsyncGenerator<ListedObject> {
     let marker: string | undefined;
     for (;;) {
-      const res = await this.client.send(new ListObjectsCommand({ Bucket: this.bucket, Prefix: prefix, Marker: marker }));
+      const res = await this.client.send(new ListObjectsCommand({ Bucket: bucket, Prefix: prefix, Marker: marker }));
       const objects = res.Contents ?? [];
-      for (const o of objects) if (o.Key) yield { key: o.Key, size: o.Size ?? 0 };
+      for (const o of objects) {
+        if (o.Key) yield { key: o.Key, size: o.Size ?? 0, etag: (o.ETag ?? '').replace(/"/g, ''), lastModified: o.LastModified?.getTime() ?? 0 };
+      }
       if (!res.IsTruncated || !objects.length) return;
       marker = objects[objects.length - 1]!.Key;
     }

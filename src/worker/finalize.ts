@@ -8,6 +8,7 @@ import { runLayout } from '../core/layout.ts';
 import { roundMoney } from '../core/cost.ts';
 import { lineSelected, type RunRecord } from '../core/rowState.ts';
 import { fromMicros } from '../core/runPolicy.ts';
+import { enqueueRunNotice } from '../triggers/notify.ts';
 import { escapeCell, readManifest, type ManifestRow } from '../manifest/index.ts';
 import type { RowMeta } from './flush.ts';
 import { uploadWhileWriting } from './uploadWhileWriting.ts';
@@ -48,8 +49,13 @@ export type Summary = ReturnType<typeof summaryOf>;
 export async function writeRunReport(ctx: Context, runId: string): Promise<Summary | undefined> {
   const run = await ctx.rows.getRun(runId);
   if (!run) return undefined;
-  // Written once: a late duplicate trigger must not rewrite a report someone may be reading.
-  if (run.finishedAt) return summaryOf(run, run.state);
+  // Written once: a late duplicate trigger must not rewrite a report someone may be reading. The notice
+  // is queued again (once per run by its job id): the finalize that ended the run may have died before.
+  if (run.finishedAt) {
+    const summary = summaryOf(run, run.state);
+    await enqueueRunNotice(ctx, summary);
+    return summary;
+  }
   const layout = runLayout(ctx.cfg.S3_PREFIX, runId);
   const csv = stringify({ header: true, columns: [...REPORT_COLUMNS] });
   const uploading = ctx.storage.upload(layout.report, csv, 'text/csv; charset=utf-8');
@@ -102,5 +108,6 @@ export async function writeRunReport(ctx: Context, runId: string): Promise<Summa
   await ctx.storage.putJson(layout.summary, summary);
   await ctx.rows.finishRun(runId, state);
   ctx.logger.info(summary, 'run finished');
+  await enqueueRunNotice(ctx, summary);
   return summary;
 }

@@ -12,6 +12,7 @@ import { writeRunReport } from './finalize.ts';
 import { reconcileStaleRequests, sweepCanceledRun } from './reconcile.ts';
 import { processResult } from './store.ts';
 import { processSubmit } from './submit.ts';
+import { startNotifier } from '../triggers/notify.ts';
 
 export interface RunningWorkers {
   workers: Worker[];
@@ -80,7 +81,9 @@ export async function startWorkers(ctx: Context): Promise<RunningWorkers> {
     },
     { ...common, concurrency: 2, settings: { backoffStrategy: backoffStrategy(policy.finalize.backoff) } },
   );
-  const workers = [produce, submit, results, control];
+  const workers: Worker[] = [produce, submit, results, control];
+  // Completion notices (NOTIFY_URL): sent from here, where runs end.
+  if (cfg.NOTIFY_URL) workers.push(startNotifier(ctx));
   for (const w of workers) {
     w.on('failed', (job, err) => ctx.logger.warn({ queue: w.name, job: job?.id, attempts: job?.attemptsMade, err: err.message }, 'job failed'));
     w.on('error', (err) => ctx.logger.error({ queue: w.name, err: err.message }, 'worker error'));
