@@ -116,3 +116,8 @@ export function createPortraitBatch(config: Config | NodeJS.ProcessEnv = process
     },
   };
 }
+
+// Triggers: the scheduler role (cron schedules, drop folder) and its schedules file.
+export { startScheduler, type RunningScheduler, type SchedulerOptions } from './triggers/scheduler.ts';
+export { loadSchedulesFile, type Schedule } from './triggers/schedulesFile.ts';
+export { listSchedules } from './triggers/cron.ts';

@@ -10,21 +10,22 @@ const compose = parse(await readFile(new URL('../docker-compose.yml', import.met
   services: Record<string, { image?: string; build?: string; command?: string[]; environment?: Record<string, string>; depends_on?: Record<string, unknown> }>;
 };
 
-test('compose has redis, minio with bucket creation, webhook and worker services', () => {
-  assert.deepEqual(Object.keys(compose.services).sort(), ['create-bucket', 'minio', 'redis', 'webhook', 'worker']);
+test('compose has redis, minio with bucket creation, webhook, worker and scheduler services', () => {
+  assert.deepEqual(Object.keys(compose.services).sort(), ['create-bucket', 'minio', 'redis', 'scheduler', 'webhook', 'worker']);
   assert.match(compose.services.redis!.image!, /^redis:/);
   assert.ok(compose.services.redis!.command!.includes('--appendonly'), 'redis keeps an AOF');
   assert.match(compose.services.minio!.image!, /^minio\/minio/);
   assert.deepEqual(compose.services.webhook!.command, ['webhook']);
   assert.deepEqual(compose.services.worker!.command, ['worker']);
-  for (const s of ['webhook', 'worker']) {
+  assert.deepEqual(compose.services.scheduler!.command, ['scheduler']);
+  for (const s of ['webhook', 'worker', 'scheduler']) {
     assert.equal(compose.services[s]!.build, '.');
     assert.ok(compose.services[s]!.depends_on?.['create-bucket'], `${s} waits for the bucket`);
   }
 });
 
 test('the app services name every config variable, and only those (plus AWS credentials)', () => {
-  for (const s of ['webhook', 'worker']) {
+  for (const s of ['webhook', 'worker', 'scheduler']) {
     const env = compose.services[s]!.environment!;
     const names = Object.keys(env).filter((k) => !k.startsWith('AWS_'));
     assert.deepEqual(names.sort(), Object.keys(CONFIG_VARS).sort(), `${s} environment`);
