@@ -6,7 +6,7 @@ import { once } from 'node:events';
 import { createServer, request, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
-import { HeadObjectCommand } from '@aws-sdk/client-s3';
+import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { dropRunId } from '../src/triggers/dropFolder.ts';
 import { triggerKeys } from '../src/triggers/keys.ts';
 import { startScheduler, type RunningScheduler } from '../src/triggers/scheduler.ts';
@@ -34,10 +34,10 @@ async function manifestText(rows: number, seed = 0): Promise<string> {
   return `${lines.join('\n')}\n`;
 }
 
+/** Uploads into the drop folder; returns the run id of that upload (a scheduler may move it at once). */
 async function drop(key: string, text: string): Promise<string> {
-  await t.ctx.storage.upload(key, text, 'text/csv');
-  const head = await t.ctx.storage.client.send(new HeadObjectCommand({ Bucket: t.ctx.storage.bucket, Key: key }));
-  return dropRunId(t.ctx.storage.bucket, key, head.ETag!.replace(/"/g, ''));
+  const put = await t.ctx.storage.client.send(new PutObjectCommand({ Bucket: t.ctx.storage.bucket, Key: key, Body: text, ContentType: 'text/csv' }));
+  return dropRunId(t.ctx.storage.bucket, key, put.ETag!.replace(/"/g, ''));
 }
 
 async function keysUnder(prefix: string): Promise<string[]> {

@@ -132,9 +132,8 @@ export function startDropFolder(pb: PortraitBatch, opts: DropFolderOptions): Run
       log.info({ key: o.key, runId, state: run.state }, 'run of dropped manifest ended: moved to processed/');
       return 'settled';
     }
-    const claim = await redis.get(claimKey);
-    // Started and running, or being started by a live scheduler (its lease is renewed).
-    if (claim !== null) return undefined;
+    // Taken by nobody else: not started and running (`started`), nor being started by a live scheduler
+    // (its lease is renewed while it works; a dead one's lapses).
     if ((await redis.set(claimKey, token, 'PX', opts.claimMs, 'NX')) !== 'OK') return undefined;
     const renew = setInterval(() => {
       triggerCommand(redis, 'renewClaim', [claimKey], [token, opts.claimMs]).catch((err: Error) => log.warn({ runId, err: err.message }, 'claim not renewed'));
