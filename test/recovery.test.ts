@@ -36,8 +36,13 @@ const meta = (t: TestStack, runId: string, key: string) => t.ctx.storage.getJson
 test('429 and 5xx submits are retried with backoff and cost no attempt', async () => {
   const t = await startTestStack({ emulator: { faults: { submitErrorRate: 1 } } });
   try {
-    setTimeout(() => t.local.emulator!.setFaults({ submitErrorRate: 0 }), 2500);
+    // fal refuses every row twice (the test policy's backoff is short), then accepts.
+    const lift = (async () => {
+      while (t.local.emulator!.stats().rejectedByFault < 6) await sleep(20);
+      t.local.emulator!.setFaults({ submitErrorRate: 0 });
+    })();
     const { runId, run } = await runToEnd(t, 3);
+    await lift;
     assert.equal(run.completed, 3);
     assert.ok(t.local.emulator!.stats().rejectedByFault >= 3, 'fal refused the first tries');
     for (let i = 0; i < 3; i++) assert.equal((await meta(t, runId, `r${i}`))!.attempts, 1);
@@ -54,7 +59,13 @@ test('connection refused is retried; the row completes once fal is reachable', a
   await refused.startWorkers();
   try {
     const { runId } = await t.pb.startRun(await manifestOf(t, 2));
-    await sleep(1500);
+    // Each row was tried and taken back at least once (the attempt costs nothing while fal is unreachable).
+    const released = async () => {
+      for (const k of ['r0', 'r1']) if (!/unreachable/.test((await t.ctx.redis.hget(`pb:row:${runId}:${k}`, 'lastError')) ?? '')) return false;
+      return true;
+    };
+    for (let i = 0; i < 200 && !(await released()); i++) await sleep(50);
+    assert.ok(await released(), 'both rows were refused by the unreachable fal and released');
     assert.equal(t.local.emulator!.stats().submits, 0);
     assert.equal((await t.ctx.rows.getRun(runId))!.completed, 0);
     const proxy = await startFaultProxy({ target: t.local.emulator!.url, failureRate: 0, port });
