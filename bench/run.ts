@@ -34,6 +34,7 @@ async function benchPipeline(n: number, window: number) {
   const dir = await mkdtemp(join(tmpdir(), 'pb-bench-'));
   const { pb, stop } = await startEmbeddedService({
     name: 'bench',
+    policy: { waitPollMs: 200 },
     dataDir: dir,
     env: {},
     persistentRedis: false,

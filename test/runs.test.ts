@@ -3,6 +3,7 @@
 // cap stops at the cap; two workers with different env judge a run by the run's own policy. All on
 // real redis-server, s3rver and the emulator, through the library API.
 import assert from 'node:assert/strict';
+import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { gzipSync } from 'node:zlib';
@@ -178,6 +179,27 @@ test("two workers with different env judge a run by the run's own policy (attemp
     assert.equal(t.local.emulator!.stats().accepted, run.failed, 'no row got a second request');
   } finally {
     for (const w of workers) await w.close();
+    await t.stop();
+  }
+});
+
+test('a local manifest is run by workers that never see its folder: run uploads it and its faces first', async () => {
+  const t = await startTestStack({ workers: false });
+  try {
+    const folder = join(t.dir, 'starter-only');
+    await writeFaces(join(folder, 'faces'), 2);
+    const csv = 'id,face_url\nok0,faces/face-0.png\nok1,faces/face-1.png\nmissing,faces/nope.png\n';
+    await writeFile(join(folder, 'm.csv'), csv);
+    const { runId, total } = await t.pb.startRun(join(folder, 'm.csv'));
+    assert.equal(total, 3);
+    // The starter's folder is gone before any worker reads a row.
+    await rm(folder, { recursive: true, force: true });
+    await t.pb.startWorkers();
+    const run = await t.pb.waitForRun(runId, { timeoutMs: 60_000 });
+    assert.deepEqual([run.completed, run.rejected], [2, 1]);
+    const report = await reportOf(t.pb, runId);
+    assert.match(report.find((r) => r.id === 'missing')!.error!, /^face_url: local file "faces\/nope.png" does not exist/);
+  } finally {
     await t.stop();
   }
 });
