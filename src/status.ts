@@ -14,7 +14,8 @@ export async function runStatus(ctx: Context, runId: string, now = Date.now()) {
   const inFlight = run.queued - run.completed - run.failed - run.canceled;
   return {
     ...summaryOf(run, pause && !run.finishedAt ? 'paused' : run.state),
-    total: run.total ?? null,
+    // Known from the start: startRun read the whole manifest (or the retry's selection).
+    total: run.total ?? (typeof run.options.rows === 'number' ? run.options.rows : null),
     pauseReason: pause?.reason ?? null,
     queued: run.queued,
     inFlight,
