@@ -2,6 +2,7 @@
 // cost so far, pause/stop reason, links to retries and where its outputs are.
 import type { Context } from './core/context.ts';
 import { runLayout } from './core/layout.ts';
+import { keys } from './core/keys.ts';
 import { getPause } from './core/pause.ts';
 import type { RunRecord } from './core/rowState.ts';
 import { summaryOf } from './worker/finalize.ts';
@@ -12,6 +13,7 @@ export async function runStatus(ctx: Context, runId: string, now = Date.now()) {
   const pause = await getPause(ctx);
   const layout = runLayout(ctx.cfg.S3_PREFIX, runId);
   const inFlight = run.queued - run.completed - run.failed - run.canceled;
+  const atFal = await rowsAtFal(ctx, runId, inFlight);
   return {
     ...summaryOf(run, pause && !run.finishedAt ? 'paused' : run.state),
     // Known from the start: startRun read the whole manifest (or the retry's selection).
@@ -20,9 +22,36 @@ export async function runStatus(ctx: Context, runId: string, now = Date.now()) {
     queued: run.queued,
     inFlight,
     ...pace(run, now),
+    ...atFal,
     report: run.finishedAt ? `s3://${ctx.storage.bucket}/${layout.report}` : null,
   };
 }
+/**
+ * Where the run's rows in flight are: waiting here for a place on fal (FAL_CONCURRENCY), queued at
+ * fal (submitted, not yet seen running), or running at fal (a poll saw it IN_PROGRESS). With webhooks,
+ * fal is asked only about late requests, so a running request counts as queued until then.
+ */
+async function rowsAtFal(ctx: Context, runId: string, inFlight: number) {
+  const rowKeys = await ctx.rows.activeRowKeys(runId);
+  const counts = { waitingForFal: 0, queuedAtFal: 0, runningAtFal: 0 };
+  let storing = 0;
+  for (let i = 0; i < rowKeys.length; i += 500) {
+    const pipe = ctx.redis.pipeline();
+    for (const key of rowKeys.slice(i, i + 500)) pipe.hmget(keys.row(runId, key), 'state', 'requestId', 'startedFor');
+    for (const [, fields] of (await pipe.exec()) ?? []) {
+      const [state, requestId, startedFor] = (fields ?? []) as (string | null)[];
+      if (state === 'storing') storing++;
+      else if (state === 'submitting' || state === 'submitted') {
+        if (state === 'submitted' && requestId && startedFor === requestId) counts.runningAtFal++;
+        else counts.queuedAtFal++;
+      }
+    }
+  }
+  // The rest of the rows in flight wait here: for their submit job's turn or a place on fal.
+  counts.waitingForFal = Math.max(0, inFlight - storing - counts.queuedAtFal - counts.runningAtFal);
+  return counts;
+}
+
 export type RunStatus = NonNullable<Awaited<ReturnType<typeof runStatus>>>;
 
 /** Rows finished (any outcome) and how fast: elapsed seconds, rows per second, seconds left (null until known). */
@@ -72,6 +101,7 @@ export function formatStatus(s: RunStatus): string {
     `  rows: ${s.total ?? `${s.queued + s.rejected}+ (still reading)`} · completed ${s.completed} · failed ${s.failed} · rejected ${s.rejected} · canceled ${s.canceled} · in flight ${s.inFlight}`,
     `  elapsed ${duration(s.elapsedSeconds)} · ${s.rowsPerSecond} rows/s${s.etaSeconds !== null && !s.finishedAt ? ` · ETA ${duration(s.etaSeconds)}` : ''}`,
     `  fal submissions: ${s.submits} · cost so far ${money(s.cost, s.currency)} (estimated for the run ${money(s.estimatedCost, s.currency)}${s.maxCost !== null ? `, cap ${money(s.maxCost, s.currency)}` : ''})`,
+    `  at fal: ${s.runningAtFal} running, ${s.queuedAtFal} queued · ${s.waitingForFal} waiting here for a place (FAL_CONCURRENCY)`,
   ];
   if (s.pauseReason) lines.push(`  PAUSED: ${s.pauseReason}`);
   if (s.stopReason) lines.push(`  ${s.state === 'canceled' ? 'CANCELED' : 'STOPPED'}: ${s.stopReason}`);

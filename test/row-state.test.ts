@@ -20,6 +20,7 @@ const policy: RunPolicy = {
   endpoint: 'fal-ai/x',
   maxAttempts: 3,
   deadlineMs: 60_000,
+  queueDeadlineMs: 120_000,
   failureMinRows: 4,
   failureRatio: 0.5,
   maxCost: null,

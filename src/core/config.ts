@@ -1,6 +1,7 @@
 // Configuration from the environment: one table of variables (name, schema, default, meaning) that
 // the config loader, the README's table and the docker-compose check all read.
 import { z } from 'zod';
+import { isLoopbackUrl, privateHostReason } from './publicAddress.ts';
 
 export const DEFAULT_ENDPOINT = 'fal-ai/flux-2-lora-gallery/face-to-full-portrait';
 export const FAL_QUEUE_HOST = 'https://queue.fal.run';
@@ -41,7 +42,13 @@ export const CONFIG_VARS = {
   FAL_ENDPOINT: { schema: z.string().regex(/^[\w.-]+\/[\w.-]+(\/[\w./-]+)?$/, 'must look like owner/alias[/path]'), default: DEFAULT_ENDPOINT, doc: 'Model endpoint id.', roles: ['producer', 'worker'] },
   FAL_QUEUE_URL: { schema: url, default: FAL_QUEUE_HOST, doc: "fal queue base URL; point it at the emulator (e.g. http://127.0.0.1:8090) to run offline.", roles: ['worker'] },
   FAL_JWKS_URL: { schema: url, default: FAL_JWKS, doc: "JWKS with fal's ED25519 webhook keys (cached 24 h, re-fetched on an unknown key).", roles: ['webhook'] },
-  WEBHOOK_PUBLIC_URL: { schema: url, doc: 'Public base URL fal calls back (`/fal/webhook` is appended). Default http://127.0.0.1:$WEBHOOK_PORT.', roles: ['worker'] },
+  WEBHOOK_PUBLIC_URL: { schema: url, doc: 'Public base URL fal calls back (`/fal/webhook` is appended). Default http://127.0.0.1:$WEBHOOK_PORT (reachable only by an emulator on this machine).', roles: ['worker'] },
+  RESULT_DELIVERY: {
+    schema: z.enum(['auto', 'webhook', 'poll']),
+    default: 'auto',
+    doc: 'How results come back: `webhook`, `poll` (no webhook URL is sent; each request is polled on a schedule learned from the run), or `auto`: webhooks when fal can reach WEBHOOK_PUBLIC_URL (a public address, or fal itself on this machine or network, as the emulator is), else polling.',
+    roles: ['worker'],
+  },
   WEBHOOK_PORT: { schema: int(0, 65535), default: '8080', doc: 'Port the webhook receiver listens on.', roles: ['webhook', 'worker'] },
   WEBHOOK_SECRET: {
     schema: z.string().min(1),
@@ -55,6 +62,11 @@ export const CONFIG_VARS = {
   S3_PREFIX: { schema: z.string().regex(/^([\w.!*'()-]+\/)*$/, 'must be empty or end with / (e.g. portraits/)'), default: '', doc: 'Key prefix for everything the service writes.', roles: ALL },
   FACE_BUCKETS: { schema: bucketList, default: '', doc: 'Other buckets s3:// faces may come from (comma-separated); S3_BUCKET under S3_PREFIX is always allowed, any other bucket is a rejected row.', roles: ['producer', 'worker'] },
   S3_ENDPOINT: { schema: url, doc: 'S3-compatible endpoint (MinIO, s3rver); unset for AWS.', roles: ALL },
+  S3_PUBLIC_ENDPOINT: {
+    schema: url,
+    doc: 'Address of the same S3 server as fal can reach it; face URLs are presigned against it. Unset with a private or loopback S3_ENDPOINT: s3:// and local faces are uploaded to fal storage instead.',
+    roles: ['worker'],
+  },
   S3_REGION: { schema: z.string().min(1), default: 'us-east-1', doc: 'S3 region.', roles: ALL },
   S3_FORCE_PATH_STYLE: { schema: bool, default: 'false', doc: 'Path-style bucket addressing (needed by MinIO/s3rver).', roles: ALL },
   RESULT_HOSTS: { schema: hostList, default: 'fal.media,*.fal.media', doc: 'Hosts result images may be downloaded from (every redirect hop is checked; an entry without a port allows 80/443; a name must resolve to public addresses, a listed IP is allowed as is).', roles: ['worker'] },
@@ -69,7 +81,19 @@ export const CONFIG_VARS = {
   MAX_ATTEMPTS: { schema: int(1, 20), default: '3', doc: 'fal requests per row at most (a lost request is resubmitted as a new attempt).', roles: ['worker'] },
   RECONCILE_INTERVAL_MS: { schema: int(100), default: '30000', doc: 'How often the reconciler sweeps rows in flight.', roles: ['worker'] },
   RECONCILE_GRACE_MS: { schema: int(0), default: '300000', doc: 'Wait this long for a webhook before polling fal for a request.', roles: ['worker'] },
-  ROW_DEADLINE_MS: { schema: int(1000), default: '7200000', doc: 'A row not finished this long after its first submission fails with a timeout.', roles: ['worker'] },
+  FAL_CONCURRENCY: {
+    schema: int(1, 10000),
+    default: '2',
+    doc: "Requests kept on fal's side at once (submitted, not finished), across all workers; set it to the account's concurrency limit (fal starts accounts at 2). Other rows wait here, where canceling costs nothing.",
+    roles: ['worker'],
+  },
+  ROW_DEADLINE_MS: { schema: int(1000), default: '7200000', doc: 'A request fal has started (seen IN_PROGRESS) and not finished this long after fails its row with a timeout (and is canceled).', roles: ['worker'] },
+  QUEUE_DEADLINE_MS: {
+    schema: int(2000),
+    default: '21600000',
+    doc: "A request not seen started by fal this long after it was submitted fails its row with a timeout; also sent to fal as the request's start timeout.",
+    roles: ['worker'],
+  },
   FAILURE_THRESHOLD_MIN_ROWS: { schema: int(1), default: '1000', doc: 'Rows finished before the failure threshold is checked.', roles: ['worker'] },
   FAILURE_THRESHOLD_RATIO: { schema: z.coerce.number().min(0).max(1), default: '0.5', doc: 'Failed/finished ratio above which a run stops submitting (1 disables).', roles: ['worker'] },
   MAX_IMAGE_BYTES: { schema: int(1), default: String(50 * 1024 * 1024), doc: 'Largest result image downloaded.', roles: ['worker'] },
@@ -93,7 +117,19 @@ type Out<K extends ConfigVar> = z.output<(typeof CONFIG_VARS)[K]['schema']>;
 export type Config = { [K in ConfigVar]: (typeof CONFIG_VARS)[K] extends { default: string } ? Out<K> : Out<K> | undefined } & {
   /** Derived: the URL fal posts results to. */
   webhookUrl: string;
+  /** Derived from RESULT_DELIVERY: how results come back. */
+  delivery: Delivery;
+  /** Derived: faces held in S3 reach fal through fal storage (the bucket is not reachable from fal). */
+  facesViaFalStorage: boolean;
 };
+
+export interface Delivery {
+  mode: 'webhook' | 'poll';
+  /** One sentence: why this mode (logged once when workers start). */
+  why: string;
+  /** A setting that cannot work with real fal, and how to fix it. */
+  warning?: string;
+}
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
@@ -116,9 +152,44 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   if (out.NOTIFY_URL !== undefined && out.NOTIFY_SECRET === undefined) problems.push('NOTIFY_SECRET: is required with NOTIFY_URL (completion notices are always signed)');
   if (problems.length) throw new ConfigError(problems);
-  const cfg = out as Omit<Config, 'webhookUrl'>;
+  const cfg = out as Omit<Config, 'webhookUrl' | 'delivery' | 'facesViaFalStorage'>;
   const base = (cfg.WEBHOOK_PUBLIC_URL ?? `http://127.0.0.1:${cfg.WEBHOOK_PORT}`).replace(/\/+$/, '');
-  return { ...cfg, webhookUrl: `${base}/fal/webhook` } as Config;
+  const facesViaFalStorage = !cfg.S3_PUBLIC_ENDPOINT && !!cfg.S3_ENDPOINT && privateHostReason(cfg.S3_ENDPOINT) !== undefined;
+  return { ...cfg, webhookUrl: `${base}/fal/webhook`, delivery: resultDelivery(cfg), facesViaFalStorage } as Config;
+}
+
+/**
+ * RESULT_DELIVERY resolved. fal (any address that is not loopback or private) cannot post to a private
+ * WEBHOOK_PUBLIC_URL, nor to the default one on 127.0.0.1; an emulator on this machine (or a private
+ * network) can, so the embedded stack and the tests keep webhooks under `auto`.
+ */
+export function resultDelivery(cfg: Pick<Config, 'RESULT_DELIVERY' | 'WEBHOOK_PUBLIC_URL' | 'FAL_QUEUE_URL' | 'WEBHOOK_PORT'>): Delivery {
+  const falPrivate = privateHostReason(cfg.FAL_QUEUE_URL) !== undefined;
+  const falLoopback = isLoopbackUrl(cfg.FAL_QUEUE_URL);
+  const url = cfg.WEBHOOK_PUBLIC_URL;
+  const urlPrivate = url ? privateHostReason(url) : undefined;
+  // Why fal cannot post to the webhook URL, if it cannot.
+  const unreachable = url
+    ? urlPrivate && !falPrivate
+      ? `WEBHOOK_PUBLIC_URL=${url} cannot be reached by fal at ${cfg.FAL_QUEUE_URL} (${urlPrivate})`
+      : undefined
+    : falLoopback
+      ? undefined
+      : `WEBHOOK_PUBLIC_URL is not set (the default, http://127.0.0.1:${cfg.WEBHOOK_PORT}, is reachable only from this machine)`;
+  const fix = 'set WEBHOOK_PUBLIC_URL to a public https URL that reaches `portrait-batch webhook`';
+  if (cfg.RESULT_DELIVERY === 'poll') return { mode: 'poll', why: 'results are polled (RESULT_DELIVERY=poll)' };
+  if (cfg.RESULT_DELIVERY === 'webhook') {
+    if (!unreachable) return { mode: 'webhook', why: 'results come by webhook (RESULT_DELIVERY=webhook)' };
+    return {
+      mode: 'webhook',
+      why: 'results come by webhook (RESULT_DELIVERY=webhook)',
+      warning: `${unreachable}: no webhook will arrive and every result waits RECONCILE_GRACE_MS for the reconciler; ${fix}, or use RESULT_DELIVERY=poll (or auto).`,
+    };
+  }
+  if (!unreachable) return { mode: 'webhook', why: `results come by webhook to ${url ?? `http://127.0.0.1:${cfg.WEBHOOK_PORT}`} (RESULT_DELIVERY=auto)` };
+  const why = `results are polled: ${unreachable} (RESULT_DELIVERY=auto)`;
+  // An address the user chose that fal cannot reach is a mistake worth a warning; no address at all is a choice.
+  return url ? { mode: 'poll', why, warning: `${unreachable}; polling instead. To receive webhooks, ${fix}; to silence this, RESULT_DELIVERY=poll.` } : { mode: 'poll', why };
 }
 
 /** Fails with a clear message when a role needs a variable that has no default. */

@@ -1,5 +1,5 @@
 // The one place the official @fal-ai/client is set up. It stays unmodified: FAL_QUEUE_URL is applied
-// through its requestMiddleware, and its fetch is wrapped so that transient failures surface at once
+// through its requestMiddleware (fal storage's https://rest.fal.ai too, when FAL_QUEUE_URL is not fal's), and its fetch is wrapped so that transient failures surface at once
 // as typed errors: the retry policy (BullMQ backoff, Retry-After, auth pause) lives in our workers,
 // not in a hidden inner retry loop that would multiply delays and submissions.
 import { createFalClient, type FalClient } from '@fal-ai/client';
@@ -33,8 +33,18 @@ export function parseRetryAfter(value: string | null, now = Date.now()): number 
   return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }
 
+/** Where the client sends fal storage calls (`fal.storage.upload`); it has no setting for it. */
+export const FAL_REST_HOST = 'https://rest.fal.ai';
+
+/** A client URL rewritten to FAL_QUEUE_URL: the queue always, fal storage when FAL_QUEUE_URL is not fal's own (the emulator serves both). */
+export function falUrl(url: string, queueUrl: string): string {
+  const base = queueUrl.replace(/\/+$/, '');
+  if (url.startsWith(FAL_QUEUE_HOST)) return base + url.slice(FAL_QUEUE_HOST.length);
+  if (base !== FAL_QUEUE_HOST && url.startsWith(FAL_REST_HOST)) return base + url.slice(FAL_REST_HOST.length);
+  return url;
+}
+
 export function createFal(cfg: Pick<Config, 'FAL_KEY' | 'FAL_QUEUE_URL'>, timeoutMs = 30_000): FalClient {
-  const base = cfg.FAL_QUEUE_URL.replace(/\/+$/, '');
   const guardedFetch: typeof fetch = async (input, init) => {
     let res: Response;
     try {
@@ -55,10 +65,7 @@ export function createFal(cfg: Pick<Config, 'FAL_KEY' | 'FAL_QUEUE_URL'>, timeou
     credentials: cfg.FAL_KEY,
     suppressLocalCredentialsWarning: true,
     fetch: guardedFetch,
-    requestMiddleware: async (req) => ({
-      ...req,
-      url: req.url.startsWith(FAL_QUEUE_HOST) ? base + req.url.slice(FAL_QUEUE_HOST.length) : req.url,
-    }),
+    requestMiddleware: async (req) => ({ ...req, url: falUrl(req.url, cfg.FAL_QUEUE_URL) }),
   });
 }
 

@@ -20,6 +20,12 @@ export const keys = {
   runs: () => 'pb:runs',
   /** Set of run ids not yet finished (the reconciler sweeps these). */
   activeRuns: () => 'pb:runs:active',
+  /** Hash: what this run observed of fal's timing (run time estimate, samples), for poll schedules. */
+  timing: (runId: string) => `pb:run:${runId}:timing`,
+  /** Sorted set `runId \n rowKey` -> since when: rows with a request on fal's side (FAL_CONCURRENCY bounds it). */
+  falSlots: () => 'pb:fal:slots',
+  /** String: fal storage URL of an S3-held face (bucket/key), uploaded once for every row that names it. */
+  falFile: (bucket: string, key: string) => `pb:falfile:${bucket}/${key}`,
   /** Hash: why submissions are paused (auth failure), empty when running. */
   pause: () => 'pb:pause',
 };

@@ -58,6 +58,27 @@ export interface Policy {
     /** A row storing this long: its result job died; fetch the result again. */
     redriveStoreAfterMs: number;
   };
+  /** Poll mode: when each request is looked at (see src/worker/poll.ts). */
+  poll: {
+    /** Before a run has seen any request finish: the first look this long after submitting, then doubling. */
+    coldFirstMs: number;
+    /** Shortest gap between two looks at one request. */
+    minGapMs: number;
+    /** A request past its expected end is looked at again within this long. */
+    overdueGapMaxMs: number;
+    /** Longest gap between two looks. */
+    maxGapMs: number;
+    /** fal unreachable or refusing: first wait, doubling. */
+    unreachableBaseMs: number;
+    /** Share of the newest sample in a run's run-time estimate once it has a few. */
+    ewmaWeight: number;
+    /** Poll jobs at once per worker process. */
+    concurrency: number;
+    /** How long past a poll job's time the sweep waits before it takes over. */
+    safetyMs: number;
+  };
+  /** FAL_CONCURRENCY places: how long the submit queue waits while all are taken (a share of the run time per place, within bounds). */
+  falSlots: { waitMinMs: number; waitMaxMs: number; waitUnknownMs: number };
   jobs: {
     /** JOB_LOCK_MS: BullMQ job lock; a killed worker's jobs are retried after about this long. */
     lockMs: number;
@@ -112,6 +133,17 @@ export function buildPolicy(cfg: Config, overrides: PolicyOverrides = {}): Polic
       flushAfterMs: lock,
       redriveStoreAfterMs: lock * 4,
     },
+    poll: {
+      coldFirstMs: 1000,
+      minGapMs: 250,
+      overdueGapMaxMs: 2000,
+      maxGapMs: 60_000,
+      unreachableBaseMs: 1000,
+      ewmaWeight: 0.2,
+      concurrency: 16,
+      safetyMs: Math.max(5000, 2 * lock),
+    },
+    falSlots: { waitMinMs: 25, waitMaxMs: 500, waitUnknownMs: 100 },
     jobs: { lockMs: lock, stalledIntervalMs: Math.max(1000, Math.floor(lock / 2)) },
     waitPollMs: 500,
     notify: { tries: 10, backoff: { baseMs: 2000, capMs: 10 * 60_000, jitter: 0.5 }, timeoutMs: 10_000, keepFailedSeconds: 7 * 86400 },

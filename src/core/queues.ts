@@ -4,7 +4,7 @@ import { Queue, type ConnectionOptions } from 'bullmq';
 import { jobOptions, type Policy } from './policy.ts';
 import type { RowData } from './rowState.ts';
 
-export const QUEUE_NAMES = { submit: 'pb-submit', results: 'pb-results', control: 'pb-control', produce: 'pb-produce' } as const;
+export const QUEUE_NAMES = { submit: 'pb-submit', results: 'pb-results', control: 'pb-control', produce: 'pb-produce', poll: 'pb-poll' } as const;
 
 export interface SubmitJob {
   runId: string;
@@ -33,6 +33,15 @@ export interface ResultJob {
   receivedAt: number;
 }
 
+/** Poll mode: look at one fal request (scheduled for when it should be done). */
+export interface PollJob {
+  runId: string;
+  key: string;
+  requestId: string;
+  /** fal's queue_position at the last look (or the submit answer). */
+  queuePosition?: number;
+}
+
 export interface FinalizeJob {
   runId: string;
 }
@@ -42,6 +51,7 @@ export interface Queues {
   results: Queue<ResultJob>;
   control: Queue<FinalizeJob | Record<string, never>>;
   produce: Queue<ProduceJob>;
+  poll: Queue<PollJob>;
   close(): Promise<void>;
 }
 
@@ -50,13 +60,15 @@ export function createQueues(connection: ConnectionOptions): Queues {
   const results = new Queue<ResultJob>(QUEUE_NAMES.results, { connection });
   const control = new Queue<FinalizeJob | Record<string, never>>(QUEUE_NAMES.control, { connection });
   const produce = new Queue<ProduceJob>(QUEUE_NAMES.produce, { connection });
+  const poll = new Queue<PollJob>(QUEUE_NAMES.poll, { connection });
   return {
     submit,
     results,
     control,
     produce,
+    poll,
     async close() {
-      await Promise.all([submit.close(), results.close(), control.close(), produce.close()]);
+      await Promise.all([submit.close(), results.close(), control.close(), produce.close(), poll.close()]);
     },
   };
 }
@@ -71,6 +83,8 @@ export const jobIds = {
   result: (requestId: string, status: string) => `r~${encodeURIComponent(requestId).replace(/~/g, '%7E')}~${status}`,
   finalize: (runId: string) => `f~${runId}`,
   produce: (runId: string) => `p~${runId}`,
+  /** One poll job per request and poll number (a sweep re-adding a live one is absorbed). */
+  poll: (requestId: string, n: number) => `q~${encodeURIComponent(requestId).replace(/~/g, '%7E')}~${n}`,
 };
 
 export function submitJobOptions(policy: Policy) {

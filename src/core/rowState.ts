@@ -69,6 +69,10 @@ export interface Row {
   deadlineAt: number;
   nextPollAt?: number;
   polls: number;
+  /** When a poll first saw the current request IN_PROGRESS (the row deadline counts from then). */
+  startedAt?: number;
+  /** fal's status of the current request at the last poll. */
+  falStatus?: string;
   error?: string;
   lastError?: string;
   images?: StoredImage[];
@@ -308,6 +312,8 @@ export class RowStore {
       deadlineAt: Number(h.deadlineAt),
       nextPollAt: num(h.nextPollAt),
       polls: Number(h.polls ?? 0),
+      startedAt: h.startedFor && h.startedFor === h.requestId ? num(h.startedAt) : undefined,
+      falStatus: h.falStatus,
       error: h.error,
       lastError: h.lastError,
       images: h.images ? (JSON.parse(h.images) as StoredImage[]) : undefined,
@@ -403,8 +409,8 @@ export class RowStore {
     )) as 'resubmit' | 'failed' | 'noop';
   }
 
-  async markPolled(runId: string, key: string, requestId: string, nextPollAt: number, falStatus: string): Promise<void> {
-    await this.call.markPolled([keys.row(runId, key)], [requestId, nextPollAt, falStatus]);
+  async markPolled(runId: string, key: string, requestId: string, nextPollAt: number, falStatus: string, now = Date.now()): Promise<void> {
+    await this.call.markPolled([keys.row(runId, key)], [requestId, nextPollAt, falStatus, now]);
   }
 
   /** Drops a terminal row's state after its metadata is in S3. Returns true when the run is now done. */

@@ -7,8 +7,10 @@ export interface RunPolicy {
   endpoint: string;
   /** fal requests per row at most (MAX_ATTEMPTS). */
   maxAttempts: number;
-  /** A row not finished this long after it was first claimed fails (ROW_DEADLINE_MS). */
+  /** A request fal has started (seen IN_PROGRESS) and not finished this long after fails its row (ROW_DEADLINE_MS). */
   deadlineMs: number;
+  /** A request fal has not been seen starting this long after its submission fails its row (QUEUE_DEADLINE_MS). */
+  queueDeadlineMs: number;
   /** Failure threshold (FAILURE_THRESHOLD_MIN_ROWS / FAILURE_THRESHOLD_RATIO). */
   failureMinRows: number;
   failureRatio: number;
@@ -24,6 +26,7 @@ export function runPolicyFrom(cfg: Config, over: { maxCost?: number | null } = {
     endpoint: cfg.FAL_ENDPOINT,
     maxAttempts: cfg.MAX_ATTEMPTS,
     deadlineMs: cfg.ROW_DEADLINE_MS,
+    queueDeadlineMs: cfg.QUEUE_DEADLINE_MS,
     failureMinRows: cfg.FAILURE_THRESHOLD_MIN_ROWS,
     failureRatio: cfg.FAILURE_THRESHOLD_RATIO,
     maxCost: over.maxCost ?? null,
@@ -42,6 +45,7 @@ export function policyFields(p: RunPolicy): Record<string, string | number> {
     endpoint: p.endpoint,
     maxAttempts: p.maxAttempts,
     deadlineMs: p.deadlineMs,
+    queueDeadlineMs: p.queueDeadlineMs,
     minRows: p.failureMinRows,
     ratio: p.failureRatio,
     maxCostMicros: p.maxCost === null ? '' : toMicros(p.maxCost),
@@ -55,6 +59,7 @@ export function policyOf(h: Record<string, string | undefined>): RunPolicy {
     endpoint: h.endpoint ?? '',
     maxAttempts: Number(h.maxAttempts ?? 3),
     deadlineMs: Number(h.deadlineMs ?? 7_200_000),
+    queueDeadlineMs: Number(h.queueDeadlineMs ?? 21_600_000),
     failureMinRows: Number(h.minRows ?? 1000),
     failureRatio: Number(h.ratio ?? 1),
     maxCost: h.maxCostMicros ? Number(h.maxCostMicros) / 1_000_000 : null,

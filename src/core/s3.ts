@@ -23,17 +23,27 @@ export interface ListedObject {
   lastModified: number;
 }
 
-export type S3Settings = Pick<Config, 'S3_BUCKET' | 'S3_PREFIX' | 'S3_ENDPOINT' | 'S3_REGION' | 'S3_FORCE_PATH_STYLE'>;
+export type S3Settings = Pick<Config, 'S3_BUCKET' | 'S3_PREFIX' | 'S3_ENDPOINT' | 'S3_REGION' | 'S3_FORCE_PATH_STYLE'> &
+  Partial<Pick<Config, 'S3_PUBLIC_ENDPOINT'>>;
 
 export class Storage {
   readonly client: S3Client;
+  /** Signs face URLs for fal: against S3_PUBLIC_ENDPOINT when set (fal's way in), else the client itself. */
+  private readonly presigner: S3Client;
   readonly bucket: string;
   readonly prefix: string;
 
   constructor(cfg: S3Settings) {
-    this.client = new S3Client({
+    this.client = Storage.s3Client(cfg, cfg.S3_ENDPOINT);
+    this.presigner = cfg.S3_PUBLIC_ENDPOINT ? Storage.s3Client(cfg, cfg.S3_PUBLIC_ENDPOINT) : this.client;
+    this.bucket = cfg.S3_BUCKET;
+    this.prefix = cfg.S3_PREFIX;
+  }
+
+  private static s3Client(cfg: S3Settings, endpoint: string | undefined): S3Client {
+    return new S3Client({
       region: cfg.S3_REGION,
-      endpoint: cfg.S3_ENDPOINT,
+      endpoint,
       forcePathStyle: cfg.S3_FORCE_PATH_STYLE,
       // Checksums only where S3 requires them: S3-compatible servers (MinIO, s3rver) differ in support
       // for the SDK's default streaming CRC trailers.
@@ -41,8 +51,6 @@ export class Storage {
       responseChecksumValidation: 'WHEN_REQUIRED',
       maxAttempts: 5,
     });
-    this.bucket = cfg.S3_BUCKET;
-    this.prefix = cfg.S3_PREFIX;
   }
 
   async ensureBucket(): Promise<void> {
@@ -71,6 +79,14 @@ export class Storage {
     const res = await this.client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
     if (!res.Body) throw new Error(`s3://${bucket}/${key} has no body`);
     return res.Body as Readable;
+  }
+
+  /** A small object whole (a face to hand to fal storage), with its content type. */
+  async getBytes(key: string, bucket = this.bucket): Promise<{ bytes: Buffer; contentType: string }> {
+    const res = await this.client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+    if (!res.Body) throw new Error(`s3://${bucket}/${key} has no body`);
+    const bytes = Buffer.from(await res.Body.transformToByteArray());
+    return { bytes, contentType: res.ContentType ?? 'application/octet-stream' };
   }
 
   async getJson<T>(key: string): Promise<T | undefined> {
@@ -115,9 +131,9 @@ export class Storage {
     return objects.length;
   }
 
-  /** A time-limited GET URL fal can fetch an input face from. */
+  /** A time-limited GET URL fal can fetch an input face from (on S3_PUBLIC_ENDPOINT when set). */
   presign(key: string, expiresIn: number, bucket = this.bucket): Promise<string> {
-    return getSignedUrl(this.client, new GetObjectCommand({ Bucket: bucket, Key: key }), { expiresIn });
+    return getSignedUrl(this.presigner, new GetObjectCommand({ Bucket: bucket, Key: key }), { expiresIn });
   }
 }
 

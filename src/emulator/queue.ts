@@ -43,6 +43,8 @@ export interface EmulatedRequest {
   input?: ModelInput;
   rawInput: unknown;
   webhookUrl?: string;
+  /** The submit's X-Fal-* headers (object lifecycle, start timeout, priority…), as sent. */
+  falHeaders: Record<string, string>;
   status: RequestStatus;
   lost: boolean;
   /** Stopped by a cancel (a running request whose runner ignored the cancel is not). */
@@ -96,7 +98,14 @@ export class EmulatedQueue {
    * Takes a request into the queue; a lost one is accepted (and charged) but forgotten. `input` is
    * given when it was validated at submit (validateAt: 'submit'); otherwise the runner validates it.
    */
-  accept(endpoint: string, app: string, rawInput: unknown, webhookUrl: string | undefined, input?: ModelInput): EmulatedRequest {
+  accept(
+    endpoint: string,
+    app: string,
+    rawInput: unknown,
+    webhookUrl: string | undefined,
+    input?: ModelInput,
+    falHeaders: Record<string, string> = {},
+  ): EmulatedRequest {
     const { stats } = this.opts;
     const req: EmulatedRequest = {
       id: randomUUID(),
@@ -105,6 +114,7 @@ export class EmulatedQueue {
       input,
       rawInput,
       webhookUrl,
+      falHeaders,
       status: 'IN_QUEUE',
       lost: false,
       canceled: false,
@@ -129,6 +139,7 @@ export class EmulatedQueue {
     this.waiting.push(req.id);
     this.log(req, 'Request queued');
     this.pump();
+    stats.maxQueued = Math.max(stats.maxQueued, this.waiting.length);
     return req;
   }
 

@@ -182,7 +182,8 @@ export async function startEmulator(opts: EmulatorOptions = {}): Promise<Running
       input = v.input;
     }
     const app = parts.slice(0, ns + 2).join('/');
-    const r = queue.accept(parts.join('/'), app, body, webhookUrl, input);
+    const falHeaders = Object.fromEntries(Object.entries(req.headers).filter(([k, v]) => k.startsWith('x-fal-') && typeof v === 'string')) as Record<string, string>;
+    const r = queue.accept(parts.join('/'), app, body, webhookUrl, input, falHeaders);
     opts.logger?.debug({ requestId: r.id, endpoint: r.endpoint }, 'emulator: request accepted');
     if (chance(random.ambiguous, faults.ambiguousSubmitRate)) {
       // Accepted, then the answer is lost: the caller sees a reset connection, never the request id.
@@ -266,6 +267,7 @@ export async function startEmulator(opts: EmulatorOptions = {}): Promise<Running
       cancelRequested: r.cancelRequested,
       input: r.rawInput,
       webhookUrl: r.webhookUrl ?? null,
+      falHeaders: r.falHeaders,
       createdAt: r.createdAt,
       startedAt: r.startedAt ?? null,
       completedAt: r.completedAt ?? null,

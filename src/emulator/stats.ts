@@ -42,6 +42,8 @@ export interface EmulatorStats {
   /** fal.storage: initiate calls and uploaded (PUT) files. */
   storageInitiates: number;
   storageUploads: number;
+  /** Most requests ever waiting IN_QUEUE at once (every slot taken). */
+  maxQueued: number;
   /** Accepted submissions per `${run}/${row}` named by the fal_webhook URL's query. */
   acceptedByRow: Record<string, number>;
 }
@@ -79,6 +81,7 @@ export function createStats(): EmulatorStats {
     cancelCalls: 0,
     storageInitiates: 0,
     storageUploads: 0,
+    maxQueued: 0,
     acceptedByRow: {},
   };
 }

@@ -65,6 +65,8 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       started.push({ stop: () => stack.emulator!.close() });
       const host = new URL(stack.emulator.url).host;
       Object.assign(env, { FAL_QUEUE_URL: stack.emulator.url, FAL_JWKS_URL: stack.emulator.jwksUrl, FAL_KEY: 'emulator-key', RESULT_HOSTS: host });
+      // As many requests on fal's side as the emulator has slots (its default is fal's starting 2).
+      env.FAL_CONCURRENCY ??= String(Math.max(1, opts.emulator?.slots ?? 2));
     }
     if (!explicit.WEBHOOK_PORT) env.WEBHOOK_PORT = String(await ports.take('webhook'));
     await ports.save();

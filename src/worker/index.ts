@@ -1,14 +1,16 @@
-// Starts the worker role: produce (manifest → rows), submit, result (store) and control (reconcile,
-// finalize) workers, and the job scheduler that runs the reconciler. Retry timing comes from ctx.policy.
+// Starts the worker role: produce (manifest → rows), submit, result (store), poll (poll mode) and
+// control (reconcile, finalize) workers, and the job scheduler that runs the reconciler. Retry timing
+// comes from ctx.policy.
 import { DelayedError, Worker } from 'bullmq';
 import { requireVar } from '../core/config.ts';
 import type { Context } from '../core/context.ts';
 import { FalTransientError } from '../core/errors.ts';
 import { resumeIfKeyChanged } from '../core/pause.ts';
 import { backoffDelay, type Backoff } from '../core/policy.ts';
-import { QUEUE_NAMES, type FinalizeJob, type ProduceJob, type ResultJob, type SubmitJob } from '../core/queues.ts';
+import { QUEUE_NAMES, type FinalizeJob, type PollJob, type ProduceJob, type ResultJob, type SubmitJob } from '../core/queues.ts';
 import { ProducerInterrupted, produceRows } from '../producer/produce.ts';
 import { writeRunReport } from './finalize.ts';
+import { processPoll } from './poll.ts';
 import { reconcileStaleRequests, sweepCanceledRun } from './reconcile.ts';
 import { processResult } from './store.ts';
 import { processSubmit } from './submit.ts';
@@ -32,8 +34,11 @@ function backoffStrategy(b: Backoff) {
 
 export async function startWorkers(ctx: Context): Promise<RunningWorkers> {
   const { cfg, policy } = ctx;
-  requireVar(cfg, 'WEBHOOK_SECRET', 'by the worker: it signs the webhook URLs given to fal');
+  if (cfg.delivery.mode === 'webhook') requireVar(cfg, 'WEBHOOK_SECRET', 'by the worker: it signs the webhook URLs given to fal');
   await resumeIfKeyChanged(ctx);
+  // Once at start: how results come back, and a setting that cannot work with real fal.
+  if (cfg.delivery.warning) ctx.logger.warn({ resultDelivery: cfg.delivery.mode }, cfg.delivery.warning);
+  else ctx.logger.info({ resultDelivery: cfg.delivery.mode }, cfg.delivery.why);
   const common = {
     connection: ctx.redis,
     lockDuration: policy.jobs.lockMs,
@@ -81,7 +86,8 @@ export async function startWorkers(ctx: Context): Promise<RunningWorkers> {
     },
     { ...common, concurrency: 2, settings: { backoffStrategy: backoffStrategy(policy.finalize.backoff) } },
   );
-  const workers: Worker[] = [produce, submit, results, control];
+  const poll = new Worker<PollJob>(QUEUE_NAMES.poll, (job) => processPoll(ctx, job), { ...common, concurrency: policy.poll.concurrency });
+  const workers: Worker[] = [produce, submit, results, control, poll];
   // Completion notices (NOTIFY_URL): sent from here, where runs end.
   if (cfg.NOTIFY_URL) workers.push(startNotifier(ctx));
   for (const w of workers) {

@@ -1,11 +1,14 @@
 // The reconciler: a BullMQ job scheduler runs reconcileStaleRequests every RECONCILE_INTERVAL_MS.
 // It walks the rows in flight of every active run (bounded by the run window) and moves each one
-// that waits for something that is not coming: a webhook that never arrived (poll fal), a request
-// fal lost (resubmit as a new attempt), a submission whose outcome is unknown, a result whose store
-// job died, a terminal row whose metadata was not written, a row past its deadline.
+// that waits for something that is not coming: a webhook that never arrived (poll fal), a poll job
+// that died (poll mode: schedule another), a request fal lost (resubmit as a new attempt), a
+// submission whose outcome is unknown, a result whose store job died, a terminal row whose metadata
+// was not written, a request past its deadline; and it returns places on fal that rows left without
+// giving them back.
 import type { Context } from '../core/context.ts';
-import { FalNotFoundError, FalTransientError, errorMessage } from '../core/errors.ts';
+import { FalTransientError, errorMessage } from '../core/errors.ts';
 import { classifyFalError } from '../core/fal.ts';
+import { falSlots } from '../core/falSlots.ts';
 import { TERMINAL } from '../core/keys.ts';
 import { getPause } from '../core/pause.ts';
 import { jobIds, submitJobOptions } from '../core/queues.ts';
@@ -13,6 +16,7 @@ import { addResultJob } from '../core/resultJobs.ts';
 import type { Row } from '../core/rowState.ts';
 import type { RunPolicy } from '../core/runPolicy.ts';
 import { flushRow } from './flush.ts';
+import { lookAtRequest, schedulePoll } from './poll.ts';
 import { errorText } from './store.ts';
 import { cancelRequest } from './submit.ts';
 import { enqueueProduce } from '../producer/produce.ts';
@@ -29,6 +33,8 @@ export interface SweepCounts {
 export async function reconcileStaleRequests(ctx: Context, now = Date.now()): Promise<SweepCounts> {
   const counts: SweepCounts = { rows: 0, polled: 0, resubmitted: 0, timedOut: 0, flushed: 0, redriven: 0 };
   const step = ctx.policy.reconcile.sweepConcurrency;
+  // Places taken by a submit job that died before it claimed its row are old enough after a job lock.
+  await falSlots(ctx).reclaim(async (runId, key) => (await ctx.rows.getRow(runId, key))?.state, ctx.policy.jobs.lockMs, now);
   for (const runId of await ctx.rows.activeRunIds()) {
     const run = await ctx.rows.getRun(runId);
     if (!run) continue;
@@ -66,11 +72,12 @@ async function flushIfOrphaned(ctx: Context, row: Row, now: number, counts: Swee
 async function reconcileRow(ctx: Context, policy: RunPolicy, row: Row, now: number, counts: SweepCounts): Promise<void> {
   const { reconcile } = ctx.policy;
   if (await flushIfOrphaned(ctx, row, now, counts)) return;
-  if (now > row.deadlineAt && row.state !== 'storing') {
-    const reason = `timed out: not finished within the run's row deadline (${policy.deadlineMs} ms)`;
-    if (await ctx.rows.finishRow(row.runId, row.key, 'failed', reason, ['pending', 'submitting', 'submitted'])) {
+  const deadline = requestDeadline(policy, row);
+  if (deadline && now > deadline.at) {
+    if (await ctx.rows.finishRow(row.runId, row.key, 'failed', deadline.reason, ['submitted'], row.requestId)) {
       counts.timedOut++;
       if (row.requestId) await cancelRequest(ctx, policy.endpoint, row.requestId);
+      await falSlots(ctx).release(row.runId, row.key);
       await flushRow(ctx, row.runId, row.key);
     }
     return;
@@ -86,7 +93,15 @@ async function reconcileRow(ctx: Context, policy: RunPolicy, row: Row, now: numb
       }
       return;
     case 'submitted':
-      if (row.requestId && now >= (row.nextPollAt ?? 0)) await pollRequest(ctx, policy.endpoint, row, row.requestId, now, counts);
+      if (!row.requestId || now < (row.nextPollAt ?? 0)) return;
+      if (ctx.cfg.delivery.mode === 'poll') {
+        // Its poll job is overdue (its worker died): another one takes over at once.
+        counts.polled++;
+        await schedulePoll(ctx, { runId: row.runId, key: row.key, requestId: row.requestId }, row.polls, 0);
+        await ctx.rows.markPolled(row.runId, row.key, row.requestId, now + pollBackoff(ctx, row.polls), row.falStatus ?? 'IN_QUEUE', now);
+      } else {
+        await pollRequest(ctx, policy.endpoint, row, row.requestId, now, counts);
+      }
       return;
     case 'storing':
       if (row.storeRequestId && now - (row.storingSince ?? now) > reconcile.redriveStoreAfterMs) {
@@ -110,6 +125,7 @@ export async function cancelRow(ctx: Context, endpoint: string, row: Row, now: n
   else if (row.state === 'submitted' && row.requestId) {
     await cancelRequest(ctx, endpoint, row.requestId);
     ended = await ctx.rows.finishRow(row.runId, row.key, 'canceled', reason, ['submitted'], row.requestId);
+    if (ended) await falSlots(ctx).release(row.runId, row.key);
   } else if (row.state === 'submitting' && now - (row.claimedAt ?? now) > ctx.policy.reconcile.graceMs) {
     ended = await ctx.rows.finishRow(row.runId, row.key, 'canceled', `${reason}; its submission got no answer and no webhook came`, ['submitting']);
   } else if (row.state === 'storing' && row.storeRequestId && now - (row.storingSince ?? now) > ctx.policy.reconcile.redriveStoreAfterMs) {
@@ -132,33 +148,26 @@ export async function sweepCanceledRun(ctx: Context, runId: string, now = Date.n
   return counts;
 }
 
+/**
+ * The deadline of a request on fal's side: the run's ROW_DEADLINE_MS from when a poll first saw it
+ * running, or its QUEUE_DEADLINE_MS from its submission while it was never seen running. Rows waiting on
+ * our side (pending: for a place on fal, or a retry) have none: waiting here costs nothing.
+ */
+export function requestDeadline(policy: Pick<RunPolicy, 'deadlineMs' | 'queueDeadlineMs'>, row: Row): { at: number; reason: string } | undefined {
+  if (row.state !== 'submitted' || !row.submittedAt) return undefined;
+  if (row.startedAt !== undefined) {
+    return { at: row.startedAt + policy.deadlineMs, reason: `timed out: fal did not finish it within the row deadline (${policy.deadlineMs} ms) of starting it` };
+  }
+  return { at: row.submittedAt + policy.queueDeadlineMs, reason: `timed out: fal did not start it within the queue deadline (${policy.queueDeadlineMs} ms) of its submission` };
+}
+
 /** No webhook within the grace period: ask fal. */
 async function pollRequest(ctx: Context, endpoint: string, row: Row, requestId: string, now: number, counts: SweepCounts): Promise<void> {
   counts.polled++;
-  const hint = { runId: row.runId, key: row.key, attempt: row.requestIds.indexOf(requestId) + 1 || row.attempt };
-  try {
-    const status = (await ctx.fal.queue.status(endpoint, { requestId, logs: false })) as { status: string; error?: string; error_type?: string };
-    if (status.status === 'COMPLETED') {
-      if (status.error) {
-        await addResultJob(ctx, row.runId, { requestId, status: 'ERROR', error: status.error, payload: { detail: status.error_type }, hint, source: 'poll', receivedAt: now });
-      } else {
-        const result = await ctx.fal.queue.result(endpoint, { requestId });
-        await addResultJob(ctx, row.runId, { requestId, status: 'OK', payload: result.data, hint, source: 'poll', receivedAt: now });
-      }
-      return;
-    }
-    await ctx.rows.markPolled(row.runId, row.key, requestId, now + pollBackoff(ctx, row.polls), status.status);
-  } catch (raw) {
-    const err = classifyFalError(raw);
-    if (err instanceof FalNotFoundError) {
-      await resubmit(ctx, row, 'submitted', requestId, `fal lost request ${requestId} (404)`, counts);
-    } else if (err instanceof FalTransientError || err.name === 'FalAmbiguousError') {
-      await ctx.rows.markPolled(row.runId, row.key, requestId, now + pollBackoff(ctx, row.polls), 'UNREACHABLE');
-    } else {
-      // A result endpoint answering 4xx for a completed request means the request failed.
-      await addResultJob(ctx, row.runId, { requestId, status: 'ERROR', error: err.message, hint, source: 'poll', receivedAt: now });
-    }
-  }
+  const seen = await lookAtRequest(ctx, endpoint, row, requestId, now);
+  if (seen.status === 'done') return;
+  if (seen.status === 'LOST') return resubmit(ctx, row, 'submitted', requestId, `fal lost request ${requestId} (404)`, counts);
+  await ctx.rows.markPolled(row.runId, row.key, requestId, now + pollBackoff(ctx, row.polls), seen.status, now);
 }
 
 function pollBackoff(ctx: Context, polls: number): number {
@@ -177,6 +186,7 @@ async function resubmit(
   counts: SweepCounts,
 ): Promise<void> {
   const outcome = await ctx.rows.supersede(row.runId, row.key, from, row.attempt, requestId, reason);
+  if (outcome !== 'noop') await falSlots(ctx).release(row.runId, row.key);
   if (outcome === 'failed') await flushRow(ctx, row.runId, row.key);
   if (outcome === 'resubmit') {
     counts.resubmitted++;

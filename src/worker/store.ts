@@ -7,7 +7,8 @@ import { pipeline } from 'node:stream/promises';
 import { UnrecoverableError, type Job } from 'bullmq';
 import type { Context } from '../core/context.ts';
 import { DownloadError, errorMessage } from '../core/errors.ts';
-import { describeDetail } from '../core/fal.ts';
+import { classifyFalError, describeDetail } from '../core/fal.ts';
+import { falSlots } from '../core/falSlots.ts';
 import { runLayout } from '../core/layout.ts';
 import type { ResultJob } from '../core/queues.ts';
 import { dropStagedPayload, resultPayload } from '../core/resultJobs.ts';
@@ -15,6 +16,7 @@ import type { Row, StoredImage } from '../core/rowState.ts';
 import { openImage, type DownloadPolicy } from './download.ts';
 import { flushRow } from './flush.ts';
 import { uploadWhileWriting } from './uploadWhileWriting.ts';
+import { observeRunTime } from './poll.ts';
 
 interface FalImage {
   url: string;
@@ -57,16 +59,22 @@ async function placeAndStore(ctx: Context, job: Job<ResultJob>, r: ResultJob): P
     status: r.status,
     error: r.status === 'ERROR' ? errorText(r) : undefined,
   });
-  if (decision === 'failed') await flushRow(ctx, target.runId, target.key);
   if (decision === 'unknown') return unplaced(ctx, job, `row ${target.runId}/${target.key} has no attempt for this request yet`);
+  // fal is done with the row's request: its place on fal's side is free for the next row.
+  if (decision === 'store' || decision === 'failed' || decision === 'duplicate') await falSlots(ctx).release(target.runId, target.key);
+  if (decision === 'failed') await flushRow(ctx, target.runId, target.key);
   if (decision !== 'store') return decision;
 
   const row = await ctx.rows.getRow(target.runId, target.key);
   if (!row || row.state !== 'storing' || row.storeRequestId !== r.requestId) return 'moved-on';
+  // A webhook's arrival tells how long fal took (poll mode learns it from fal's inference_time).
+  if (r.source === 'webhook' && job.attemptsMade === 0 && row.submittedAt && row.requestId === r.requestId) {
+    await observeRunTime(ctx, row.runId, r.receivedAt - row.submittedAt);
+  }
   const tries = job.opts.attempts ?? 1;
   const lastTry = job.attemptsMade + 1 >= tries;
   try {
-    await storeImages(ctx, row, r.requestId, r.payload);
+    await storeImages(ctx, row, r.requestId, await payloadOf(ctx, row, r));
     return 'completed';
   } catch (err) {
     const permanent = err instanceof DownloadError && err.permanent;
@@ -78,6 +86,25 @@ async function placeAndStore(ctx: Context, job: Job<ResultJob>, r: ResultJob): P
       await flushRow(ctx, row.runId, row.key);
     }
     return 'failed';
+  }
+}
+
+/**
+ * The result's payload. A webhook whose payload was too large for it arrives with `payload: null`
+ * (and a `payload_error`): the result is then fetched with queue.result. A failed fetch is thrown, so
+ * BullMQ tries again (a 4xx for good, as a permanent download error).
+ */
+async function payloadOf(ctx: Context, row: Row, r: ResultJob): Promise<unknown> {
+  if (r.payload !== null && r.payload !== undefined) return r.payload;
+  const endpoint = (await ctx.rows.getRun(row.runId))?.policy.endpoint || ctx.cfg.FAL_ENDPOINT;
+  try {
+    return (await ctx.fal.queue.result(endpoint, { requestId: r.requestId })).data;
+  } catch (raw) {
+    const err = classifyFalError(raw);
+    if (err.name === 'FalRejectedError' || err.name === 'FalNotFoundError') {
+      throw new DownloadError(`the webhook had no payload and queue.result failed: ${errorMessage(err)}`, true);
+    }
+    throw err;
   }
 }
 

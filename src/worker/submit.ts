@@ -1,12 +1,16 @@
-// Submit jobs: claim the row (the attempt is recorded before fal is called), call
-// fal.queue.submit with a webhook URL that names the row and carries a token only we can mint, record
-// request_id -> row. Failures are sorted by what to do: try later (429/5xx), fail the row (422/4xx),
-// pause (401/403), or wait and let the reconciler decide (the call may have reached fal).
-import { DelayedError, type Job } from 'bullmq';
+// Submit jobs: take one of FAL_CONCURRENCY places on fal's side, claim the row (the attempt is
+// recorded before fal is called), call fal.queue.submit (with a webhook URL that names the row and
+// carries a token only we can mint, or, in poll mode, none and a first poll job), record request_id ->
+// row. Failures are sorted by what to do: try later (429/5xx), fail the row (422/4xx), pause
+// (401/403), or wait and let the reconciler decide (the call may have reached fal).
+import { basename } from 'node:path';
+import { DelayedError, RateLimitError, type Job } from 'bullmq';
 import { requireVar } from '../core/config.ts';
 import type { Context } from '../core/context.ts';
 import { FalAmbiguousError, FalAuthError, FalRejectedError, FalTransientError, errorMessage } from '../core/errors.ts';
 import { classifyFalError } from '../core/fal.ts';
+import { falSlots } from '../core/falSlots.ts';
+import { keys } from '../core/keys.ts';
 import { getPause, pauseSubmissions } from '../core/pause.ts';
 import type { SubmitJob } from '../core/queues.ts';
 import type { RowData } from '../core/rowState.ts';
@@ -14,6 +18,14 @@ import { parseS3Url } from '../core/s3.ts';
 import { mintWebhookToken, TOKEN_PARAM } from '../core/webhookToken.ts';
 import { s3FacePolicy, s3FaceRefusal } from '../manifest/index.ts';
 import { flushRow } from './flush.ts';
+import { firstPollDelay, runTiming, schedulePoll } from './poll.ts';
+
+/**
+ * fal keeps what it generated (result images on its CDN) this long: longer than any retry of a
+ * result's download (STORE_MAX_TRIES, webhook re-deliveries over 2 h, a worker down for a day), short
+ * enough that portraits of real faces do not stay public for days.
+ */
+export const FAL_OBJECT_EXPIRES_SECONDS = 48 * 3600;
 
 /** Our webhook URL for one attempt of a row: its run/row/attempt, with a token only we can mint for them. */
 export function webhookUrlFor(ctx: Context, runId: string, key: string, attempt: number): string {
@@ -23,28 +35,55 @@ export function webhookUrlFor(ctx: Context, runId: string, key: string, attempt:
   return `${ctx.cfg.webhookUrl}?${q}`;
 }
 
-/** The URL fal fetches the face from: s3:// faces and uploaded local and data: faces are presigned at submit time. */
+/** The URL fal fetches the face from: s3:// faces and uploaded local and data: faces are handed over at submit time. */
 export async function faceUrlForFal(ctx: Context, row: RowData): Promise<string> {
-  const ttl = ctx.cfg.PRESIGN_EXPIRES_SECONDS;
   if (row.faceKind === 's3') {
     const { bucket, key } = parseS3Url(row.faceUrl);
-    return ctx.storage.presign(key, ttl, bucket);
+    return s3FaceForFal(ctx, bucket, key);
   }
   if (row.faceKind === 'local') {
     if (!row.faceObjectKey) throw new Error(`local face ${row.faceUrl} was not uploaded`);
-    return ctx.storage.presign(row.faceObjectKey, ttl);
+    return s3FaceForFal(ctx, ctx.storage.bucket, row.faceObjectKey);
   }
   // A data: face was uploaded by the producer (rows queued before that carry the URI itself).
-  if (row.faceKind === 'data' && row.faceObjectKey) return ctx.storage.presign(row.faceObjectKey, ttl);
+  if (row.faceKind === 'data' && row.faceObjectKey) return s3FaceForFal(ctx, ctx.storage.bucket, row.faceObjectKey);
   return row.faceUrl;
+}
+
+/**
+ * A face held in S3, as fal can fetch it: a presigned URL (on S3_PUBLIC_ENDPOINT when set), or, when
+ * fal cannot reach the bucket (a private or loopback S3_ENDPOINT and no S3_PUBLIC_ENDPOINT), a copy in
+ * fal's own storage, uploaded once for all the rows that name it and expiring with the presign lifetime.
+ */
+async function s3FaceForFal(ctx: Context, bucket: string, key: string): Promise<string> {
+  const ttl = ctx.cfg.PRESIGN_EXPIRES_SECONDS;
+  if (!ctx.cfg.facesViaFalStorage) return ctx.storage.presign(key, ttl, bucket);
+  const cacheKey = keys.falFile(bucket, key);
+  const cached = await ctx.redis.get(cacheKey);
+  if (cached) return cached;
+  const { bytes, contentType } = await ctx.storage.getBytes(key, bucket);
+  const url = await ctx.fal.storage.upload(new File([bytes], basename(key), { type: contentType }), { lifecycle: { expiresIn: ttl } });
+  // Reused for half its life, so a row never hands fal a copy about to expire.
+  await ctx.redis.set(cacheKey, url, 'EX', Math.max(60, Math.floor(ttl / 2)));
+  return url;
 }
 
 export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: string): Promise<string> {
   const { runId, key, line, row } = job.data;
   if (await getPause(ctx)) return delay(ctx, job, token);
+  const slots = falSlots(ctx);
+  const slot = await slots.acquire(runId, key);
+  if (slot === 'full') {
+    // Every place on fal is taken: the whole submit queue waits a moment (the job keeps its turn).
+    await ctx.queues.submit.rateLimit(await slotWaitMs(ctx, runId));
+    throw new RateLimitError();
+  }
   const claim = await ctx.rows.claimSubmit(runId, key, line, row, job.data.costMicros ?? 0);
   if (claim.outcome === 'canceled' || claim.outcome === 'failed') await flushRow(ctx, runId, key);
-  if (claim.outcome !== 'submit') return claim.outcome;
+  if (claim.outcome !== 'submit') {
+    if (slot === 'acquired') await slots.release(runId, key);
+    return claim.outcome;
+  }
   const { attempt, endpoint } = claim;
 
   // The producer already refused s3:// faces outside the allowed buckets; a row queued by another
@@ -52,14 +91,32 @@ export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: s
   const refused = row.faceKind === 's3' ? s3FaceRefusal(row.faceUrl, s3FacePolicy(ctx.cfg)) : undefined;
   if (refused) {
     await ctx.rows.releaseSubmit(runId, key, attempt, refused);
+    await slots.release(runId, key);
     if (await ctx.rows.finishRow(runId, key, 'failed', `face_url: ${refused}`, ['pending'])) await flushRow(ctx, runId, key);
     return 'rejected';
   }
 
+  const polling = ctx.cfg.delivery.mode === 'poll';
   try {
-    const input = { ...row.input, image_urls: [await faceUrlForFal(ctx, row)] };
-    const res = await ctx.fal.queue.submit(endpoint, { input, webhookUrl: webhookUrlFor(ctx, runId, key, attempt) });
-    const recorded = await ctx.rows.recordSubmit(runId, key, attempt, res.request_id, Date.now() + ctx.policy.reconcile.graceMs);
+    const input = { ...row.input, image_urls: [await faceForSubmit(ctx, row)] };
+    const res = await ctx.fal.queue.submit(endpoint, {
+      input,
+      webhookUrl: polling ? undefined : webhookUrlFor(ctx, runId, key, attempt),
+      storageSettings: { expiresIn: FAL_OBJECT_EXPIRES_SECONDS },
+      // fal gives up on a request it has not started by then, as the reconciler would.
+      startTimeout: Math.max(2, Math.floor(ctx.cfg.QUEUE_DEADLINE_MS / 1000)),
+    });
+    const firstPoll = polling ? await firstPollDelay(ctx, runId, res.queue_position) : 0;
+    const now = Date.now();
+    const nextPollAt = polling ? now + firstPoll + ctx.policy.poll.safetyMs : now + ctx.policy.reconcile.graceMs;
+    const recorded = await ctx.rows.recordSubmit(runId, key, attempt, res.request_id, nextPollAt);
+    if (recorded === 'ok' && polling) {
+      await schedulePoll(ctx, { runId, key, requestId: res.request_id, queuePosition: res.queue_position }, 0, firstPoll);
+    } else if (recorded !== 'ok') {
+      // The row moved on while fal answered (its webhook came first, it ended, its run was canceled):
+      // its place on fal is free.
+      await slots.release(runId, key);
+    }
     if (recorded === 'canceled') {
       // The run was canceled while this call was on its way: take the request back at once.
       await cancelRequest(ctx, endpoint, res.request_id);
@@ -78,6 +135,7 @@ export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: s
       return 'unknown';
     }
     await ctx.rows.releaseSubmit(runId, key, attempt, err.message);
+    await slots.release(runId, key);
     if (err instanceof FalAuthError) {
       await pauseSubmissions(ctx, `${err.message}. Fix FAL_KEY, then run \`portrait-batch resume\` (or restart workers with the new key).`);
       return delay(ctx, job, token);
@@ -93,6 +151,25 @@ export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: s
     }
     throw err; // BullMQ retries with exponential backoff, jitter and Retry-After (see submitBackoff)
   }
+}
+
+/** The face URL for the submission; a failure to hand it over reached no fal queue, so it is never ambiguous. */
+async function faceForSubmit(ctx: Context, row: RowData): Promise<string> {
+  try {
+    return await faceUrlForFal(ctx, row);
+  } catch (raw) {
+    const err = classifyFalError(raw);
+    if (err instanceof FalAuthError || err instanceof FalRejectedError) throw err;
+    throw new FalTransientError(`the face could not be handed to fal: ${errorMessage(raw)}`);
+  }
+}
+
+/** About the time until a place on fal frees up: a fraction of the run's run time per place. */
+async function slotWaitMs(ctx: Context, runId: string): Promise<number> {
+  const { runMs } = await runTiming(ctx, runId);
+  const { waitMinMs, waitMaxMs, waitUnknownMs } = ctx.policy.falSlots;
+  if (runMs === undefined) return waitUnknownMs;
+  return Math.round(Math.min(waitMaxMs, Math.max(waitMinMs, runMs / (4 * ctx.cfg.FAL_CONCURRENCY))));
 }
 
 async function delay(ctx: Context, job: Job, token?: string): Promise<never> {

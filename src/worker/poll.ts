@@ -1,0 +1,170 @@
+// Poll mode (RESULT_DELIVERY=poll, or auto without a webhook URL fal can reach): each fal request is
+// looked at by its own delayed BullMQ job, scheduled for when the request should be done by what this
+// run has seen of fal: the run time of its finished requests (fal's `inference_time`) and the queue
+// position of this one. A request done on time costs three calls (submit, status, result) and is
+// fetched within about a tenth of its run time of finishing; one not done yet is looked at again
+// soon. The reconciler sweep steps in only when a poll job is overdue (its worker died).
+import type { Job } from 'bullmq';
+import type { Context } from '../core/context.ts';
+import { FalAuthError, FalNotFoundError, FalRejectedError, FalTransientError, errorMessage } from '../core/errors.ts';
+import { classifyFalError } from '../core/fal.ts';
+import { keys } from '../core/keys.ts';
+import type { Policy } from '../core/policy.ts';
+import { jobIds, type PollJob } from '../core/queues.ts';
+import { addResultJob } from '../core/resultJobs.ts';
+import type { Row } from '../core/rowState.ts';
+
+const TIMING_TTL_SECONDS = 7 * 86400;
+
+/** What a run has seen of fal's timing. */
+export interface RunTiming {
+  /** Estimated run time of one request (from IN_PROGRESS to COMPLETED), ms. */
+  runMs?: number;
+  samples: number;
+}
+
+export async function runTiming(ctx: Pick<Context, 'redis'>, runId: string): Promise<RunTiming> {
+  const [runMs, samples] = await ctx.redis.hmget(keys.timing(runId), 'runMs', 'samples');
+  return { runMs: runMs ? Number(runMs) : undefined, samples: Number(samples ?? 0) };
+}
+
+/** Adds a finished request's run time to the run's estimate (a lost race only loses one sample). */
+export async function observeRunTime(ctx: Pick<Context, 'redis' | 'policy'>, runId: string, ms: number): Promise<void> {
+  if (!(ms > 0) || !Number.isFinite(ms)) return;
+  const t = await runTiming(ctx, runId);
+  const weight = Math.max(ctx.policy.poll.ewmaWeight, 1 / (t.samples + 1));
+  const runMs = t.runMs === undefined ? ms : t.runMs + weight * (ms - t.runMs);
+  await ctx.redis.multi().hset(keys.timing(runId), 'runMs', Math.round(runMs), 'samples', t.samples + 1).expire(keys.timing(runId), TIMING_TTL_SECONDS).exec();
+}
+
+/** What the last look (or the submit answer) said about a request. */
+export interface RequestView {
+  status: 'IN_QUEUE' | 'IN_PROGRESS' | 'UNREACHABLE';
+  /** fal's queue_position (0 = next to run). */
+  queuePosition?: number;
+  sinceSubmitMs: number;
+  /** Since a poll first saw it running, when one did before this look. */
+  sinceStartMs?: number;
+  /** Looks so far that found it unreachable in a row (for their backoff). */
+  polls: number;
+}
+
+const clamp = (v: number, lo: number, hi: number) => Math.min(hi, Math.max(lo, v));
+
+/**
+ * When to look at a request next, in ms from now: at its expected end (queue position and the run's
+ * run time, spread over `concurrency` places) plus a small margin; soon when it is already overdue;
+ * and, before the run has seen any request finish, at 1 s then doubling the time since submit.
+ */
+export function nextPollDelay(p: Policy['poll'], timing: RunTiming, view: RequestView, concurrency: number): number {
+  if (view.status === 'UNREACHABLE') return clamp(p.unreachableBaseMs * 2 ** Math.min(view.polls, 6), p.minGapMs, p.maxGapMs);
+  const T = timing.runMs;
+  if (T === undefined) return clamp(Math.max(p.coldFirstMs, view.sinceSubmitMs), p.minGapMs, p.maxGapMs);
+  const margin = clamp(0.1 * T, 100, 1000);
+  const waves = Math.floor((view.queuePosition ?? 0) / Math.max(1, concurrency));
+  let remaining: number;
+  if (view.status === 'IN_QUEUE') remaining = (waves + 1) * T;
+  else remaining = T - (view.sinceStartMs ?? Math.max(0, view.sinceSubmitMs - waves * T));
+  if (remaining + margin < p.minGapMs) return clamp(0.2 * T, p.minGapMs, p.overdueGapMaxMs);
+  return clamp(remaining + margin, p.minGapMs, p.maxGapMs);
+}
+
+/** Schedules the next look at a request `delayMs` from now and tells the sweep when it is due. */
+export async function schedulePoll(ctx: Context, job: PollJob, polls: number, delayMs: number): Promise<void> {
+  await ctx.queues.poll.add('poll', job, {
+    jobId: jobIds.poll(job.requestId, polls),
+    delay: Math.max(0, Math.round(delayMs)),
+    removeOnComplete: true,
+    removeOnFail: { age: 86400, count: 1000 },
+  });
+}
+
+/** After fal accepted a submission in poll mode: the first look, at the request's expected end. */
+export async function firstPollDelay(ctx: Context, runId: string, queuePosition: number | undefined): Promise<number> {
+  const timing = await runTiming(ctx, runId);
+  return nextPollDelay(ctx.policy.poll, timing, { status: 'IN_QUEUE', queuePosition, sinceSubmitMs: 0, polls: 0 }, ctx.cfg.FAL_CONCURRENCY);
+}
+
+/** A poll job: look once; collect a finished request's result, or schedule the next look. */
+export async function processPoll(ctx: Context, job: Job<PollJob>): Promise<string> {
+  const { runId, key, requestId } = job.data;
+  const row = await ctx.rows.getRow(runId, key);
+  if (!row || row.state !== 'submitted' || row.requestId !== requestId) return 'moved-on';
+  const now = Date.now();
+  const endpoint = (await ctx.rows.getRun(runId))?.policy.endpoint || ctx.cfg.FAL_ENDPOINT;
+  const seen = await lookAtRequest(ctx, endpoint, row, requestId, now);
+  if (seen.status === 'done') return 'done';
+  if (seen.status === 'LOST') {
+    // The sweep resubmits lost requests (as a new attempt, within MAX_ATTEMPTS): hand it over now.
+    await ctx.rows.markPolled(runId, key, requestId, now, 'LOST', now);
+    return 'lost';
+  }
+  const timing = await runTiming(ctx, runId);
+  const queuePosition = seen.status === 'UNREACHABLE' ? job.data.queuePosition : (seen.queuePosition ?? job.data.queuePosition);
+  const unreachableInARow = seen.status === 'UNREACHABLE' ? (row.falStatus === 'UNREACHABLE' ? row.polls : 0) : 0;
+  const delay = nextPollDelay(
+    ctx.policy.poll,
+    timing,
+    {
+      status: seen.status,
+      queuePosition,
+      sinceSubmitMs: now - (row.submittedAt ?? now),
+      sinceStartMs: row.startedAt === undefined ? undefined : now - row.startedAt,
+      polls: unreachableInARow,
+    },
+    ctx.cfg.FAL_CONCURRENCY,
+  );
+  await ctx.rows.markPolled(runId, key, requestId, now + delay + ctx.policy.poll.safetyMs, seen.status, now);
+  await schedulePoll(ctx, { runId, key, requestId, queuePosition }, row.polls + 1, delay);
+  return seen.status;
+}
+
+export type Seen = { status: 'done' } | { status: 'LOST' } | { status: 'IN_QUEUE' | 'IN_PROGRESS'; queuePosition?: number } | { status: 'UNREACHABLE' };
+
+interface FalStatus {
+  status: string;
+  queue_position?: number;
+  error?: string;
+  error_type?: string;
+  metrics?: { inference_time?: number | null };
+}
+
+/**
+ * One look at a request (the poll job's and the reconciler's): a finished one has its result (or
+ * fal's full error, from queue.result) queued for the store worker and its run time added to the
+ * run's estimate; otherwise what fal said.
+ */
+export async function lookAtRequest(ctx: Context, endpoint: string, row: Row, requestId: string, now: number): Promise<Seen> {
+  let status: FalStatus;
+  try {
+    status = (await ctx.fal.queue.status(endpoint, { requestId, logs: false })) as FalStatus;
+  } catch (raw) {
+    const err = classifyFalError(raw);
+    if (err instanceof FalNotFoundError) return { status: 'LOST' };
+    if (err instanceof FalTransientError || err instanceof FalAuthError || err.name === 'FalAmbiguousError') return { status: 'UNREACHABLE' };
+    // Any other answer to a status call: the request is over for fal; its result call says how.
+    status = { status: 'COMPLETED', error: err.message };
+  }
+  if (status.status !== 'COMPLETED') {
+    return { status: status.status === 'IN_PROGRESS' ? 'IN_PROGRESS' : 'IN_QUEUE', queuePosition: status.queue_position };
+  }
+  const inference = status.metrics?.inference_time;
+  const started = row.requestId === requestId ? (row.startedAt ?? row.submittedAt) : undefined;
+  const runMs = typeof inference === 'number' ? inference * 1000 : started ? now - started : undefined;
+  if (runMs !== undefined) await observeRunTime(ctx, row.runId, runMs);
+  const hint = { runId: row.runId, key: row.key, attempt: row.requestIds.indexOf(requestId) + 1 || row.attempt };
+  try {
+    const result = await ctx.fal.queue.result(endpoint, { requestId });
+    await addResultJob(ctx, row.runId, { requestId, status: 'OK', payload: result.data, hint, source: 'poll', receivedAt: now });
+  } catch (raw) {
+    const err = classifyFalError(raw);
+    if (err instanceof FalNotFoundError) return { status: 'LOST' };
+    // fal's own answer about the request (4xx, or a 5xx once status said it failed), not a failed call.
+    const answered = err instanceof FalRejectedError || (!!status.error && err instanceof FalTransientError && err.status !== undefined);
+    if (!answered && !status.error) return { status: 'UNREACHABLE' };
+    // fal's full detail comes from the result call; the status call's error is only a summary.
+    const error = answered ? errorMessage(err) : [status.error, status.error_type].filter(Boolean).join(': ');
+    await addResultJob(ctx, row.runId, { requestId, status: 'ERROR', error, hint, source: 'poll', receivedAt: now });
+  }
+  return { status: 'done' };
+}

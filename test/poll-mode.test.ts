@@ -1,0 +1,91 @@
+// Results without webhooks (RESULT_DELIVERY): which mode a configuration gets and why, and poll mode
+// end to end against the strict emulator: no webhook URL is sent, each request is polled by its own
+// job on a schedule learned from the run (not by the reconciler's sweep), and an image costs at most
+// four fal calls.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { loadConfig } from '../src/core/config.ts';
+import { buildPolicy } from '../src/core/policy.ts';
+import { falCalls } from '../src/emulator/index.ts';
+import { produceRun } from '../src/producer/produce.ts';
+import { waitForRun } from '../src/producer/wait.ts';
+import { runStatus } from '../src/status.ts';
+import { nextPollDelay } from '../src/worker/poll.ts';
+import { faceDataUri } from './helpers/faces.ts';
+import { startTestStack } from './helpers/stack.ts';
+
+const REAL_FAL = { FAL_QUEUE_URL: 'https://queue.fal.run' };
+const P = buildPolicy(loadConfig({})).poll;
+
+test('auto: webhooks only to an address fal can reach; polling otherwise, said once with the reason', () => {
+  const unset = loadConfig(REAL_FAL).delivery;
+  assert.equal(unset.mode, 'poll');
+  assert.match(unset.why, /WEBHOOK_PUBLIC_URL is not set/);
+  assert.equal(unset.warning, undefined, 'no URL at all is a choice, not a mistake');
+
+  assert.equal(loadConfig({ ...REAL_FAL, WEBHOOK_PUBLIC_URL: 'https://hooks.example.com' }).delivery.mode, 'webhook');
+
+  for (const url of ['http://127.0.0.1:8080', 'http://192.168.1.20:8080', 'http://[::1]:8080', 'http://localhost:8080', 'http://169.254.1.1', 'http://webhook:8080']) {
+    const d = loadConfig({ ...REAL_FAL, WEBHOOK_PUBLIC_URL: url }).delivery;
+    assert.equal(d.mode, 'poll', url);
+    assert.match(d.warning ?? '', /cannot be reached by fal.*set WEBHOOK_PUBLIC_URL to a public https URL/, `${url}: a warning naming the fix`);
+  }
+  // The emulator on this machine (or a private network) reaches private webhook URLs: the embedded
+  // stack and the tests keep webhooks.
+  assert.equal(loadConfig({ FAL_QUEUE_URL: 'http://127.0.0.1:8090' }).delivery.mode, 'webhook');
+  assert.equal(loadConfig({ FAL_QUEUE_URL: 'http://10.0.0.5:8090', WEBHOOK_PUBLIC_URL: 'http://10.0.0.6:8080' }).delivery.mode, 'webhook');
+
+  const forced = loadConfig({ ...REAL_FAL, RESULT_DELIVERY: 'webhook' }).delivery;
+  assert.equal(forced.mode, 'webhook');
+  assert.match(forced.warning ?? '', /no webhook will arrive.*RESULT_DELIVERY=poll/);
+  assert.deepEqual(loadConfig({ RESULT_DELIVERY: 'poll', FAL_QUEUE_URL: 'http://127.0.0.1:8090' }).delivery.mode, 'poll');
+  assert.throws(() => loadConfig({ RESULT_DELIVERY: 'sometimes' }), /RESULT_DELIVERY/);
+});
+
+test('the poll schedule aims at the expected end: run time, queue position over the places, a margin', () => {
+  const learned = { runMs: 10_000, samples: 5 };
+  // Just submitted, next to run: once the run time has passed, plus a tenth of it.
+  assert.equal(nextPollDelay(P, learned, { status: 'IN_QUEUE', queuePosition: 0, sinceSubmitMs: 0, polls: 0 }, 2), 11_000);
+  // Four ahead on two places: two waves first.
+  assert.equal(nextPollDelay(P, learned, { status: 'IN_QUEUE', queuePosition: 4, sinceSubmitMs: 0, polls: 0 }, 2), 31_000);
+  // Running for 6 s: the rest of it.
+  assert.equal(nextPollDelay(P, learned, { status: 'IN_PROGRESS', sinceSubmitMs: 6000, sinceStartMs: 6000, polls: 1 }, 2), 5000);
+  // Overdue: soon, never more than 2 s later.
+  assert.equal(nextPollDelay(P, learned, { status: 'IN_PROGRESS', sinceSubmitMs: 12_000, sinceStartMs: 12_000, polls: 2 }, 2), 2000);
+  // Nothing learned yet: 1 s, then doubling the time since submit.
+  const cold = { samples: 0 };
+  assert.equal(nextPollDelay(P, cold, { status: 'IN_PROGRESS', sinceSubmitMs: 0, polls: 0 }, 2), 1000);
+  assert.equal(nextPollDelay(P, cold, { status: 'IN_PROGRESS', sinceSubmitMs: 4000, polls: 2 }, 2), 4000);
+});
+
+test('poll mode: no webhook URL is sent, every row completes by its poll jobs, at most 4 fal calls per image', async () => {
+  // A 2 s generation on fal's 2 places; the reconciler's sweep and grace far beyond the test, so the
+  // poll jobs alone must bring every result in.
+  const t = await startTestStack({
+    env: { RESULT_DELIVERY: 'poll', FAL_CONCURRENCY: '2', RECONCILE_INTERVAL_MS: '600000', RECONCILE_GRACE_MS: '600000' },
+    emulator: { slots: 2, latencyMs: { min: 2000, max: 2000 } },
+  });
+  try {
+    const rows = 8;
+    const face = await faceDataUri(3);
+    const lines = ['id,face_url', ...Array.from({ length: rows }, (_, i) => `p${i},"${face}"`)];
+    const { runId } = await produceRun(t.ctx, await t.manifest('poll.csv', `${lines.join('\n')}\n`));
+    // While it runs, status tells fal's running requests from the rows waiting for a place.
+    let seen = false;
+    for (let i = 0; i < 100 && !seen; i++) {
+      const s = (await runStatus(t.ctx, runId))!;
+      seen = s.runningAtFal === 2 && s.waitingForFal > 0;
+      if (!seen) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(seen, 'status showed 2 requests running at fal and rows waiting for a place');
+    const run = await waitForRun(t.ctx, runId, { timeoutMs: 30_000 });
+    assert.deepEqual([run.completed, run.failed], [rows, 0]);
+    const stats = t.local.emulator!.stats();
+    assert.equal(stats.webhooksSent + stats.webhooksDropped, 0, 'fal was given no webhook URL');
+    assert.equal(stats.accepted, rows);
+    assert.ok(falCalls(stats) <= 4 * rows, `${falCalls(stats)} fal calls for ${rows} images (submit ${stats.submits}, status ${stats.statusCalls}, result ${stats.resultCalls})`);
+    assert.equal(stats.maxQueued, 0, 'never more requests at fal than its places');
+  } finally {
+    await t.stop();
+  }
+});
