@@ -36,10 +36,19 @@ test('the app services name every config variable, and only those (plus AWS cred
 
 test('the compose values pass the config validation', () => {
   const env = { ...compose.services.worker!.environment! };
-  for (const [k, v] of Object.entries(env)) if (typeof v === 'string' && v.startsWith('${')) env[k] = k === 'WEBHOOK_PUBLIC_URL' ? 'https://hooks.example.com' : 'x';
+  // As compose does: `${X:-default}` is its default when X is unset; `${X:?…}` must be set by the user.
+  const unset = (v: string) => /^\$\{\w+:-(.*)\}$/.exec(v)?.[1];
+  for (const [k, v] of Object.entries(env)) if (typeof v === 'string' && v.startsWith('${')) env[k] = unset(v) ?? 'x';
   const cfg = loadConfig(env);
-  assert.equal(cfg.webhookUrl, 'https://hooks.example.com/fal/webhook');
   assert.equal(cfg.S3_FORCE_PATH_STYLE, true);
+  // Out of the box (nothing public set): results are polled and faces go to fal storage.
+  assert.equal(cfg.delivery.mode, 'poll');
+  assert.equal(cfg.facesViaFalStorage, true);
+  // With the public addresses set: webhooks, and faces presigned against the public S3 address.
+  const pub = loadConfig({ ...env, WEBHOOK_PUBLIC_URL: 'https://hooks.example.com', S3_PUBLIC_ENDPOINT: 'https://s3.example.com' });
+  assert.equal(pub.webhookUrl, 'https://hooks.example.com/fal/webhook');
+  assert.equal(pub.delivery.mode, 'webhook');
+  assert.equal(pub.facesViaFalStorage, false);
 });
 
 test('the Dockerfile installs production dependencies and runs the CLI', async () => {
