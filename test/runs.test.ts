@@ -62,8 +62,9 @@ test('an S3 manifest, plain and .csv.gz, runs end to end: every row stored, the 
 });
 
 test('cancel mid-run: queued requests are canceled at fal, every unfinished row ends canceled, nothing is untracked', async () => {
-  // One slot and slow requests: most submissions wait IN_QUEUE at fal when the run is canceled.
-  const t = await startTestStack({ env: { RUN_WINDOW: '12' }, emulator: { slots: 1, latencyMs: { min: 400, max: 400 } } });
+  // One slot and slow requests: most submissions wait IN_QUEUE at fal when the run is canceled (more
+  // places allowed on fal's side than it has slots, as when FAL_CONCURRENCY overstates the account's).
+  const t = await startTestStack({ env: { RUN_WINDOW: '12', FAL_CONCURRENCY: '12' }, emulator: { slots: 1, latencyMs: { min: 400, max: 400 } } });
   try {
     const { runId } = await t.pb.startRun(await t.manifest('cancel.csv', await dataManifest(30)));
     let s = (await t.pb.status(runId))!;

@@ -34,7 +34,7 @@ function backoffStrategy(b: Backoff) {
 
 export async function startWorkers(ctx: Context): Promise<RunningWorkers> {
   const { cfg, policy } = ctx;
-  if (cfg.delivery.mode === 'webhook') requireVar(cfg, 'WEBHOOK_SECRET', 'by the worker: it signs the webhook URLs given to fal');
+  requireVar(cfg, 'WEBHOOK_SECRET', 'by the worker: it signs the webhook URLs given to fal');
   await resumeIfKeyChanged(ctx);
   // Once at start: how results come back, and a setting that cannot work with real fal.
   if (cfg.delivery.warning) ctx.logger.warn({ resultDelivery: cfg.delivery.mode }, cfg.delivery.warning);
