@@ -152,7 +152,7 @@ export class EmulatedQueue {
     for (const e of this.opts.journal?.read() ?? []) {
       if (e.t === 'accept') {
         const { t: _t, ...fields } = e;
-        const req: EmulatedRequest = { ...fields, status: 'IN_QUEUE', canceled: false, cancelRequested: false, logs: [], webhookAttempts: [] };
+        const req: EmulatedRequest = { falHeaders: {}, ...fields, status: 'IN_QUEUE', canceled: false, cancelRequested: false, logs: [], webhookAttempts: [] };
         stats.accepted++;
         const row = rowKeyOf(e.webhookUrl);
         if (row) stats.acceptedByRow[row] = (stats.acceptedByRow[row] ?? 0) + 1;
