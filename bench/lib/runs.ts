@@ -111,7 +111,7 @@ export async function runService(o: ServiceRunOptions): Promise<ServiceRunResult
       : undefined;
     const t0 = Date.now();
     await pb.startRun(manifest, { runId });
-    o.log?.(`  service run ${runId}: ${o.rows} rows, ${o.workers ?? 1} worker process(es)`);
+    o.log?.(`  service run ${runId}: ${o.rows} rows, ${o.workers ?? 1} worker process(es), Redis ${redis.url}`);
     let killed = false;
     const run = await waitForRun(pb.context, runId, {
       intervalMs: 100,

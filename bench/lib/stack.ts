@@ -84,9 +84,9 @@ export async function startBenchStack(dir: string): Promise<BenchStack> {
   return { dir, s3, stop: () => s3.stop() };
 }
 
-/** A fresh redis-server of a run's own (no persistence: nothing outlives the run). */
-export function startRunRedis(stack: BenchStack, name: string): Promise<RunningRedis> {
-  return startRedisServer({ dir: join(stack.dir, `redis-${name}`), persistent: false });
+/** A fresh redis-server of a run's own; `persistent`: AOF fsync'd every second, as the README asks of production. */
+export function startRunRedis(stack: BenchStack, name: string, persistent = false): Promise<RunningRedis> {
+  return startRedisServer({ dir: join(stack.dir, `redis-${name}`), persistent });
 }
 
 /** The environment every service process of a benchmark run gets. */

@@ -1,0 +1,73 @@
+// Figure 5: ingest — manifest streaming + validation (the producer's reader), rows/s and peak RSS at
+// 10^4, 10^5 and 10^6 rows, each size in a fresh child process (peak RSS from process.resourceUsage()).
+import { execFile } from 'node:child_process';
+import { Readable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { readManifest } from '../src/manifest/index.ts';
+import { runAlone, type Figure } from './lib/figure.ts';
+import { round } from './lib/stats.ts';
+
+const SELF = fileURLToPath(import.meta.url);
+
+function* manifestLines(n: number, withIds: boolean) {
+  yield `${withIds ? 'id,' : ''}face_url,prompt,image_size,num_images,seed,team\n`;
+  for (let i = 0; i < n; i++) {
+    yield `${withIds ? `row-${i},` : ''}https://v3.fal.media/files/face-${i % 97}.png,"a portrait, full body",portrait_4_3,1,${i},team-${i % 7}\n`;
+  }
+}
+
+/** In the child: reads n generated rows, prints {rows, seconds, peakRssMb}. */
+async function child(n: number, withIds: boolean): Promise<void> {
+  const t0 = performance.now();
+  let rows = 0;
+  for await (const _ of readManifest(Readable.from(manifestLines(n, withIds)), {})) rows++;
+  const seconds = (performance.now() - t0) / 1000;
+  process.stdout.write(`${JSON.stringify({ rows, seconds, peakRssMb: process.resourceUsage().maxRSS / 1024 })}\n`);
+}
+
+interface IngestResult {
+  rows: number;
+  seconds: number;
+  peakRssMb: number;
+}
+
+async function measure(n: number, withIds: boolean): Promise<IngestResult> {
+  const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', SELF, '--child', String(n), withIds ? 'ids' : 'no-ids'], { maxBuffer: 1 << 20 });
+  return JSON.parse(stdout.trim().split('\n').pop()!) as IngestResult;
+}
+
+export const figure: Figure = {
+  id: 'ingest',
+  title: '5. Ingest: manifest streaming and validation',
+  method:
+    "the producer's manifest reader (`readManifest`: CSV parsing, every row's checks) over generated rows (an https face URL, a prompt, image_size, num_images, seed and a passthrough column), each size in a fresh Node process; rows/s over the whole read, peak RSS = the process's maxRSS (the runtime and modules included).",
+  targets: [
+    { key: 'ingestRowsPerSec', label: 'ingest rows/s (largest size)', test: (v) => v >= 100_000, text: '≥ 100,000' },
+    { key: 'ingestPeakRssMb', label: 'ingest peak RSS MB (largest of all sizes)', test: (v) => v < 150, text: '< 150, flat' },
+  ],
+  async run(ctx) {
+    const sizes = ctx.quick ? [10_000, 100_000] : [10_000, 100_000, 1_000_000];
+    const lines = ['| rows | id column | seconds | rows/s | peak RSS |', '| ---: | --- | ---: | ---: | ---: |'];
+    const results: IngestResult[] = [];
+    for (const n of sizes) {
+      const r = await measure(n, false);
+      results.push(r);
+      lines.push(`| ${n.toLocaleString('en')} | no | ${round(r.seconds, 2)} | ${Math.round(r.rows / r.seconds).toLocaleString('en')} | ${Math.round(r.peakRssMb)} MB |`);
+    }
+    if (!ctx.quick) {
+      const n = sizes[sizes.length - 1]!;
+      const r = await measure(n, true);
+      lines.push(`| ${n.toLocaleString('en')} | yes (ids kept to refuse repeats) | ${round(r.seconds, 2)} | ${Math.round(r.rows / r.seconds).toLocaleString('en')} | ${Math.round(r.peakRssMb)} MB |`);
+    }
+    const last = results[results.length - 1]!;
+    return {
+      json: { ingestRowsPerSec: Math.round(last.rows / last.seconds), ingestPeakRssMb: Math.round(Math.max(...results.map((r) => r.peakRssMb))) },
+      table: lines.join('\n'),
+      setup: `${sizes.map((s) => s.toLocaleString('en')).join(', ')} rows without an id column${ctx.quick ? '' : '; the largest also with one'}.`,
+    };
+  },
+};
+
+if (process.argv[2] === '--child') await child(Number(process.argv[3]), process.argv[4] === 'ids').then(() => process.exit(0));
+else if (import.meta.url === `file://${process.argv[1]}`) await runAlone(figure);
