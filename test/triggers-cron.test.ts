@@ -6,7 +6,8 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { Queue } from 'bullmq';
-import { TRIGGERS_QUEUE, tickRunId } from '../src/triggers/cron.ts';
+import { resolveManifest, TRIGGERS_QUEUE, tickRunId } from '../src/triggers/cron.ts';
+import { ManifestError } from '../src/manifest/index.ts';
 import { triggerKeys } from '../src/triggers/keys.ts';
 import { startScheduler } from '../src/triggers/scheduler.ts';
 import type { Schedule } from '../src/triggers/schedulesFile.ts';
@@ -119,7 +120,7 @@ test('a schedule removed from the file is removed and fires no more', async () =
   }
 });
 
-test('a bad schedules file is refused at start, before connecting, naming the schedule and the reason (exit 3)', async () => {
+test('a bad schedules file is refused at start (scheduler, schedules, demo --keep-alive), before connecting, naming the schedule and the reason (exit 3)', async () => {
   // Nothing listens on port 1: a scheduler that connected first would fail otherwise, or hang.
   const env = { ...t.local.env, REDIS_URL: 'redis://127.0.0.1:1', S3_ENDPOINT: 'http://127.0.0.1:1' };
   const cases: [unknown, RegExp][] = [
@@ -129,11 +130,30 @@ test('a bad schedules file is refused at start, before connecting, naming the sc
   ];
   for (const [i, [schedule, message]] of cases.entries()) {
     const file = await schedulesFile(`bad-${i}.json`, [everySecond('fine'), schedule]);
-    for (const args of i === 0 ? [['scheduler'], ['schedules', '--json']] : [['scheduler']]) {
+    for (const args of i === 0 ? [['scheduler'], ['schedules', '--json'], ['demo', '--keep-alive', '--data-dir', join(t.dir, 'demo')]] : [['scheduler']]) {
       const res = await runCli(args, { ...env, SCHEDULES_FILE: file });
       assert.equal(res.code, 3, `${args.join(' ')}: ${res.stderr}`);
       assert.match(res.stderr, message);
       assert.doesNotMatch(res.stderr, /\n\s+at /, 'no stack trace');
     }
   }
+});
+
+test('a manifest prefix ending in / takes its newest .csv/.csv.gz; an empty one fails the tick with its reason, and the next tick fires', async () => {
+  const bucket = t.ctx.storage.bucket;
+  await t.ctx.storage.upload('exports/2026-11-24.csv', 'id,face_url\n', 'text/csv');
+  await t.ctx.storage.upload('exports/2026-11-25.csv.gz', 'not read here', 'application/gzip');
+  await t.ctx.storage.upload('exports/zz-notes.txt', 'not a manifest', 'text/plain');
+  assert.equal(await resolveManifest(t.ctx, `s3://${bucket}/exports/`), `s3://${bucket}/exports/2026-11-25.csv.gz`);
+  await assert.rejects(resolveManifest(t.ctx, `s3://${bucket}/nothing-here/`), (err: unknown) => err instanceof ManifestError && /no \.csv or \.csv\.gz manifest under/.test(err.message));
+
+  const sched = await startScheduler(t.pb, { schedules: [everySecond('empty', `s3://${bucket}/nothing-here/`)], dropFolder: false });
+  try {
+    await until(async () => (await ticks('empty')).filter((e) => e.outcome === 'failed').length >= 2, 'two failed ticks', 20_000);
+  } finally {
+    await sched.close();
+  }
+  const failed = (await ticks('empty')).filter((e) => e.outcome === 'failed') as (TickEntry & { reason: string })[];
+  assert.match(failed[0]!.reason, /no \.csv or \.csv\.gz manifest under s3:\/\/.*\/nothing-here\//);
+  assert.equal((await t.pb.listRuns()).filter((r) => r.runId.startsWith('empty-')).length, 0, 'no run');
 });
