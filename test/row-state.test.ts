@@ -254,3 +254,49 @@ test('ending a row expires the mappings of all its requests, which the caller pa
   assert.equal(await rows.finishRow(run, 'a', 'failed', 'x', ['submitted']), true);
   for (const id of ['req-1', 'req-2']) assert.ok((await redis.ttl(`pb:req:${id}`)) > 0, `${id} expires`);
 });
+
+test('the read side: a run and its rows read back as the transitions wrote them', async () => {
+  assert.equal(await rows.createRun({ runId: run, manifest: 'other.csv', manifestKey: 'x', options: {}, policy }), false, 'it exists: nothing changes');
+  let r = (await rows.getRun(run))!;
+  assert.deepEqual(
+    [r.runId, r.state, r.manifest, r.manifestKey, r.cursor, r.producerDone, r.total, r.finishedAt, r.queued],
+    [run, 'running', 'm.csv', 'k', 0, false, undefined, undefined, 0],
+  );
+  assert.equal(await rows.getRun('no-such-run'), undefined);
+  assert.ok((await rows.activeRunIds()).includes(run));
+  assert.deepEqual(await rows.rejectedReasons(run, []), []);
+
+  await rows.admitBatch(run, 5, 3, []);
+  assert.equal(await rows.getRow(run, 'a'), undefined, 'no row before its claim');
+  await submitted('a', 2, 'req-1');
+  await rows.supersede(run, 'a', 'submitted', 1, 'req-1', 'lost');
+  await rows.claimSubmit(run, 'a', 2, data);
+  await rows.recordSubmit(run, 'a', 2, 'req-2', Date.now());
+  await rows.markPolled(run, 'a', 'req-2', 12_345, 'IN_QUEUE');
+  const row = (await rows.getRow(run, 'a'))!;
+  assert.deepEqual(
+    [row.state, row.line, row.attempt, row.requestId, row.requestIds, row.polls, row.nextPollAt, row.finishedAt, row.lastError],
+    ['submitted', 2, 2, 'req-2', ['req-1', 'req-2'], 1, 12_345, undefined, 'lost'],
+  );
+  assert.equal(typeof row.claimedAt, 'number');
+  assert.deepEqual(row.data, data);
+  assert.deepEqual(await rows.activeRowKeys(run), ['a']);
+  assert.deepEqual(await rows.lookupRequest('req-1'), { runId: run, key: 'a', attempt: 1 });
+  assert.deepEqual(await rows.lookupRequest('req-2'), { runId: run, key: 'a', attempt: 2 });
+  assert.equal(await rows.lookupRequest('req-unknown'), undefined);
+  assert.equal(await rows.inFlight(run), 3);
+  assert.equal(await rows.isDone(run, 2), false);
+
+  await rows.recordResult(run, 'a', { requestId: 'req-2', status: 'ERROR', error: 'model error' });
+  assert.equal(await rows.isDone(run, 2), true);
+  assert.equal(await rows.inFlight(run), 2, 'a failed row leaves the window');
+  assert.equal(typeof (await rows.getRow(run, 'a'))!.finishedAt, 'number');
+  assert.equal(await rows.finishProducing(run, 4), false);
+  r = (await rows.getRun(run))!;
+  assert.deepEqual([r.producerDone, r.total, r.cursor], [true, 4, 5]);
+  assert.equal(await rows.finishRun(run, 'finished'), true);
+  assert.equal(await rows.finishRun(run, 'finished'), false, 'once');
+  r = (await rows.getRun(run))!;
+  assert.equal(typeof r.finishedAt, 'number');
+  assert.ok(!(await rows.activeRunIds()).includes(run));
+});
