@@ -89,3 +89,31 @@ test('poll mode: no webhook URL is sent, every row completes by its poll jobs, a
     await t.stop();
   }
 });
+
+test('poll mode: when poll jobs are lost, the sweep takes over and every row still completes; a place left behind is returned', async () => {
+  const t = await startTestStack({
+    env: { RESULT_DELIVERY: 'poll', FAL_CONCURRENCY: '2' },
+    emulator: { slots: 2, latencyMs: { min: 300, max: 300 } },
+    // The sweep steps in 1 s after a poll job was due (instead of two job locks).
+    policy: { poll: { safetyMs: 1000 } },
+  });
+  try {
+    // A place held by a row that no longer exists (its worker died between taking it and claiming).
+    await t.ctx.redis.zadd('pb:fal:slots', 0, 'gone-run\nghost');
+    const face = await faceDataUri(4);
+    const lines = ['id,face_url', ...Array.from({ length: 4 }, (_, i) => `q${i},"${face}"`)];
+    const { runId } = await produceRun(t.ctx, await t.manifest('lost-polls.csv', `${lines.join('\n')}\n`));
+    // Every poll job is dropped as soon as it is scheduled, until each row has been submitted once.
+    for (let i = 0; i < 300 && t.local.emulator!.stats().accepted < 4; i++) {
+      await t.ctx.queues.poll.drain(true);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await t.ctx.queues.poll.drain(true);
+    const run = await waitForRun(t.ctx, runId, { timeoutMs: 60_000 });
+    assert.deepEqual([run.completed, run.failed], [4, 0]);
+    assert.equal(t.local.emulator!.stats().accepted, 4, 'nothing submitted twice');
+    assert.equal(await t.ctx.redis.zscore('pb:fal:slots', 'gone-run\nghost'), null);
+  } finally {
+    await t.stop();
+  }
+});
