@@ -104,6 +104,7 @@ program
     }
     await withLibrary('producer', async (pb) => {
       const res = await pb.startRun(manifest, { runId: o.runId, maxCost: o.maxCost });
+      if (res.resumed && o.maxCost !== undefined) say(`note: run ${res.runId} already exists; it keeps the policy (and cost cap) it was created with`);
       say(`${res.resumed ? 'resumed' : 'started'} run ${res.runId} (${res.total} rows, estimated ${res.estimatedCost.toFixed(2)} ${res.currency})`);
       if (!o.wait) {
         if (o.json) printJson({ ...(await pb.status(res.runId)), resumed: res.resumed });
