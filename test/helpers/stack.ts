@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import type { Context } from '../../src/core/context.ts';
 import type { PolicyOverrides } from '../../src/core/policy.ts';
 import type { EmulatorOptions } from '../../src/emulator/index.ts';
-import type { PortraitBatch, RunningWorkers } from '../../src/index.ts';
+import type { PortraitBatch, RunningWebhook, RunningWorkers } from '../../src/index.ts';
 import { startEmbeddedService } from '../../src/local/embedded.ts';
 import type { LocalStack } from '../../src/local/stack.ts';
 
@@ -39,6 +39,7 @@ export interface TestStack {
   /** The library handle: webhook and workers started unless asked not to. */
   pb: PortraitBatch;
   ctx: Context;
+  webhook?: RunningWebhook;
   workers?: RunningWorkers;
   /** Writes a manifest file into the test's directory and returns its path. */
   manifest(name: string, text: string): Promise<string>;
@@ -65,6 +66,7 @@ export async function startTestStack(
     local: svc.stack,
     pb: svc.pb,
     ctx: svc.pb.context,
+    webhook: svc.webhook,
     workers: svc.workers,
     async manifest(name, text) {
       const p = join(dir, name);
