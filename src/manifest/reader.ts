@@ -4,7 +4,7 @@
 //
 // The result depends only on the bytes read (and, for local faces, on which files exist): the run
 // resumes by reading the manifest again and relies on getting the same lines, keys and verdicts.
-import type { Readable } from 'node:stream';
+import { pipeline, type Readable } from 'node:stream';
 import { CsvError, parse } from 'csv-parse';
 import { ManifestError, firstLine } from './errors.ts';
 import { s3FacePolicy } from './faces.ts';
@@ -56,10 +56,10 @@ export async function* readManifest(source: NodeJS.ReadableStream | Readable, op
   });
   let sourceError: Error | undefined;
   source.on('error', (err: Error) => {
-    sourceError = err;
-    parser.destroy(err);
+    sourceError ??= err;
   });
-  source.pipe(parser);
+  // pipeline, not .pipe: an error on either side destroys the other (a bare pipe forwards none).
+  pipeline(source, parser, () => undefined);
 
   let checker: RowChecker | undefined;
   let rows = 0;
@@ -76,13 +76,13 @@ export async function* readManifest(source: NodeJS.ReadableStream | Readable, op
     finished = true;
   } catch (err) {
     if (err instanceof ManifestError) throw err;
-    if (sourceError) throw new ManifestError(`cannot read the manifest: ${firstLine(sourceError.message)}`);
+    // Checked before the source's error: pipeline hands a parser error to the source too.
     if (err instanceof CsvError) throw new ManifestError(`not a CSV file: ${describeCsvError(err, 1 + breaks + Number(err.empty_lines ?? 0))}`);
+    if (sourceError) throw new ManifestError(`cannot read the manifest: ${firstLine(sourceError.message)}`);
     throw err;
   } finally {
     if (!finished) {
       // Stopped early (error, or the consumer broke off): stop reading the source too.
-      source.unpipe(parser);
       parser.destroy();
       (source as Partial<Readable>).destroy?.();
     }
