@@ -201,7 +201,7 @@ test('a submit fal accepted but whose answer was lost is not paid again: its web
   }
 });
 
-test('with no webhook (as in poll mode) a lost submit answer is resubmitted after the grace period and counted as ambiguous', async () => {
+test('a lost submit answer whose webhook never comes is resubmitted after the grace period and counted as ambiguous', async () => {
   const t = await startTestStack({ emulator: { faults: { ambiguousSubmitRate: 1, webhookDropRate: 1 } } });
   try {
     const { runId } = await t.pb.startRun(await manifestOf(t, 2));
@@ -213,6 +213,26 @@ test('with no webhook (as in poll mode) a lost submit answer is resubmitted afte
     assert.deepEqual([m.attempts, m.request_ids.length], [2, 1], 'attempt 1 never learned its request id');
     assert.equal(t.local.emulator!.stats().accepted, 4, 'fal ran both attempts of each row: the price of not knowing');
     const audit = await auditRun(t.ctx, runId, { acceptedByRow: t.local.emulator!.stats().acceptedByRow });
+    assert.deepEqual(audit.problems, []);
+    assert.deepEqual([audit.extraSubmits, audit.ambiguousSubmits], [0, 2]);
+  } finally {
+    await t.stop();
+  }
+});
+
+test('poll mode: a lost submit answer cannot be told from a lost submit; resubmitted after the grace period, counted as ambiguous', async () => {
+  const t = await startTestStack({ env: { RESULT_DELIVERY: 'poll' }, emulator: { faults: { ambiguousSubmitRate: 1 } } });
+  try {
+    const { runId } = await t.pb.startRun(await manifestOf(t, 2));
+    for (let i = 0; i < 100 && t.local.emulator!.stats().answersLost < 2; i++) await sleep(50);
+    t.local.emulator!.setFaults({ ambiguousSubmitRate: 0 });
+    const run = await t.pb.waitForRun(runId, { timeoutMs: 60_000 });
+    assert.equal(run.completed, 2);
+    const m = (await meta(t, runId, 'r0'))!;
+    assert.deepEqual([m.attempts, m.request_ids.length], [2, 1], 'attempt 1 never learned its request id');
+    assert.equal(t.local.emulator!.stats().accepted, 4, 'fal ran both attempts of each row: the price of not knowing');
+    // No webhook URL names the row, so the emulator cannot book acceptances by row: the total says it.
+    const audit = await auditRun(t.ctx, runId);
     assert.deepEqual(audit.problems, []);
     assert.deepEqual([audit.extraSubmits, audit.ambiguousSubmits], [0, 2]);
   } finally {
