@@ -120,6 +120,9 @@ test('Retry-After in seconds or as a date; nothing usable is no hint', () => {
 
 // ---- through the unmodified client -----------------------------------------------------------
 
+/** A call that hangs fails its test, and the file still ends (the server closes every connection). */
+const NET = { timeout: 10_000 };
+
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 let handler: Handler = (_req, res) => void res.end();
 const seen: string[] = [];
@@ -147,7 +150,7 @@ async function submitError(fal = createFal({ FAL_KEY: 'k', FAL_QUEUE_URL: `${bas
   return assert.fail('the submit succeeded');
 }
 
-test('the client\'s calls go to FAL_QUEUE_URL, and a 200 is a request id', async () => {
+test('the client\'s calls go to FAL_QUEUE_URL, and a 200 is a request id', NET, async () => {
   handler = (_req, res) => void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ request_id: 'req-1', status: 'IN_QUEUE' }));
   seen.length = 0;
   const res = await createFal({ FAL_KEY: 'k', FAL_QUEUE_URL: `${base}//` }).queue.submit(ENDPOINT, { input: { image_urls: ['https://x.example/f.png'] } });
@@ -155,7 +158,7 @@ test('the client\'s calls go to FAL_QUEUE_URL, and a 200 is a request id', async
   assert.deepEqual(seen, [`POST /${ENDPOINT}`]);
 });
 
-test('429 with Retry-After is transient at once (no hidden retries), with the hint and the body', async () => {
+test('429 with Retry-After is transient at once (no hidden retries), with the hint and the body', NET, async () => {
   handler = (_req, res) => void res.writeHead(429, { 'retry-after': '3' }).end('slow down');
   seen.length = 0;
   const err = await submitError();
@@ -164,14 +167,14 @@ test('429 with Retry-After is transient at once (no hidden retries), with the hi
   assert.equal(seen.length, 1, 'one call: the client did not retry on its own');
 });
 
-test('503 without a body is transient', async () => {
+test('503 without a body is transient', NET, async () => {
   handler = (_req, res) => void res.writeHead(503).end();
   const err = await submitError();
   assert.ok(err instanceof FalTransientError);
   assert.deepEqual([err.status, err.retryAfterMs, err.message], [503, undefined, 'fal answered 503']);
 });
 
-test('500 through the client is transient', async () => {
+test('500 through the client is transient', NET, async () => {
   handler = (_req, res) => void res.writeHead(500, { 'retry-after': 'Thu, 01 Jan 2099 00:00:00 GMT' }).end('{"detail":"Internal Server Error"}');
   const err = await submitError();
   assert.ok(err instanceof FalTransientError);
@@ -180,13 +183,13 @@ test('500 through the client is transient', async () => {
   assert.equal(err.message, 'fal answered 500: {"detail":"Internal Server Error"}');
 });
 
-test('a long error body is cut to 300 characters', async () => {
+test('a long error body is cut to 300 characters', NET, async () => {
   handler = (_req, res) => void res.writeHead(502).end('x'.repeat(1000));
   const err = await submitError();
   assert.equal(err.message, `fal answered 502: ${'x'.repeat(300)}`);
 });
 
-test('404 on status means a lost request', async () => {
+test('404 on status means a lost request', NET, async () => {
   handler = (_req, res) => void res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ detail: 'Request not found' }));
   let err: Error | undefined;
   try {
@@ -198,7 +201,7 @@ test('404 on status means a lost request', async () => {
   assert.equal(err.message, 'fal does not know this request (404): Request not found');
 });
 
-test('422 through the client fails the row with fal\'s detail', async () => {
+test('422 through the client fails the row with fal\'s detail', NET, async () => {
   handler = (_req, res) =>
     void res.writeHead(422, { 'content-type': 'application/json' }).end(JSON.stringify({ detail: [{ loc: ['body', 'seed'], msg: 'must be an integer' }] }));
   const err = await submitError();
@@ -206,14 +209,14 @@ test('422 through the client fails the row with fal\'s detail', async () => {
   assert.equal(err.message, 'fal rejected the input (422): seed: must be an integer');
 });
 
-test('a refused connection is transient: nothing was sent', async () => {
+test('a refused connection is transient: nothing was sent', NET, async () => {
   const port = await freePort();
   const err = await submitError(createFal({ FAL_KEY: 'k', FAL_QUEUE_URL: `http://127.0.0.1:${port}` }));
   assert.ok(err instanceof FalTransientError);
   assert.equal(err.message, 'fal unreachable (ECONNREFUSED)');
 });
 
-test('a connection reset after sending is ambiguous: fal may have accepted it', async () => {
+test('a connection reset after sending is ambiguous: fal may have accepted it', NET, async () => {
   handler = (req) => req.socket.destroy();
   seen.length = 0;
   const err = await submitError();
@@ -222,7 +225,7 @@ test('a connection reset after sending is ambiguous: fal may have accepted it', 
   assert.equal(seen.length, 1, 'never retried: a retry could pay twice');
 });
 
-test('no answer within the timeout is ambiguous', async () => {
+test('no answer within the timeout is ambiguous', NET, async () => {
   handler = () => undefined; // never answers
   const err = await submitError(createFal({ FAL_KEY: 'k', FAL_QUEUE_URL: base }, 200));
   assert.ok(err instanceof FalAmbiguousError);
