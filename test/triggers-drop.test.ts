@@ -7,7 +7,8 @@ import { createServer, request, type Server, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
-import { dropRunId } from '../src/triggers/dropFolder.ts';
+import type { ListedObject } from '../src/core/s3.ts';
+import { dropRunId, startDropFolder } from '../src/triggers/dropFolder.ts';
 import { triggerKeys } from '../src/triggers/keys.ts';
 import { startScheduler, type RunningScheduler } from '../src/triggers/scheduler.ts';
 import { faceDataUri } from './helpers/faces.ts';
@@ -116,6 +117,24 @@ test('a bad manifest lands in failed/ with its reason; other files are left alon
     await sched.close();
     await t.ctx.storage.remove('incoming/notes.txt');
   }
+});
+
+test('an upload younger than the settle time waits (by its Last-Modified, on a clock the test moves)', async () => {
+  const runId = await drop('settling/young.csv', await manifestText(1, 30));
+  let listed: ListedObject | undefined;
+  for await (const o of t.ctx.storage.list('settling/')) listed = o;
+  let now = listed!.lastModified + 1000;
+  const folder = startDropFolder(t.pb, { prefix: 'settling/', pollMs: 1e9, settleMs: 60_000, claimMs: 5000, now: () => now });
+  try {
+    assert.deepEqual((await folder.pollOnce()).started, [], 'one second old: it waits');
+    assert.equal(await t.ctx.redis.get(triggerKeys.dropClaim(runId)), null, 'not even claimed');
+    now = listed!.lastModified + 61_000;
+    assert.deepEqual((await folder.pollOnce()).started, ['settling/young.csv'], 'settled: its run starts');
+  } finally {
+    await folder.close();
+  }
+  await until(async () => (await folder.pollOnce()).settled.length === 1, 'its run to end and the upload to move', 60_000);
+  assert.ok(await exists(`processed/${runId}/young.csv`));
 });
 
 /** An S3 front that passes everything to s3rver except reads of one object, which it holds unanswered. */

@@ -70,12 +70,13 @@ export function startDropFolder(pb: PortraitBatch, opts: DropFolderOptions): Run
   const token = `${hostname()}:${process.pid}:${randomUUID()}`;
   /** Keys of other files, logged once by this process. */
   const ignored = new Set<string>();
-  let multipartListing: 'unknown' | 'supported' | 'unsupported' = 'unknown';
+  /** False once the S3 answered that it does not list multipart uploads (s3rver). */
+  let listsMultipart = true;
 
   /** Keys with a multipart upload in progress (an overwrite being written): they wait. */
   async function uploadsInProgress(): Promise<Set<string>> {
     const keys = new Set<string>();
-    if (multipartListing === 'unsupported') return keys;
+    if (!listsMultipart) return keys;
     try {
       let keyMarker: string | undefined;
       let uploadIdMarker: string | undefined;
@@ -88,13 +89,12 @@ export function startDropFolder(pb: PortraitBatch, opts: DropFolderOptions): Run
         keyMarker = res.NextKeyMarker;
         uploadIdMarker = res.NextUploadIdMarker;
       }
-      multipartListing = 'supported';
     } catch (err) {
       const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
-      if (multipartListing === 'unknown' && (e.name === 'NotImplemented' || e.$metadata?.httpStatusCode === 501)) {
-        multipartListing = 'unsupported';
-        log.info('this S3 does not list multipart uploads: DROP_SETTLE_MS alone keeps objects being overwritten waiting');
-      } else throw err;
+      if (e.name !== 'NotImplemented' && e.$metadata?.httpStatusCode !== 501) throw err;
+      // Two polls may learn it at once; it is logged once.
+      if (listsMultipart) log.info('this S3 does not list multipart uploads: DROP_SETTLE_MS alone keeps objects being overwritten waiting');
+      listsMultipart = false;
     }
     return keys;
   }
