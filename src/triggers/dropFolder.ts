@@ -169,9 +169,15 @@ export function startDropFolder(pb: PortraitBatch, opts: DropFolderOptions): Run
 
   /** Copy, then delete the source only if it is still the same upload (a new one under the key stays). */
   async function moveTo(o: ListedObject, target: string): Promise<void> {
-    await storage.client.send(
-      new CopyObjectCommand({ Bucket: storage.bucket, Key: target, CopySource: `${storage.bucket}/${encodeURIComponent(o.key).replace(/%2F/g, '/')}`, CopySourceIfMatch: `"${o.etag}"` }),
-    );
+    const source = `${storage.bucket}/${encodeURIComponent(o.key).replace(/%2F/g, '/')}`;
+    try {
+      await storage.client.send(new CopyObjectCommand({ Bucket: storage.bucket, Key: target, CopySource: source, CopySourceIfMatch: `"${o.etag}"` }));
+    } catch (err) {
+      // Another scheduler moved it a moment ago (or it was replaced: the next poll sees the new upload).
+      const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
+      if (e.name === 'NoSuchKey' || e.$metadata?.httpStatusCode === 404 || e.$metadata?.httpStatusCode === 412) return;
+      throw err;
+    }
     if (await unchanged(o)) await storage.remove(o.key);
   }
 
