@@ -11,10 +11,11 @@ import { runDemo, type DemoResult } from './demo.ts';
 import { startEmulator } from './emulator/index.ts';
 import { assertReachable, listenError } from './core/reachability.ts';
 import { redactText } from './core/redact.ts';
-import { createPortraitBatch, dryRun, type PortraitBatch } from './index.ts';
+import { createPortraitBatch, dryRun, type PortraitBatch, type RunningAdmin } from './index.ts';
 import { ManifestError } from './manifest/index.ts';
+import { AdminListenError } from './ops/adminServer.ts';
 import { progressReporter } from './progress.ts';
-import { InterruptedError } from './signals.ts';
+import { InterruptedError, stopOnSignal } from './signals.ts';
 import { formatRunList, formatStatus } from './status.ts';
 import { formatSchedules, listSchedules } from './triggers/cron.ts';
 import { startScheduler } from './triggers/scheduler.ts';
@@ -55,15 +56,19 @@ async function reachableOrClose(pb: PortraitBatch, needs: { s3?: boolean } = {})
   }
 }
 
-/** Keeps a long-running role up until SIGINT/SIGTERM, then closes it gracefully. */
-async function serveUntilSignal(close: () => Promise<void>): Promise<void> {
-  await new Promise<void>((resolve) => {
-    const stop = () => resolve();
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
-  });
-  say('shutting down…');
-  await close();
+/** Keeps a long-running role up until SIGINT/SIGTERM, then closes it (within the grace period; see signals.ts). */
+async function serveUntilSignal(close: () => Promise<void>, admin?: RunningAdmin): Promise<void> {
+  await stopOnSignal(close, { log: say, onSignal: () => admin?.draining() });
+}
+
+/** The admin listener of a long-running role; the role is closed again when it cannot listen. */
+async function startAdminOrClose(pb: PortraitBatch, role: string): Promise<RunningAdmin> {
+  try {
+    return await pb.startAdmin({ role });
+  } catch (err) {
+    await pb.close();
+    throw err instanceof AdminListenError ? new ExitError(err.message, 3) : err;
+  }
 }
 
 const port = (v: string) => {
@@ -223,8 +228,9 @@ program
       await pb.close();
       throw listenError(err, 'WEBHOOK_PORT', pb.config.WEBHOOK_PORT);
     });
-    say(`webhook receiver listening on :${hook.port}`);
-    await serveUntilSignal(() => pb.close());
+    const admin = await startAdminOrClose(pb, 'webhook');
+    say(`webhook receiver listening on :${hook.port}; admin on ${admin.url}`);
+    await serveUntilSignal(() => pb.close(), admin);
   });
 
 program
@@ -237,8 +243,9 @@ program
     const pb = createPortraitBatch(cfg, { name: 'worker' });
     await reachableOrClose(pb, { s3: true });
     await pb.startWorkers();
-    say('workers running');
-    await serveUntilSignal(() => pb.close());
+    const admin = await startAdminOrClose(pb, 'worker');
+    say(`workers running; admin on ${admin.url}`);
+    await serveUntilSignal(() => pb.close(), admin);
   });
 
 program
@@ -250,12 +257,13 @@ program
     const schedules = cfg.SCHEDULES_FILE ? await loadSchedulesFile(cfg.SCHEDULES_FILE) : undefined;
     const pb = createPortraitBatch(cfg, { name: 'scheduler' });
     await reachableOrClose(pb, { s3: true });
+    const admin = await startAdminOrClose(pb, 'scheduler');
     const scheduler = await startScheduler(pb, { schedules });
-    say(`scheduler running: ${schedules ? `${schedules.length} schedules` : 'no SCHEDULES_FILE'}, drop folder s3://${cfg.S3_BUCKET}/${cfg.DROP_PREFIX}`);
+    say(`scheduler running: ${schedules ? `${schedules.length} schedules` : 'no SCHEDULES_FILE'}, drop folder s3://${cfg.S3_BUCKET}/${cfg.DROP_PREFIX}; admin on ${admin.url}`);
     await serveUntilSignal(async () => {
       await scheduler.close();
       await pb.close();
-    });
+    }, admin);
   });
 
 program
@@ -286,7 +294,7 @@ program
   .description('run everything in one process on the embedded default and leave a contact sheet')
   .option('--manifest <file>', 'manifest to run', 'examples/faces.csv')
   .option('--data-dir <dir>', 'where state and outputs are kept', 'demo-data')
-  .option('--keep-alive', 'then keep the stack serving until SIGTERM/SIGINT (with the scheduler when SCHEDULES_FILE or DROP_PREFIX is set)')
+  .option('--keep-alive', 'then keep serving the dashboard, metrics and health until SIGTERM/SIGINT (with the scheduler when SCHEDULES_FILE or DROP_PREFIX is set)')
   .option('--json', 'print one JSON object on stdout')
   .action(async (o: { manifest: string; dataDir: string; keepAlive?: boolean; json?: boolean }) => {
     // With triggers configured, a bad schedules file is refused before the stack starts (exit 3).
@@ -301,6 +309,7 @@ program
       progress.end();
       say(`run ${res.runId}: ${res.state} — ${res.completed} completed, ${res.failed} failed, ${res.rejected} rejected, ${res.canceled} canceled`);
       say(`open ${res.outputDir}/index.html`);
+      if (res.dashboardUrl) say(`dashboard: ${res.dashboardUrl}`);
       if (o.json) printJson(res);
     };
     let reported = false;
@@ -308,7 +317,7 @@ program
       report(res);
       reported = true;
       const scheduler = triggers ? await startScheduler(pb, { schedules }) : undefined;
-      say(`serving${scheduler ? ' with the scheduler' : ''} until SIGTERM/SIGINT`);
+      say(`serving the dashboard, metrics and health${scheduler ? ' and the scheduler' : ''} until SIGTERM/SIGINT`);
       await serveUntilSignal(async () => scheduler?.close());
     };
     const res = await runDemo({ manifest: o.manifest, dataDir: o.dataDir, log, onProgress: (s) => progress.update(s), keepAlive: o.keepAlive ? keepAlive : undefined });

@@ -1,10 +1,12 @@
 // `portrait-batch demo`: the whole service in one process on the embedded default — a private
-// redis-server, the embedded S3 server, the fal emulator, the webhook receiver and the workers —
-// runs a manifest, waits, and copies the run out with a contact sheet.
+// redis-server, the embedded S3 server, the fal emulator, the webhook receiver, the workers and the
+// admin listener (dashboard, metrics, health) — runs a manifest, waits, and copies the run out with a
+// contact sheet; with keepAlive it goes on serving until the callback resolves.
 import { rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { startEmbeddedService } from './local/embedded.ts';
 import type { PortraitBatch } from './index.ts';
+import { TOKEN_PARAM } from './ops/dashboard/auth.ts';
 import { watchInterruption } from './signals.ts';
 import type { RunStatus } from './status.ts';
 
@@ -26,6 +28,10 @@ export interface DemoResult {
   rejected: number;
   canceled: number;
   outputDir: string;
+  /** The run's dashboard page, signed in by its token (a query parameter: for this local demo only). */
+  dashboardUrl: string | null;
+  /** Where /metrics, /healthz and /readyz are served. */
+  adminUrl: string | null;
 }
 
 /** Faster reconciliation than production defaults: the demo's fal is local and quick. */
@@ -37,15 +43,18 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
   const manifest = resolve(opts.manifest ?? 'examples/faces.csv');
   // Ctrl-C stops the demo cleanly: workers, receiver, then the stack (its private Redis included).
   const interruption = watchInterruption();
-  const { stack, pb, stop } = await startEmbeddedService({ dataDir, defaults: EMBEDDED_DEFAULTS, name: 'demo' }).catch((err: unknown) => {
+  const { stack, pb, admin, stop } = await startEmbeddedService({ dataDir, defaults: EMBEDDED_DEFAULTS, name: 'demo', admin: true }).catch((err: unknown) => {
     interruption.dispose();
     throw err;
   });
-  log(`stack: redis ${stack.cfg.REDIS_URL} · s3 ${stack.cfg.S3_ENDPOINT ?? 'AWS'} · fal ${stack.cfg.FAL_QUEUE_URL}`);
+  log(`stack: redis ${stack.cfg.REDIS_URL} · s3 ${stack.cfg.S3_ENDPOINT ?? 'AWS'} · fal ${stack.cfg.FAL_QUEUE_URL}${admin ? ` · admin ${admin.url}` : ''}`);
+  // The embedded stack always has a token (DASHBOARD_TOKEN, or one generated into the data dir).
+  const token = pb.config.DASHBOARD_TOKEN;
   try {
     interruption.check();
     const { runId, resumed } = await interruption.race(pb.startRun(manifest));
     log(`${resumed ? 'resuming' : 'started'} run ${runId}`);
+    if (admin && token) log(`dashboard: ${admin.url}/ui/runs/${encodeURIComponent(runId)} (token: DASHBOARD_TOKEN, or ${join(dataDir, 'dashboard-token')})`);
     const run = await interruption.race(pb.waitForRun(runId, { onProgress: opts.onProgress }));
     const outputDir = join(dataDir, 'runs', runId);
     await rm(outputDir, { recursive: true, force: true });
@@ -60,6 +69,8 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
       rejected: run.rejected,
       canceled: run.canceled,
       outputDir,
+      dashboardUrl: admin && token ? `${admin.url}/ui/runs/${encodeURIComponent(runId)}?${TOKEN_PARAM}=${encodeURIComponent(token)}` : null,
+      adminUrl: admin?.url ?? null,
     };
     await opts.keepAlive?.(pb, result);
     return result;

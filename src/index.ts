@@ -12,6 +12,7 @@ import { cancelRun, type CancelResult } from './control/cancel.ts';
 import { downloadRun, reportOf, type DownloadResult } from './control/outputs.ts';
 import { retryFailed, type RetryResult } from './control/retry.ts';
 import { manifestSource, type ManifestSource } from './manifest/source.ts';
+import { startAdminServer, type AdminOptions, type RunningAdmin } from './ops/adminServer.ts';
 import { dryRunReport, inspectManifest } from './producer/inspect.ts';
 import { startRun, type StartedRun, type StartRunOptions } from './producer/produce.ts';
 import { waitForRun } from './producer/wait.ts';
@@ -19,6 +20,7 @@ import { runListEntry, runStatus, type RunListEntry, type RunStatus } from './st
 import { startWebhookServer, type RunningWebhook } from './webhook/server.ts';
 import { startWorkers, type RunningWorkers } from './worker/index.ts';
 
+export type { AdminOptions, RunningAdmin };
 export type { CancelResult, Config, DownloadResult, ManifestSource, PolicyOverrides, RetryResult, RunListEntry, RunningWebhook, RunningWorkers, RunStatus, StartedRun, StartRunOptions };
 export { ConfigError, loadConfig } from './core/config.ts';
 export { ManifestError } from './manifest/index.ts';
@@ -55,6 +57,8 @@ export interface PortraitBatch {
   resume(): Promise<boolean>;
   startWorkers(): Promise<RunningWorkers>;
   startWebhook(options?: { port?: number; host?: string }): Promise<RunningWebhook>;
+  /** The admin listener (ADMIN_HOST:ADMIN_PORT): /metrics, /healthz, /readyz and, with DASHBOARD_TOKEN, the dashboard under /ui. */
+  startAdmin(options?: AdminOptions): Promise<RunningAdmin>;
   /** Stops the workers and receivers this handle started, then its connections. */
   close(): Promise<void>;
 }
@@ -74,7 +78,7 @@ export function createPortraitBatch(config: Config | NodeJS.ProcessEnv = process
   const context = () => (ctx ??= createContext(cfg, options.name ?? 'portrait-batch', options.policy));
   const started: { close(): Promise<void> }[] = [];
 
-  return {
+  const handle: PortraitBatch = {
     config: cfg,
     get context() {
       return context();
@@ -109,12 +113,18 @@ export function createPortraitBatch(config: Config | NodeJS.ProcessEnv = process
       started.push(hook);
       return hook;
     },
+    async startAdmin(opts = {}) {
+      const admin = await startAdminServer(handle, opts);
+      started.push(admin);
+      return admin;
+    },
     async close() {
       for (const s of started.splice(0).reverse()) await s.close();
       await ctx?.close();
       ctx = undefined;
     },
   };
+  return handle;
 }
 
 // Triggers: the scheduler role (cron schedules, drop folder) and its schedules file.

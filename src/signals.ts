@@ -53,3 +53,72 @@ export function watchInterruption(onFirst?: (signal: NodeJS.Signals) => void): I
     },
   };
 }
+
+// Long-running processes (webhook, worker, scheduler, demo --keep-alive): the first SIGTERM or SIGINT
+// stops them taking work and closes them in order — workers finish what they hold (a producer hands
+// its run back), receivers stop listening, Redis is closed. If that cannot finish within the grace
+// period (Redis or S3 unreachable), the process still exits 0 in time: a job it still held is taken
+// up by another worker once its lock lapses, so nothing is lost. A second signal exits at once.
+
+/** Within the 10 s an orchestrator usually allows between SIGTERM and SIGKILL. */
+export const SHUTDOWN_GRACE_MS = 8000;
+
+const SIGNALS = ['SIGINT', 'SIGTERM'] as const;
+
+/** Resolves with the first SIGINT/SIGTERM. */
+export function nextSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const on = (s: NodeJS.Signals) => {
+      for (const sig of SIGNALS) process.off(sig, on);
+      resolve(s);
+    };
+    for (const sig of SIGNALS) process.on(sig, on);
+  });
+}
+
+export interface ShutdownOptions {
+  graceMs?: number;
+  log?: (line: string) => void;
+  /** Called as soon as the signal comes, before stopping (e.g. health checks start answering 503). */
+  onSignal?: (signal: NodeJS.Signals) => void;
+}
+
+/** Stops with `stop` on a signal; resolves when stopped or when the grace period is over. */
+export async function stopOnSignal(stop: () => Promise<void>, opts: ShutdownOptions = {}): Promise<void> {
+  const signal = await nextSignal();
+  await stopWithin(stop, signal, opts);
+}
+
+export async function stopWithin(stop: () => Promise<void>, signal: NodeJS.Signals, opts: ShutdownOptions = {}): Promise<void> {
+  const log = opts.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const graceMs = opts.graceMs ?? SHUTDOWN_GRACE_MS;
+  const again = (s: NodeJS.Signals) => {
+    log(`${s} again: exiting at once`);
+    process.exit(0);
+  };
+  for (const sig of SIGNALS) process.once(sig, again);
+  log(`${signal}: stopping — no new work; finishing or handing back what is in hand (at most ${graceMs / 1000} s)…`);
+  opts.onSignal?.(signal);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<'late'>((resolve) => {
+    timer = setTimeout(() => resolve('late'), graceMs);
+    timer.unref();
+  });
+  try {
+    const outcome = await Promise.race([
+      stop().then(
+        () => 'stopped' as const,
+        (err: unknown) => {
+          log(`while stopping: ${err instanceof Error ? err.message : String(err)}`);
+          return 'stopped' as const;
+        },
+      ),
+      late,
+    ]);
+    if (outcome === 'late') log(`not stopped within ${graceMs / 1000} s (is Redis or S3 unreachable?): exiting; jobs still held are retried by other workers once their locks lapse`);
+    else log('stopped');
+  } finally {
+    clearTimeout(timer);
+    for (const sig of SIGNALS) process.off(sig, again);
+  }
+}

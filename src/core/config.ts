@@ -109,6 +109,14 @@ export const CONFIG_VARS = {
   NOTIFY_URL: { schema: z.string().regex(/^https?:\/\/\S+$/, 'must be an http(s) URL'), doc: 'Optional: where each run\'s summary is POSTed when the run ends (HMAC-signed, retried with backoff; a failure never fails the run).', roles: ['worker'] },
   NOTIFY_SECRET: { schema: z.string().min(16, 'must be at least 16 characters'), doc: 'HMAC-SHA256 key of the completion notice signature (`X-Portrait-Batch-Signature: sha256=<hex>` over the raw body); required with NOTIFY_URL.', roles: ['worker'] },
   LOG_LEVEL: { schema: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), default: 'info', doc: 'pino log level.', roles: ALL },
+  LOG_FORMAT: { schema: z.enum(['json', 'pretty']), default: 'json', doc: 'json (one object a line, for log collectors) or pretty (coloured lines for a terminal).', roles: ALL },
+  ADMIN_PORT: { schema: int(0, 65535), default: '9090', doc: 'Port of the admin listener every long-running process opens: /metrics, /healthz, /readyz and the dashboard under /ui (0: any free port, logged). Give each process on one host its own.', roles: ALL },
+  ADMIN_HOST: { schema: z.string().regex(/^[\w.:-]+$/, 'must be an address such as 127.0.0.1 or 0.0.0.0'), default: '127.0.0.1', doc: 'Address the admin listener binds; loopback by default. 0.0.0.0 only inside a container or behind a firewall.', roles: ALL },
+  DASHBOARD_TOKEN: {
+    schema: z.string().min(1),
+    doc: 'Turns the dashboard (/ui on the admin listener) on; every dashboard request needs it (bearer header or the login form\'s cookie). Unset: no dashboard (metrics and health are still served). e.g. `openssl rand -hex 24`.',
+    roles: ALL,
+  },
 } satisfies Record<string, VarSpec>;
 
 export type ConfigVar = keyof typeof CONFIG_VARS;

@@ -3,7 +3,8 @@
 import { Redis } from 'ioredis';
 import type { Config } from './config.ts';
 import { createFal, type FalClient } from './fal.ts';
-import { createLogger, type Logger } from './logger.ts';
+import { createLogger, logDestination, type Logger } from './logger.ts';
+import { createMetrics, type Metrics } from '../ops/metrics.ts';
 import { buildPolicy, type Policy, type PolicyOverrides } from './policy.ts';
 import { createQueues, type Queues } from './queues.ts';
 import { watchRedis } from './reachability.ts';
@@ -20,6 +21,8 @@ export interface Context {
   fal: FalClient;
   queues: Queues;
   logger: Logger;
+  /** This process's Prometheus metrics (served by the admin listener). */
+  metrics: Metrics;
   close(): Promise<void>;
 }
 
@@ -30,12 +33,14 @@ export function redisConnection(url: string): Redis {
 
 export function createContext(cfg: Config, name = 'portrait-batch', policy?: PolicyOverrides): Context {
   const redis = redisConnection(cfg.REDIS_URL);
-  const logger = createLogger(name, cfg.LOG_LEVEL);
+  const logger = createLogger(name, cfg.LOG_LEVEL, logDestination(cfg.LOG_FORMAT));
   watchRedis(redis, cfg.REDIS_URL, logger);
   const queues = createQueues(redis);
   // The queues share `redis`, whose outages watchRedis logs once; without a listener BullMQ prints
   // every reconnect error with its stack to stderr.
   for (const q of [queues.submit, queues.results, queues.control]) q.on('error', () => undefined);
+  const metrics = createMetrics(cfg.CURRENCY);
+  metrics.watchQueues(queues);
   return {
     cfg,
     policy: buildPolicy(cfg, policy),
@@ -45,12 +50,19 @@ export function createContext(cfg: Config, name = 'portrait-batch', policy?: Pol
     fal: createFal(cfg),
     queues,
     logger,
+    metrics,
     async close() {
       // Never wait on a Redis that is not there: quit() and the queues' close would queue forever.
-      if (redis.status !== 'ready') redis.disconnect();
+      const up = redis.status === 'ready';
+      if (!up) redis.disconnect();
       await queues.close();
-      await redis.quit().catch(() => redis.disconnect());
+      if (up) await redis.quit().catch(() => redis.disconnect());
     },
   };
 }
 
+/** The same context whose logger names what a piece of work is about (run id, row key, request id). */
+export function withLogBindings(ctx: Context, bindings: Record<string, string | number | undefined>): Context {
+  const defined = Object.fromEntries(Object.entries(bindings).filter(([, v]) => v !== undefined));
+  return { ...ctx, logger: ctx.logger.child(defined) };
+}

@@ -1,17 +1,33 @@
 import { pino, type DestinationStream, type Logger } from 'pino';
+import pinoPretty from 'pino-pretty';
 import { REDACT_PATHS, REDACTED, redactText, redactValue } from './redact.ts';
 
 export type { Logger };
 
+export type LogFormat = 'json' | 'pretty';
+
 /**
- * One JSON logger for every process; LOG_LEVEL picks the level (default info, silent under tests).
- * Logs go to stderr: stdout carries a command's result (one JSON object with --json).
- * Secrets are censored by field name and scrubbed from every logged string (see redact.ts).
+ * Where log lines go, always stderr (stdout carries a command's result: one JSON object with --json).
+ * `pretty` (LOG_FORMAT) is pino-pretty's coloured one-line form for a terminal, written synchronously
+ * so nothing is lost when a process exits right after a line.
+ */
+export function logDestination(format: LogFormat = 'json'): DestinationStream {
+  if (format === 'pretty') {
+    return pinoPretty({ destination: 2, sync: true, colorize: Boolean(process.stderr.isTTY), translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' });
+  }
+  return pino.destination(2);
+}
+
+/**
+ * One logger for every process; LOG_LEVEL picks the level (default info, silent under tests), and
+ * LOG_FORMAT its form (see logDestination). Callers bind what a line is about with child loggers (run
+ * id, row key, request id). Secrets are censored by field name and scrubbed from every logged string
+ * (see redact.ts).
  */
 export function createLogger(
   name: string,
   level = process.env.LOG_LEVEL ?? (process.env.NODE_TEST_CONTEXT ? 'silent' : 'info'),
-  destination: DestinationStream = pino.destination(2),
+  destination: DestinationStream = logDestination(process.env.LOG_FORMAT === 'pretty' ? 'pretty' : 'json'),
 ): Logger {
   return pino(
     {

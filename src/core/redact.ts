@@ -19,6 +19,7 @@ const SECRET_FIELDS = [
   'secretAccessKey',
   'sessionToken',
   'WEBHOOK_SECRET',
+  'DASHBOARD_TOKEN',
   'token',
 ];
 export const REDACT_PATHS = SECRET_FIELDS.flatMap((f) => [f, `*.${f}`, `*.*.${f}`]);
@@ -29,7 +30,7 @@ const AUTH_HEADER = /\b((?:Key|Bearer|AWS4-HMAC-SHA256)\s+)[^\s"',]{8,}/g;
 
 /** Values of secret variables this process holds, scrubbed wherever they appear in a string. */
 function secretValues(env: NodeJS.ProcessEnv = process.env): string[] {
-  return ['FAL_KEY', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN']
+  return ['FAL_KEY', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'DASHBOARD_TOKEN']
     .map((k) => env[k])
     .filter((v): v is string => typeof v === 'string' && v.length >= 8);
 }

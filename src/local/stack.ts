@@ -9,7 +9,7 @@ import { startEmulator, type EmulatorOptions, type RunningEmulator } from '../em
 import { lockDataDir } from './dataDirLock.ts';
 import { startRedisServer, stopLeftoverRedis, type RunningRedis } from './redisServer.ts';
 import { S3RVER_CREDENTIALS, startS3Server, type RunningS3 } from './s3Server.ts';
-import { webhookSecretFor } from './secret.ts';
+import { dashboardTokenFor, webhookSecretFor } from './secret.ts';
 import { StackPorts } from './stackState.ts';
 
 export interface LocalStackOptions {
@@ -71,6 +71,9 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
     if (!explicit.WEBHOOK_PORT) env.WEBHOOK_PORT = String(await ports.take('webhook'));
     await ports.save();
     if (!explicit.WEBHOOK_SECRET) env.WEBHOOK_SECRET = await webhookSecretFor(opts.dataDir);
+    // Each process of the stack opens its own admin listener: any free port (logged), unless one is named.
+    if (!explicit.ADMIN_PORT) env.ADMIN_PORT = '0';
+    if (!explicit.DASHBOARD_TOKEN) env.DASHBOARD_TOKEN = await dashboardTokenFor(opts.dataDir);
     Object.assign(env, explicit);
     stack.env = env;
     stack.cfg = loadConfig(env);

@@ -108,7 +108,7 @@ export async function startRun(ctx: Context, source: string | ManifestSource, op
       ...opts.extra,
     },
   });
-  if (created) ctx.logger.info({ runId, manifest: src.name, sha256: inspection.sha256 }, 'run created');
+  if (created) ctx.logger.info({ runId, milestone: 'started', manifest: src.name, sha256: inspection.sha256, rows: inspection.rows, estimatedCost }, `run ${runId} started`);
   if (opts.inline) await produceRows(ctx, runId);
   else await enqueueProduce(ctx, runId);
   return { runId, resumed: !created, total: inspection.rows, estimatedCost, currency: policy.currency };
@@ -226,6 +226,7 @@ export async function produceRows(ctx: Context, runId: string, signal?: AbortSig
     if (batch.length + rejected.length >= batchSize) await flushBatch();
   }
   await flushBatch();
+  ctx.logger.info({ runId, milestone: 'produced', total }, `run ${runId} produced: all ${total} rows read`);
   if (await ctx.rows.finishProducing(runId, total)) await enqueueFinalize(ctx, runId);
   return 'done';
 }

@@ -53,6 +53,7 @@ export function resultJobFrom(d: WebhookDelivery, hint: WebhookTarget | undefine
 export async function startWebhookServer(ctx: Context, port = ctx.cfg.WEBHOOK_PORT, host = '0.0.0.0'): Promise<RunningWebhook> {
   const secret = requireVar(ctx.cfg, 'WEBHOOK_SECRET', 'by the webhook receiver: it verifies the tokens in webhook URLs');
   const counters = newWebhookCounters();
+  ctx.metrics.trackWebhook(counters);
   const app = createWebhookApp({
     jwks: new JwksCache(ctx.cfg.FAL_JWKS_URL),
     maxBodyBytes: ctx.cfg.WEBHOOK_MAX_BODY_BYTES,
@@ -73,6 +74,10 @@ export async function startWebhookServer(ctx: Context, port = ctx.cfg.WEBHOOK_PO
     server,
     port: (server.address() as AddressInfo).port,
     counters,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections(); // a kept-alive idle connection must not hold shutdown up
+      }),
   };
 }

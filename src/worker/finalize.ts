@@ -107,7 +107,7 @@ export async function writeRunReport(ctx: Context, runId: string): Promise<Summa
   const summary = summaryOf({ ...run, finishedAt }, state);
   await ctx.storage.putJson(layout.summary, summary);
   await ctx.rows.finishRun(runId, state);
-  ctx.logger.info(summary, 'run finished');
+  ctx.logger.info({ ...summary, milestone: 'finished' }, `run ${runId} finished: ${summary.completed} completed, ${summary.failed} failed, ${summary.rejected} rejected, ${summary.canceled} canceled`);
   await enqueueRunNotice(ctx, summary);
   return summary;
 }

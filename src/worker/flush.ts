@@ -6,6 +6,7 @@ import { runLayout } from '../core/layout.ts';
 import { jobOptions } from '../core/policy.ts';
 import { jobIds } from '../core/queues.ts';
 import type { Row } from '../core/rowState.ts';
+import { logProgressMilestone } from '../ops/milestones.ts';
 
 export function rowMeta(row: Row) {
   return {
@@ -49,6 +50,7 @@ export async function flushRow(ctx: Context, runId: string, key: string): Promis
   if (!row || !(TERMINAL as readonly string[]).includes(row.state)) return;
   await ctx.storage.putJson(runLayout(ctx.cfg.S3_PREFIX, runId).meta(key), rowMeta(row));
   if (await ctx.rows.forgetRow(runId, key)) await enqueueFinalize(ctx, runId);
+  else await logProgressMilestone(ctx, runId);
 }
 
 export async function enqueueFinalize(ctx: Context, runId: string): Promise<void> {

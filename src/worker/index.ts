@@ -3,7 +3,7 @@
 // comes from ctx.policy.
 import { DelayedError, Worker } from 'bullmq';
 import { requireVar } from '../core/config.ts';
-import type { Context } from '../core/context.ts';
+import { withLogBindings, type Context } from '../core/context.ts';
 import { FalTransientError } from '../core/errors.ts';
 import { resumeIfKeyChanged } from '../core/pause.ts';
 import { backoffDelay, type Backoff } from '../core/policy.ts';
@@ -66,13 +66,21 @@ export async function startWorkers(ctx: Context): Promise<RunningWorkers> {
       settings: { backoffStrategy: backoffStrategy(policy.produce.backoff) },
     },
   );
-  const submit = new Worker<SubmitJob>(QUEUE_NAMES.submit, (job, token) => processSubmit(ctx, job, token), {
+  const submit = new Worker<SubmitJob>(QUEUE_NAMES.submit, async (job, token) => {
+    const outcome = await processSubmit(withLogBindings(ctx, { runId: job.data.runId, row: job.data.key }), job, token);
+    ctx.metrics.countSubmit(outcome, job.data.costMicros);
+    return outcome;
+  }, {
     ...common,
     concurrency: cfg.SUBMIT_CONCURRENCY,
     limiter: { max: cfg.SUBMIT_RATE_PER_SECOND, duration: 1000 },
     settings: { backoffStrategy: backoffStrategy(policy.submit.backoff) },
   });
-  const results = new Worker<ResultJob>(QUEUE_NAMES.results, (job) => processResult(ctx, job), {
+  const results = new Worker<ResultJob>(QUEUE_NAMES.results, async (job) => {
+    const outcome = await processResult(withLogBindings(ctx, { requestId: job.data.requestId, runId: job.data.hint?.runId, row: job.data.hint?.key }), job);
+    ctx.metrics.stores.inc({ outcome });
+    return outcome;
+  }, {
     ...common,
     concurrency: cfg.STORE_CONCURRENCY,
     settings: { backoffStrategy: backoffStrategy(policy.results.backoff) },
@@ -82,7 +90,10 @@ export async function startWorkers(ctx: Context): Promise<RunningWorkers> {
     async (job) => {
       if (job.name === 'finalize') return writeRunReport(ctx, (job.data as FinalizeJob).runId);
       if (job.name === 'cancel') return sweepCanceledRun(ctx, (job.data as FinalizeJob).runId);
-      return reconcileStaleRequests(ctx);
+      const swept = await reconcileStaleRequests(ctx);
+      ctx.metrics.reconcilePolls.inc(swept.polled);
+      ctx.metrics.reconcileResubmits.inc(swept.resubmitted);
+      return swept;
     },
     { ...common, concurrency: 2, settings: { backoffStrategy: backoffStrategy(policy.finalize.backoff) } },
   );
@@ -91,7 +102,10 @@ export async function startWorkers(ctx: Context): Promise<RunningWorkers> {
   // Completion notices (NOTIFY_URL): sent from here, where runs end.
   if (cfg.NOTIFY_URL) workers.push(startNotifier(ctx));
   for (const w of workers) {
-    w.on('failed', (job, err) => ctx.logger.warn({ queue: w.name, job: job?.id, attempts: job?.attemptsMade, err: err.message }, 'job failed'));
+    w.on('failed', (job, err) => {
+      if (job && job.attemptsMade < (job.opts.attempts ?? 1)) ctx.metrics.retries.inc({ queue: w.name });
+      ctx.logger.warn({ queue: w.name, job: job?.id, attempts: job?.attemptsMade, err: err.message }, 'job failed');
+    });
     w.on('error', (err) => ctx.logger.error({ queue: w.name, err: err.message }, 'worker error'));
   }
   await ctx.queues.control.upsertJobScheduler(

@@ -74,7 +74,9 @@ async function placeAndStore(ctx: Context, job: Job<ResultJob>, r: ResultJob): P
   const tries = job.opts.attempts ?? 1;
   const lastTry = job.attemptsMade + 1 >= tries;
   try {
-    await storeImages(ctx, row, r.requestId, await payloadOf(ctx, row, r));
+    const payload = await payloadOf(ctx, row, r);
+    await storeImages(ctx, row, r.requestId, payload);
+    ctx.metrics.observeStored({ submittedAt: row.submittedAt, receivedAt: r.receivedAt, payload });
     return 'completed';
   } catch (err) {
     const permanent = err instanceof DownloadError && err.permanent;

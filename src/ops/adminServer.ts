@@ -1,0 +1,102 @@
+// The admin listener every long-running process opens (webhook, worker, scheduler, demo): /metrics
+// for Prometheus, /healthz and /readyz for the orchestrator, and the dashboard under /ui when
+// DASHBOARD_TOKEN is set. On ADMIN_HOST:ADMIN_PORT (loopback by default), never the public webhook port.
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import express from 'express';
+import { collectDefaultMetrics } from 'prom-client';
+import type { PortraitBatch } from '../index.ts';
+import { dashboardRouter } from './dashboard/index.ts';
+import { readiness } from './health.ts';
+
+export interface AdminOptions {
+  port?: number;
+  host?: string;
+  /** The process role, shown by /healthz. */
+  role?: string;
+  /** Overrides DASHBOARD_TOKEN (the embedded stack passes the one it keeps in its data dir). */
+  dashboardToken?: string;
+}
+
+export interface RunningAdmin {
+  server: Server;
+  port: number;
+  host: string;
+  /** http://host:port */
+  url: string;
+  /** Whether /ui is served. */
+  dashboard: boolean;
+  /** /healthz answers 503 from now on: the process is shutting down. */
+  draining(): void;
+  close(): Promise<void>;
+}
+
+/** A listen error as one sentence naming the variable and the address. */
+export class AdminListenError extends Error {
+  override name = 'AdminListenError';
+}
+
+const registriesWithProcessMetrics = new WeakSet<object>();
+
+export async function startAdminServer(pb: PortraitBatch, opts: AdminOptions = {}): Promise<RunningAdmin> {
+  const cfg = pb.config;
+  const port = opts.port ?? cfg.ADMIN_PORT;
+  const host = opts.host ?? cfg.ADMIN_HOST;
+  const token = opts.dashboardToken ?? cfg.DASHBOARD_TOKEN;
+  const ctx = pb.context;
+  const registry = ctx.metrics.registry;
+  if (!registriesWithProcessMetrics.has(registry)) {
+    collectDefaultMetrics({ register: registry });
+    registriesWithProcessMetrics.add(registry);
+  }
+  const started = Date.now();
+  let stopping = false;
+
+  const app = express();
+  app.disable('x-powered-by');
+  app.get('/healthz', (_req, res) => {
+    res.status(stopping ? 503 : 200).json({ ok: !stopping, role: opts.role ?? 'portrait-batch', uptimeSeconds: Math.round((Date.now() - started) / 1000), ...(stopping ? { stopping: true } : {}) });
+  });
+  app.get('/readyz', async (_req, res) => {
+    const r = await readiness(ctx);
+    if (stopping) r.down.push('shutting down');
+    const ready = r.ready && !stopping;
+    res.status(ready ? 200 : 503).json({ ready, down: r.down, checks: r.checks });
+  });
+  app.get('/metrics', async (_req, res) => {
+    res.type(registry.contentType).send(await registry.metrics());
+  });
+  if (token) app.use('/ui', dashboardRouter(pb, token));
+  else app.use('/ui', (_req, res) => void res.status(404).type('text/plain').send('the dashboard is off: set DASHBOARD_TOKEN to turn it on\n'));
+  app.get('/', (_req, res) => void res.redirect(token ? '/ui' : '/healthz'));
+  app.use((_req, res) => void res.status(404).type('text/plain').send('not found: /metrics, /healthz, /readyz and /ui are served here\n'));
+
+  const server = await new Promise<Server>((resolve, reject) => {
+    const s = app.listen(port, host, (err?: Error) => {
+      if (!err) return resolve(s);
+      const code = (err as NodeJS.ErrnoException).code;
+      const why = code === 'EADDRINUSE' ? 'is in use' : code === 'EADDRNOTAVAIL' ? 'is not an address of this machine' : code === 'EACCES' ? 'may not be opened by this user' : `cannot be listened on (${err.message})`;
+      reject(new AdminListenError(`ADMIN_PORT ${port} on ADMIN_HOST ${host} ${why}: give this process another ADMIN_PORT (0 picks a free one)`));
+    });
+  });
+  const actual = (server.address() as AddressInfo).port;
+  const urlHost = host.includes(':') ? `[${host}]` : host === '0.0.0.0' ? '127.0.0.1' : host;
+  ctx.logger.info({ port: actual, host, dashboard: Boolean(token) }, `admin listener on http://${urlHost}:${actual} (/metrics /healthz /readyz${token ? ' /ui' : ''})`);
+  return {
+    server,
+    port: actual,
+    host,
+    url: `http://${urlHost}:${actual}`,
+    dashboard: Boolean(token),
+    draining() {
+      stopping = true;
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        stopping = true;
+        server.close(() => resolve());
+        // Browsers keep connections open between polls; an idle one must not hold the process up.
+        server.closeIdleConnections();
+      }),
+  };
+}

@@ -1,0 +1,158 @@
+// The dashboard under /ui of the admin listener: an Express router over the library handle. Pages are
+// rendered on the server; a small script polls JSON for live progress. Every request is signed in
+// (see auth.ts); every value is escaped (see html.ts); pictures load from presigned S3 URLs.
+import { readFileSync } from 'node:fs';
+import express, { type Request, type Response, type Router } from 'express';
+import { RunControlError } from '../../control/errors.ts';
+import type { PortraitBatch, RunStatus } from '../../index.ts';
+import { QUEUE_STATES, withTimeout } from '../metrics.ts';
+import { dashboardAuth } from './auth.ts';
+import { liveFields, loginPage, messagePage, runPage, runsPage, STATUS_FILTERS, type GalleryRow, type QueueHealth } from './pages.ts';
+import { faceSrc, portraitSrc, rowsPage } from './rows.ts';
+
+const PAGE_SIZE = 24;
+/** Runs listed on the front page. */
+const RUNS_SHOWN = 50;
+const QUEUE_TIMEOUT_MS = 1500;
+
+const asset = (name: string) => readFileSync(new URL(`./assets/${name}`, import.meta.url), 'utf8');
+const ASSETS: Record<string, { type: string; body: string }> = {
+  'app.css': { type: 'text/css; charset=utf-8', body: asset('app.css') },
+  'app.js': { type: 'text/javascript; charset=utf-8', body: asset('app.js') },
+};
+
+/** No script but ours, no framing (inline styles only carry the progress bars' widths); pictures may come from the S3 endpoint and from faces given by URL. */
+const CSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src http: https: data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+export function dashboardRouter(pb: PortraitBatch, token: string): Router {
+  const auth = dashboardAuth(token);
+  const ctx = () => pb.context;
+  const router = express.Router();
+
+  router.use((_req, res, next) => {
+    res.set({
+      'Content-Security-Policy': CSP,
+      'X-Content-Type-Options': 'nosniff',
+      'X-Frame-Options': 'DENY',
+      'Referrer-Policy': 'no-referrer',
+      'Cache-Control': 'no-store',
+    });
+    next();
+  });
+  router.use(express.urlencoded({ extended: false, limit: '4kb' }));
+
+  router.get('/assets/:name', (req, res) => {
+    const a = ASSETS[req.params.name];
+    if (!a) return void res.status(404).type('text/plain').send('not found\n');
+    res.type(a.type).send(a.body);
+  });
+  router.get('/login', (_req, res) => void res.type('html').send(loginPage()));
+  router.post('/login', (req, res) => {
+    const refused = auth.checkOrigin(req);
+    if (refused) return void res.status(403).type('html').send(loginPage(refused));
+    if (!auth.isToken((req.body as Record<string, unknown> | undefined)?.token)) return void res.status(401).type('html').send(loginPage('That is not the dashboard token.'));
+    auth.signIn(req, res);
+    res.redirect(303, '/ui');
+  });
+
+  router.use(
+    auth.require((req, res) => {
+      const browser = req.method === 'GET' && (req.headers.accept ?? '').includes('text/html');
+      if (browser) return void res.status(401).type('html').send(loginPage());
+      res.status(401).set('WWW-Authenticate', 'Bearer realm="portrait-batch dashboard"').type('text/plain').send('sign in: send DASHBOARD_TOKEN as a bearer token, or use /ui/login\n');
+    }),
+  );
+
+  router.post('/logout', (req, res) => {
+    const refused = auth.checkPost(req);
+    if (refused) return void res.status(403).type('html').send(messagePage('Refused', refused, '/ui'));
+    auth.signOut(res);
+    res.redirect(303, '/ui/login');
+  });
+
+  const statuses = async (): Promise<RunStatus[]> => {
+    const ids = (await ctx().rows.runIds(RUNS_SHOWN)) ?? [];
+    return (await Promise.all(ids.map((id) => pb.status(id)))).filter((s): s is RunStatus => s !== undefined);
+  };
+
+  router.get('/', async (_req, res) => {
+    const [runs, queues] = await Promise.all([statuses(), queueHealth(pb)]);
+    res.type('html').send(runsPage(runs, queues, auth.csrf));
+  });
+  router.get('/runs.json', async (_req, res) => void res.json({ runs: (await statuses()).map(liveFields) }));
+
+  router.get('/runs/:runId', async (req, res) => {
+    const runId = req.params.runId as string;
+    const status = await pb.status(runId);
+    const run = await ctx().rows.getRun(runId);
+    if (!status || !run) return void res.status(404).type('html').send(messagePage('No such run', `There is no run ${runId}.`, '/ui'));
+    const filter = typeof req.query.status === 'string' && (STATUS_FILTERS as readonly string[]).includes(req.query.status) ? req.query.status : undefined;
+    const pageNo = Math.max(1, Math.min(1_000_000, Number.parseInt(String(req.query.page ?? '1'), 10) || 1));
+    const rows = await rowsPage(ctx(), run, { status: filter, page: pageNo, pageSize: PAGE_SIZE });
+    const gallery: GalleryRow[] = await Promise.all(
+      rows.rows.map(async (r) => ({ ...r, face: await faceSrc(ctx(), run, r), portraits: await Promise.all(r.images.map((k) => portraitSrc(ctx(), k))) })),
+    );
+    const notice = typeof req.query.done === 'string' ? NOTICES[req.query.done] : undefined;
+    res.type('html').send(runPage({ status, rows, gallery, filter, page: pageNo, pageSize: PAGE_SIZE, csrf: auth.csrf, notice }));
+  });
+  router.get('/runs/:runId/status.json', async (req, res) => {
+    const s = await pb.status(req.params.runId as string);
+    if (!s) return void res.status(404).json({ error: `no run ${req.params.runId}` });
+    res.json(liveFields(s));
+  });
+  router.get('/runs/:runId/report.csv', async (req, res) => {
+    const runId = req.params.runId as string;
+    const csv = await pb.report(runId);
+    res.type('text/csv').attachment(`report-${runId}.csv`);
+    csv.pipe(res);
+  });
+
+  router.post('/runs/:runId/cancel', async (req, res) => {
+    const runId = req.params.runId as string;
+    const refused = auth.checkPost(req);
+    if (refused) return void res.status(403).type('html').send(messagePage('Refused', refused, `/ui/runs/${encodeURIComponent(runId)}`));
+    const r = await pb.cancelRun(runId);
+    res.redirect(303, `/ui/runs/${encodeURIComponent(runId)}?done=${r.outcome === 'finished' ? 'already-finished' : 'canceled'}`);
+  });
+  router.post('/runs/:runId/retry', async (req, res) => {
+    const runId = req.params.runId as string;
+    const refused = auth.checkPost(req);
+    if (refused) return void res.status(403).type('html').send(messagePage('Refused', refused, `/ui/runs/${encodeURIComponent(runId)}`));
+    const r = await pb.retryFailed(runId);
+    res.redirect(303, `/ui/runs/${encodeURIComponent(r.runId)}?done=retry-started`);
+  });
+
+  router.use((_req, res) => void res.status(404).type('html').send(messagePage('Not found', 'There is no such page.', '/ui')));
+  // Bad requests (an unknown run, a run that cannot be retried) as one sentence; nothing else leaks.
+  router.use((err: unknown, _req: Request, res: Response, next: (e?: unknown) => void) => {
+    if (res.headersSent) return next(err);
+    if (err instanceof RunControlError) return void res.status(409).type('html').send(messagePage('Not possible', err.message, '/ui'));
+    ctx().logger.error({ err: err instanceof Error ? err.message : String(err) }, 'dashboard error');
+    res.status(500).type('html').send(messagePage('Error', 'The dashboard could not answer this request; see the process log.', '/ui'));
+  });
+  return router;
+}
+
+const NOTICES: Record<string, string> = {
+  canceled: 'Run canceled: nothing more is submitted; rows in flight end canceled.',
+  'already-finished': 'The run had already finished; nothing changed.',
+  'retry-started': 'A new run of the failed rows was started.',
+};
+
+/** Job counts and workers per BullMQ queue, or none when Redis does not answer in time. */
+export async function queueHealth(pb: PortraitBatch): Promise<QueueHealth[]> {
+  const q = pb.context.queues;
+  const queues = [q.produce, q.submit, q.results, q.control];
+  const res = await withTimeout(
+    Promise.all(
+      queues.map(async (queue) => ({
+        name: queue.name,
+        counts: (await queue.getJobCounts(...QUEUE_STATES)) as Record<string, number>,
+        paused: await queue.isPaused(),
+        workers: await queue.getWorkersCount().catch(() => null),
+      })),
+    ),
+    QUEUE_TIMEOUT_MS,
+  );
+  return res ?? [];
+}

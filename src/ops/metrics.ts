@@ -1,0 +1,144 @@
+// Prometheus metrics of one process (prom-client), served at /metrics of its admin listener. One
+// registry per context: counters are bumped where the work already happens (one line each in the
+// workers); webhook refusals are read from the receivers' own counters and queue depths from BullMQ,
+// both when scraped.
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { Queues } from '../core/queues.ts';
+import { REFUSAL_CODES, type WebhookCounters } from '../webhook/refusals.ts';
+
+/** BullMQ job states shown per queue. */
+export const QUEUE_STATES = ['waiting', 'active', 'delayed', 'prioritized', 'waiting-children', 'failed', 'completed', 'paused'] as const;
+
+/** How long a scrape waits for BullMQ's counts: an unreachable Redis must not hang /metrics. */
+const QUEUE_COUNT_TIMEOUT_MS = 1000;
+
+const SECONDS_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600];
+
+export interface Metrics {
+  readonly registry: Registry;
+  /** Submit jobs by what became of them (submitted, rejected, failed, unknown, canceled, retry, …). */
+  readonly submits: Counter<'outcome'>;
+  /** Result jobs by what became of them (completed, failed, duplicate, retry, …). */
+  readonly stores: Counter<'outcome'>;
+  /** Jobs that failed a try and will be tried again, by queue. */
+  readonly retries: Counter<'queue'>;
+  readonly reconcilePolls: Counter;
+  readonly reconcileResubmits: Counter;
+  /** Estimated cost of the fal requests submitted (the same estimate the spend guard counts). */
+  readonly cost: Counter<'currency'>;
+  readonly falQueueSeconds: Histogram;
+  readonly falRunSeconds: Histogram;
+  readonly storedLatencySeconds: Histogram;
+  /** A submit job's outcome; a submission that reached fal adds its estimated cost. */
+  countSubmit(outcome: string, costMicros?: number): void;
+  /** Sums this receiver's counters into the webhook metrics from now on. */
+  trackWebhook(counters: WebhookCounters): void;
+  /** Reports these queues' job counts on every scrape. */
+  watchQueues(queues: Queues): void;
+  /**
+   * A result stored for good: fal's own run time (payload.timings.inference, when fal gives it), the
+   * rest of submit→result as queue time, and result received→stored.
+   */
+  observeStored(t: { submittedAt?: number; receivedAt: number; payload?: unknown; now?: number }): void;
+}
+
+export function createMetrics(currency = 'USD'): Metrics {
+  // Process metrics (CPU, memory, event loop) are added by the admin listener that serves them.
+  const registry = new Registry();
+  const webhooks: WebhookCounters[] = [];
+  const queueSets: Queues[] = [];
+  const reg = [registry];
+
+  const submits = new Counter({ name: 'portrait_batch_submits_total', help: 'Submit jobs by outcome', labelNames: ['outcome'] as const, registers: reg });
+  const stores = new Counter({ name: 'portrait_batch_stores_total', help: 'Result (store) jobs by outcome', labelNames: ['outcome'] as const, registers: reg });
+  const retries = new Counter({ name: 'portrait_batch_job_retries_total', help: 'Jobs that failed a try and will be tried again, by queue', labelNames: ['queue'] as const, registers: reg });
+  const reconcilePolls = new Counter({ name: 'portrait_batch_reconciler_polls_total', help: 'fal status polls made by the reconciler', registers: reg });
+  const reconcileResubmits = new Counter({ name: 'portrait_batch_reconciler_resubmits_total', help: 'Rows the reconciler resubmitted as a new attempt', registers: reg });
+  const cost = new Counter({ name: 'portrait_batch_cost_total', help: 'Estimated cost of the fal requests submitted', labelNames: ['currency'] as const, registers: reg });
+  const falQueueSeconds = new Histogram({ name: 'portrait_batch_fal_queue_seconds', help: 'Submit to result, less fal run time: time in fal’s queue and delivery', buckets: SECONDS_BUCKETS, registers: reg });
+  const falRunSeconds = new Histogram({ name: 'portrait_batch_fal_run_seconds', help: 'fal’s own inference time of a request (payload timings)', buckets: SECONDS_BUCKETS, registers: reg });
+  const storedLatencySeconds = new Histogram({ name: 'portrait_batch_stored_latency_seconds', help: 'Result received (webhook or poll) to images stored in S3', buckets: SECONDS_BUCKETS, registers: reg });
+
+  const sum = (pick: (c: WebhookCounters) => number) => webhooks.reduce((n, c) => n + pick(c), 0);
+  new Counter({
+    name: 'portrait_batch_webhooks_received_total',
+    help: 'Webhook deliveries received',
+    registers: reg,
+    collect() {
+      this.reset();
+      this.inc(sum((c) => c.received));
+    },
+  });
+  new Counter({
+    name: 'portrait_batch_webhooks_verified_total',
+    help: 'Webhooks verified and recorded',
+    registers: reg,
+    collect() {
+      this.reset();
+      this.inc(sum((c) => c.recorded));
+    },
+  });
+  new Counter({
+    name: 'portrait_batch_webhooks_refused_total',
+    help: 'Webhooks refused, by reason',
+    labelNames: ['reason'] as const,
+    registers: reg,
+    collect() {
+      this.reset();
+      for (const reason of REFUSAL_CODES) this.inc({ reason }, sum((c) => c.refused[reason]));
+    },
+  });
+  new Gauge({
+    name: 'portrait_batch_queue_jobs',
+    help: 'BullMQ jobs by queue and state (read when scraped)',
+    labelNames: ['queue', 'state'] as const,
+    registers: reg,
+    async collect() {
+      this.reset();
+      const queues = queueSets.flatMap((q) => [q.produce, q.submit, q.results, q.control]);
+      const counts = await withTimeout(Promise.all(queues.map((q) => q.getJobCounts(...QUEUE_STATES))), QUEUE_COUNT_TIMEOUT_MS);
+      if (!counts) return; // Redis did not answer in time: no depths this scrape (see /readyz)
+      queues.forEach((q, i) => {
+        for (const state of QUEUE_STATES) this.set({ queue: q.name, state }, counts[i]![state] ?? 0);
+      });
+    },
+  });
+
+  return {
+    registry,
+    submits,
+    stores,
+    retries,
+    reconcilePolls,
+    reconcileResubmits,
+    cost,
+    falQueueSeconds,
+    falRunSeconds,
+    storedLatencySeconds,
+    countSubmit(outcome, costMicros = 0) {
+      submits.inc({ outcome });
+      if (outcome === 'submitted' && costMicros > 0) cost.inc({ currency }, costMicros / 1e6);
+    },
+    trackWebhook: (c) => void webhooks.push(c),
+    watchQueues: (q) => void queueSets.push(q),
+    observeStored({ submittedAt, receivedAt, payload, now = Date.now() }) {
+      storedLatencySeconds.observe(Math.max(0, (now - receivedAt) / 1000));
+      const inference = (payload as { timings?: { inference?: unknown } } | undefined)?.timings?.inference;
+      const run = typeof inference === 'number' && Number.isFinite(inference) && inference >= 0 ? inference : undefined;
+      if (run !== undefined) falRunSeconds.observe(run);
+      if (submittedAt) falQueueSeconds.observe(Math.max(0, (receivedAt - submittedAt) / 1000 - (run ?? 0)));
+    },
+  };
+}
+
+export async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), ms);
+  });
+  try {
+    return await Promise.race([p.catch(() => undefined), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
