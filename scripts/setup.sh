@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `npm run demo` and `npm test` need on a fresh Debian/Ubuntu machine:
-# npm dependencies (when missing or stale) and redis-server (when not on PATH).
+# npm dependencies (when missing or stale), redis-server (when not on PATH) and Debian's chromium for the
+# dashboard's browser test (when /usr/bin/chromium is missing; the test skips with one line without it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,5 +27,16 @@ if ! command -v redis-server >/dev/null 2>&1; then
   else
     echo "setup: redis-server is missing and there is no apt-get: install Redis >= 6.2 or set REDIS_URL" >&2
     exit 1
+  fi
+fi
+
+if [ ! -x /usr/bin/chromium ]; then
+  if command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" = "0" ] || command -v sudo >/dev/null 2>&1; }; then
+    echo "setup: installing chromium with apt-get (for the dashboard's browser test)" >&2
+    SUDO=""; [ "$(id -u)" = "0" ] || SUDO="sudo"
+    $SUDO apt-get update -qq >&2 || true
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >&2 || echo "setup: chromium could not be installed; the browser test will be skipped" >&2
+  else
+    echo "setup: /usr/bin/chromium is missing and cannot be installed here; the browser test will be skipped" >&2
   fi
 fi

@@ -118,7 +118,7 @@ export function runPage(d: RunPageData): string {
   const running = !s.finishedAt && s.state !== 'canceled';
   const actions = html`<div class="actions">
 ${running ? html`<form method="post" action="${base}/cancel" data-confirm="Cancel run ${id}? Nothing more is submitted."><input type="hidden" name="csrf" value="${d.csrf}"><button class="danger">Cancel run</button></form>` : ''}
-${s.finishedAt && s.failed > 0 ? html`<form method="post" action="${base}/retry"><input type="hidden" name="csrf" value="${d.csrf}"><button>Retry ${s.failed} failed rows</button></form>` : ''}
+${s.finishedAt && s.failed > 0 ? html`<form method="post" action="${base}/retry"><input type="hidden" name="csrf" value="${d.csrf}"><button>Retry ${s.failed} failed ${s.failed === 1 ? 'row' : 'rows'}</button></form>` : ''}
 ${s.finishedAt ? html`<a class="button ghost" href="${base}/report.csv">report.csv</a>` : ''}</div>`;
   const stats = html`<dl class="stats">
 <div><dt>Rows</dt><dd>${field(id, 'done', f.done)} / ${field(id, 'total', f.total)}</dd></div>
@@ -130,7 +130,7 @@ ${s.finishedAt ? html`<a class="button ghost" href="${base}/report.csv">report.c
 <div><dt>Rows/s</dt><dd>${field(id, 'rowsPerSecond', f.rowsPerSecond)}</dd></div>
 <div><dt>ETA</dt><dd>${field(id, 'eta', f.eta)}</dd></div>
 <div><dt>Elapsed</dt><dd>${field(id, 'elapsed', f.elapsed)}</dd></div>
-<div><dt>Cost</dt><dd>${field(id, 'cost', f.cost)}<small> of est. ${f.estimatedCost}</small></dd></div></dl>`;
+<div><dt>Cost</dt><dd>${field(id, 'cost', f.cost)}<small>estimated ${f.estimatedCost}</small></dd></div></dl>`;
   const reasons = [
     s.pauseReason ? html`<p class="alert">Paused: ${s.pauseReason}</p>` : '',
     s.stopReason ? html`<p class="alert">${s.state === 'canceled' ? 'Canceled' : 'Stopped'}: ${s.stopReason}</p>` : '',
@@ -167,7 +167,7 @@ function failureGroups(groups: FailureGroup[], link: (q: { status?: string }) =>
 function card(r: GalleryRow): Markup {
   const face = r.face ? html`<img class="face" src="${r.face}" alt="face of ${r.key}" loading="lazy">` : html`<div class="face none">no preview</div>`;
   const right = r.portraits.length
-    ? r.portraits.slice(0, 4).map((src, i) => html`<a href="${src}" target="_blank" rel="noopener noreferrer"><img class="portrait" src="${src}" alt="portrait ${i + 1} of ${r.key}" loading="lazy"></a>`)
+    ? html`<div class="portraits">${r.portraits.slice(0, 4).map((src, i) => html`<a href="${src}" target="_blank" rel="noopener noreferrer"><img class="portrait" src="${src}" alt="portrait ${i + 1} of ${r.key}" loading="lazy"></a>`)}</div>`
     : html`<div class="why">${r.error || r.status}</div>`;
   return html`<figure class="card ${r.status}" data-row="${r.key}"><figcaption><span class="badge ${r.status}">${r.status}</span> line ${r.line} · <code>${r.key}</code></figcaption>
 <div class="pair">${face}<span class="arrow">→</span>${right}</div>${r.portraits.length > 4 ? html`<div class="sub">+${r.portraits.length - 4} more</div>` : ''}</figure>`;

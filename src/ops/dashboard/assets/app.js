@@ -12,6 +12,18 @@
     });
   }
 
+  // A face that cannot be loaded (an address only fal could reach, or none at all) shows a placeholder.
+  function noPreview(img) {
+    var box = document.createElement('div');
+    box.className = 'face none';
+    box.textContent = 'no preview';
+    img.replaceWith(box);
+  }
+  for (var img of document.querySelectorAll('img.face')) {
+    if (img.complete && img.naturalWidth === 0) noPreview(img);
+    else img.addEventListener('error', function (ev) { noPreview(ev.currentTarget); });
+  }
+
   var live = document.querySelector('[data-live]');
   if (!live) return;
   var url = live.getAttribute('data-live');
