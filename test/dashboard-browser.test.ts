@@ -62,12 +62,13 @@ test('a person sees the run: thumbnails loaded, the failed row and its reason, f
     // The link the demo prints: it signs in and drops the token from the address.
     await page.goto(`${admin.url}/ui/runs/${runId}?token=${stack.local.env.DASHBOARD_TOKEN}`);
     assert.equal(new URL(page.url()).search, '', 'the token left the address bar');
-    await page.waitForFunction(() => [...document.querySelectorAll('img')].every((img) => img.complete), undefined, { timeout: 20_000 });
+    // (Browser-side code as text: the tests compile without the DOM's types.)
+    await page.waitForFunction('[...document.images].every((img) => img.complete)', undefined, { timeout: 20_000 });
 
-    const portraits = await page.$$eval('img.portrait', (imgs) => imgs.map((i) => (i as HTMLImageElement).naturalWidth));
+    const portraits = await page.$$eval('img.portrait', (imgs) => imgs.map((i) => (i as unknown as { naturalWidth: number }).naturalWidth));
     assert.equal(portraits.length, 6, 'five completed rows, one of them with two portraits');
     assert.ok(portraits.every((w) => w > 0), `every portrait loaded from its presigned URL: ${portraits.join(',')}`);
-    const faces = await page.$$eval('figure.card.completed img.face', (imgs) => imgs.map((i) => (i as HTMLImageElement).naturalWidth));
+    const faces = await page.$$eval('figure.card.completed img.face', (imgs) => imgs.map((i) => (i as unknown as { naturalWidth: number }).naturalWidth));
     assert.ok(faces.length === 5 && faces.every((w) => w > 0), 'the faces are shown beside them');
 
     const failed = page.locator('figure.card.failed');
