@@ -1,7 +1,7 @@
-# portrait-batch: one image for every role (webhook, worker, producer CLI).
+# portrait-batch: one image for every role (webhook, worker, scheduler, emulator, producer CLI).
 # Node 22 LTS; production dependencies only: the embedded S3 server (s3rver, with its XML and
 # multipart parsers) is a dev dependency for the demo and the tests, never in this image.
-FROM node:22-bookworm-slim
+FROM node:22.14.0-bookworm-slim
 WORKDIR /app
 ENV NODE_ENV=production
 COPY package.json package-lock.json ./

@@ -13,7 +13,6 @@ import { assertReachable, listenError } from './core/reachability.ts';
 import { redactText } from './core/redact.ts';
 import { createPortraitBatch, dryRun, type PortraitBatch, type RunningAdmin } from './index.ts';
 import { ManifestError } from './manifest/index.ts';
-import { AdminListenError } from './ops/adminServer.ts';
 import { progressReporter } from './progress.ts';
 import { InterruptedError, stopOnSignal } from './signals.ts';
 import { formatRunList, formatStatus } from './status.ts';
@@ -67,7 +66,7 @@ async function startAdminOrClose(pb: PortraitBatch, role: string): Promise<Runni
     return await pb.startAdmin({ role });
   } catch (err) {
     await pb.close();
-    throw err instanceof AdminListenError ? new ExitError(err.message, 3) : err;
+    throw err;
   }
 }
 
@@ -283,8 +282,10 @@ program
   .command('emulator')
   .description("run the fal emulator (fal's queue and webhook protocol, for offline use)")
   .option('--port <port>', 'port to listen on', port, 8090)
-  .action(async (o: { port: number }) => {
-    const emu = await startEmulator({ port: o.port }).catch((err: unknown) => Promise.reject(listenError(err, '--port', o.port, '127.0.0.1')));
+  .option('--host <address>', 'address to listen on (0.0.0.0 in a container, for the compose network)', '127.0.0.1')
+  .option('--public-url <url>', 'base URL the workers reach it at, put in its status, result and file URLs (e.g. http://emulator:8090)')
+  .action(async (o: { port: number; host: string; publicUrl?: string }) => {
+    const emu = await startEmulator({ port: o.port, host: o.host, publicUrl: o.publicUrl }).catch((err: unknown) => Promise.reject(listenError(err, '--port', o.port, o.host)));
     say(`fal emulator on ${emu.url} (JWKS ${emu.jwksUrl}); set FAL_QUEUE_URL=${emu.url} FAL_JWKS_URL=${emu.jwksUrl}`);
     await serveUntilSignal(() => emu.close());
   });

@@ -1,43 +1,117 @@
 // docker-compose.yml is checked statically (no Docker engine here): the services exist, the app
-// services share one environment that names every variable the config reads and nothing it does not.
+// services share one environment that names every variable the config reads and nothing it does not,
+// images are pinned, every value has a `${VAR:-default}`, the app services have health checks on the
+// admin port, and the `emulator` profile with compose.emulator.env points the stack at the emulator.
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { test } from 'node:test';
 import { parse } from 'yaml';
 import { CONFIG_VARS, loadConfig } from '../src/core/config.ts';
 
-const compose = parse(await readFile(new URL('../docker-compose.yml', import.meta.url), 'utf8')) as {
-  services: Record<string, { image?: string; build?: string; command?: string[]; environment?: Record<string, string>; depends_on?: Record<string, unknown> }>;
-};
+interface Service {
+  image?: string;
+  build?: string;
+  command?: string[];
+  environment?: Record<string, string>;
+  depends_on?: Record<string, unknown>;
+  healthcheck?: { test: string[] };
+  profiles?: string[];
+  ports?: string[];
+  networks?: Record<string, { ipv4_address?: string }>;
+}
+const compose = parse(await readFile(new URL('../docker-compose.yml', import.meta.url), 'utf8'), { merge: true }) as { services: Record<string, Service> };
+const APP = ['webhook', 'worker', 'scheduler'];
 
-test('compose has redis, minio with bucket creation, webhook, worker and scheduler services', () => {
-  assert.deepEqual(Object.keys(compose.services).sort(), ['create-bucket', 'minio', 'redis', 'scheduler', 'webhook', 'worker']);
-  assert.match(compose.services.redis!.image!, /^redis:/);
+/** As compose does: `${X:-default}` is its default when X is unset; `${X:?…}` must be set by the user. */
+const byDefault = (v: string) => v.replace(/\$\{\w+:-([^}]*)\}/g, '$1');
+const unset = (v: string) => /^\$\{\w+:-(.*)\}$/.exec(v)?.[1];
+
+test('compose has redis, minio with bucket creation, webhook, worker, scheduler and (profile emulator) the emulator', () => {
+  assert.deepEqual(Object.keys(compose.services).sort(), ['create-bucket', 'emulator', 'minio', 'redis', 'scheduler', 'webhook', 'worker']);
+  assert.match(byDefault(compose.services.redis!.image!), /^redis:/);
   assert.ok(compose.services.redis!.command!.includes('--appendonly'), 'redis keeps an AOF');
-  assert.match(compose.services.minio!.image!, /^minio\/minio/);
+  assert.match(byDefault(compose.services.minio!.image!), /^minio\/minio/);
   assert.deepEqual(compose.services.webhook!.command, ['webhook']);
   assert.deepEqual(compose.services.worker!.command, ['worker']);
   assert.deepEqual(compose.services.scheduler!.command, ['scheduler']);
-  for (const s of ['webhook', 'worker', 'scheduler']) {
+  for (const s of APP) {
     assert.equal(compose.services[s]!.build, '.');
     assert.ok(compose.services[s]!.depends_on?.['create-bucket'], `${s} waits for the bucket`);
+    assert.equal(compose.services[s]!.profiles, undefined, `${s} runs in every profile`);
   }
+  assert.deepEqual(compose.services.emulator!.profiles, ['emulator']);
 });
 
-test('the app services name every config variable, and only those (plus AWS credentials)', () => {
-  for (const s of ['webhook', 'worker', 'scheduler']) {
+test('every image is pinned to a version, never latest (ours is built from the Dockerfile, on a pinned Node)', async () => {
+  for (const [name, s] of Object.entries(compose.services)) {
+    if (!s.image || s.build) continue;
+    const image = byDefault(s.image);
+    assert.doesNotMatch(image, /:latest$/, `${name}: ${image}`);
+    assert.match(image, /:[\w.-]*\d[\w.-]*$/, `${name} names a version: ${image}`);
+  }
+  const df = await readFile(new URL('../Dockerfile', import.meta.url), 'utf8');
+  assert.match(df, /^FROM node:22\.\d+\.\d+-/m, 'the base image names a Node release');
+});
+
+test('app services have a health check on /healthz of the admin port; redis and minio have theirs', () => {
+  for (const s of APP) {
+    const check = compose.services[s]!.healthcheck?.test.join(' ') ?? '';
+    assert.match(check, /ADMIN_PORT/, `${s} checks its admin port`);
+    assert.match(check, /\/healthz/, `${s} checks /healthz`);
+  }
+  for (const s of ['redis', 'minio', 'emulator']) assert.ok(compose.services[s]!.healthcheck, `${s} has a health check`);
+});
+
+test("MinIO's S3 port is published (for S3_PUBLIC_ENDPOINT) and the admin port only on the host's loopback", () => {
+  assert.ok(compose.services.minio!.ports!.some((p) => byDefault(p) === '9000:9000'));
+  const admin = compose.services.webhook!.ports!.map(byDefault).filter((p) => p.endsWith(':9090'));
+  assert.deepEqual(admin, ['127.0.0.1:9090:9090']);
+});
+
+test('the app services name every config variable, and only those (plus AWS credentials), each as ${VAR:-default} or ${VAR:?}', () => {
+  for (const s of APP) {
     const env = compose.services[s]!.environment!;
     const names = Object.keys(env).filter((k) => !k.startsWith('AWS_'));
     assert.deepEqual(names.sort(), Object.keys(CONFIG_VARS).sort(), `${s} environment`);
-    assert.equal(env.S3_ENDPOINT, 'http://minio:9000');
-    assert.equal(env.REDIS_URL, 'redis://redis:6379');
+    for (const [k, v] of Object.entries(env)) assert.match(v, /^\$\{\w+:[-?][^}]*\}$/, `${s}: ${k} is ${v}`);
+    assert.equal(byDefault(env.S3_ENDPOINT!), 'http://minio:9000');
+    assert.equal(byDefault(env.REDIS_URL!), 'redis://redis:6379');
   }
+});
+
+test('the emulator profile runs offline: compose.emulator.env points fal, its keys and RESULT_HOSTS at the emulator on the compose network', async () => {
+  const file = Object.fromEntries(
+    (await readFile(new URL('../compose.emulator.env', import.meta.url), 'utf8'))
+      .split('\n')
+      .filter((l) => l.trim() && !l.startsWith('#'))
+      .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+  ) as Record<string, string>;
+  const emu = compose.services.emulator!;
+  const address = emu.networks!.default!.ipv4_address!;
+  const publicUrl = emu.command![emu.command!.indexOf('--public-url') + 1]!;
+  assert.equal(emu.command![emu.command!.indexOf('--host') + 1], '0.0.0.0', 'listens on the compose network');
+  assert.equal(new URL(publicUrl).hostname, address);
+  assert.equal(file.FAL_QUEUE_URL, publicUrl);
+  assert.equal(file.FAL_JWKS_URL, `${publicUrl}/.well-known/jwks.json`);
+  assert.equal(file.RESULT_HOSTS, new URL(publicUrl).host, 'result images may come from the emulator');
+  // With the file, the app environment is a valid configuration.
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(compose.services.worker!.environment!)) {
+    const name = /^\$\{(\w+)/.exec(v)?.[1];
+    env[k] = name && file[name] !== undefined ? file[name]! : (unset(v) ?? 'x');
+  }
+  const cfg = loadConfig(env);
+  assert.equal(cfg.FAL_QUEUE_URL, publicUrl);
+  assert.equal(cfg.webhookUrl, 'http://webhook:8080/fal/webhook');
+});
+
+test('.dockerignore keeps the image to what it runs', async () => {
+  const ignored = (await readFile(new URL('../.dockerignore', import.meta.url), 'utf8')).split('\n');
+  for (const p of ['node_modules', '.git', 'test', 'demo-data', 'test-artifacts']) assert.ok(ignored.includes(p), `${p} is ignored`);
 });
 
 test('the compose values pass the config validation', () => {
   const env = { ...compose.services.worker!.environment! };
-  // As compose does: `${X:-default}` is its default when X is unset; `${X:?…}` must be set by the user.
-  const unset = (v: string) => /^\$\{\w+:-(.*)\}$/.exec(v)?.[1];
   for (const [k, v] of Object.entries(env)) if (typeof v === 'string' && v.startsWith('${')) env[k] = unset(v) ?? 'x';
   const cfg = loadConfig(env);
   assert.equal(cfg.S3_FORCE_PATH_STYLE, true);

@@ -5,6 +5,7 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
 import { collectDefaultMetrics } from 'prom-client';
+import { listenError } from '../core/reachability.ts';
 import type { PortraitBatch } from '../index.ts';
 import { dashboardRouter } from './dashboard/index.ts';
 import { readiness } from './health.ts';
@@ -29,11 +30,6 @@ export interface RunningAdmin {
   /** /healthz answers 503 from now on: the process is shutting down. */
   draining(): void;
   close(): Promise<void>;
-}
-
-/** A listen error as one sentence naming the variable and the address. */
-export class AdminListenError extends Error {
-  override name = 'AdminListenError';
 }
 
 const registriesWithProcessMetrics = new WeakSet<object>();
@@ -72,12 +68,8 @@ export async function startAdminServer(pb: PortraitBatch, opts: AdminOptions = {
   app.use((_req, res) => void res.status(404).type('text/plain').send('not found: /metrics, /healthz, /readyz and /ui are served here\n'));
 
   const server = await new Promise<Server>((resolve, reject) => {
-    const s = app.listen(port, host, (err?: Error) => {
-      if (!err) return resolve(s);
-      const code = (err as NodeJS.ErrnoException).code;
-      const why = code === 'EADDRINUSE' ? 'is in use' : code === 'EADDRNOTAVAIL' ? 'is not an address of this machine' : code === 'EACCES' ? 'may not be opened by this user' : `cannot be listened on (${err.message})`;
-      reject(new AdminListenError(`ADMIN_PORT ${port} on ADMIN_HOST ${host} ${why}: give this process another ADMIN_PORT (0 picks a free one)`));
-    });
+    // Express 5 hands a listen error (a port in use) to this callback; it becomes one sentence.
+    const s = app.listen(port, host, (err?: Error) => (err ? reject(listenError(err, 'ADMIN_PORT; 0 picks a free one', port, host)) : resolve(s)));
   });
   const actual = (server.address() as AddressInfo).port;
   const urlHost = host.includes(':') ? `[${host}]` : host === '0.0.0.0' ? '127.0.0.1' : host;

@@ -1,7 +1,7 @@
 // Who may use the dashboard: whoever holds DASHBOARD_TOKEN, shown as `Authorization: Bearer <token>`
 // or through the login form, which sets an HttpOnly, SameSite=Strict cookie holding a value derived
 // from the token (never the token). Comparisons are constant-time. A `?token=` on a GET (the link
-// `demo` prints) signs the browser in and redirects to the same page without it. Changing requests
+// `demo` prints) signs the browser in. Changing requests
 // (POST) from a browser must come from this origin and carry the CSRF field derived from the token.
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { NextFunction, Request, Response } from 'express';
@@ -67,11 +67,10 @@ export function dashboardAuth(token: string): DashboardAuth {
       }
       const fromQuery = req.method === 'GET' ? req.query[TOKEN_PARAM] : undefined;
       if (fromQuery !== undefined && isToken(fromQuery)) {
-        // Signed in; the token leaves the address bar (and the history) at once.
+        // Signed in: the page is served and the cookie set; the page's script then drops the token
+        // from the address bar (history.replaceState), and no-referrer keeps it from other sites.
         signIn(req, res);
-        const url = new URL(req.originalUrl, 'http://x');
-        url.searchParams.delete(TOKEN_PARAM);
-        return void res.redirect(303, url.pathname + url.search);
+        return next();
       }
       const cookie = cookies(req)[SESSION_COOKIE];
       if (cookie && sameSecret(cookie, session)) return next();

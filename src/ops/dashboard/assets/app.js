@@ -6,6 +6,13 @@
   'use strict';
   var INTERVAL_MS = 2000;
 
+  // Signed in by a ?token= link (the demo's): the cookie is set, so the token leaves the address bar.
+  var here = new URL(window.location.href);
+  if (here.searchParams.has('token')) {
+    here.searchParams.delete('token');
+    window.history.replaceState(null, '', here.pathname + here.search + here.hash);
+  }
+
   for (var form of document.querySelectorAll('form[data-confirm]')) {
     form.addEventListener('submit', function (ev) {
       if (!window.confirm(ev.currentTarget.getAttribute('data-confirm'))) ev.preventDefault();
