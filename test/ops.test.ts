@@ -163,3 +163,15 @@ test('every dashboard request needs the token: bearer, or the login cookie; POST
     await t.stop();
   }
 });
+
+test('LOG_FORMAT=pretty writes readable lines to stderr; json (the default) one object a line', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const script = "import('./src/core/logger.ts').then((m) => m.createLogger('probe', 'info').child({ runId: 'run-1', row: 'r7' }).info('run run-1 is 30% done'))";
+  const run = (format: string) => spawnSync(process.execPath, ['--import', 'tsx', '-e', script], { env: { ...process.env, LOG_FORMAT: format }, encoding: 'utf8' });
+  const pretty = run('pretty');
+  assert.equal(pretty.stdout, '', 'logs never go to stdout');
+  assert.match(pretty.stderr, /INFO.*\(probe\): run run-1 is 30% done/);
+  assert.match(pretty.stderr, /runId: "run-1"/);
+  const json = JSON.parse(run('json').stderr.trim().split('\n').pop()!) as Record<string, unknown>;
+  assert.deepEqual([json.runId, json.row, json.msg], ['run-1', 'r7', 'run run-1 is 30% done']);
+});
