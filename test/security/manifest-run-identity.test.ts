@@ -74,7 +74,7 @@ test("summary.json and the logs name the manifest by file name and sha256, not t
   assert.equal(summary.manifest, 'm.csv');
   assert.equal(summary.manifestSha256, createHash('sha256').update(CSV).digest('hex'));
   assert.ok(!JSON.stringify(summary).includes(t.dir), 'summary.json holds no producer path');
-  assert.ok(logs.some((l) => l.includes('"run created"')) && logs.some((l) => l.includes('"run finished"')), 'the run was logged');
+  assert.ok(logs.some((l) => l.includes('"milestone":"started"')) && logs.some((l) => l.includes('"milestone":"finished"')), 'the run was logged');
   const leaking = logs.filter((l) => l.includes('private-folder-of-the-producer') || l.includes(t.dir));
   assert.deepEqual(leaking, []);
 });
