@@ -310,7 +310,8 @@ program
       progress.end();
       say(`run ${res.runId}: ${res.state} — ${res.completed} completed, ${res.failed} failed, ${res.rejected} rejected, ${res.canceled} canceled`);
       say(`open ${res.outputDir}/index.html`);
-      if (res.dashboardUrl) say(`dashboard: ${res.dashboardUrl}`);
+      // Without --keep-alive the admin listener closes with the demo: a URL here would be a dead link.
+      if (res.dashboardUrl) say(o.keepAlive ? `dashboard: ${res.dashboardUrl}` : 'dashboard: closed with the demo; `npm run demo -- --keep-alive` keeps it open');
       if (o.json) printJson(res);
     };
     let reported = false;
