@@ -13,6 +13,7 @@ import { assertReachable, listenError } from './core/reachability.ts';
 import { redactText } from './core/redact.ts';
 import { createPortraitBatch, dryRun, type PortraitBatch, type RunningAdmin } from './index.ts';
 import { ManifestError } from './manifest/index.ts';
+import { manifestSource } from './manifest/source.ts';
 import { progressReporter } from './progress.ts';
 import { InterruptedError, stopOnSignal } from './signals.ts';
 import { formatRunList, formatStatus } from './status.ts';
@@ -106,6 +107,8 @@ program
       }
       return;
     }
+    // A wrong local path is the usual mistake: name it at once, before waiting on Redis or S3.
+    if (!/^s3:\/\//i.test(manifest)) (await manifestSource(manifest).open()).destroy();
     await withLibrary('producer', async (pb) => {
       const res = await pb.startRun(manifest, { runId: o.runId, maxCost: o.maxCost });
       if (res.resumed && o.maxCost !== undefined) say(`note: run ${res.runId} already exists; it keeps the policy (and cost cap) it was created with`);

@@ -88,6 +88,15 @@ describe('without servers', () => {
     assert.equal(oneJson(r).exitCode, 2);
   });
 
+  test('run names a wrong manifest path before it waits on Redis or S3 (exit 2)', async () => {
+    for (const path of [join(dir, 'no-such.csv'), dir]) {
+      const r = await cli(['run', path], env);
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, /^error: manifest .+ does not exist or is not a file$/m);
+      assert.doesNotMatch(r.stderr, /Redis|S3/, 'the path is the problem named, not the closed servers');
+    }
+  });
+
   test('unknown commands, missing arguments and bad option values exit 2', async () => {
     for (const args of [['frobnicate'], ['run'], ['status'], ['download', 'x'], ['run', 'm.csv', '--max-cost', 'lots'], ['run', 'm.csv', '--no-such-flag'], []]) {
       const r = await cli(args, env);
