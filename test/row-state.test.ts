@@ -290,6 +290,12 @@ test('the read side: a run and its rows read back as the transitions wrote them'
   await rows.recordResult(run, 'a', { requestId: 'req-2', status: 'ERROR', error: 'model error' });
   assert.equal(await rows.isDone(run, 2), true);
   assert.equal(await rows.inFlight(run), 2, 'a failed row leaves the window');
+  await submitted('b', 3, 'req-b');
+  await rows.recordResult(run, 'b', { requestId: 'req-b', status: 'OK' });
+  await rows.completeRow(run, 'b', 'req-b', [], '', '');
+  await submitted('c', 4, 'req-c');
+  await rows.finishRow(run, 'c', 'canceled', 'run canceled', ['submitted']);
+  assert.equal(await rows.inFlight(run), 0, 'completed and canceled rows leave it too');
   assert.equal(typeof (await rows.getRow(run, 'a'))!.finishedAt, 'number');
   assert.equal(await rows.finishProducing(run, 4), false);
   r = (await rows.getRun(run))!;
