@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { runAlone, type Figure } from './lib/figure.ts';
 import { round } from './lib/stats.ts';
 import { throughputRun } from './lib/throughput.ts';
+import { webhookBurst } from './webhook.ts';
 
 interface CpuProfileNode {
   id: number;
@@ -33,7 +34,7 @@ const frameName = (n: CpuProfileNode) => {
   return `${n.callFrame.functionName || '(anonymous)'} (${owner}${n.callFrame.url ? `:${n.callFrame.lineNumber + 1}` : ''})`;
 };
 
-export function summarize(profile: CpuProfile): {
+export function summarize(profile: CpuProfile, startMarker: string): {
   total: number;
   byOwner: [string, number][];
   byFunction: [string, number][];
@@ -41,11 +42,25 @@ export function summarize(profile: CpuProfile): {
   callers: Map<string, [string, number][]>;
 } {
   const parent = new Map<number, CpuProfileNode>();
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   for (const n of profile.nodes) {
     for (const c of n.children ?? []) parent.set(c, n);
   }
+  // Start-up (module loading, compiling) is not a row's cost: count from the first sample under `startMarker` (a source file).
+  const inSubmit = new Map<number, boolean>();
+  const isInSubmit = (id: number): boolean => {
+    if (!inSubmit.has(id)) {
+      const n = parent.get(id);
+      const node = byId.get(id);
+      inSubmit.set(id, Boolean(node?.callFrame.url.includes(startMarker)) || (n ? isInSubmit(n.id) : false));
+    }
+    return inSubmit.get(id)!;
+  };
+  const first = Math.max(0, profile.samples.findIndex((id) => isInSubmit(id)));
   const self = new Map<number, number>();
-  profile.samples.forEach((id, i) => self.set(id, (self.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)));
+  profile.samples.forEach((id, i) => {
+    if (i >= first) self.set(id, (self.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0));
+  });
   const byOwner = new Map<string, number>();
   const byFunction = new Map<string, number>();
   const callers = new Map<string, Map<string, number>>();
@@ -72,36 +87,49 @@ export function summarize(profile: CpuProfile): {
 
 export const figure: Figure = {
   id: 'profile',
-  title: 'Profile of the worker process',
+  title: 'Profile of the worker process and the webhook receiver',
   method:
-    'the figure 3 run with `node --cpu-prof` on the worker process; self time of every sample summed per npm package / source file and per function (idle excluded; start-up — module loading and tsx compiling — included, so small runs overstate it).',
+    "the figure 3 run with `node --cpu-prof` on the worker process, and figure 4's burst with it on the webhook receiver; self time of every sample from the first submit job (worker) or webhook (receiver) on (start-up — module loading, tsx compiling — left out; idle excluded) summed per npm package / source file and per function, with the nearest frame of a package or of our code above each function. The profiler's own overhead inflates the totals; the shares are what matters.",
   targets: [],
   async run(ctx) {
     const rows = ctx.quick ? 500 : 5000;
-    const dir = join(ctx.dir, 'cpu-prof');
-    await mkdir(dir, { recursive: true });
-    const r = await throughputRun(ctx, rows, 1, ['--cpu-prof', '--cpu-prof-dir', dir]);
-    const files = (await readdir(dir)).filter((f) => f.endsWith('.cpuprofile'));
-    if (!files.length) throw new Error('the worker wrote no CPU profile');
-    const s = summarize(JSON.parse(await readFile(join(dir, files[0]!), 'utf8')) as CpuProfile);
-    const pct = (us: number) => `${round((100 * us) / s.total, 1)}%`;
-    const perRow = (us: number) => round(us / 1000 / r.completed, 3);
-    const table = [
-      `Worker CPU in the profile: ${round(s.total / 1e6, 2)} s for ${r.completed} rows (${perRow(s.total)} ms/row, start-up included).`,
-      '',
-      '| by package / file (self time) | share | ms/row |',
-      '| --- | ---: | ---: |',
-      ...s.byOwner.slice(0, 15).map(([k, v]) => `| ${k} | ${pct(v)} | ${perRow(v)} |`),
-      '',
-      '| top functions (self time) | share | nearest package / own caller |',
-      '| --- | ---: | --- |',
-      ...s.byFunction.slice(0, 20).map(([k, v]) => {
-        const c = (s.callers.get(k) ?? []).slice(0, 2).map(([name, us]) => `\`${name}\` ${pct(us)}`).join(', ');
-        return `| \`${k}\` | ${pct(v)} | ${c} |`;
-      }),
-    ].join('\n');
-    return { json: {}, table, setup: `${rows} rows, as figure 3 (one worker process, profiled).` };
+    const webhooks = ctx.quick ? 2000 : 20_000;
+    const workerDir = join(ctx.dir, 'cpu-prof-worker');
+    const hookDir = join(ctx.dir, 'cpu-prof-webhook');
+    await mkdir(workerDir, { recursive: true });
+    await mkdir(hookDir, { recursive: true });
+    const r = await throughputRun(ctx, rows, 1, ['--cpu-prof', '--cpu-prof-dir', workerDir]);
+    const worker = await profileTable(workerDir, '/src/worker/submit.ts', r.completed, 'rows', 'row');
+    const burst = await webhookBurst(ctx, webhooks, ['--cpu-prof', '--cpu-prof-dir', hookDir]);
+    const hook = await profileTable(hookDir, '/src/webhook/app.ts', burst.res['2xx'], 'webhooks', 'webhook');
+    return {
+      json: {},
+      table: ['### Worker process', '', worker, '', '### Webhook receiver', '', hook].join('\n'),
+      setup: `worker: ${rows} rows as in figure 3 (one worker process, profiled); webhook receiver: ${webhooks} webhooks as in figure 4 (profiled).`,
+    };
   },
 };
+
+async function profileTable(dir: string, startMarker: string, units: number, plural: string, unit: string): Promise<string> {
+  const files = (await readdir(dir)).filter((f) => f.endsWith('.cpuprofile'));
+  if (!files.length) throw new Error(`no CPU profile was written in ${dir}`);
+  const s = summarize(JSON.parse(await readFile(join(dir, files[0]!), 'utf8')) as CpuProfile, startMarker);
+  const pct = (us: number) => `${round((100 * us) / s.total, 1)}%`;
+  const per = (us: number) => round(us / 1000 / units, 3);
+  return [
+    `CPU in the profile: ${round(s.total / 1e6, 2)} s for ${units} ${plural} (${per(s.total)} ms/${unit} under the profiler).`,
+    '',
+    `| by package / file (self time) | share | ms/${unit} |`,
+    '| --- | ---: | ---: |',
+    ...s.byOwner.slice(0, 15).map(([k, v]) => `| ${k} | ${pct(v)} | ${per(v)} |`),
+    '',
+    '| top functions (self time) | share | nearest package / own caller |',
+    '| --- | ---: | --- |',
+    ...s.byFunction.slice(0, 20).map(([k, v]) => {
+      const c = (s.callers.get(k) ?? []).slice(0, 2).map(([name, us]) => `\`${name}\` ${pct(us)}`).join(', ');
+      return `| \`${k}\` | ${pct(v)} | ${c} |`;
+    }),
+  ].join('\n');
+}
 
 if (import.meta.url === `file://${process.argv[1]}`) await runAlone(figure);

@@ -10,7 +10,7 @@ export const figure: Figure = {
   method: 'the figure 3 run with 1, 2 and 4 `portrait-batch worker` processes sharing one Redis, one webhook receiver, one emulator and s3rver; rows/s from `startRun` to the report written, CPU per process from /proc.',
   targets: [],
   async run(ctx) {
-    const rows = ctx.quick ? 500 : 10_000;
+    const rows = ctx.quick ? 500 : 5000;
     const lines = [
       '| worker processes | rows/s | service CPU ms/row | worker CPU ms/row | emulator + s3rver + redis CPU ms/row |',
       '| ---: | ---: | ---: | ---: | ---: |',

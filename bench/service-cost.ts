@@ -12,7 +12,7 @@ export const figure: Figure = {
     'CPU time (utime + stime from /proc/<pid>/stat) of each process between `startRun` and the run finished (report written), divided by the rows. The webhook receiver and the worker (producer, submit, store, reconcile, finalize) are `portrait-batch webhook` and `portrait-batch worker` processes; the emulator (zero latency, small images), s3rver and redis-server run in processes of their own and are shown beside them, not counted.',
   targets: [{ key: 'serviceCpuMsPerRow', label: 'service CPU ms per row', test: (v) => v <= 3, text: '≤ 3' }],
   async run(ctx) {
-    const rows = ctx.quick ? 500 : 20_000;
+    const rows = ctx.quick ? 500 : 10_000;
     const r = await throughputRun(ctx, rows);
     const per = (ms: number | undefined) => round((ms ?? 0) / r.completed, 2);
     const service = serviceCpuMs(r) / r.completed;

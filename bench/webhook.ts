@@ -9,7 +9,7 @@ import { stringifyJson } from '../src/core/exactJson.ts';
 import { signatureMessage, signWebhook, WEBHOOK_HEADERS } from '../src/core/webhookSignature.ts';
 import { mintWebhookToken } from '../src/core/webhookToken.ts';
 import { createPortraitBatch } from '../src/index.ts';
-import { runAlone, type Figure } from './lib/figure.ts';
+import { runAlone, type BenchContext, type Figure } from './lib/figure.ts';
 import { cpuMs } from './lib/proc.ts';
 import { round } from './lib/stats.ts';
 import { newSigningKeyPem, serviceEnv, spawnRole, startEmulatorProcess, startRunRedis, waitHealthy } from './lib/stack.ts';
@@ -81,53 +81,60 @@ export const figure: Figure = {
   ],
   async run(ctx) {
     const n = ctx.quick ? 5_000 : 40_000;
-    const stack = await ctx.stack();
+    const { res, warm2xx, recorded, hookCpuMs } = await webhookBurst(ctx, n);
+    const ok = res['2xx'];
+    const perSec = ok / res.duration;
     const pem = newSigningKeyPem();
-    const emulator = await startEmulatorProcess({ signingKeyPem: pem });
-    const redis = await startRunRedis(stack, `webhook-${Date.now().toString(36)}`, true);
-    const env = await serviceEnv(stack, redis.url, emulator);
-    const pb = createPortraitBatch(loadConfig(env), { name: 'bench' });
-    const hook = spawnRole(stack, 'webhook', env);
-    try {
-      await waitHealthy(env.WEBHOOK_PORT!);
-      const hooks = presign(n + 1000, pem, env.WEBHOOK_SECRET!, emulator.url);
-      let next = 0;
-      const url = `http://127.0.0.1:${env.WEBHOOK_PORT}`;
-      // Warm-up (JWKS fetched, JIT): 200 webhooks not counted in the figures (but recorded).
-      const warm = await autocannon({ url, connections: 4, amount: 200, requests: [{ method: 'POST', setupRequest: (req) => ({ ...req, ...hooks[next++]! }) }] });
-      const cpu0 = cpuMs(hook.pid);
-      const res = await autocannon({
-        url,
-        connections: CONNECTIONS,
-        amount: n,
-        timeout: 30,
-        requests: [{ method: 'POST', setupRequest: (req) => ({ ...req, ...hooks[next++]! }) }],
-      });
-      const hookCpu = cpuMs(hook.pid) - cpu0;
-      const counts = await pb.context.queues.results.getJobCounts();
-      const recorded = Object.values(counts).reduce((a, b) => a + b, 0);
-      const ok = res['2xx'];
-      const perSec = ok / res.duration;
-      const ceiling = verifyCeiling(pem, ctx.quick ? 500 : 2000);
-      const table = [
-        '| webhooks sent | 2xx | non-2xx / errors | recorded (result jobs) | webhooks/s | p50 ms | p99 ms | max ms | receiver CPU ms per webhook | bare ED25519 verify/s (one core) |',
-        '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
-        `| ${res.requests.total} | ${ok} | ${res.non2xx} / ${res.errors} | ${recorded - warm['2xx']} | **${Math.round(perSec)}** | ${res.latency.p50} | ${res.latency.p99} | ${res.latency.max} | ${round(hookCpu / Math.max(1, ok), 3)} | ${Math.round(ceiling)} |`,
-      ].join('\n');
-      const notes = recorded - warm['2xx'] === ok ? ['Every 2xx was recorded: the result jobs in Redis equal the 2xx answers.'] : [`**${ok} 2xx answers but ${recorded - warm['2xx']} result jobs recorded.**`];
-      return {
-        json: { webhookPerSec: Math.round(perSec), webhookP99Ms: res.latency.p99, verifyCeilingPerSec: Math.round(ceiling) },
-        table,
-        setup: `${n} webhooks after 200 for warm-up, ${CONNECTIONS} connections, receiver defaults (8 bodies read at once).`,
-        notes,
-      };
-    } finally {
-      await hook.stop();
-      await pb.close();
-      await redis.stop();
-      await emulator.stop();
-    }
+    const ceiling = verifyCeiling(pem, ctx.quick ? 500 : 2000);
+    const table = [
+      '| webhooks sent | 2xx | non-2xx / errors | recorded (result jobs) | webhooks/s | p50 ms | p99 ms | max ms | receiver CPU ms per webhook | bare ED25519 verify/s (one core) |',
+      '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+      `| ${res.requests.total} | ${ok} | ${res.non2xx} / ${res.errors} | ${recorded - warm2xx} | **${Math.round(perSec)}** | ${res.latency.p50} | ${res.latency.p99} | ${res.latency.max} | ${round(hookCpuMs / Math.max(1, ok), 3)} | ${Math.round(ceiling)} |`,
+    ].join('\n');
+    const notes = recorded - warm2xx === ok ? ['Every 2xx was recorded: the result jobs in Redis equal the 2xx answers.'] : [`**${ok} 2xx answers but ${recorded - warm2xx} result jobs recorded.**`];
+    return {
+      json: { webhookPerSec: Math.round(perSec), webhookP99Ms: res.latency.p99, verifyCeilingPerSec: Math.round(ceiling) },
+      table,
+      setup: `${n} webhooks after 200 for warm-up, ${CONNECTIONS} connections, receiver defaults (8 bodies read at once).`,
+      notes,
+    };
   },
 };
+
+/** n pre-signed webhooks at a receiver of its own (nodeArgs: e.g. --cpu-prof); counts what was recorded. */
+export async function webhookBurst(ctx: BenchContext, n: number, nodeArgs: string[] = []) {
+  const stack = await ctx.stack();
+  const pem = newSigningKeyPem();
+  const emulator = await startEmulatorProcess({ signingKeyPem: pem });
+  const redis = await startRunRedis(stack, `webhook-${Date.now().toString(36)}`, true);
+  const env = await serviceEnv(stack, redis.url, emulator);
+  const pb = createPortraitBatch(loadConfig(env), { name: 'bench' });
+  const hook = spawnRole(stack, 'webhook', env, nodeArgs);
+  try {
+    await waitHealthy(env.WEBHOOK_PORT!);
+    const hooks = presign(n + 1000, pem, env.WEBHOOK_SECRET!, emulator.url);
+    let next = 0;
+    const url = `http://127.0.0.1:${env.WEBHOOK_PORT}`;
+    // Warm-up (JWKS fetched, JIT): 200 webhooks not counted in the figures (but recorded).
+    const warm = await autocannon({ url, connections: 4, amount: 200, requests: [{ method: 'POST', setupRequest: (req) => ({ ...req, ...hooks[next++]! }) }] });
+    const cpu0 = cpuMs(hook.pid);
+    const res = await autocannon({
+      url,
+      connections: CONNECTIONS,
+      amount: n,
+      timeout: 30,
+      requests: [{ method: 'POST', setupRequest: (req) => ({ ...req, ...hooks[next++]! }) }],
+    });
+    const hookCpuMs = cpuMs(hook.pid) - cpu0;
+    const counts = await pb.context.queues.results.getJobCounts();
+    const recorded = Object.values(counts).reduce((a, b) => a + b, 0);
+    return { res, warm2xx: warm['2xx'], recorded, hookCpuMs };
+  } finally {
+    await hook.stop();
+    await pb.close();
+    await redis.stop();
+    await emulator.stop();
+  }
+}
 
 if (import.meta.url === `file://${process.argv[1]}`) await runAlone(figure);
