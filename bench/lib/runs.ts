@@ -57,6 +57,8 @@ export interface ServiceRunResult {
   failed: number;
   seconds: number;
   cpuMs: Record<string, number>;
+  /** When every row had its outcome, before the report was written (finalize reads every row's metadata back). */
+  rowsDone?: { seconds: number; cpuMs: Record<string, number> };
   calls: EmulatorStats;
   redis?: { before: number; after: number; peak: number };
   audit?: AuditResult;
@@ -113,11 +115,18 @@ export async function runService(o: ServiceRunOptions): Promise<ServiceRunResult
     await pb.startRun(manifest, { runId });
     o.log?.(`  service run ${runId}: ${o.rows} rows, ${o.workers ?? 1} worker process(es), Redis ${redis.url}`);
     let killed = false;
+    let rowsDone: ServiceRunResult['rowsDone'];
+    const readCpu = () => {
+      const c = cpu.read();
+      c.worker = workerMeters.reduce((a, m) => a + (m.read().worker ?? 0), 0);
+      return c;
+    };
     const run = await waitForRun(pb.context, runId, {
       intervalMs: 100,
       timeoutMs: o.timeoutMs ?? 60 * 60_000,
       onProgress: async (r) => {
         const done = (r.completed + r.failed + r.canceled + r.rejected) / o.rows;
+        if (done >= 1 && !rowsDone) rowsDone = { seconds: (Date.now() - t0) / 1000, cpuMs: readCpu() };
         if (o.killWorkerAt !== undefined && !killed && done >= o.killWorkerAt) {
           killed = true;
           const victim = roles.find((x) => x.role === 'worker')!;
@@ -132,8 +141,7 @@ export async function runService(o: ServiceRunOptions): Promise<ServiceRunResult
     const seconds = ((run.finishedAt ?? Date.now()) - t0) / 1000;
     if (sampler) clearInterval(sampler);
     const redisAfter = o.sampleRedis ? await redisUsedMemory(pb) : 0;
-    const cpuMs = cpu.read();
-    cpuMs.worker = workerMeters.reduce((a, m) => a + (m.read().worker ?? 0), 0);
+    const cpuMs = readCpu();
     const calls = statsDelta(await o.emulator.stats(), before);
     const audit = o.audit ? await auditRun(pb.context, runId, { acceptedByRow: calls.acceptedByRow }) : undefined;
     await o.inspect?.(pb, runId);
@@ -143,6 +151,7 @@ export async function runService(o: ServiceRunOptions): Promise<ServiceRunResult
       failed: run.failed,
       seconds,
       cpuMs,
+      rowsDone,
       calls,
       redis: o.sampleRedis ? { before: redisBefore, after: redisAfter, peak: Math.max(redisPeak, redisAfter) } : undefined,
       audit,
