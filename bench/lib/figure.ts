@@ -51,6 +51,8 @@ export interface SavedFigure extends FigureRun {
   seconds: number;
   loadBefore: number;
   loadAfter: number;
+  /** The last commit that changed src/ when it was measured: the code the figure is about. */
+  srcCommit?: string;
 }
 
 export interface BenchContext {
@@ -103,6 +105,7 @@ export async function runFigure(fig: Figure, ctx: BenchContext): Promise<SavedFi
     seconds: Math.round((Date.now() - t0) / 100) / 10,
     loadBefore,
     loadAfter: loadAverage(),
+    srcCommit: srcCommit(),
     ...res,
     targets: fig.targets.map((t) => {
       const v = res.json[t.key];
@@ -111,6 +114,14 @@ export async function runFigure(fig: Figure, ctx: BenchContext): Promise<SavedFi
   };
   ctx.log(`${res.table}\n${JSON.stringify(res.json)}\n(${saved.seconds} s)`);
   return saved;
+}
+
+function srcCommit(): string | undefined {
+  try {
+    return execFileSync('git', ['log', '-1', '--format=%h', '--', 'src'], { cwd: join(BENCH_DIR, '..'), encoding: 'utf8' }).trim() || undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export async function saveFigure(saved: SavedFigure): Promise<void> {
@@ -192,7 +203,7 @@ export async function writeResultsMd(order: string[]): Promise<void> {
   for (const id of order) {
     const s = saved.get(id);
     if (!s) continue;
-    lines.push('', `## ${s.title}`, '', `Measured ${s.measuredAt.replace('T', ' ').slice(0, 16)} UTC${s.quick ? ' (--quick sizes)' : ''}, ${s.seconds} s, load ${s.loadBefore} → ${s.loadAfter}. \`node --import tsx bench/${s.id}.ts\``, '');
+    lines.push('', `## ${s.title}`, '', `Measured ${s.measuredAt.replace('T', ' ').slice(0, 16)} UTC${s.quick ? ' (--quick sizes)' : ''}, ${s.seconds} s, load ${s.loadBefore} → ${s.loadAfter}${s.srcCommit ? `, src/ as of commit ${s.srcCommit}` : ''}. \`node --import tsx bench/${s.id}.ts\``, '');
     lines.push(`**How:** ${s.method}`, '', `**Setup:** ${s.setup}`, '', s.table);
     if (s.notes?.length) lines.push('', ...s.notes.map((n) => `- ${n}`));
     const notes = await notesOf(id);
