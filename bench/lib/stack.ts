@@ -104,6 +104,8 @@ export async function serviceEnv(stack: BenchStack, redisUrl: string, emulator: 
     WEBHOOK_PORT: String(await freePort()),
     WEBHOOK_SECRET: randomBytes(32).toString('hex'),
     LOG_LEVEL: 'warn',
+    // Every process opens an admin listener: any free port, so several roles and runs fit on one host.
+    ADMIN_PORT: '0',
     ...extra,
   };
 }
