@@ -24,7 +24,7 @@ before(async () => {
     }
     if (u === '/page') return void res.writeHead(200, { 'content-type': 'text/html' }).end('<html>');
     if (u === '/hop') return void res.writeHead(302, { location: '/ok.png' }).end();
-    if (u === '/away') return void res.writeHead(302, { location: 'http://169.254.169.254/latest/meta-data' }).end();
+    if (u === '/away') return void res.writeHead(302, { location: 'http://127.0.0.2:9/latest/meta-data' }).end();
     if (u === '/gone') return void res.writeHead(404).end();
     if (u === '/flaky') return void res.writeHead(503).end();
     res.writeHead(404).end();
@@ -57,8 +57,8 @@ test('an allowed image downloads, following a same-host redirect', async () => {
 });
 
 test('refused: other hosts (also behind a redirect), other schemes, non-images, oversized bodies', async () => {
-  await assert.rejects(read('http://example.com/a.png'), refused(true, /not in RESULT_HOSTS/));
-  await assert.rejects(read(`${base}/away`), refused(true, /169\.254\.169\.254.*not in RESULT_HOSTS/));
+  await assert.rejects(read('http://127.0.0.3:9/a.png'), refused(true, /not in RESULT_HOSTS/));
+  await assert.rejects(read(`${base}/away`), refused(true, /127\.0\.0\.2:9.*not in RESULT_HOSTS/));
   await assert.rejects(read('file:///etc/passwd'), refused(true, /refusing file:/));
   await assert.rejects(read(`${base}/page`), refused(true, /text\/html, not an image/));
   await assert.rejects(read(`${base}/big.png`), refused(true, /5000 bytes, over the 1000-byte limit/));
