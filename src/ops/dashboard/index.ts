@@ -2,6 +2,7 @@
 // rendered on the server; a small script polls JSON for live progress. Every request is signed in
 // (see auth.ts); every value is escaped (see html.ts); pictures load from presigned S3 URLs.
 import { readFileSync } from 'node:fs';
+import { pipeline } from 'node:stream/promises';
 import express, { type Request, type Response, type Router } from 'express';
 import { RunControlError } from '../../control/errors.ts';
 import type { PortraitBatch, RunStatus } from '../../index.ts';
@@ -104,7 +105,9 @@ export function dashboardRouter(pb: PortraitBatch, token: string): Router {
     const runId = req.params.runId as string;
     const csv = await pb.report(runId);
     res.type('text/csv').attachment(`report-${runId}.csv`);
-    csv.pipe(res);
+    // pipeline destroys both ends on an error (a dropped S3 read): the browser sees a cut download and
+    // nothing is left open; there is no status left to send once the body has started.
+    await pipeline(csv, res).catch(() => undefined);
   });
 
   router.post('/runs/:runId/cancel', async (req, res) => {

@@ -3,6 +3,7 @@
 // from its manifest copy, each row's outcome looked up where it is now (Redis while in flight, its S3
 // metadata once finished), up to SCAN_LIMIT rows.
 import { extname } from 'node:path';
+import { pipeline } from 'node:stream';
 import { parse } from 'csv-parse';
 import type { Context } from '../../core/context.ts';
 import { runLayout } from '../../core/layout.ts';
@@ -89,7 +90,9 @@ async function finishedRows(ctx: Context, run: RunRecord): Promise<RowView[]> {
   const cached = finishedRuns.get(run.runId);
   if (cached) return cached;
   const rows: RowView[] = [];
-  const csv = (await ctx.storage.getStream(runLayout(ctx.cfg.S3_PREFIX, run.runId).report)).pipe(parse({ columns: true, bom: true }));
+  const csv = parse({ columns: true, bom: true });
+  // pipeline hands an S3 read error to the parser, so the loop below throws instead of waiting forever.
+  pipeline(await ctx.storage.getStream(runLayout(ctx.cfg.S3_PREFIX, run.runId).report), csv, () => undefined);
   for await (const rec of csv as AsyncIterable<Record<string, string>>) {
     const cell = (c: string) => unescapeCell(rec[c] ?? '');
     rows.push({
