@@ -364,11 +364,14 @@ test('model errors fail their rows with fal\'s reason; past the threshold the ru
 });
 
 test('image download failures are retried; S3 ends with exactly the images', async () => {
-  const t = await startTestStack({ emulator: { faults: { imageDownloadFailureRate: 0.5 } } });
+  // Seeded, so the same GETs fail on every run (unseeded, all six first GETs succeeded 1 time in 64).
+  const t = await startTestStack({ emulator: { seed: 5, faults: { imageDownloadFailureRate: 0.5 } } });
   try {
     const { run } = await runToEnd(t, 6);
     assert.equal(run.completed, 6);
-    assert.ok(t.local.emulator!.stats().fileFailures > 0);
+    const stats = t.local.emulator!.stats();
+    assert.ok(stats.fileFailures >= 2, `only ${stats.fileFailures} GETs failed: the test would not show retries`);
+    assert.equal(stats.fileGets - stats.fileFailures, 6, 'one successful GET per image, none repeated');
   } finally {
     await t.stop();
   }

@@ -55,7 +55,8 @@ export async function startTestStack(
     env: opts.env ?? {},
     defaults: TEST_DEFAULTS,
     persistentRedis: false,
-    emulator: { sizeScale: 0.125, latencyMs: { min: 5, max: 30 }, slots: 8, ...opts.emulator },
+    // A fixed seed: every fault a test sets by rate decides the same way on every run.
+    emulator: { sizeScale: 0.125, latencyMs: { min: 5, max: 30 }, slots: 8, seed: 1, ...opts.emulator },
     name: 'test',
     policy: { ...TEST_POLICY, ...opts.policy },
     webhook: opts.webhook,
