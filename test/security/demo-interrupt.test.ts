@@ -86,7 +86,9 @@ test('demo interrupted mid-run, then rerun: every row completes and fal accepted
 
 test('a second demo on the same data dir is refused while the first runs; SIGTERM stops the first and its Redis', { timeout: 120_000 }, () =>
   withDataDir(async (dir) => {
-    const first = demo(dir);
+    // --keep-alive: the first demo holds its data dir until it is stopped, however long the second
+    // one takes to start (without it, on a loaded machine the first could finish and free the dir).
+    const first = demo(dir, '--keep-alive');
     await first.waitForLine(/^stack: /);
     const second = await demo(dir).exited;
     assert.equal(second.code, 1);
@@ -97,7 +99,9 @@ test('a second demo on the same data dir is refused while the first runs; SIGTER
     assert.equal(redisServersOn(ports.redis!).length, 1, 'one Redis on the data dir');
     first.child.kill('SIGTERM');
     const r = await first.exited;
-    assert.equal(r.code, 143, r.stderr);
+    // 143 when the SIGTERM lands mid-run, 0 when the run had finished and the demo was only serving.
+    assert.ok(r.code === 143 || r.code === 0, `exit code ${r.code}:\n${r.stderr}`);
+    assert.ok(!hasStack(r.stderr), r.stderr);
     assert.deepEqual(redisServersOn(ports.redis!), [], 'no orphaned redis-server');
   }),
 );
