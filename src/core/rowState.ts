@@ -152,17 +152,28 @@ export class RowStore {
    * convention: the script touches only keys it is given). A request recorded between the read and the
    * call makes the script answer 'stale', and the row is read again.
    */
-  private async ending<T>(runId: string, key: string, fn: (reqKeys: string[], reqIds: string[]) => Promise<T>): Promise<T> {
-    for (let i = 0; ; i++) {
-      const h = await this.redis.hgetall(keys.row(runId, key));
-      const ids = Object.entries(h)
-        .filter(([f]) => /^req\d+$/.test(f))
-        .map(([, v]) => v);
+  private async ending<T>(
+    runId: string,
+    key: string,
+    fn: (reqKeys: string[], reqIds: string[]) => Promise<T>,
+    known?: string[],
+  ): Promise<T> {
+    // `known`: the request ids the caller expects (a row it just read, or none for a fresh row). A right
+    // guess spares reading the row first; a wrong one only costs the script's 'stale' and a read.
+    for (let i = known ? -1 : 0; ; i++) {
+      const ids = i < 0 && known ? known : await this.requestIdsOf(runId, key);
       const res = await fn(ids.map(keys.request), ids);
       const code = Array.isArray(res) ? (res as unknown[])[0] : res;
       if (code !== 'stale') return res;
       if (i >= STALE_RETRIES) throw new Error(`row ${runId}/${key} kept changing while it was being ended`);
     }
+  }
+
+  private async requestIdsOf(runId: string, key: string): Promise<string[]> {
+    const h = await this.redis.hgetall(keys.row(runId, key));
+    return Object.entries(h)
+      .filter(([f]) => /^req\d+$/.test(f))
+      .map(([, v]) => v);
   }
 
   // ---- runs -------------------------------------------------------------------------------
@@ -289,38 +300,7 @@ export class RowStore {
   // ---- rows -------------------------------------------------------------------------------
 
   async getRow(runId: string, key: string): Promise<Row | undefined> {
-    const h = await this.redis.hgetall(keys.row(runId, key));
-    if (!h.state) return undefined;
-    const attempt = Number(h.attempt ?? 0);
-    const requestIds: string[] = [];
-    for (let i = 1; i <= attempt; i++) if (h[`req${i}`]) requestIds.push(h[`req${i}`]!);
-    return {
-      runId,
-      key,
-      line: Number(h.line),
-      state: h.state as RowState,
-      attempt,
-      requestId: h.requestId,
-      requestIds,
-      storeRequestId: h.storeRequestId,
-      data: JSON.parse(h.data ?? '{}') as RowData,
-      createdAt: Number(h.createdAt),
-      claimedAt: num(h.claimedAt),
-      submittedAt: num(h.submittedAt),
-      storingSince: num(h.storingSince),
-      finishedAt: num(h.finishedAt),
-      deadlineAt: Number(h.deadlineAt),
-      nextPollAt: num(h.nextPollAt),
-      polls: Number(h.polls ?? 0),
-      startedAt: h.startedFor && h.startedFor === h.requestId ? num(h.startedAt) : undefined,
-      falStatus: h.falStatus,
-      error: h.error,
-      lastError: h.lastError,
-      images: h.images ? (JSON.parse(h.images) as StoredImage[]) : undefined,
-      seed: h.seed,
-      prompt: h.prompt,
-      cost: num(h.cost),
-    };
+    return rowOf(runId, key, await this.redis.hgetall(keys.row(runId, key)));
   }
 
   /**
@@ -334,8 +314,13 @@ export class RowStore {
     data: RowData,
     costMicros = 0,
   ): Promise<{ outcome: 'submit'; attempt: number; endpoint: string } | { outcome: 'terminal' | 'norun' | 'canceled' | 'failed' | 'inflight' | 'already'; detail?: string }> {
-    const [outcome, detail, endpoint] = (await this.ending(runId, key, (reqKeys, ids) =>
-      this.call.claimSubmit([...this.rowKeys(runId, key), ...reqKeys], [line, key, Date.now(), JSON.stringify(data), Math.round(costMicros), ...ids]),
+    // Most claims are of a fresh row (no request yet): tried first without reading the row.
+    const [outcome, detail, endpoint] = (await this.ending(
+      runId,
+      key,
+      (reqKeys, ids) =>
+        this.call.claimSubmit([...this.rowKeys(runId, key), ...reqKeys], [line, key, Date.now(), JSON.stringify(data), Math.round(costMicros), ...ids]),
+      [],
     )) as unknown as [Exclude<Reply<'claimSubmit'>, 'stale'>, string | undefined, string | undefined];
     if (outcome === 'submit') return { outcome, attempt: Number(detail), endpoint: endpoint ?? '' };
     return { outcome, detail };
@@ -357,27 +342,63 @@ export class RowStore {
     key: string,
     result: { requestId: string; hintAttempt?: number; status: 'OK' | 'ERROR'; error?: string },
   ): Promise<Exclude<Reply<'recordResult'>, 'stale'>> {
-    return (await this.ending(runId, key, (reqKeys, ids) =>
-      this.call.recordResult(
-        [...this.rowKeys(runId, key), keys.request(result.requestId), ...reqKeys],
-        [
-          result.requestId,
-          result.hintAttempt ?? '',
-          result.status,
-          Date.now(),
-          result.error ?? 'fal reported an error',
-          mappingValue(runId, key, result.hintAttempt ?? 0),
-          ...ids,
-        ],
-      ),
-    )) as Exclude<Reply<'recordResult'>, 'stale'>;
+    return (await this.recordResultRow(runId, key, result)).decision;
+  }
+
+  /** recordResult, with the row as it stands after a 'store' decision (read by the same script). */
+  async recordResultRow(
+    runId: string,
+    key: string,
+    result: { requestId: string; hintAttempt?: number; status: 'OK' | 'ERROR'; error?: string },
+  ): Promise<{ decision: Exclude<Reply<'recordResult'>, 'stale'>; row?: Row }> {
+    // Most rows made one request, the one whose result this is: tried first without reading the row.
+    const reply = await this.ending(
+      runId,
+      key,
+      (reqKeys, ids) =>
+        this.call.recordResult(
+          [...this.rowKeys(runId, key), keys.request(result.requestId), ...reqKeys],
+          [
+            result.requestId,
+            result.hintAttempt ?? '',
+            result.status,
+            Date.now(),
+            result.error ?? 'fal reported an error',
+            mappingValue(runId, key, result.hintAttempt ?? 0),
+            ...ids,
+          ],
+        ),
+      [],
+    );
+    return withRow(runId, key, reply) as { decision: Exclude<Reply<'recordResult'>, 'stale'>; row?: Row };
   }
 
   async completeRow(runId: string, key: string, requestId: string, images: StoredImage[], seed: string, prompt: string): Promise<boolean> {
-    const reply = await this.ending(runId, key, (reqKeys, ids) =>
-      this.call.completeRow([...this.rowKeys(runId, key), ...reqKeys], [requestId, Date.now(), JSON.stringify(images), seed, prompt, ...ids]),
+    return (await this.completeRowRead(runId, key, requestId, images, seed, prompt)) !== undefined;
+  }
+
+  /**
+   * completeRow answering the completed row (undefined when this call did not complete it).
+   * `requestIds`: the row's requests as the caller last read them (a guess; a wrong one is read again).
+   */
+  async completeRowRead(
+    runId: string,
+    key: string,
+    requestId: string,
+    images: StoredImage[],
+    seed: string,
+    prompt: string,
+    requestIds?: string[],
+  ): Promise<Row | undefined> {
+    const reply = await this.ending(
+      runId,
+      key,
+      (reqKeys, ids) =>
+        this.call.completeRow([...this.rowKeys(runId, key), ...reqKeys], [requestId, Date.now(), JSON.stringify(images), seed, prompt, ...ids]),
+      requestIds,
     );
-    return reply === 'ok';
+    const { decision, row } = withRow(runId, key, reply);
+    return decision === 'ok' ? row : undefined;
   }
 
   /** Ends an open row as failed/canceled if it is in one of `from` (and about `requestId`, when given). */
@@ -428,9 +449,54 @@ export class RowStore {
   }
 }
 
+/** A row from its hash (HGETALL's fields); undefined when the row has no state. */
+function rowOf(runId: string, key: string, h: Record<string, string>): Row | undefined {
+  if (!h.state) return undefined;
+  const attempt = Number(h.attempt ?? 0);
+  const requestIds: string[] = [];
+  for (let i = 1; i <= attempt; i++) if (h[`req${i}`]) requestIds.push(h[`req${i}`]!);
+  return {
+    runId,
+    key,
+    line: Number(h.line),
+    state: h.state as RowState,
+    attempt,
+    requestId: h.requestId,
+    requestIds,
+    storeRequestId: h.storeRequestId,
+    data: JSON.parse(h.data ?? '{}') as RowData,
+    createdAt: Number(h.createdAt),
+    claimedAt: num(h.claimedAt),
+    submittedAt: num(h.submittedAt),
+    storingSince: num(h.storingSince),
+    finishedAt: num(h.finishedAt),
+    deadlineAt: Number(h.deadlineAt),
+    nextPollAt: num(h.nextPollAt),
+    polls: Number(h.polls ?? 0),
+    startedAt: h.startedFor && h.startedFor === h.requestId ? num(h.startedAt) : undefined,
+    falStatus: h.falStatus,
+    error: h.error,
+    lastError: h.lastError,
+    images: h.images ? (JSON.parse(h.images) as StoredImage[]) : undefined,
+    seed: h.seed,
+    prompt: h.prompt,
+    cost: num(h.cost),
+  };
+}
+
 /** Whether a run's selection bitmap (see selectedLines) holds a manifest line. */
 export function lineSelected(bitmap: Buffer, line: number): boolean {
   return line >> 3 < bitmap.length && (bitmap[line >> 3]! & (0x80 >> (line & 7))) !== 0;
+}
+
+/** A script's reply that may carry the row's fields after its code: `code` or `[code, HGETALL…]`. */
+function withRow(runId: string, key: string, reply: unknown): { decision: string; row?: Row } {
+  if (!Array.isArray(reply)) return { decision: String(reply) };
+  const [decision, flat] = reply as [string, string[] | undefined];
+  if (!flat) return { decision };
+  const h: Record<string, string> = {};
+  for (let i = 0; i + 1 < flat.length; i += 2) h[flat[i]!] = flat[i + 1]!;
+  return { decision, row: rowOf(runId, key, h) };
 }
 
 function mappingValue(runId: string, key: string, attempt: number): string {

@@ -45,8 +45,9 @@ export type RowMeta = ReturnType<typeof rowMeta>;
 
 const iso = (ms?: number) => (ms ? new Date(ms).toISOString() : null);
 
-export async function flushRow(ctx: Context, runId: string, key: string): Promise<void> {
-  const row = await ctx.rows.getRow(runId, key);
+/** `read`: the row as the transition that ended it answered it, when the caller has it (spares a read). */
+export async function flushRow(ctx: Context, runId: string, key: string, read?: Row): Promise<void> {
+  const row = read ?? (await ctx.rows.getRow(runId, key));
   if (!row || !(TERMINAL as readonly string[]).includes(row.state)) return;
   await ctx.storage.putJson(runLayout(ctx.cfg.S3_PREFIX, runId).meta(key), rowMeta(row));
   if (await ctx.rows.forgetRow(runId, key)) await enqueueFinalize(ctx, runId);

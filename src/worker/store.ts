@@ -53,7 +53,7 @@ async function placeAndStore(ctx: Context, job: Job<ResultJob>, r: ResultJob): P
   const target = mapped ?? r.hint;
   if (!target) return unplaced(ctx, job, 'no row is known for this request');
   const hintAttempt = r.hint && r.hint.runId === target.runId && r.hint.key === target.key ? r.hint.attempt : undefined;
-  const decision = await ctx.rows.recordResult(target.runId, target.key, {
+  const { decision, row } = await ctx.rows.recordResultRow(target.runId, target.key, {
     requestId: r.requestId,
     hintAttempt,
     status: r.status,
@@ -65,7 +65,6 @@ async function placeAndStore(ctx: Context, job: Job<ResultJob>, r: ResultJob): P
   if (decision === 'failed') await flushRow(ctx, target.runId, target.key);
   if (decision !== 'store') return decision;
 
-  const row = await ctx.rows.getRow(target.runId, target.key);
   if (!row || row.state !== 'storing' || row.storeRequestId !== r.requestId) return 'moved-on';
   // A webhook's arrival tells how long fal took (poll mode learns it from fal's inference_time).
   if (r.source === 'webhook' && job.attemptsMade === 0 && row.submittedAt && row.requestId === r.requestId) {
@@ -142,9 +141,8 @@ async function storeImages(ctx: Context, row: Row, requestId: string, payload: u
     stored.push({ key, sourceUrl: img.url, contentType: opened.contentType, width: img.width, height: img.height, bytes, sha256: hash.digest('hex') });
   }
   const seed = out.seed === undefined ? '' : String(out.seed);
-  if (await ctx.rows.completeRow(row.runId, row.key, requestId, stored, seed, out.prompt ?? '')) {
-    await flushRow(ctx, row.runId, row.key);
-  }
+  const completed = await ctx.rows.completeRowRead(row.runId, row.key, requestId, stored, seed, out.prompt ?? '', row.requestIds);
+  if (completed) await flushRow(ctx, row.runId, row.key, completed);
 }
 
 /**

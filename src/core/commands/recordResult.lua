@@ -1,6 +1,7 @@
 -- A result for a fal request arrived (webhook or poll). Decides, once, what it means for the row:
 -- 'store' (download it), 'failed' (fal's error ended the row), or ignore it ('duplicate', 'ignored',
 -- 'unknown'). Results of any attempt of the row are accepted while the row is open: fal charged for it.
+-- 'store' comes with the row's fields (HGETALL), so the storer needs no second read.
 -- KEYS: row, run, done, active, this request's mapping, request mappings...
 -- ARGV: requestId, hintAttempt ('' if none), status OK|ERROR, now, errorText, mappingValue, requestIds...
 local requestId, now = ARGV[1], tonumber(ARGV[4])
@@ -29,12 +30,12 @@ if not which and ARGV[2] ~= '' then
 end
 if not which then return 'unknown' end
 if state == 'storing' then
-  if redis.call('HGET', KEYS[1], 'storeRequestId') == requestId then return 'store' end
+  if redis.call('HGET', KEYS[1], 'storeRequestId') == requestId then return {'store', redis.call('HGETALL', KEYS[1])} end
   return 'duplicate'
 end
 if ARGV[3] == 'OK' then
   redis.call('HSET', KEYS[1], 'state', 'storing', 'storeRequestId', requestId, 'storingSince', now)
-  return 'store'
+  return {'store', redis.call('HGETALL', KEYS[1])}
 end
 if which == attempt and state ~= 'pending' then
   terminate(KEYS[1], KEYS[2], KEYS[3], reqs, 'failed', ARGV[5], now)
