@@ -9,6 +9,9 @@ export function runLayout(prefix: string, runId: string) {
     imagesOf: (rowKey: string) => `${base}images/${rowKey}/`,
     meta: (rowKey: string) => `${base}meta/${rowKey}.json`,
     report: `${base}report.csv`,
+    /** Report lines of finished rows, batched while the run goes (named by their first line); removed once the report is written. */
+    reportParts: `${base}report-parts/`,
+    reportPart: (firstLine: number, id: string) => `${base}report-parts/${String(firstLine).padStart(10, '0')}-${id}.jsonl`,
     summary: `${base}summary.json`,
     /** A copy of the manifest as submitted: the report is built from it, so any worker can finish a run. */
     manifest: `${base}manifest.csv`,

@@ -80,10 +80,7 @@ export class Storage {
       else rest = Readable.from(head.rest, { objectMode: false });
     }
     if (typeof rest === 'string' || Buffer.isBuffer(rest)) {
-      if (Buffer.byteLength(rest) <= SINGLE_PUT_MAX_BYTES) {
-        await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: rest, ContentType: contentType, Metadata: metadata }));
-        return;
-      }
+      if (Buffer.byteLength(rest) <= SINGLE_PUT_MAX_BYTES) return this.putObject(key, rest, contentType, metadata);
     }
     await new Upload({
       client: this.client,
@@ -107,15 +104,26 @@ export class Storage {
   }
 
   async getJson<T>(key: string): Promise<T | undefined> {
+    const text = await this.getText(key);
+    return text === undefined ? undefined : (JSON.parse(text) as T);
+  }
+
+  /** A small object as UTF-8 text; undefined when there is no such object. */
+  async getText(key: string): Promise<string | undefined> {
     try {
       const body = await this.getStream(key);
       const chunks: Buffer[] = [];
       for await (const c of body) chunks.push(c as Buffer);
-      return JSON.parse(Buffer.concat(chunks).toString('utf8')) as T;
+      return Buffer.concat(chunks).toString('utf8');
     } catch (err) {
       if ((err as { name?: string }).name === 'NoSuchKey') return undefined;
       throw err;
     }
+  }
+
+  /** A small body in one PutObject. */
+  async putObject(key: string, body: string | Buffer, contentType: string, metadata?: Record<string, string>): Promise<void> {
+    await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentType: contentType, Metadata: metadata }));
   }
 
   /**

@@ -1,6 +1,7 @@
 // When every row of a run is terminal: write report.csv (one line per manifest row, in manifest
 // order, rejected rows included) and summary.json. The report is built from the manifest copy in S3
-// and each row's metadata object, so it agrees with S3 by construction and any worker can write it.
+// and the rows' outcomes as written when they finished (batched report parts, and each row's metadata
+// object for a line no part holds), so it agrees with S3 by construction and any worker can write it.
 import { basename } from 'node:path';
 import { stringify } from 'csv-stringify';
 import type { Context } from '../core/context.ts';
@@ -11,6 +12,7 @@ import { fromMicros } from '../core/runPolicy.ts';
 import { enqueueRunNotice } from '../triggers/notify.ts';
 import { escapeCell, readManifest, type ManifestRow } from '../manifest/index.ts';
 import type { RowMeta } from './flush.ts';
+import { outcomeOf, partsReader, removeReportParts, type ReportOutcome } from './reportParts.ts';
 import { uploadWhileWriting } from './uploadWhileWriting.ts';
 
 export const REPORT_COLUMNS = ['line', 'id', 'row_key', 'face_url', 'status', 'request_id', 'attempts', 'images', 'seed', 'error'] as const;
@@ -65,24 +67,22 @@ export async function writeRunReport(ctx: Context, runId: string): Promise<Summa
     const flush = async () => {
       const lines = batch.map((r) => r.line);
       const [reasons, cancels] = await Promise.all([ctx.rows.rejectedReasons(runId, lines), ctx.rows.canceledReasons(runId, lines)]);
-      const metas = await Promise.all(batch.map((r, i) => (reasons[i] || cancels[i] ? undefined : ctx.storage.getJson<RowMeta>(layout.meta(r.key)))));
+      const batched: (ReportOutcome | undefined)[] = [];
+      for (const [i, r] of batch.entries()) batched.push(reasons[i] || cancels[i] ? undefined : await parts.take(r.line));
+      const metas = await Promise.all(
+        batch.map((r, i) => (reasons[i] || cancels[i] || batched[i] ? undefined : ctx.storage.getJson<RowMeta>(layout.meta(r.key)))),
+      );
       batch.forEach((r, i) => {
         const meta = metas[i];
         const reason = reasons[i];
         const canceled = cancels[i];
+        const outcome = batched[i] ?? (meta ? outcomeOf(meta) : undefined);
         const record: Record<string, string> = reason
           ? { status: 'rejected', error: reason }
           : canceled
             ? { status: 'canceled', error: canceled }
-            : meta
-            ? {
-                status: meta.status,
-                request_id: meta.request_id ?? '',
-                attempts: String(meta.attempts),
-                images: meta.images.map((im) => im.key).join('|'),
-                seed: meta.seed === null ? '' : String(meta.seed),
-                error: meta.error ?? '',
-              }
+            : outcome
+            ? { ...outcome }
             : { status: 'failed', error: 'no outcome was recorded for this row' };
         const cells: Record<string, string> = { line: String(r.line), id: r.id ?? '', row_key: r.key, face_url: r.faceUrl, ...record };
         csv.write(Object.fromEntries(REPORT_COLUMNS.map((c) => [c, escapeCell(cells[c] ?? '')])));
@@ -90,6 +90,7 @@ export async function writeRunReport(ctx: Context, runId: string): Promise<Summa
       batch = [];
     };
     const selection = run.options.selected ? await ctx.rows.selectedLines(runId) : undefined;
+    const parts = await partsReader(ctx, runId);
     // Faces are not looked at again: each row's outcome is in Redis or its metadata already.
     const opts = { baseDir: run.options.baseDir as string | undefined, checkedLocalFaces: new Map<string, string>() };
     for await (const row of readManifest(await ctx.storage.getStream(run.manifestKey), opts)) {
@@ -106,6 +107,8 @@ export async function writeRunReport(ctx: Context, runId: string): Promise<Summa
   const finishedAt = run.finishedAt ?? Date.now();
   const summary = summaryOf({ ...run, finishedAt }, state);
   await ctx.storage.putJson(layout.summary, summary);
+  // Before the run is marked finished: a finalize that dies here runs again and removes them then.
+  await removeReportParts(ctx, runId);
   await ctx.rows.finishRun(runId, state);
   ctx.logger.info({ ...summary, milestone: 'finished' }, `run ${runId} finished: ${summary.completed} completed, ${summary.failed} failed, ${summary.rejected} rejected, ${summary.canceled} canceled`);
   await enqueueRunNotice(ctx, summary);

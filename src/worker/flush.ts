@@ -7,6 +7,7 @@ import { jobOptions } from '../core/policy.ts';
 import { jobIds } from '../core/queues.ts';
 import type { Row } from '../core/rowState.ts';
 import { logProgressMilestone } from '../ops/milestones.ts';
+import { addReportLine, flushReportParts, outcomeOf } from './reportParts.ts';
 
 export function rowMeta(row: Row) {
   return {
@@ -49,9 +50,13 @@ const iso = (ms?: number) => (ms ? new Date(ms).toISOString() : null);
 export async function flushRow(ctx: Context, runId: string, key: string, read?: Row): Promise<void> {
   const row = read ?? (await ctx.rows.getRow(runId, key));
   if (!row || !(TERMINAL as readonly string[]).includes(row.state)) return;
-  await ctx.storage.putJson(runLayout(ctx.cfg.S3_PREFIX, runId).meta(key), rowMeta(row));
-  if (await ctx.rows.forgetRow(runId, key)) await enqueueFinalize(ctx, runId);
-  else await logProgressMilestone(ctx, runId);
+  const meta = rowMeta(row);
+  await ctx.storage.putJson(runLayout(ctx.cfg.S3_PREFIX, runId).meta(key), meta);
+  addReportLine(ctx, runId, row.line, outcomeOf(meta));
+  if (await ctx.rows.forgetRow(runId, key)) {
+    await flushReportParts(ctx, runId);
+    await enqueueFinalize(ctx, runId);
+  } else await logProgressMilestone(ctx, runId);
 }
 
 export async function enqueueFinalize(ctx: Context, runId: string): Promise<void> {

@@ -1,0 +1,141 @@
+// The report's lines of finished rows, written to S3 in batches while a run goes, so the report is
+// built from a few objects instead of one metadata read per row. They are a cache of the metadata
+// objects, not a replacement: a line not found in any part (its process died before writing its
+// batch, or another worker's batch is still being gathered) is read from the row's metadata, so a
+// lost batch costs reads, never a line. The parts are removed once the report is written.
+import { randomUUID } from 'node:crypto';
+import type { Context } from '../core/context.ts';
+import { runLayout } from '../core/layout.ts';
+import type { Storage } from '../core/s3.ts';
+import { errorMessage } from '../core/errors.ts';
+
+/** A report line's outcome columns (the manifest's own columns come from the manifest). */
+export interface ReportOutcome {
+  status: string;
+  request_id: string;
+  attempts: string;
+  images: string;
+  seed: string;
+  error: string;
+}
+
+/** The outcome of a row as its metadata object tells it (RowMeta's fields the report shows). */
+export function outcomeOf(meta: {
+  status: string;
+  request_id: string | null;
+  attempts: number;
+  images: { key: string }[];
+  seed: string | null;
+  error: string | null;
+}): ReportOutcome {
+  return {
+    status: meta.status,
+    request_id: meta.request_id ?? '',
+    attempts: String(meta.attempts),
+    images: meta.images.map((im) => im.key).join('|'),
+    seed: meta.seed === null ? '' : String(meta.seed),
+    error: meta.error ?? '',
+  };
+}
+
+/** A batch is written at this many lines, or this long after its first line, whichever comes first. */
+const PART_LINES = 500;
+const PART_MAX_MS = 2000;
+
+interface Pending {
+  lines: Map<number, ReportOutcome>;
+  timer?: NodeJS.Timeout;
+}
+
+/** This process's batches being gathered, per S3 client (one per process context) and run. */
+const gathering = new WeakMap<Storage, { ctx: Context; runs: Map<string, Pending> }>();
+
+/** Adds a finished row's outcome to this process's batch for its run (written later, or by flushReportParts). */
+export function addReportLine(ctx: Context, runId: string, line: number, outcome: ReportOutcome): void {
+  let mine = gathering.get(ctx.storage);
+  if (!mine) gathering.set(ctx.storage, (mine = { ctx, runs: new Map() }));
+  let pending = mine.runs.get(runId);
+  if (!pending) mine.runs.set(runId, (pending = { lines: new Map() }));
+  pending.lines.set(line, outcome);
+  if (pending.lines.size >= PART_LINES) void writePart(mine.ctx, mine.runs, runId);
+  else if (!pending.timer) {
+    pending.timer = setTimeout(() => void writePart(mine.ctx, mine.runs, runId), PART_MAX_MS);
+    pending.timer.unref();
+  }
+}
+
+/** Writes this process's gathered lines (of one run, or of every run) now: before a finalize, at shutdown. */
+export async function flushReportParts(ctx: Context, runId?: string): Promise<void> {
+  const mine = gathering.get(ctx.storage);
+  if (!mine) return;
+  const runs = runId === undefined ? [...mine.runs.keys()] : [runId];
+  await Promise.all(runs.map((r) => writePart(ctx, mine.runs, r)));
+}
+
+async function writePart(ctx: Context, runs: Map<string, Pending>, runId: string): Promise<void> {
+  const pending = runs.get(runId);
+  if (!pending) return;
+  runs.delete(runId);
+  clearTimeout(pending.timer);
+  const lines = [...pending.lines].sort((a, b) => a[0] - b[0]);
+  if (!lines.length) return;
+  const body = lines.map(([line, o]) => JSON.stringify({ line, ...o })).join('\n');
+  const key = runLayout(ctx.cfg.S3_PREFIX, runId).reportPart(lines[0]![0], randomUUID());
+  try {
+    // A run whose report is written needs no more parts (they would outlive their removal).
+    if (await ctx.rows.runField(runId, 'finishedAt')) return;
+    await ctx.storage.putObject(key, `${body}\n`, 'application/x-ndjson');
+  } catch (err) {
+    // The report reads these rows' metadata instead.
+    ctx.logger.warn({ runId, err: errorMessage(err) }, 'a batch of report lines could not be written; the report reads those rows from their metadata');
+  }
+}
+
+/**
+ * The outcomes of a run's parts, read in manifest-line order: `take(line)` answers a line's outcome
+ * once every part that starts at or before it is loaded. Parts are named by their first line, so the
+ * lines held in memory are those of parts that started before the current line (about a run window).
+ */
+export async function partsReader(ctx: Context, runId: string): Promise<{ take(line: number): Promise<ReportOutcome | undefined> }> {
+  const layout = runLayout(ctx.cfg.S3_PREFIX, runId);
+  const parts: { first: number; key: string }[] = [];
+  for await (const o of ctx.storage.list(layout.reportParts)) {
+    const first = Number(/\/(\d+)-[^/]*$/.exec(o.key)?.[1]);
+    if (Number.isFinite(first)) parts.push({ first, key: o.key });
+  }
+  parts.sort((a, b) => a.first - b.first);
+  const held = new Map<number, ReportOutcome>();
+  let next = 0;
+  return {
+    async take(line: number) {
+      while (next < parts.length && parts[next]!.first <= line) {
+        const text = await ctx.storage.getText(parts[next++]!.key);
+        for (const l of (text ?? '').split('\n')) {
+          const parsed = parsedLine(l);
+          if (parsed) held.set(parsed.line, parsed.outcome);
+        }
+      }
+      const o = held.get(line);
+      held.delete(line);
+      return o;
+    },
+  };
+}
+
+/** A part's line; anything unreadable is skipped (the row's metadata is read instead). */
+function parsedLine(text: string): { line: number; outcome: ReportOutcome } | undefined {
+  if (!text) return undefined;
+  try {
+    const { line, ...o } = JSON.parse(text) as ReportOutcome & { line: number };
+    const cells = [o.status, o.request_id, o.attempts, o.images, o.seed, o.error];
+    if (!Number.isInteger(line) || cells.some((c) => typeof c !== 'string')) return undefined;
+    return { line, outcome: { status: o.status, request_id: o.request_id, attempts: o.attempts, images: o.images, seed: o.seed, error: o.error } };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Removes a run's parts once its report is written. */
+export async function removeReportParts(ctx: Context, runId: string): Promise<void> {
+  await ctx.storage.deletePrefix(runLayout(ctx.cfg.S3_PREFIX, runId).reportParts);
+}
