@@ -16,6 +16,7 @@ import { ManifestError } from './manifest/index.ts';
 import { manifestSource } from './manifest/source.ts';
 import { progressReporter } from './progress.ts';
 import { InterruptedError, stopOnSignal } from './signals.ts';
+import { assertPortFree, isReceiverProcess, serveAsReceiver, startReceiverProcesses } from './webhook/processes.ts';
 import { formatRunList, formatStatus } from './status.ts';
 import { formatSchedules, listSchedules } from './triggers/cron.ts';
 import { startScheduler } from './triggers/scheduler.ts';
@@ -226,14 +227,34 @@ program
     requireVar(cfg, 'WEBHOOK_SECRET', 'by the webhook receiver: it verifies the tokens in webhook URLs');
     const pb = createPortraitBatch(cfg, { name: 'webhook' });
     await reachableOrClose(pb);
+    // WEBHOOK_PROCESSES > 1: this process is the primary of that many receivers (src/webhook/processes.ts).
+    if (cfg.WEBHOOK_PROCESSES > 1 && !isReceiverProcess()) return serveReceiverProcesses(pb);
     const hook = await pb.startWebhook({ host: '0.0.0.0' }).catch(async (err: unknown) => {
       await pb.close();
       throw listenError(err, 'WEBHOOK_PORT', pb.config.WEBHOOK_PORT);
     });
+    if (isReceiverProcess()) return serveAsReceiver(hook, () => pb.close(), say);
     const admin = await startAdminOrClose(pb, 'webhook');
     say(`webhook receiver listening on :${hook.port}; admin on ${admin.url}`);
     await serveUntilSignal(() => pb.close(), admin);
   });
+
+/** The primary of WEBHOOK_PROCESSES receivers: the admin listener, the signals, the receivers' lives. */
+async function serveReceiverProcesses(pb: PortraitBatch): Promise<void> {
+  const { WEBHOOK_PORT: port, WEBHOOK_PROCESSES: n } = pb.config;
+  const receivers = await assertPortFree(port, '0.0.0.0')
+    .then(() => startReceiverProcesses(n, { log: say, track: (c) => pb.context.metrics.trackWebhook(c), registry: pb.context.metrics.registry }))
+    .catch(async (err: unknown) => {
+      await pb.close();
+      throw listenError(err, 'WEBHOOK_PORT', port);
+    });
+  const admin = await startAdminOrClose(pb, 'webhook');
+  say(`webhook receiver listening on :${receivers.port} in ${n} processes (pids ${receivers.pids().join(', ')}); admin on ${admin.url}`);
+  await serveUntilSignal(async () => {
+    await receivers.stop();
+    await pb.close();
+  }, admin);
+}
 
 program
   .command('worker')

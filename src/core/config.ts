@@ -1,5 +1,6 @@
 // Configuration from the environment: one table of variables (name, schema, default, meaning) that
 // the config loader, the README's table and the docker-compose check all read.
+import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import { isLoopbackUrl, privateHostReason } from './publicAddress.ts';
 
@@ -56,6 +57,17 @@ export const CONFIG_VARS = {
     roles: ['webhook', 'worker'],
   },
   FAL_USER_ID: { schema: z.string().min(1), doc: "Optional: your fal user id; webhooks whose `x-fal-webhook-user-id` differs are refused.", roles: ['webhook'] },
+  WEBHOOK_PROCESSES: {
+    schema: z
+      .string()
+      .trim()
+      .toLowerCase()
+      .refine((v) => v === 'auto' || (/^\d{1,3}$/.test(v) && Number(v) >= 1 && Number(v) <= 256), 'must be auto or a whole number from 1 to 256')
+      .transform((v) => (v === 'auto' ? availableParallelism() : Number(v))),
+    default: '1',
+    doc: 'Webhook receiver processes sharing WEBHOOK_PORT (node:cluster), `auto` = one per core: one process verifies signatures on one core. The primary keeps the admin listener (its /metrics sum every receiver) and stops them all on SIGTERM.',
+    roles: ['webhook'],
+  },
   WEBHOOK_MAX_BODY_BYTES: { schema: int(1024), default: String(32 * 1024 * 1024), doc: 'Largest webhook body accepted (413 above). sync_mode results carry images inline.', roles: ['webhook'] },
   REDIS_URL: { schema: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL'), default: 'redis://127.0.0.1:6379', doc: 'Redis for BullMQ queues and row state (use AOF persistence).', roles: ALL },
   S3_BUCKET: { schema: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be a valid S3 bucket name'), default: 'portrait-batch', doc: 'Bucket for images, metadata and reports.', roles: ALL },

@@ -79,6 +79,15 @@ export function createMetrics(currency = 'USD'): Metrics {
     },
   });
   new Counter({
+    name: 'portrait_batch_webhook_record_batches_total',
+    help: 'Redis round trips that recorded verified webhooks (several webhooks arriving together share one)',
+    registers: reg,
+    collect() {
+      this.reset();
+      this.inc(sum((c) => c.batches));
+    },
+  });
+  new Counter({
     name: 'portrait_batch_webhooks_refused_total',
     help: 'Webhooks refused, by reason',
     labelNames: ['reason'] as const,

@@ -18,11 +18,13 @@ export type RefusalCode = (typeof REFUSAL_CODES)[number];
 export interface WebhookCounters {
   received: number;
   recorded: number;
+  /** Redis round trips that recorded them (recorded / batches = webhooks per round trip). */
+  batches: number;
   refused: Record<RefusalCode, number>;
 }
 
 export function newWebhookCounters(): WebhookCounters {
-  return { received: 0, recorded: 0, refused: Object.fromEntries(REFUSAL_CODES.map((c) => [c, 0])) as Record<RefusalCode, number> };
+  return { received: 0, recorded: 0, batches: 0, refused: Object.fromEntries(REFUSAL_CODES.map((c) => [c, 0])) as Record<RefusalCode, number> };
 }
 
 /** Thrown by the record step for a verified webhook that must not be stored. */

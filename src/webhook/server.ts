@@ -5,13 +5,14 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { requireVar } from '../core/config.ts';
 import type { Context } from '../core/context.ts';
-import type { ResultJob } from '../core/queues.ts';
-import { addResultJob } from '../core/resultJobs.ts';
+import { resultJobOptions, type ResultJob } from '../core/queues.ts';
+import { addResultJob, INLINE_PAYLOAD_MAX_BYTES } from '../core/resultJobs.ts';
 import type { RowStore } from '../core/rowState.ts';
 import { verifiedTarget, type WebhookTarget } from '../core/webhookToken.ts';
 import { createWebhookApp, type WebhookDelivery } from './app.ts';
 import { JwksCache } from './jwks.ts';
 import { newWebhookCounters, WebhookRefused, type WebhookCounters } from './refusals.ts';
+import { ResultBatcher } from './resultBatch.ts';
 
 export interface RunningWebhook {
   server: Server;
@@ -54,6 +55,14 @@ export async function startWebhookServer(ctx: Context, port = ctx.cfg.WEBHOOK_PO
   const secret = requireVar(ctx.cfg, 'WEBHOOK_SECRET', 'by the webhook receiver: it verifies the tokens in webhook URLs');
   const counters = newWebhookCounters();
   ctx.metrics.trackWebhook(counters);
+  // Results that arrive together share one Redis round trip (see resultBatch.ts).
+  const batcher = new ResultBatcher((jobs) => ctx.queues.results.addBulk(jobs), { onBatch: () => void counters.batches++ });
+  const record = async (runId: string, job: ResultJob) => {
+    const payloadJson = job.payload === undefined ? undefined : JSON.stringify(job.payload);
+    // A payload too large for Redis is staged in S3 first (rare: sync_mode images inline), one by one.
+    if (payloadJson !== undefined && Buffer.byteLength(payloadJson) > INLINE_PAYLOAD_MAX_BYTES) return addResultJob(ctx, runId, job, payloadJson);
+    await batcher.add({ name: 'result', data: job, opts: resultJobOptions(ctx.policy, job.requestId, job.status) });
+  };
   const app = createWebhookApp({
     jwks: new JwksCache(ctx.cfg.FAL_JWKS_URL),
     maxBodyBytes: ctx.cfg.WEBHOOK_MAX_BODY_BYTES,
@@ -63,7 +72,7 @@ export async function startWebhookServer(ctx: Context, port = ctx.cfg.WEBHOOK_PO
     isReady: async () => (await ctx.redis.ping()) === 'PONG',
     record: async (d) => {
       const placed = await placeDelivery(d, secret, ctx.rows);
-      await addResultJob(ctx, placed.runId, resultJobFrom(d, placed.hint));
+      await record(placed.runId, resultJobFrom(d, placed.hint));
     },
   });
   const server = await new Promise<Server>((resolve, reject) => {
