@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { after, before, beforeEach, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { startRedisServer, type RunningRedis } from '../src/local/redisServer.ts';
-import { RowStore, type RowData } from '../src/core/rowState.ts';
+import { lineSelected, RowStore, type RowData } from '../src/core/rowState.ts';
 import type { RunPolicy } from '../src/core/runPolicy.ts';
 
 let server: RunningRedis;
@@ -305,4 +305,83 @@ test('the read side: a run and its rows read back as the transitions wrote them'
   r = (await rows.getRun(run))!;
   assert.equal(typeof r.finishedAt, 'number');
   assert.ok(!(await rows.activeRunIds()).includes(run));
+});
+
+test('run ids list newest first, up to a limit; extra run fields are written and read back', async () => {
+  const ids = [1, 2, 3].map((i) => `zrun-${n}-${i}`) as [string, string, string];
+  for (const id of ids) await rows.createRun({ runId: id, manifest: 'm.csv', manifestKey: 'k', options: {}, policy });
+  assert.deepEqual(await rows.runIds(2), [ids[2], ids[1]]);
+  assert.deepEqual((await rows.runIds()).slice(0, 3), [ids[2], ids[1], ids[0]]);
+
+  await rows.annotateRun(run, { retriedBy: `${ids[0]},${ids[1]}`, estimateMicros: 42 });
+  assert.equal(await rows.runField(run, 'estimateMicros'), '42');
+  assert.equal(await rows.runField(run, 'no-such-field'), undefined);
+  assert.deepEqual((await rows.getRun(run))!.retriedBy, [ids[0], ids[1]]);
+  assert.deepEqual((await rows.getRun(ids[0]))!.retriedBy, [], 'a run nobody retried');
+});
+
+test('a retry run is made of the lines it selected, and only those', async () => {
+  assert.equal(await rows.selectedLines(run), undefined, 'a run of the whole manifest has no selection');
+  const chosen = [2, 9, 17];
+  await rows.selectLines(run, chosen);
+  const bitmap = (await rows.selectedLines(run))!;
+  for (let line = 0; line < 40; line++) assert.equal(lineSelected(bitmap, line), chosen.includes(line), `line ${line}`);
+  assert.equal(lineSelected(bitmap, 1_000_000), false, 'a line past the end of the selection');
+});
+
+test('the row deadline counts from the first poll that saw the current request running', async () => {
+  await submitted('a', 2, 'req-1');
+  await rows.markPolled(run, 'a', 'req-1', 0, 'IN_QUEUE', 1_000);
+  assert.equal((await rows.getRow(run, 'a'))!.startedAt, undefined, 'queued at fal: not started');
+  await rows.markPolled(run, 'a', 'req-1', 0, 'IN_PROGRESS', 2_000);
+  await rows.markPolled(run, 'a', 'req-1', 0, 'IN_PROGRESS', 3_000);
+  let row = (await rows.getRow(run, 'a'))!;
+  assert.deepEqual([row.startedAt, row.falStatus, row.polls], [2_000, 'IN_PROGRESS', 3]);
+  // A new request for the row: the old request's start says nothing about it.
+  await rows.supersede(run, 'a', 'submitted', 1, 'req-1', 'lost');
+  await rows.claimSubmit(run, 'a', 2, data);
+  await rows.recordSubmit(run, 'a', 2, 'req-2', Date.now());
+  assert.equal((await rows.getRow(run, 'a'))!.startedAt, undefined);
+  await rows.markPolled(run, 'a', 'req-2', 0, 'IN_PROGRESS', 5_000);
+  row = (await rows.getRow(run, 'a'))!;
+  assert.deepEqual([row.requestId, row.startedAt], ['req-2', 5_000]);
+});
+
+test('ending a row re-reads it when a request is recorded meanwhile, and gives up if it never settles', async () => {
+  // Another worker records a new request for the row between each read of the row and the call.
+  const racing = new Redis(server.url);
+  const writer = new Redis(server.url);
+  let races = 0;
+  let reads = 0;
+  const hgetall = racing.hgetall.bind(racing);
+  Object.assign(racing, {
+    hgetall: async (key: string) => {
+      const h = await hgetall(key);
+      reads++;
+      if (races > 0) {
+        races--;
+        const attempt = await writer.hincrby(key, 'attempt', 1);
+        await writer.hset(key, `req${attempt}`, `req-race-${attempt}`, 'requestId', `req-race-${attempt}`);
+      }
+      return h;
+    },
+  });
+  try {
+    const store = new RowStore(racing);
+    await submitted('a', 2, 'req-1');
+    races = 2;
+    assert.equal(await store.finishRow(run, 'a', 'failed', 'timed out', ['submitted']), true);
+    assert.equal(reads, 3, 'read again after each change');
+    assert.deepEqual([(await rows.getRow(run, 'a'))!.state, (await rows.getRow(run, 'a'))!.attempt], ['failed', 3]);
+
+    await submitted('b', 3, 'req-b');
+    races = Infinity;
+    reads = 0;
+    await assert.rejects(store.finishRow(run, 'b', 'failed', 'timed out', ['submitted']), /row run\d+\/b kept changing while it was being ended/);
+    assert.equal(reads, 6, 'tried 1 + 5 times');
+    assert.equal((await rows.getRow(run, 'b'))!.state, 'submitted', 'nothing ended on a stale read');
+  } finally {
+    racing.disconnect();
+    writer.disconnect();
+  }
 });

@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { pino } from 'pino';
 import { createLogger, type Logger } from '../src/core/logger.ts';
-import { signWebhook, TIMESTAMP_TOLERANCE_SECONDS } from '../src/core/webhookSignature.ts';
+import { signWebhook, TIMESTAMP_TOLERANCE_SECONDS, verifyWebhookSignature, WEBHOOK_HEADERS } from '../src/core/webhookSignature.ts';
 import { createWebhookApp, type WebhookAppOptions, type WebhookDelivery } from '../src/webhook/app.ts';
 import { ed25519KeysOf, JwksCache } from '../src/webhook/jwks.ts';
 import { verifyFalWebhook } from '../src/webhook/verify.ts';
@@ -349,6 +349,31 @@ test('refusals are logged at warn with reason and request id; bodies never logge
     await rx.close();
     await jw.close();
   }
+});
+
+test('the signature scheme: exactly 64 bytes in hex, of these fields and this body, under this key', () => {
+  const fal = newKey();
+  const fields = { requestId: 'req-1', userId: USER, timestamp: '1700000000' };
+  const body = Buffer.from(falBody());
+  const sig = signWebhook(fields, body, fal.privateKey);
+  assert.match(sig, /^[0-9a-f]{128}$/);
+  const check = (s: string, f = fields, b = body, k = fal.publicKey) => verifyWebhookSignature(f, b, s, k);
+  assert.equal(check(sig), true);
+  assert.equal(check(sig.toUpperCase()), true, 'hex in capitals is the same signature');
+  // Node's hex decoding stops at the first non-hex character: junk around a valid signature must not pass.
+  for (const bad of [`${sig}zz`, `${sig}00`, `zz${sig}`, ` ${sig}`, sig.slice(0, 126), `${sig.slice(0, 127)}g`]) assert.equal(check(bad), false, bad);
+  assert.equal(check(sig, { ...fields, requestId: 'req-2' }), false, 'another request');
+  assert.equal(check(sig, { ...fields, userId: 'user-2' }), false, 'another user');
+  assert.equal(check(sig, { ...fields, timestamp: '1700000001' }), false, 'another time');
+  assert.equal(check(sig, fields, Buffer.from(falBody('req-1', { status: 'ERROR' }))), false, 'another body');
+  assert.equal(check(sig, fields, body, newKey().publicKey), false, 'another key');
+  // fal's header names, as its documentation spells them (the receiver reads exactly these).
+  assert.deepEqual(WEBHOOK_HEADERS, {
+    requestId: 'x-fal-webhook-request-id',
+    userId: 'x-fal-webhook-user-id',
+    timestamp: 'x-fal-webhook-timestamp',
+    signature: 'x-fal-webhook-signature',
+  });
 });
 
 describe('verifyFalWebhook (clock injected)', () => {
