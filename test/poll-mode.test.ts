@@ -1,7 +1,8 @@
 // Results without webhooks (RESULT_DELIVERY): which mode a configuration gets and why, and poll mode
 // end to end against the strict emulator: no webhook URL is sent, each request is polled by its own
 // job on a schedule learned from the run (not by the reconciler's sweep), and an image costs at most
-// four fal calls.
+// four fal calls; a run after another of the same endpoint times its first looks by what that one
+// learned, so a service that has run before looks at each request once.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { loadConfig } from '../src/core/config.ts';
@@ -10,7 +11,7 @@ import { falCalls } from '../src/emulator/index.ts';
 import { produceRun } from '../src/producer/produce.ts';
 import { waitForRun } from '../src/producer/wait.ts';
 import { runStatus } from '../src/status.ts';
-import { nextPollDelay } from '../src/worker/poll.ts';
+import { firstPollDelay, nextPollDelay, observeRunTime } from '../src/worker/poll.ts';
 import { faceDataUri } from './helpers/faces.ts';
 import { startTestStack } from './helpers/stack.ts';
 
@@ -85,6 +86,60 @@ test('poll mode: no webhook URL is sent, every row completes by its poll jobs, a
     assert.equal(stats.accepted, rows);
     assert.ok(falCalls(stats) <= 4 * rows, `${falCalls(stats)} fal calls for ${rows} images (submit ${stats.submits}, status ${stats.statusCalls}, result ${stats.resultCalls})`);
     assert.equal(stats.maxQueued, 0, 'never more requests at fal than its places');
+  } finally {
+    await t.stop();
+  }
+});
+
+test("a run that has learned nothing times its first looks by the endpoint's run time from earlier runs, bounded and expiring", async () => {
+  const t = await startTestStack({ webhook: false, workers: false, env: { RESULT_DELIVERY: 'poll', FAL_CONCURRENCY: '2' } });
+  try {
+    const { ctx } = t;
+    // The first run ever: nothing known, the cold first look.
+    assert.equal(await firstPollDelay(ctx, 'r1', 'fal-ai/a', 0), P.coldFirstMs);
+    // A webhook's arrival (queueing included) teaches its own run, never the endpoint.
+    await observeRunTime(ctx, 'r1', 7000);
+    assert.equal(await firstPollDelay(ctx, 'r2', 'fal-ai/a', 0), P.coldFirstMs);
+    // fal's run time of an earlier run's request: the next run's first look is at its expected end.
+    await observeRunTime(ctx, 'r1', 5000, 'fal-ai/a');
+    assert.equal(await firstPollDelay(ctx, 'r2', 'fal-ai/a', 0), 5500);
+    assert.equal(await firstPollDelay(ctx, 'r2', 'fal-ai/a', 4), 3 * 5000 + 500, 'queue position over the places, as with a learned run time');
+    assert.equal(await firstPollDelay(ctx, 'r2', 'fal-ai/b', 0), P.coldFirstMs, 'another endpoint learns nothing from it');
+    // Once the run learned its own, that one rules; the endpoint's moves toward each new sample.
+    await observeRunTime(ctx, 'r2', 3000, 'fal-ai/a');
+    assert.equal(await firstPollDelay(ctx, 'r2', 'fal-ai/a', 0), 3300);
+    const moved = 5000 + P.ewmaWeight * (3000 - 5000);
+    assert.equal(await firstPollDelay(ctx, 'r3', 'fal-ai/a', 0), Math.round(moved * 1.1), 'the next run starts from every run so far');
+    // Bounded: never trusted beyond the longest gap between two looks; and it expires.
+    await observeRunTime(ctx, 'r4', 10 * P.maxGapMs, 'fal-ai/slow');
+    assert.equal(await firstPollDelay(ctx, 'r5', 'fal-ai/slow', 0), P.maxGapMs);
+    const ttl = await ctx.redis.ttl('pb:fal:timing:fal-ai/a');
+    assert.ok(ttl > 0 && ttl <= P.endpointTimingTtlSeconds, `the endpoint's estimate expires (ttl ${ttl} s)`);
+  } finally {
+    await t.stop();
+  }
+});
+
+test('poll mode: a run after another of the same endpoint looks at each request once', async () => {
+  const t = await startTestStack({
+    env: { RESULT_DELIVERY: 'poll', FAL_CONCURRENCY: '2', RECONCILE_INTERVAL_MS: '600000', RECONCILE_GRACE_MS: '600000' },
+    emulator: { slots: 2, latencyMs: { min: 2000, max: 2000 } },
+  });
+  try {
+    const face = await faceDataUri(5);
+    const run = async (name: string, rows: number) => {
+      const before = t.local.emulator!.stats().statusCalls;
+      const lines = ['id,face_url', ...Array.from({ length: rows }, (_, i) => `${name}${i},"${face}"`)];
+      const { runId } = await produceRun(t.ctx, await t.manifest(`${name}.csv`, `${lines.join('\n')}\n`));
+      const r = await waitForRun(t.ctx, runId, { timeoutMs: 30_000 });
+      assert.deepEqual([r.completed, r.failed], [rows, 0]);
+      return t.local.emulator!.stats().statusCalls - before;
+    };
+    // The first run ever knows no run time: its first wave is looked at early, then again.
+    const cold = await run('cold', 2);
+    assert.ok(cold > 2, `the first run pays early looks (${cold} status calls for 2 requests)`);
+    // The next run starts from what the first learned: one status call a request, first wave included.
+    assert.equal(await run('warm', 4), 4);
   } finally {
     await t.stop();
   }

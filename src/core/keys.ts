@@ -22,6 +22,8 @@ export const keys = {
   activeRuns: () => 'pb:runs:active',
   /** Hash: what this run observed of fal's timing (run time estimate, samples), for poll schedules. */
   timing: (runId: string) => `pb:run:${runId}:timing`,
+  /** Hash: the latest run-time estimate any run learned of one fal endpoint; seeds the first looks of a new poll-mode run. */
+  endpointTiming: (endpoint: string) => `pb:fal:timing:${endpoint}`,
   /** Sorted set `runId \n rowKey` -> since when: rows with a request on fal's side (FAL_CONCURRENCY bounds it). */
   falSlots: () => 'pb:fal:slots',
   /** String: fal storage URL of an S3-held face (bucket/key), uploaded once for every row that names it. */

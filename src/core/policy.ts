@@ -72,6 +72,11 @@ export interface Policy {
     unreachableBaseMs: number;
     /** Share of the newest sample in a run's run-time estimate once it has a few. */
     ewmaWeight: number;
+    /**
+     * How long an endpoint's run time learned by one run seeds the first look at each request of the
+     * runs after it (until they learn their own); refreshed whenever a run learns.
+     */
+    endpointTimingTtlSeconds: number;
     /** Poll jobs at once per worker process. */
     concurrency: number;
     /** How long past a poll job's time the sweep waits before it takes over. */
@@ -140,6 +145,7 @@ export function buildPolicy(cfg: Config, overrides: PolicyOverrides = {}): Polic
       maxGapMs: 60_000,
       unreachableBaseMs: 1000,
       ewmaWeight: 0.2,
+      endpointTimingTtlSeconds: 86400,
       concurrency: 16,
       safetyMs: Math.max(5000, 2 * lock),
     },

@@ -4,6 +4,9 @@
 // position of this one. A request done on time costs three calls (submit, status, result) and is
 // fetched within about a tenth of its run time of finishing; one not done yet is looked at again
 // soon. The reconciler sweep steps in only when a poll job is overdue (its worker died).
+// A run that has seen nothing finish yet times the first look at each request by what the runs before
+// it learned of the same endpoint (kept in Redis for a day), so a service that has run before pays no
+// early look for its first wave either; the first run ever starts cold (1 s, then doubling).
 import type { Job } from 'bullmq';
 import type { Context } from '../core/context.ts';
 import { FalAuthError, FalNotFoundError, FalRejectedError, FalTransientError, errorMessage } from '../core/errors.ts';
@@ -15,6 +18,8 @@ import { addResultJob } from '../core/resultJobs.ts';
 import type { Row } from '../core/rowState.ts';
 
 const TIMING_TTL_SECONDS = 7 * 86400;
+
+const clamp = (v: number, lo: number, hi: number) => Math.min(hi, Math.max(lo, v));
 
 /** What a run has seen of fal's timing. */
 export interface RunTiming {
@@ -28,13 +33,35 @@ export async function runTiming(ctx: Pick<Context, 'redis'>, runId: string): Pro
   return { runMs: runMs ? Number(runMs) : undefined, samples: Number(samples ?? 0) };
 }
 
-/** Adds a finished request's run time to the run's estimate (a lost race only loses one sample). */
-export async function observeRunTime(ctx: Pick<Context, 'redis' | 'policy'>, runId: string, ms: number): Promise<void> {
+/**
+ * The run time the runs before this one learned of `endpoint`, for a run that has learned none of its
+ * own: only within the poll gaps' bounds (a wrong or stale one costs one look too early, or one look
+ * at most `maxGapMs` late), and only while it is fresh (its key expires).
+ */
+export async function endpointRunTime(ctx: Pick<Context, 'redis' | 'policy'>, endpoint: string): Promise<number | undefined> {
+  const runMs = Number(await ctx.redis.hget(keys.endpointTiming(endpoint), 'runMs'));
+  if (!(runMs > 0) || !Number.isFinite(runMs)) return undefined;
+  return clamp(runMs, ctx.policy.poll.minGapMs, ctx.policy.poll.maxGapMs);
+}
+
+/**
+ * Adds a finished request's run time to the run's estimate (a lost race only loses one sample). Given
+ * the endpoint (only for fal's own measure of it), also to the endpoint's estimate that the next runs
+ * start from; a webhook's arrival (submit to delivery, queueing included) teaches only its run.
+ */
+export async function observeRunTime(ctx: Pick<Context, 'redis' | 'policy'>, runId: string, ms: number, endpoint?: string): Promise<void> {
   if (!(ms > 0) || !Number.isFinite(ms)) return;
-  const t = await runTiming(ctx, runId);
-  const weight = Math.max(ctx.policy.poll.ewmaWeight, 1 / (t.samples + 1));
+  const { ewmaWeight, endpointTimingTtlSeconds } = ctx.policy.poll;
+  const [t, known] = await Promise.all([runTiming(ctx, runId), endpoint ? ctx.redis.hget(keys.endpointTiming(endpoint), 'runMs') : undefined]);
+  const weight = Math.max(ewmaWeight, 1 / (t.samples + 1));
   const runMs = t.runMs === undefined ? ms : t.runMs + weight * (ms - t.runMs);
-  await ctx.redis.multi().hset(keys.timing(runId), 'runMs', Math.round(runMs), 'samples', t.samples + 1).expire(keys.timing(runId), TIMING_TTL_SECONDS).exec();
+  const tx = ctx.redis.multi().hset(keys.timing(runId), 'runMs', Math.round(runMs), 'samples', t.samples + 1).expire(keys.timing(runId), TIMING_TTL_SECONDS);
+  if (endpoint) {
+    const prior = Number(known);
+    const endpointMs = prior > 0 && Number.isFinite(prior) ? prior + ewmaWeight * (ms - prior) : ms;
+    tx.hset(keys.endpointTiming(endpoint), 'runMs', Math.round(endpointMs)).expire(keys.endpointTiming(endpoint), endpointTimingTtlSeconds);
+  }
+  await tx.exec();
 }
 
 /** What the last look (or the submit answer) said about a request. */
@@ -48,8 +75,6 @@ export interface RequestView {
   /** Looks so far that found it unreachable in a row (for their backoff). */
   polls: number;
 }
-
-const clamp = (v: number, lo: number, hi: number) => Math.min(hi, Math.max(lo, v));
 
 /**
  * When to look at a request next, in ms from now: at its expected end (queue position and the run's
@@ -79,9 +104,15 @@ export async function schedulePoll(ctx: Context, job: PollJob, polls: number, de
   });
 }
 
-/** After fal accepted a submission in poll mode: the first look, at the request's expected end. */
-export async function firstPollDelay(ctx: Context, runId: string, queuePosition: number | undefined): Promise<number> {
-  const timing = await runTiming(ctx, runId);
+/**
+ * After fal accepted a submission in poll mode: the first look, at the request's expected end — by the
+ * run's own estimate, or before it has one by the endpoint's from earlier runs. Only this first look
+ * uses the earlier runs' estimate: a request it finds unfinished is looked at on the run's own (cold)
+ * schedule after, so an estimate that does not fit this run's inputs costs one look, not a series.
+ */
+export async function firstPollDelay(ctx: Context, runId: string, endpoint: string, queuePosition: number | undefined): Promise<number> {
+  let timing = await runTiming(ctx, runId);
+  if (timing.runMs === undefined) timing = { runMs: await endpointRunTime(ctx, endpoint), samples: 0 };
   return nextPollDelay(ctx.policy.poll, timing, { status: 'IN_QUEUE', queuePosition, sinceSubmitMs: 0, polls: 0 }, ctx.cfg.FAL_CONCURRENCY);
 }
 
@@ -151,7 +182,8 @@ export async function lookAtRequest(ctx: Context, endpoint: string, row: Row, re
   const inference = status.metrics?.inference_time;
   const started = row.requestId === requestId ? (row.startedAt ?? row.submittedAt) : undefined;
   const runMs = typeof inference === 'number' ? inference * 1000 : started ? now - started : undefined;
-  if (runMs !== undefined) await observeRunTime(ctx, row.runId, runMs);
+  // Only fal's own measure of the run time speaks for the endpoint (a poll's view includes its lateness).
+  if (runMs !== undefined) await observeRunTime(ctx, row.runId, runMs, typeof inference === 'number' ? endpoint : undefined);
   const hint = { runId: row.runId, key: row.key, attempt: row.requestIds.indexOf(requestId) + 1 || row.attempt };
   try {
     const result = await ctx.fal.queue.result(endpoint, { requestId });

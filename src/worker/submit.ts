@@ -106,7 +106,7 @@ export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: s
       // fal gives up on a request it has not started by then, as the reconciler would.
       startTimeout: Math.max(2, Math.floor(ctx.cfg.QUEUE_DEADLINE_MS / 1000)),
     });
-    const firstPoll = polling ? await firstPollDelay(ctx, runId, res.queue_position) : 0;
+    const firstPoll = polling ? await firstPollDelay(ctx, runId, endpoint, res.queue_position) : 0;
     const now = Date.now();
     const nextPollAt = polling ? now + firstPoll + ctx.policy.poll.safetyMs : now + ctx.policy.reconcile.graceMs;
     const recorded = await ctx.rows.recordSubmit(runId, key, attempt, res.request_id, nextPollAt);
