@@ -17,7 +17,13 @@ export const figure: Figure = {
   async run(ctx) {
     const rows = ctx.quick ? 40 : 200;
     const modes = HAS_POLL_MODE ? (['webhook', 'poll', 'baseline'] as const) : (['webhook', 'baseline'] as const);
-    const runs = await Promise.all(modes.map((m) => comparisonRun(ctx, m, rows, false)));
+    // Polling is measured twice: on a fresh Redis (the first run a service ever makes: nothing learned
+    // of fal's timing) and after one unmeasured wave of SLOTS rows on the same Redis (a service that has
+    // run before, as in production). The second is the figure; the first is shown beside it.
+    const [runs, warmed] = await Promise.all([
+      Promise.all(modes.map((m) => comparisonRun(ctx, m, rows, false))),
+      HAS_POLL_MODE ? comparisonRun(ctx, 'poll', rows, false, SLOTS) : undefined,
+    ]);
     const by = (m: string) => runs.find((r) => r.mode === m);
     const row = (name: string, r: ComparisonRun | undefined) =>
       r
@@ -27,17 +33,18 @@ export const figure: Figure = {
       '| client | images stored | submit | status | result | cancel | file GETs | storage | calls / image | seconds |',
       '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
       row('service, webhooks', by('webhook')),
-      row('service, polling', by('poll')),
+      row(`service, polling, after a run of ${SLOTS} rows`, warmed),
+      row('service, polling, first run on a fresh Redis', by('poll')),
       row('baseline (p-limit + fal.subscribe)', by('baseline')),
     ].join('\n');
     return {
       json: {
         falCallsPerImage: round(callsPerImage(by('webhook')!), 3),
-        pollCallsPerImage: by('poll') ? round(callsPerImage(by('poll')!), 3) : null,
+        pollCallsPerImage: warmed ? round(callsPerImage(warmed), 3) : null,
         baselineCallsPerImage: round(callsPerImage(by('baseline')!), 3),
       },
       table,
-      setup: `${rows} rows of one 64×64 face, ${SLOTS} fal slots, ${GENERATION_MS / 1000} s generation; service FAL_CONCURRENCY=SUBMIT_CONCURRENCY=STORE_CONCURRENCY=${SLOTS}; baseline p-limit(${SLOTS}), the client's default 500 ms status polling.`,
+      setup: `${rows} rows of one 64×64 face, ${SLOTS} fal slots, ${GENERATION_MS / 1000} s generation; service FAL_CONCURRENCY=SUBMIT_CONCURRENCY=STORE_CONCURRENCY=${SLOTS}; polling measured on a fresh Redis and, as \`pollCallsPerImage\`, after an unmeasured run of ${SLOTS} rows on the same Redis and processes; baseline p-limit(${SLOTS}), the client's default 500 ms status polling.`,
       notes: HAS_POLL_MODE ? [] : ['Poll mode is not in this checkout yet: `pollCallsPerImage` is null until it lands.'],
     };
   },

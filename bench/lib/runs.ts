@@ -42,6 +42,8 @@ export interface ServiceRunOptions {
   killWorkerAt?: number;
   /** Node arguments for the worker processes (e.g. --cpu-prof). */
   workerNodeArgs?: string[];
+  /** First a run of this many rows on the same Redis and processes, not measured: a service that has run before. */
+  warmUpRows?: number;
   /** Sample Redis INFO memory during the run. */
   sampleRedis?: boolean;
   audit?: boolean;
@@ -101,6 +103,11 @@ export async function runService(o: ServiceRunOptions): Promise<ServiceRunResult
     roles.push(hook);
     await waitHealthy(env.WEBHOOK_PORT!);
     await Promise.all(Array.from({ length: o.workers ?? 1 }, startWorker));
+    if (o.warmUpRows) {
+      const warmUp = await pb.startRun(await writeManifest(o.stack.dir, `${runId}-warm-up`, o.warmUpRows, face), { runId: `${runId}-warm-up` });
+      await waitForRun(pb.context, warmUp.runId, { intervalMs: 100, timeoutMs: 10 * 60_000 });
+      o.log?.(`  service warm-up run ${warmUp.runId}: ${o.warmUpRows} rows, not measured`);
+    }
     await sleep(500); // let start-up work (module loading, JIT) settle before the meter starts
 
     const cpu = new CpuMeter(() => ({ webhook: hook.pid, emulator: o.emulator.pid, s3: o.stack.s3.pid, redis: redis.process.pid }));

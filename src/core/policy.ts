@@ -145,7 +145,7 @@ export function buildPolicy(cfg: Config, overrides: PolicyOverrides = {}): Polic
       maxGapMs: 60_000,
       unreachableBaseMs: 1000,
       ewmaWeight: 0.2,
-      endpointTimingTtlSeconds: 86400,
+      endpointTimingTtlSeconds: 7 * 86400,
       concurrency: 16,
       safetyMs: Math.max(5000, 2 * lock),
     },

@@ -5,7 +5,7 @@
 // fetched within about a tenth of its run time of finishing; one not done yet is looked at again
 // soon. The reconciler sweep steps in only when a poll job is overdue (its worker died).
 // A run that has seen nothing finish yet times the first look at each request by what the runs before
-// it learned of the same endpoint (kept in Redis for a day), so a service that has run before pays no
+// it learned of the same endpoint (kept in Redis for a week), so a service that has run before pays no
 // early look for its first wave either; the first run ever starts cold (1 s, then doubling).
 import type { Job } from 'bullmq';
 import type { Context } from '../core/context.ts';
