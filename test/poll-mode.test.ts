@@ -51,6 +51,9 @@ test('the poll schedule aims at the expected end: run time, queue position over 
   assert.equal(nextPollDelay(P, learned, { status: 'IN_QUEUE', queuePosition: 4, sinceSubmitMs: 0, polls: 0 }, 2), 31_000);
   // Running for 6 s: the rest of it.
   assert.equal(nextPollDelay(P, learned, { status: 'IN_PROGRESS', sinceSubmitMs: 6000, sinceStartMs: 6000, polls: 1 }, 2), 5000);
+  // Run times that vary: past the expected end by twice their spread rather than a tenth (at most 1 s).
+  assert.equal(nextPollDelay(P, { runMs: 2000, devMs: 300, samples: 5 }, { status: 'IN_QUEUE', queuePosition: 0, sinceSubmitMs: 0, polls: 0 }, 2), 2600);
+  assert.equal(nextPollDelay(P, { runMs: 2000, devMs: 30, samples: 5 }, { status: 'IN_QUEUE', queuePosition: 0, sinceSubmitMs: 0, polls: 0 }, 2), 2200);
   // Overdue: soon, never more than 2 s later.
   assert.equal(nextPollDelay(P, learned, { status: 'IN_PROGRESS', sinceSubmitMs: 12_000, sinceStartMs: 12_000, polls: 2 }, 2), 2000);
   // Nothing learned yet: 1 s, then doubling the time since submit.
@@ -108,8 +111,8 @@ test("a run that has learned nothing times its first looks by the endpoint's run
     // Once the run learned its own, that one rules; the endpoint's moves toward each new sample.
     await observeRunTime(ctx, 'r2', 3000, 'fal-ai/a');
     assert.equal(await firstPollDelay(ctx, 'r2', 'fal-ai/a', 0), 3300);
-    const moved = 5000 + P.ewmaWeight * (3000 - 5000);
-    assert.equal(await firstPollDelay(ctx, 'r3', 'fal-ai/a', 0), Math.round(moved * 1.1), 'the next run starts from every run so far');
+    // The next run starts from every run so far; the 2 s between their samples widens its margin to the 1 s cap.
+    assert.equal(await firstPollDelay(ctx, 'r3', 'fal-ai/a', 0), 5000 + P.ewmaWeight * (3000 - 5000) + 1000);
     // Bounded: never trusted beyond the longest gap between two looks; and it expires.
     await observeRunTime(ctx, 'r4', 10 * P.maxGapMs, 'fal-ai/slow');
     assert.equal(await firstPollDelay(ctx, 'r5', 'fal-ai/slow', 0), P.maxGapMs);

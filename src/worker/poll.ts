@@ -2,8 +2,8 @@
 // looked at by its own delayed BullMQ job, scheduled for when the request should be done by what this
 // run has seen of fal: the run time of its finished requests (fal's `inference_time`) and the queue
 // position of this one. A request done on time costs three calls (submit, status, result) and is
-// fetched within about a tenth of its run time of finishing; one not done yet is looked at again
-// soon. The reconciler sweep steps in only when a poll job is overdue (its worker died).
+// fetched within about a tenth of its run time (or twice the run times' spread, at most 1 s) of
+// finishing; one not done yet is looked at again soon. The reconciler sweep steps in only when a poll job is overdue (its worker died).
 // A run that has seen nothing finish yet times the first look at each request by what the runs before
 // it learned of the same endpoint (kept in Redis for a week), so a service that has run before pays no
 // early look for its first wave either; the first run ever starts cold (1 s, then doubling).
@@ -25,23 +25,46 @@ const clamp = (v: number, lo: number, hi: number) => Math.min(hi, Math.max(lo, v
 export interface RunTiming {
   /** Estimated run time of one request (from IN_PROGRESS to COMPLETED), ms. */
   runMs?: number;
+  /** How far run times stray from the estimate (mean absolute deviation), ms; once there are two samples. */
+  devMs?: number;
   samples: number;
 }
 
+const numberOr = (v: string | null | undefined): number | undefined => (v ? Number(v) : undefined);
+
 export async function runTiming(ctx: Pick<Context, 'redis'>, runId: string): Promise<RunTiming> {
-  const [runMs, samples] = await ctx.redis.hmget(keys.timing(runId), 'runMs', 'samples');
-  return { runMs: runMs ? Number(runMs) : undefined, samples: Number(samples ?? 0) };
+  const [runMs, devMs, samples] = await ctx.redis.hmget(keys.timing(runId), 'runMs', 'devMs', 'samples');
+  return { runMs: numberOr(runMs), devMs: numberOr(devMs), samples: Number(samples ?? 0) };
 }
+
+/** An estimate and its spread moved toward a new sample by `weight` (the spread starts at the first difference). */
+function ewma(runMs: number | undefined, devMs: number | undefined, ms: number, weight: number): { runMs: number; devMs?: number } {
+  if (runMs === undefined) return { runMs: ms };
+  const diff = Math.abs(ms - runMs);
+  return { runMs: runMs + weight * (ms - runMs), devMs: devMs === undefined ? diff : devMs + weight * (diff - devMs) };
+}
+
+/** Hash fields of an estimate, rounded to ms. */
+const fields = (e: { runMs: number; devMs?: number }): Record<string, number> =>
+  e.devMs === undefined ? { runMs: Math.round(e.runMs) } : { runMs: Math.round(e.runMs), devMs: Math.round(e.devMs) };
 
 /**
  * The run time the runs before this one learned of `endpoint`, for a run that has learned none of its
  * own: only within the poll gaps' bounds (a wrong or stale one costs one look too early, or one look
  * at most `maxGapMs` late), and only while it is fresh (its key expires).
  */
-export async function endpointRunTime(ctx: Pick<Context, 'redis' | 'policy'>, endpoint: string): Promise<number | undefined> {
-  const runMs = Number(await ctx.redis.hget(keys.endpointTiming(endpoint), 'runMs'));
-  if (!(runMs > 0) || !Number.isFinite(runMs)) return undefined;
-  return clamp(runMs, ctx.policy.poll.minGapMs, ctx.policy.poll.maxGapMs);
+export async function endpointTiming(ctx: Pick<Context, 'redis' | 'policy'>, endpoint: string): Promise<RunTiming> {
+  const { runMs, devMs } = await storedEndpointTiming(ctx, endpoint);
+  if (runMs === undefined) return { samples: 0 };
+  const { minGapMs, maxGapMs } = ctx.policy.poll;
+  return { runMs: clamp(runMs, minGapMs, maxGapMs), devMs: devMs === undefined ? undefined : Math.min(devMs, maxGapMs), samples: 0 };
+}
+
+/** The endpoint's estimate as stored (anything but a positive run time and a spread ≥ 0 is ignored). */
+async function storedEndpointTiming(ctx: Pick<Context, 'redis'>, endpoint: string): Promise<{ runMs?: number; devMs?: number }> {
+  const [runMs, devMs] = (await ctx.redis.hmget(keys.endpointTiming(endpoint), 'runMs', 'devMs')).map((v) => (v === null ? NaN : Number(v)));
+  if (!(runMs! > 0 && Number.isFinite(runMs))) return {};
+  return { runMs, devMs: devMs! >= 0 && Number.isFinite(devMs) ? devMs : undefined };
 }
 
 /**
@@ -52,14 +75,11 @@ export async function endpointRunTime(ctx: Pick<Context, 'redis' | 'policy'>, en
 export async function observeRunTime(ctx: Pick<Context, 'redis' | 'policy'>, runId: string, ms: number, endpoint?: string): Promise<void> {
   if (!(ms > 0) || !Number.isFinite(ms)) return;
   const { ewmaWeight, endpointTimingTtlSeconds } = ctx.policy.poll;
-  const [t, known] = await Promise.all([runTiming(ctx, runId), endpoint ? ctx.redis.hget(keys.endpointTiming(endpoint), 'runMs') : undefined]);
-  const weight = Math.max(ewmaWeight, 1 / (t.samples + 1));
-  const runMs = t.runMs === undefined ? ms : t.runMs + weight * (ms - t.runMs);
-  const tx = ctx.redis.multi().hset(keys.timing(runId), 'runMs', Math.round(runMs), 'samples', t.samples + 1).expire(keys.timing(runId), TIMING_TTL_SECONDS);
+  const [t, known] = await Promise.all([runTiming(ctx, runId), endpoint ? storedEndpointTiming(ctx, endpoint) : undefined]);
+  const run = ewma(t.runMs, t.devMs, ms, Math.max(ewmaWeight, 1 / (t.samples + 1)));
+  const tx = ctx.redis.multi().hset(keys.timing(runId), { ...fields(run), samples: t.samples + 1 }).expire(keys.timing(runId), TIMING_TTL_SECONDS);
   if (endpoint) {
-    const prior = Number(known);
-    const endpointMs = prior > 0 && Number.isFinite(prior) ? prior + ewmaWeight * (ms - prior) : ms;
-    tx.hset(keys.endpointTiming(endpoint), 'runMs', Math.round(endpointMs)).expire(keys.endpointTiming(endpoint), endpointTimingTtlSeconds);
+    tx.hset(keys.endpointTiming(endpoint), fields(ewma(known?.runMs, known?.devMs, ms, ewmaWeight))).expire(keys.endpointTiming(endpoint), endpointTimingTtlSeconds);
   }
   await tx.exec();
 }
@@ -85,7 +105,8 @@ export function nextPollDelay(p: Policy['poll'], timing: RunTiming, view: Reques
   if (view.status === 'UNREACHABLE') return clamp(p.unreachableBaseMs * 2 ** Math.min(view.polls, 6), p.minGapMs, p.maxGapMs);
   const T = timing.runMs;
   if (T === undefined) return clamp(Math.max(p.coldFirstMs, view.sinceSubmitMs), p.minGapMs, p.maxGapMs);
-  const margin = clamp(0.1 * T, 100, 1000);
+  // Past the expected end by a tenth of it, or by twice the spread of the run times seen when they vary more.
+  const margin = clamp(Math.max(0.1 * T, 2 * (timing.devMs ?? 0)), 100, 1000);
   const waves = Math.floor((view.queuePosition ?? 0) / Math.max(1, concurrency));
   let remaining: number;
   if (view.status === 'IN_QUEUE') remaining = (waves + 1) * T;
@@ -112,7 +133,7 @@ export async function schedulePoll(ctx: Context, job: PollJob, polls: number, de
  */
 export async function firstPollDelay(ctx: Context, runId: string, endpoint: string, queuePosition: number | undefined): Promise<number> {
   let timing = await runTiming(ctx, runId);
-  if (timing.runMs === undefined) timing = { runMs: await endpointRunTime(ctx, endpoint), samples: 0 };
+  if (timing.runMs === undefined) timing = await endpointTiming(ctx, endpoint);
   return nextPollDelay(ctx.policy.poll, timing, { status: 'IN_QUEUE', queuePosition, sinceSubmitMs: 0, polls: 0 }, ctx.cfg.FAL_CONCURRENCY);
 }
 
