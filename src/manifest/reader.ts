@@ -5,7 +5,7 @@
 // The result depends only on the bytes read (and, for local faces, on which files exist): the run
 // resumes by reading the manifest again and relies on getting the same lines, keys and verdicts.
 import { pipeline, type Readable } from 'node:stream';
-import { CsvError, parse } from 'csv-parse';
+import { CsvError, Parser, type Options } from 'csv-parse';
 import { ManifestError, firstLine } from './errors.ts';
 import { s3FacePolicy } from './faces.ts';
 import type { ManifestRow } from './row.ts';
@@ -29,31 +29,7 @@ const MAX_RECORD_BYTES = 16 * 1024 * 1024;
  * caller that must not act on a broken file reads it through once first).
  */
 export async function* readManifest(source: NodeJS.ReadableStream | Readable, opts: ReadManifestOptions = {}): AsyncGenerator<ManifestRow> {
-  // Line numbers are counted here, in the parser's own order: csv-parse's `lines` counts a CRLF inside
-  // quotes twice, and the records it has buffered are dropped when it fails, so a count kept by the
-  // consumer would be wrong in both cases. A record starts after every line break of the records before
-  // it (its own breaks inside quotes, plus one delimiter each) and the empty lines skipped so far.
-  let breaks = 0;
-  const onRecord = (record: string[], info: { empty_lines: number }): Parsed | null => {
-    const line = 1 + breaks + info.empty_lines;
-    breaks += 1;
-    let blank = true;
-    for (const field of record) {
-      if (field !== '' && blank && field.trim() !== '') blank = false;
-      if (SPECIAL.test(field)) breaks += inspectField(field, line);
-    }
-    return blank ? null : { record, line };
-  };
-  const parser = parse({
-    bom: true,
-    relax_column_count: true,
-    skip_empty_lines: true,
-    ltrim: true,
-    rtrim: true,
-    record_delimiter: ['\r\n', '\n', '\r'],
-    max_record_size: MAX_RECORD_BYTES,
-    on_record: onRecord as unknown as (record: string[], context: unknown) => string[],
-  });
+  const parser = new LineNumberingParser();
   let sourceError: Error | undefined;
   source.on('error', (err: Error) => {
     sourceError ??= err;
@@ -77,7 +53,7 @@ export async function* readManifest(source: NodeJS.ReadableStream | Readable, op
   } catch (err) {
     if (err instanceof ManifestError) throw err;
     // Checked before the source's error: pipeline hands a parser error to the source too.
-    if (err instanceof CsvError) throw new ManifestError(`not a CSV file: ${describeCsvError(err, 1 + breaks + Number(err.empty_lines ?? 0))}`);
+    if (err instanceof CsvError) throw new ManifestError(`not a CSV file: ${describeCsvError(err, parser.nextLine(Number(err.empty_lines ?? 0)))}`);
     if (sourceError) throw new ManifestError(`cannot read the manifest: ${firstLine(sourceError.message)}`);
     throw err;
   } finally {
@@ -94,6 +70,65 @@ export async function* readManifest(source: NodeJS.ReadableStream | Readable, op
 interface Parsed {
   record: string[];
   line: number;
+}
+
+const CSV_OPTIONS: Options = {
+  bom: true,
+  relax_column_count: true,
+  skip_empty_lines: true,
+  ltrim: true,
+  rtrim: true,
+  record_delimiter: ['\r\n', '\n', '\r'],
+  max_record_size: MAX_RECORD_BYTES,
+};
+
+/**
+ * csv-parse's stream, yielding each record with the line it starts on, blank records left out.
+ *
+ * Line numbers are counted as the parser emits each record, in its own order: csv-parse's `lines`
+ * counts a CRLF inside quotes twice, and the records it has buffered are dropped when it fails, so a
+ * count kept by the consumer would be wrong in both cases. A record starts after every line break of
+ * the records before it (its own breaks inside quotes, plus one delimiter each) and the empty lines
+ * skipped so far. This is done in `push`, not csv-parse's `on_record` hook: that hook builds an info
+ * object per record by spreading the parser's state twice, and those objects outlived the young
+ * generation — a third more allocation and five times the promoted bytes, which made the heap of a
+ * 10^6-row read grow to twice its live size (bench/notes/ingest.md).
+ */
+class LineNumberingParser extends Parser {
+  private breaks = 0;
+  private failed = false;
+
+  constructor() {
+    super(CSV_OPTIONS);
+  }
+
+  /** The line the record after the last one emitted starts on. */
+  nextLine(emptyLines = this.info.empty_lines): number {
+    return 1 + this.breaks + emptyLines;
+  }
+
+  override push(chunk: unknown, encoding?: BufferEncoding): boolean {
+    if (chunk === null) return super.push(null, encoding);
+    if (this.failed) return false;
+    const record = chunk as string[];
+    const line = this.nextLine();
+    this.breaks += 1;
+    let blank = true;
+    try {
+      for (const field of record) {
+        if (field !== '' && blank && field.trim() !== '') blank = false;
+        if (SPECIAL.test(field)) this.breaks += inspectField(field, line);
+      }
+    } catch (err) {
+      // Called from inside csv-parse's own transform: the error ends the stream instead of escaping it.
+      this.failed = true;
+      this.destroy(err as Error);
+      return false;
+    }
+    if (blank) return true;
+    const parsed: Parsed = { record, line };
+    return super.push(parsed);
+  }
 }
 
 // eslint-disable-next-line no-control-regex -- NUL is what gives a binary file away
