@@ -47,29 +47,52 @@ interface Pending {
   timer?: NodeJS.Timeout;
 }
 
+interface Gathering {
+  ctx: Context;
+  runs: Map<string, Pending>;
+  /** Batches on their way to S3, per run: a finalize waits for them so it finds them. */
+  writing: Map<string, Set<Promise<void>>>;
+}
+
 /** This process's batches being gathered, per S3 client (one per process context) and run. */
-const gathering = new WeakMap<Storage, { ctx: Context; runs: Map<string, Pending> }>();
+const gathering = new WeakMap<Storage, Gathering>();
 
 /** Adds a finished row's outcome to this process's batch for its run (written later, or by flushReportParts). */
 export function addReportLine(ctx: Context, runId: string, line: number, outcome: ReportOutcome): void {
   let mine = gathering.get(ctx.storage);
-  if (!mine) gathering.set(ctx.storage, (mine = { ctx, runs: new Map() }));
-  let pending = mine.runs.get(runId);
-  if (!pending) mine.runs.set(runId, (pending = { lines: new Map() }));
+  if (!mine) gathering.set(ctx.storage, (mine = { ctx, runs: new Map(), writing: new Map() }));
+  const g = mine;
+  let pending = g.runs.get(runId);
+  if (!pending) g.runs.set(runId, (pending = { lines: new Map() }));
   pending.lines.set(line, outcome);
-  if (pending.lines.size >= PART_LINES) void writePart(mine.ctx, mine.runs, runId);
+  if (pending.lines.size >= PART_LINES) void startWrite(g, runId);
   else if (!pending.timer) {
-    pending.timer = setTimeout(() => void writePart(mine.ctx, mine.runs, runId), PART_MAX_MS);
+    pending.timer = setTimeout(() => void startWrite(g, runId), PART_MAX_MS);
     pending.timer.unref();
   }
 }
 
+/** Writes the run's gathered lines; resolves when they are written (or given up on: never rejects). */
+function startWrite(g: Gathering, runId: string): Promise<void> {
+  const write = writePart(g.ctx, g.runs, runId);
+  let set = g.writing.get(runId);
+  if (!set) g.writing.set(runId, (set = new Set()));
+  set.add(write);
+  void write.finally(() => {
+    set.delete(write);
+    if (!set.size && g.writing.get(runId) === set) g.writing.delete(runId);
+  });
+  return write;
+}
+
 /** Writes this process's gathered lines (of one run, or of every run) now: before a finalize, at shutdown. */
 export async function flushReportParts(ctx: Context, runId?: string): Promise<void> {
-  const mine = gathering.get(ctx.storage);
-  if (!mine) return;
-  const runs = runId === undefined ? [...mine.runs.keys()] : [runId];
-  await Promise.all(runs.map((r) => writePart(ctx, mine.runs, r)));
+  const g = gathering.get(ctx.storage);
+  if (!g) return;
+  const runs = runId === undefined ? [...g.runs.keys()] : [runId];
+  await Promise.all(runs.map((r) => startWrite(g, r)));
+  // Batches a timer started earlier, still on their way: the finalize that follows must find them.
+  await Promise.all(runs.flatMap((r) => [...(g.writing.get(r) ?? [])]));
 }
 
 async function writePart(ctx: Context, runs: Map<string, Pending>, runId: string): Promise<void> {
