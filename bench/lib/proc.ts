@@ -1,7 +1,7 @@
 // What a process costs, read from /proc (Linux): CPU time (user + system) and resident memory, so the
 // service's processes are measured alone, whatever else runs on the machine.
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 let ticksPerSecond: number | undefined;
 
@@ -27,6 +27,32 @@ export function cpuMs(pid: number | undefined): number {
   } catch {
     return 0;
   }
+}
+
+/** The process ids of a live process's children, grandchildren… (from /proc/<pid>/task/<tid>/children). */
+export function descendants(pid: number): number[] {
+  const out: number[] = [];
+  let tasks: string[] = [];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tasks) {
+    let children = '';
+    try {
+      children = readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const c of children.split(' ').filter(Boolean).map(Number)) out.push(c, ...descendants(c));
+  }
+  return out;
+}
+
+/** CPU milliseconds of a process and every process under it (a cluster primary and its workers) while they live. */
+export function treeCpuMs(pid: number): number {
+  return [pid, ...descendants(pid)].reduce((ms, p) => ms + cpuMs(p), 0);
 }
 
 /** Resident and peak resident memory of a live process, in MiB. */
