@@ -82,7 +82,7 @@ function verifyCeiling(pem: string, ms: number): number {
 export const figure: Figure = {
   id: 'webhook',
   title: '4. Webhook receiver',
-  method: `\`portrait-batch webhook\` in its own process with its own redis-server (AOF, fsync every second); autocannon (${CONNECTIONS} connections, in the bench process) POSTs pre-signed fal webhooks, each for a distinct request with a valid URL token, one fal-sized result payload (~400 B). Every 2xx must be a result job in Redis: the jobs are counted after. Verified webhooks/s = 2xx answers / duration; latency from autocannon. The ceiling: \`crypto.verify\` of ED25519 signatures over fal's message in a loop in one process.`,
+  method: `\`portrait-batch webhook\` (WEBHOOK_PROCESSES=1, then 2: a primary and two receivers sharing the port) with its own redis-server (AOF, fsync every second); autocannon (${CONNECTIONS} connections, in the bench process) POSTs pre-signed fal webhooks, each for a distinct request with a valid URL token, one fal-sized result payload (~400 B). Every 2xx must be a result job in Redis: the jobs are counted after. Verified webhooks/s = 2xx answers / duration; latency from autocannon; receiver CPU from /proc, summed over the primary and its receivers. The ceiling: \`crypto.verify\` of ED25519 signatures over fal's message in a loop in one process.`,
   targets: [
     { key: 'webhookPerSec', label: 'verified webhooks/s', test: (v) => v >= 4000, text: '≥ 4,000' },
     { key: 'webhookP99Ms', label: 'webhook p99 ms', test: (v) => v < 25, text: '< 25' },
@@ -115,7 +115,7 @@ export const figure: Figure = {
     return {
       json: { webhookPerSec: Math.round(real.res['2xx'] / real.res.duration), webhookP99Ms: real.res.latency.p99, verifyCeilingPerSec: Math.round(ceiling) },
       table,
-      setup: `${n} webhooks after 200 for warm-up per configuration (WEBHOOK_PROCESSES=${PROCESS_COUNTS.join(' and ')}), ${CONNECTIONS} connections, receiver defaults (8 bodies read at once per process).`,
+      setup: `${n} webhooks per configuration after 200 per receiver process for warm-up (WEBHOOK_PROCESSES=${PROCESS_COUNTS.join(' and ')}), ${CONNECTIONS} connections, receiver defaults (8 bodies read at once per process).`,
       notes,
     };
   },
