@@ -385,3 +385,19 @@ test('ending a row re-reads it when a request is recorded meanwhile, and gives u
     writer.disconnect();
   }
 });
+
+test('the storer gets the row from the transitions themselves: stored, then completed, whatever its guess of the requests', async () => {
+  await submitted('a', 2, 'req-1');
+  const stored = await rows.recordResultRow(run, 'a', { requestId: 'req-1', status: 'OK' });
+  assert.equal(stored.decision, 'store');
+  assert.deepEqual([stored.row?.state, stored.row?.storeRequestId, stored.row?.requestIds, stored.row?.line, stored.row?.data], ['storing', 'req-1', ['req-1'], 2, data]);
+  assert.deepEqual((await rows.recordResultRow(run, 'a', { requestId: 'req-1', status: 'OK' })).row?.state, 'storing', 'a crashed store re-enters with the row');
+  const images = [{ key: 'k/a_0.png', sourceUrl: 'https://x.example/y.png', contentType: 'image/png', bytes: 3, sha256: 'abc' }];
+  // A wrong guess of the row's requests (none) costs a re-read, never a wrong outcome.
+  const done = await rows.completeRowRead(run, 'a', 'req-1', images, '7', 'p', []);
+  assert.deepEqual([done?.state, done?.images, done?.seed, done?.prompt, typeof done?.finishedAt], ['completed', images, '7', 'p', 'number']);
+  assert.ok((await redis.ttl('pb:req:req-1')) > 0, 'the re-read found the request: its mapping expires with the row');
+  assert.equal(await rows.completeRowRead(run, 'a', 'req-1', images, '7', 'p', ['req-1']), undefined, 'only the call that completed it gets the row');
+  assert.deepEqual(await rows.recordResultRow(run, 'a', { requestId: 'req-1', status: 'OK' }), { decision: 'duplicate' });
+  assert.equal((await rows.getRun(run))!.completed, 1);
+});
