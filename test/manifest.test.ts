@@ -20,6 +20,7 @@ import {
 } from '../src/core/modelInput.ts';
 import {
   ManifestError,
+  decodeDataFace,
   isRejected,
   isReservedId,
   lineKey,
@@ -385,6 +386,66 @@ describe('face_url', () => {
       assert.match(r.reason, reason, url);
     });
     assert.match(rejected(rows[cases.length]).reason, /is empty/);
+  });
+});
+
+describe('faces: look-alikes and corners', () => {
+  test('a scheme is only a scheme at the start: xhttps:, xdata:, xs3: are refused as schemes of their own', async () => {
+    const cases: [string, RegExp][] = [
+      ['xhttps://a.example/f.png', /has the unsupported scheme xhttps:/],
+      ['"xdata:image/png;base64,iVBORw0KGgo="', /has the unsupported scheme xdata:/],
+      ['xs3://my-bucket/faces/a.png', /has the unsupported scheme xs3:/],
+      ['"data:image/png;base64x,iVBORw0KGgo="', /is a data: URI but not a base64 image/],
+      ['data:image/png;base64X', /is a data: URI but not a base64 image/],
+      ['"data:image/png;base64,!!iVBORw0KGgo="', /is a data: URI whose payload is not base64/],
+      ['face.png.txt', /"face.png.txt" is not a .png, .jpg, .jpeg or .webp image/],
+    ];
+    const rows = await read(`face_url\n${cases.map(([u]) => u).join('\n')}\n`);
+    cases.forEach(([url, reason], i) => assert.match(rejected(rows[i]).reason, reason, url));
+  });
+
+  test('local paths: a colon inside a name is no scheme, nor is a drive letter; unreadable paths and folders say why', async () => {
+    await writeFile(join(dir, 'faces', 'a:b.png'), 'png');
+    const rows = await read('face_url\nfaces/a:b.png\nc:/faces/a.png\nC:\\faces\\a.png\nface.png/x.png\n');
+    assert.equal(valid(rows[0]).localPath, join(dir, 'faces', 'a:b.png'));
+    assert.match(rejected(rows[1]).reason, /^local file "c:\/faces\/a.png" does not exist/);
+    assert.match(rejected(rows[2]).reason, /^local file "C:\\\\faces\\\\a.png" does not exist/);
+    assert.equal(rejected(rows[3]).reason, 'local file "face.png/x.png" cannot be read (ENOTDIR; "face.png/x.png" in the manifest\'s folder)');
+    const gone = await collect(Readable.from(['face_url\nface.png\n']), { baseDir: join(dir, 'no-such-folder') });
+    assert.equal(rejected(gone[0]).reason, 'local path "face.png" cannot be resolved: the manifest\'s folder cannot be read (ENOENT)');
+  });
+
+  test('a data: face is stored with its declared image type, anything else as bytes', () => {
+    const png = Buffer.from('89504e470d0a1a0a', 'hex');
+    const cases: [string, string, string][] = [
+      ['image/png', 'image/png', 'png'],
+      ['IMAGE/JPG;name=a.jpg', 'image/jpg', 'jpg'],
+      ['image/jpeg', 'image/jpeg', 'jpg'],
+      ['image/webp', 'image/webp', 'webp'],
+      ['image/gif', 'image/gif', 'gif'],
+      ['image/bmp', 'application/octet-stream', 'bin'],
+    ];
+    for (const [declared, contentType, ext] of cases) {
+      assert.deepEqual(decodeDataFace(`data:${declared};base64,${png.toString('base64')}`), { bytes: png, contentType, ext }, declared);
+    }
+  });
+});
+
+describe('cells inside quotes', () => {
+  test('spaces inside the quotes of a header name, id, face or parameter are trimmed (passthrough cells are kept as written)', async () => {
+    const rows = await read(`" face_url ","  id  "," seed ",note\n"  ${F}  ","  k1  "," 7 "," as written "\n`);
+    const r = valid(rows[0]);
+    assert.deepEqual([r.faceUrl, r.id, r.key, r.input, r.extra], [F, 'k1', 'k1', { seed: 7 }, { note: ' as written ' }]);
+  });
+
+  test('several columns without a name are allowed, and the id column need not come first', async () => {
+    const rows = await read(`face_url,,note,,id\n${F},x,n,y,k1\n${F},,n,,k1\n`);
+    assert.deepEqual([valid(rows[0]).key, valid(rows[0]).extra], ['k1', { note: 'n' }]);
+    assert.match(rejected(rows[1]).reason, /repeats the id of line 2/);
+  });
+
+  test('without a face column, the columns found are listed; names that are not plain are quoted', async () => {
+    await manifestError('photo,,"we""ird",id\nx,,,\n', /^no face_url column \(or image_url, url\); columns found: photo, "we\\"ird", id$/);
   });
 });
 
