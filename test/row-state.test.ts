@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { after, before, beforeEach, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { startRedisServer, type RunningRedis } from '../src/local/redisServer.ts';
-import { lineSelected, RowStore, type RowData } from '../src/core/rowState.ts';
+import { lineSelected, RowStore, UnexpectedReplyError, type RowData } from '../src/core/rowState.ts';
 import type { RunPolicy } from '../src/core/runPolicy.ts';
 
 let server: RunningRedis;
@@ -400,4 +400,60 @@ test('the storer gets the row from the transitions themselves: stored, then comp
   assert.equal(await rows.completeRowRead(run, 'a', 'req-1', images, '7', 'p', ['req-1']), undefined, 'only the call that completed it gets the row');
   assert.deepEqual(await rows.recordResultRow(run, 'a', { requestId: 'req-1', status: 'OK' }), { decision: 'duplicate' });
   assert.equal((await rows.getRun(run))!.completed, 1);
+});
+
+test('the smaller answers: a created run, a claim in flight, fal\'s error without text, a claim not yet submitted', async () => {
+  assert.equal(await rows.createRun({ runId: `fresh-${n}`, manifest: 'm.csv', manifestKey: 'k', options: {}, policy }), true);
+  await rows.claimSubmit(run, 'a', 2, data);
+  assert.deepEqual(await rows.claimSubmit(run, 'a', 2, data), { outcome: 'inflight', detail: '1' }, 'which attempt is in flight');
+  // A webhook placed by its URL hint before the submit answer: its mapping names the attempt.
+  assert.equal(await rows.recordResult(run, 'a', { requestId: 'req-h', hintAttempt: 1, status: 'ERROR' }), 'failed');
+  assert.deepEqual(await rows.lookupRequest('req-h'), { runId: run, key: 'a', attempt: 1 });
+  assert.equal((await rows.getRow(run, 'a'))!.error, 'fal reported an error', 'an ERROR without text still says what happened');
+
+  await submitted('b', 3, 'req-b1');
+  await rows.supersede(run, 'b', 'submitted', 1, 'req-b1', 'lost');
+  await rows.claimSubmit(run, 'b', 3, data);
+  assert.deepEqual((await rows.getRow(run, 'b'))!.requestIds, ['req-b1'], 'attempt 2 is claimed, not yet submitted: no request id for it');
+});
+
+test('canceled rows that were never enqueued keep their reason; a run whose rows all ended is done when producing ends', async () => {
+  assert.equal(await rows.admitBatch(run, 8, 1, [{ line: 4, reason: 'seed: bad' }], [{ line: 6, reason: 'run canceled before this row was queued' }]), true);
+  assert.deepEqual(await rows.canceledReasons(run, [6, 7]), ['run canceled before this row was queued', null]);
+  assert.deepEqual(await rows.canceledReasons(run, []), []);
+  assert.deepEqual([await rows.isDone(run, 4), await rows.isDone(run, 6)], [true, true]);
+  await submitted('a', 2, 'req-a');
+  await rows.recordResult(run, 'a', { requestId: 'req-a', status: 'ERROR', error: 'x' });
+  assert.equal(await rows.forgetRow(run, 'a'), false, 'the producer has not finished');
+  assert.equal(await rows.finishProducing(run, 3), true, 'every queued row is terminal and flushed');
+});
+
+test('a row with ten or more requests still ends (every request\'s mapping passed)', async () => {
+  run = `run${++n}`;
+  await rows.createRun({ runId: run, manifest: 'm.csv', manifestKey: 'k', options: {}, policy: { ...policy, maxAttempts: 12 } });
+  for (let attempt = 1; attempt <= 10; attempt++) {
+    await rows.claimSubmit(run, 'a', 2, data);
+    await rows.recordSubmit(run, 'a', attempt, `req-${attempt}`, Date.now());
+    if (attempt < 10) assert.equal(await rows.supersede(run, 'a', 'submitted', attempt, `req-${attempt}`, 'lost'), 'resubmit');
+  }
+  assert.equal(await rows.finishRow(run, 'a', 'failed', 'timed out', ['submitted']), true);
+  assert.ok((await redis.ttl('pb:req:req-10')) > 0, 'the tenth request\'s mapping expires with the row');
+});
+
+test('a Redis whose script answers something this code does not know fails loudly, naming the command and the answer', async () => {
+  // Another version of the service defined pb_cancelRun on this connection first (ioredis keeps it).
+  const other = new Redis(server.url);
+  try {
+    other.defineCommand('pb_cancelRun', { lua: "return 'paused'" });
+    const store = new RowStore(other);
+    await assert.rejects(store.cancelRun(run, 'x'), (err: unknown) => {
+      assert.ok(err instanceof UnexpectedReplyError);
+      assert.equal(err.name, 'UnexpectedReplyError');
+      assert.match(err.message, /^Redis command cancelRun answered "paused", not one of canceled, already, finished, norun$/);
+      return true;
+    });
+    assert.equal((await rows.getRun(run))!.state, 'running');
+  } finally {
+    other.disconnect();
+  }
 });

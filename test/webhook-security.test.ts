@@ -3,13 +3,13 @@
 // picked up with one JWKS re-fetch, and forgeries cannot make it fetch more often than the minimum interval.
 // Real HTTP throughout: a local JWKS server (fetches counted) and the Express app on a free port.
 import assert from 'node:assert/strict';
-import { generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { createHash, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { pino } from 'pino';
 import { createLogger, type Logger } from '../src/core/logger.ts';
-import { signWebhook, TIMESTAMP_TOLERANCE_SECONDS, verifyWebhookSignature, WEBHOOK_HEADERS } from '../src/core/webhookSignature.ts';
+import { signatureMessage, signWebhook, TIMESTAMP_TOLERANCE_SECONDS, verifyWebhookSignature, WEBHOOK_HEADERS } from '../src/core/webhookSignature.ts';
 import { createWebhookApp, type WebhookAppOptions, type WebhookDelivery } from '../src/webhook/app.ts';
 import { ed25519KeysOf, JwksCache } from '../src/webhook/jwks.ts';
 import { verifyFalWebhook } from '../src/webhook/verify.ts';
@@ -357,6 +357,10 @@ test('the signature scheme: exactly 64 bytes in hex, of these fields and this bo
   const body = Buffer.from(falBody());
   const sig = signWebhook(fields, body, fal.privateKey);
   assert.match(sig, /^[0-9a-f]{128}$/);
+  // What fal signs (its documentation): the fields and the body's sha256, one per line. The emulator
+  // signs with the same function, so only this pins the format a real fal webhook has.
+  const bodyHash = createHash('sha256').update(body).digest('hex');
+  assert.equal(signatureMessage(fields, body).toString('utf8'), `req-1\n${USER}\n1700000000\n${bodyHash}`);
   const check = (s: string, f = fields, b = body, k = fal.publicKey) => verifyWebhookSignature(f, b, s, k);
   assert.equal(check(sig), true);
   assert.equal(check(sig.toUpperCase()), true, 'hex in capitals is the same signature');
