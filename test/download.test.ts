@@ -1,7 +1,7 @@
 // Result downloads: only allowed hosts (every redirect hop), only images, never over the size limit.
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { after, before, test } from 'node:test';
 import { freePort } from '../src/local/ports.ts';
 import { hostAllowed, openImage, type DownloadPolicy } from '../src/worker/download.ts';
@@ -13,6 +13,7 @@ const png = (n: number) => Buffer.concat([Buffer.from('89504e470d0a1a0a', 'hex')
 let server: Server;
 /** Responses of /half.png waiting for the test to send the rest. */
 const held: (() => void)[] = [];
+const heldSockets: Socket[] = [];
 let base = '';
 let port = 0;
 before(async () => {
@@ -52,6 +53,7 @@ before(async () => {
       res.writeHead(200, { 'content-type': 'image/png' });
       res.write(png(64));
       if (u === '/cut.png') return void setImmediate(() => res.socket?.destroy());
+      heldSockets.push(res.socket!);
       return void held.push(() => res.end(png(64)));
     }
     res.writeHead(404).end();
@@ -142,6 +144,14 @@ test('the body streams: the image is handed on after its first bytes, the rest f
   const chunks: Buffer[] = [];
   for await (const c of img.body) chunks.push(c as Buffer);
   assert.equal(Buffer.concat(chunks).length, 128);
+});
+
+test('a reader that stops early lets go of the connection at once, not at the deadline', { timeout: 30_000 }, async () => {
+  const img = await openImage(`${base}/half.png`, { ...policy(), timeoutMs: 600_000 });
+  const closed = new Promise<void>((resolve) => heldSockets.at(-1)!.once('close', () => resolve()));
+  for await (const _ of img.body) break;
+  await closed;
+  held.length = 0;
 });
 
 test('failures worth another try: a refused connection, a cut connection, a server that stalls', async () => {

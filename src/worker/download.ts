@@ -165,7 +165,15 @@ async function readImage(res: IncomingMessage, href: string, maxBytes: number, d
       await chunks.return?.();
     }
   }
-  return { body: Readable.from(rest(), { objectMode: false }), format, contentType: contentTypeOf(format) };
+  const body = Readable.from(rest(), { objectMode: false });
+  // A reader that stops early destroys the body while rest() may be waiting for the server's next chunk;
+  // the generator can only be ended once that wait is over, so the response is let go of first.
+  const endIterable = body._destroy.bind(body);
+  body._destroy = (err, cb) => {
+    res.destroy();
+    endIterable(err, cb);
+  };
+  return { body, format, contentType: contentTypeOf(format) };
 }
 
 /** Why a claimed content type is refused before any byte is read, or undefined. */
