@@ -2,7 +2,7 @@
 // loopback port, objects stored as files under a directory of ours. s3rver is a dev dependency (it
 // and its XML/multipart parsers stay out of the production image), so it is loaded only here, when
 // the embedded S3 is actually started.
-import { mkdir } from 'node:fs/promises';
+import { mkdir, unlink } from 'node:fs/promises';
 import type S3rverType from 's3rver';
 import { UnreachableError } from '../core/reachability.ts';
 
@@ -38,6 +38,31 @@ export async function startS3Server(opts: { dir: string; port?: number; buckets?
     configureBuckets: (opts.buckets ?? []).map((name) => ({ name })),
     allowMismatchedSignatures: opts.allowMismatchedSignatures,
   });
+  keepEmptyDirectories(server);
   const addr = (await server.run()) as { port: number };
   return { endpoint: `http://127.0.0.1:${addr.port}`, port: addr.port, close: () => server.close() };
+}
+
+interface FilesystemStore {
+  getResourcePath(bucket: string, key: string, resource: string): string;
+  deleteObject(bucket: string, key: string): Promise<void>;
+}
+
+/**
+ * s3rver removes a key's parent directories once its last object is deleted. A PUT into the same
+ * directory at that moment opens its file in a directory that has just gone, on a write stream
+ * without an error listener, and the uncaught ENOENT ends the whole process (the demo, a test). Its
+ * delete here removes the object's files only: an empty directory lists as nothing.
+ */
+function keepEmptyDirectories(server: S3rverType): void {
+  const store = (server as unknown as { store: FilesystemStore }).store;
+  store.deleteObject = async (bucket, key) => {
+    await Promise.all(
+      ['object', 'object.md5', 'metadata.json'].map((resource) =>
+        unlink(store.getResourcePath(bucket, key, resource)).catch((err: NodeJS.ErrnoException) => {
+          if (err.code !== 'ENOENT') throw err;
+        }),
+      ),
+    );
+  };
 }
