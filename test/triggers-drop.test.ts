@@ -61,18 +61,27 @@ test('two scheduler processes racing on one dropped file start one run, and it m
   await Promise.all([a.waitFor(/scheduler running/), b.waitFor(/scheduler running/)]);
   const submitsBefore = t.local.emulator!.stats().submits;
 
-  const runId = await drop('incoming/race.csv', await manifestText(3));
-  await until(async () => (await exists(`processed/${runId}/race.csv`)) && !(await exists('incoming/race.csv')), 'the upload to move to processed/', 60_000);
+  try {
+    const runId = await drop('incoming/race.csv', await manifestText(3));
+    await until(async () => (await exists(`processed/${runId}/race.csv`)) && !(await exists('incoming/race.csv')), 'the upload to move to processed/', 60_000).catch(
+      (err: Error) => {
+        throw new Error(`${err.message}; the schedulers said:\n${a.output()}\n---\n${b.output()}`);
+      },
+    );
 
-  const claims = count(a.output() + b.output(), /dropped manifest claimed: run started/g);
-  assert.equal(claims, 1, `one claim between the two schedulers:\n${a.output()}\n${b.output()}`);
-  const run = await t.pb.status(runId);
-  assert.equal(run?.state, 'finished');
-  assert.equal(run?.completed, 3);
-  assert.equal(t.local.emulator!.stats().submits - submitsBefore, 3, 'each row submitted once');
-  assert.equal((await t.pb.listRuns()).filter((r) => r.runId === runId).length, 1);
-  assert.equal(await a.stop(), 0, 'SIGTERM stops a scheduler gracefully');
-  assert.equal(await b.stop(), 0);
+    const claims = count(a.output() + b.output(), /dropped manifest claimed: run started/g);
+    assert.equal(claims, 1, `one claim between the two schedulers:\n${a.output()}\n${b.output()}`);
+    const run = await t.pb.status(runId);
+    assert.equal(run?.state, 'finished');
+    assert.equal(run?.completed, 3);
+    assert.equal(t.local.emulator!.stats().submits - submitsBefore, 3, 'each row submitted once');
+    assert.equal((await t.pb.listRuns()).filter((r) => r.runId === runId).length, 1);
+    assert.equal(await a.stop(), 0, 'SIGTERM stops a scheduler gracefully');
+    assert.equal(await b.stop(), 0);
+  } finally {
+    // A failed assertion must not leave them polling the folder the next tests drop into.
+    await Promise.all([a.stop('SIGKILL'), b.stop('SIGKILL')]);
+  }
 });
 
 test('re-uploading identical bytes does not run again; changed bytes under the same key are a new run', async () => {
@@ -80,7 +89,8 @@ test('re-uploading identical bytes does not run again; changed bytes under the s
   try {
     const first = await manifestText(2, 10);
     const runA = await drop('incoming/same.csv', first);
-    await until(() => exists(`processed/${runA}/same.csv`), 'the first upload to be processed', 60_000);
+    // Moved out means copied and the source deleted: the re-upload below must not race that delete.
+    await until(async () => (await exists(`processed/${runA}/same.csv`)) && !(await exists('incoming/same.csv')), 'the first upload to be processed', 60_000);
     const runsAfterFirst = (await t.pb.listRuns()).length;
     const submits = t.local.emulator!.stats().submits;
 
