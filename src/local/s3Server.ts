@@ -39,6 +39,7 @@ export async function startS3Server(opts: { dir: string; port?: number; buckets?
     allowMismatchedSignatures: opts.allowMismatchedSignatures,
   });
   keepEmptyDirectories(server);
+  oneWriterPerKey(server);
   const addr = (await server.run()) as { port: number };
   return { endpoint: `http://127.0.0.1:${addr.port}`, port: addr.port, close: () => server.close() };
 }
@@ -46,7 +47,11 @@ export async function startS3Server(opts: { dir: string; port?: number; buckets?
 interface FilesystemStore {
   getResourcePath(bucket: string, key: string, resource: string): string;
   deleteObject(bucket: string, key: string): Promise<void>;
+  putObject(object: { bucket: string; key: string }): Promise<unknown>;
+  copyObject(srcBucket: string, srcKey: string, destBucket: string, destKey: string, metadata: unknown): Promise<unknown>;
 }
+
+const storeOf = (server: S3rverType) => (server as unknown as { store: FilesystemStore }).store;
 
 /**
  * s3rver removes a key's parent directories once its last object is deleted. A PUT into the same
@@ -55,7 +60,7 @@ interface FilesystemStore {
  * delete here removes the object's files only: an empty directory lists as nothing.
  */
 function keepEmptyDirectories(server: S3rverType): void {
-  const store = (server as unknown as { store: FilesystemStore }).store;
+  const store = storeOf(server);
   store.deleteObject = async (bucket, key) => {
     await Promise.all(
       ['object', 'object.md5', 'metadata.json'].map((resource) =>
@@ -65,4 +70,34 @@ function keepEmptyDirectories(server: S3rverType): void {
       ),
     );
   };
+}
+
+/**
+ * s3rver's copy is not atomic: it unlinks the destination, then copies the source file. Two copies of
+ * one object racing a delete of its source (two drop-folder schedulers moving the same upload) could
+ * leave neither source nor destination. Real S3 copies atomically; here the writes of each key (put,
+ * copy, delete) are done one at a time, in the order they arrived.
+ */
+function oneWriterPerKey(server: S3rverType): void {
+  const store = storeOf(server);
+  const tails = new Map<string, Promise<void>>();
+  const serialized = async <T>(keys: string[], write: () => Promise<T>): Promise<T> => {
+    const unique = [...new Set(keys)];
+    const before = unique.map((k) => tails.get(k));
+    let done!: () => void;
+    const mine = new Promise<void>((resolve) => (done = resolve));
+    for (const k of unique) tails.set(k, mine);
+    await Promise.all(before);
+    try {
+      return await write();
+    } finally {
+      done();
+      for (const k of unique) if (tails.get(k) === mine) tails.delete(k);
+    }
+  };
+  const { putObject, copyObject, deleteObject } = store;
+  store.putObject = (object) => serialized([`${object.bucket}/${object.key}`], () => putObject.call(store, object));
+  store.copyObject = (srcBucket, srcKey, destBucket, destKey, metadata) =>
+    serialized([`${srcBucket}/${srcKey}`, `${destBucket}/${destKey}`], () => copyObject.call(store, srcBucket, srcKey, destBucket, destKey, metadata));
+  store.deleteObject = (bucket, key) => serialized([`${bucket}/${key}`], () => deleteObject.call(store, bucket, key));
 }
