@@ -101,6 +101,9 @@ export function startDropFolder(pb: PortraitBatch, opts: DropFolderOptions): Run
 
   async function pollOnce(): Promise<DropPoll> {
     const result: DropPoll = { started: [], settled: [], failed: [] };
+    // One clock reading per poll, taken before anything is awaited: every upload of a poll is judged
+    // by the moment the poll began, not by how long the listing took.
+    const at = now();
     const writing = await uploadsInProgress();
     const listed: ListedObject[] = [];
     for await (const o of storage.list(opts.prefix)) listed.push(o);
@@ -111,7 +114,7 @@ export function startDropFolder(pb: PortraitBatch, opts: DropFolderOptions): Run
         ignored.add(o.key);
         continue;
       }
-      if (writing.has(o.key) || now() - o.lastModified < opts.settleMs) continue;
+      if (writing.has(o.key) || at - o.lastModified < opts.settleMs) continue;
       try {
         const outcome = await handle(o);
         if (outcome) result[outcome].push(o.key);
