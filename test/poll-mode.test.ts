@@ -142,7 +142,10 @@ test('poll mode: a run after another of the same endpoint looks at each request 
     const cold = await run('cold', 2);
     assert.ok(cold > 2, `the first run pays early looks (${cold} status calls for 2 requests)`);
     // The next run starts from what the first learned: one status call a request, first wave included.
-    assert.equal(await run('warm', 4), 4);
+    // Without the endpoint's estimate its first wave alone would be looked at early (6 calls); one
+    // more than 4 is allowed for a completion the loaded emulator's timer made late.
+    const warm = await run('warm', 4);
+    assert.ok(warm >= 4 && warm <= 5, `${warm} status calls for 4 requests`);
   } finally {
     await t.stop();
   }
