@@ -22,6 +22,8 @@ import {
   ManifestError,
   decodeDataFace,
   isRejected,
+  s3FacePolicy,
+  s3FaceRefusal,
   isReservedId,
   lineKey,
   readManifest,
@@ -428,6 +430,35 @@ describe('faces: look-alikes and corners', () => {
     for (const [declared, contentType, ext] of cases) {
       assert.deepEqual(decodeDataFace(`data:${declared};base64,${png.toString('base64')}`), { bytes: png, contentType, ext }, declared);
     }
+  });
+});
+
+describe('faces checked elsewhere, s3 policy corners, MAX_ROW_BYTES at the limit', () => {
+  test('local faces checked on the starting machine: its refusals stand, the rest are taken as uploaded without looking at files here', async () => {
+    const checkedLocalFaces = new Map([['bad.png', 'local file "bad.png" does not exist ("bad.png" in the manifest\'s folder)']]);
+    const rows = await collect(Readable.from(['face_url\nbad.png\nelsewhere/only-there.png\n']), { baseDir: '/srv/m', checkedLocalFaces });
+    assert.equal(rejected(rows[0]).reason, checkedLocalFaces.get('bad.png'));
+    assert.deepEqual([valid(rows[1]).faceKind, valid(rows[1]).localPath], ['local', '/srv/m/elsewhere/only-there.png']);
+  });
+
+  test('s3:// policy: our prefix in another bucket is not ours; a . segment is refused like ..; the policy comes from the config', () => {
+    const policy = s3FacePolicy({ S3_BUCKET: 'ours', S3_PREFIX: 'p/', FACE_BUCKETS: ['shared'] });
+    assert.deepEqual(policy, { bucket: 'ours', prefix: 'p/', buckets: ['shared'] });
+    assert.equal(s3FaceRefusal('s3://ours/p/a.png', policy), undefined);
+    assert.match(s3FaceRefusal('s3://other/p/a.png', policy)!, /is in a bucket faces may not come from \(allowed: ours under p\/, shared;/);
+    assert.match(s3FaceRefusal('s3://ours/p/./a.png', policy)!, /has \. or \.\. in its key/);
+    assert.equal(s3FaceRefusal('https://ours/p/a.png', policy), '"https://ours/p/a.png" is not an s3://bucket/key URL');
+  });
+
+  test('MAX_ROW_BYTES is inclusive, and the face URL counts', async () => {
+    const face = 'https://a.example/f.png'; // 23 bytes
+    const text = `id,face_url,note\nabc,${face},xy\nabcd,${face},xy\n`;
+    const rows = await collect(Readable.from([text]), { maxRowBytes: 3 + 23 + 4 + 2 });
+    assert.deepEqual(valid(rows[0]).extra, { note: 'xy' }, 'exactly the limit: id 3 + face 23 + "note" 4 + "xy" 2');
+    assert.equal(rejected(rows[1]).column, 'note', 'one byte more, found at the passthrough column');
+    const tight = await collect(Readable.from([`id,face_url\nabc,${face}\nabd,https://a.example/ff.png\n`]), { maxRowBytes: 3 + 23 });
+    assert.equal(valid(tight[0]).faceUrl, face);
+    assert.equal(rejected(tight[1]).column, 'face_url', 'the face URL takes it over');
   });
 });
 
