@@ -2,7 +2,9 @@
 // loopback port, objects stored as files under a directory of ours. s3rver is a dev dependency (it
 // and its XML/multipart parsers stay out of the production image), so it is loaded only here, when
 // the embedded S3 is actually started.
-import { mkdir, unlink } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import { mkdir, rename, unlink } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import type S3rverType from 's3rver';
 import { UnreachableError } from '../core/reachability.ts';
 
@@ -49,7 +51,11 @@ interface FilesystemStore {
   deleteObject(bucket: string, key: string): Promise<void>;
   putObject(object: { bucket: string; key: string }): Promise<unknown>;
   copyObject(srcBucket: string, srcKey: string, destBucket: string, destKey: string, metadata: unknown): Promise<unknown>;
+  getObject(bucket: string, key: string, options: unknown): Promise<unknown>;
 }
+
+/** Not a bucket anyone uses: where PUTs are written before they are renamed into place. */
+const STAGING_BUCKET = '.staging';
 
 const storeOf = (server: S3rverType) => (server as unknown as { store: FilesystemStore }).store;
 
@@ -95,9 +101,24 @@ function oneWriterPerKey(server: S3rverType): void {
       for (const k of unique) if (tails.get(k) === mine) tails.delete(k);
     }
   };
-  const { putObject, copyObject, deleteObject } = store;
-  store.putObject = (object) => serialized([`${object.bucket}/${object.key}`], () => putObject.call(store, object));
+  const { putObject, copyObject, deleteObject, getObject } = store;
+  store.putObject = (object) =>
+    serialized([`${object.bucket}/${object.key}`], async () => {
+      // s3rver writes a PUT in place, so a GET meanwhile reads a half-written object (an empty JSON
+      // body, say). Written aside and renamed into place, a reader sees the old object or the new one;
+      // the object's file goes first, so its size and its bytes always agree.
+      const staged = Object.assign(Object.create(Object.getPrototypeOf(object) as object) as typeof object, object, { bucket: STAGING_BUCKET, key: randomUUID() });
+      const result = await putObject.call(store, staged);
+      await mkdir(dirname(store.getResourcePath(object.bucket, object.key, 'object')), { recursive: true });
+      for (const resource of ['object', 'object.md5', 'metadata.json']) {
+        await rename(store.getResourcePath(STAGING_BUCKET, staged.key, resource), store.getResourcePath(object.bucket, object.key, resource));
+      }
+      return result;
+    });
   store.copyObject = (srcBucket, srcKey, destBucket, destKey, metadata) =>
     serialized([`${srcBucket}/${srcKey}`, `${destBucket}/${destKey}`], () => copyObject.call(store, srcBucket, srcKey, destBucket, destKey, metadata));
   store.deleteObject = (bucket, key) => serialized([`${bucket}/${key}`], () => deleteObject.call(store, bucket, key));
+  // A GET reads the object's size, then opens its file: in the queue too, so no rename comes between.
+  // Once open, it reads the file it opened to the end, whatever is renamed into place meanwhile.
+  store.getObject = (bucket, key, options) => serialized([`${bucket}/${key}`], () => getObject.call(store, bucket, key, options));
 }
