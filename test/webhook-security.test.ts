@@ -313,14 +313,16 @@ test('JWKS unreachable and no key ever loaded → 503 (fal retries), nothing rec
   const fal = newKey();
   const jw = await startJwks([fal.publicKey]);
   jw.publish('down');
-  const rx = await startReceiver(new JwksCache(jw.url, { minRefreshIntervalMs: 300 }));
+  // The cache's clock is moved by hand: five posts take longer than 300 ms on a loaded machine.
+  let clock = 1_000_000;
+  const rx = await startReceiver(new JwksCache(jw.url, { minRefreshIntervalMs: 300, now: () => clock }));
   const body = falBody();
   try {
     for (let i = 0; i < 5; i++) assert.equal((await post(rx.url, body, signedHeaders(body, fal.privateKey))).status, 503);
     assert.equal(jw.fetches(), 1);
     assert.equal(rx.recorded.length, 0);
     jw.publish([fal.publicKey]);
-    await sleep(350);
+    clock += 301;
     assert.equal((await post(rx.url, body, signedHeaders(body, fal.privateKey))).status, 200);
     assert.equal(jw.fetches(), 2);
   } finally {
@@ -459,11 +461,13 @@ describe('JwksCache', () => {
 
   test('re-fetched after the ttl', async () => {
     const s = stub(jwksOf(a.publicKey));
-    const cache = new JwksCache('u', { fetchImpl: s.fetchImpl, ttlMs: 40, minRefreshIntervalMs: 0 });
+    let clock = 0;
+    const cache = new JwksCache('u', { fetchImpl: s.fetchImpl, ttlMs: 40, minRefreshIntervalMs: 0, now: () => clock });
     await cache.keys();
+    clock += 39;
     await cache.keys();
     assert.equal(s.calls, 1);
-    await sleep(60);
+    clock += 2;
     s.answer = jwksOf(b.publicKey);
     assert.ok(same((await cache.keys())[0]!, b.publicKey));
     assert.equal(s.calls, 2);
@@ -471,11 +475,15 @@ describe('JwksCache', () => {
 
   test('refresh() fetches at most once per minRefreshIntervalMs', async () => {
     const s = stub(jwksOf(a.publicKey));
-    const cache = new JwksCache('u', { fetchImpl: s.fetchImpl, minRefreshIntervalMs: 80 });
+    let clock = 0;
+    const cache = new JwksCache('u', { fetchImpl: s.fetchImpl, minRefreshIntervalMs: 80, now: () => clock });
     await cache.keys();
-    for (let i = 0; i < 10; i++) await cache.refresh();
+    for (let i = 0; i < 10; i++) {
+      await cache.refresh();
+      clock += 7;
+    }
     assert.equal(s.calls, 1);
-    await sleep(100);
+    clock += 20;
     s.answer = jwksOf(b.publicKey);
     assert.ok(same((await cache.refresh())[0]!, b.publicKey));
     assert.equal(s.calls, 2);
