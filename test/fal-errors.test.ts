@@ -7,7 +7,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { after, test } from 'node:test';
 import { DownloadError, FalAmbiguousError, FalAuthError, FalNotFoundError, FalRejectedError, FalTransientError, errorMessage } from '../src/core/errors.ts';
-import { classifyFalError, createFal, describeDetail, parseRetryAfter } from '../src/core/fal.ts';
+import { classifyFalError, createFal, describeDetail, FAL_REST_HOST, falUrl, parseRetryAfter } from '../src/core/fal.ts';
 import { freePort } from '../src/local/ports.ts';
 
 const ENDPOINT = 'fal-ai/flux-2-lora-gallery/face-to-full-portrait';
@@ -149,6 +149,26 @@ async function submitError(fal = createFal({ FAL_KEY: 'k', FAL_QUEUE_URL: `${bas
   }
   return assert.fail('the submit succeeded');
 }
+
+test('falUrl: the queue always goes to FAL_QUEUE_URL; fal storage only when that is not fal itself', () => {
+  const emu = 'http://127.0.0.1:9/';
+  assert.equal(falUrl('https://queue.fal.run/fal-ai/x', emu), 'http://127.0.0.1:9/fal-ai/x');
+  assert.equal(falUrl(`${FAL_REST_HOST}/storage/upload/initiate`, emu), 'http://127.0.0.1:9/storage/upload/initiate');
+  assert.equal(falUrl(`${FAL_REST_HOST}/storage/upload/initiate`, 'https://queue.fal.run'), `${FAL_REST_HOST}/storage/upload/initiate`, 'real fal: storage stays on fal');
+  assert.equal(falUrl('https://v3.fal.media/files/a.png', emu), 'https://v3.fal.media/files/a.png', 'anything else is left alone');
+});
+
+test('answers that are not JSON bodies pass through as fal sent them; JSON keeps 64-bit seeds exact', NET, async () => {
+  const fal = createFal({ FAL_KEY: 'k', FAL_QUEUE_URL: base });
+  const seed = '18446744073709551557';
+  handler = (_req, res) => void res.writeHead(200, { 'content-type': 'application/json; charset=utf-8' }).end(`{"images":[],"seed":${seed}}`);
+  const { data } = await fal.queue.result(ENDPOINT, { requestId: 'req-1' });
+  assert.equal(String((data as { seed: unknown }).seed), seed);
+  // A text body that looks like JSON with a seed, sent as text: not touched (the client reads it as text).
+  handler = (_req, res) => void res.writeHead(200, { 'content-type': 'text/plain' }).end(`{"seed":${seed}}`);
+  const text = await fal.queue.result(ENDPOINT, { requestId: 'req-1' });
+  assert.equal(text.data as unknown, `{"seed":${seed}}`);
+});
 
 test('the client\'s calls go to FAL_QUEUE_URL, and a 200 is a request id', NET, async () => {
   handler = (_req, res) => void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ request_id: 'req-1', status: 'IN_QUEUE' }));

@@ -494,11 +494,14 @@ describe('row keys and ids', () => {
     assert.equal(toRowKey('..'), `_${hash('..')}`);
     assert.equal(toRowKey(''), `_${hash('')}`);
     assert.equal(toRowKey('日本'), `_${hash('日本')}`);
+    assert.equal(toRowKey('a__b!'), `a_b_${hash('a__b!')}`, 'underscores of the id and of a replaced run collapse into one');
+    assert.equal(toRowKey('é..'), `_.._${hash('é..')}`, 'dots are dropped only when they are the whole key');
+    assert.equal(toRowKey('..é'), `.._${hash('..é')}`);
     assert.equal(toRowKey('a'.repeat(300)), `${'a'.repeat(117)}_${hash('a'.repeat(300))}`);
     assert.equal(toRowKey('x/'.repeat(100)).length, 128);
     for (const id of ['a b', '../..', '%2F', '\u0000', 'x'.repeat(500), '😀']) assert.match(toRowKey(id), /^[A-Za-z0-9._-]{1,128}$/);
     assert.equal(lineKey(12), 'line-12');
-    assert.ok(isReservedId('line-5') && isReservedId('LINE-05') && !isReservedId('line-5a') && !isReservedId('line_5'));
+    assert.ok(isReservedId('line-5') && isReservedId('LINE-05') && !isReservedId('line-5a') && !isReservedId('line_5') && !isReservedId('my-line-5'));
   });
 
   test('ids become keys; repeated ids and reserved ids are rejected; keys stay distinct', async () => {

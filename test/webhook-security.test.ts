@@ -12,7 +12,7 @@ import { createLogger, type Logger } from '../src/core/logger.ts';
 import { signatureMessage, signWebhook, TIMESTAMP_TOLERANCE_SECONDS, verifyWebhookSignature, WEBHOOK_HEADERS } from '../src/core/webhookSignature.ts';
 import { createWebhookApp, type WebhookAppOptions, type WebhookDelivery } from '../src/webhook/app.ts';
 import { ed25519KeysOf, JwksCache } from '../src/webhook/jwks.ts';
-import { verifyFalWebhook } from '../src/webhook/verify.ts';
+import { checkSignatureHeaders, verifyFalWebhook } from '../src/webhook/verify.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const nowSec = () => Math.floor(Date.now() / 1000);
@@ -416,6 +416,58 @@ describe('verifyFalWebhook (clock injected)', () => {
       assert.equal((await verifyFalWebhook({ ...headersAt(NOW), 'x-fal-webhook-signature': sig }, body, jwks, NOW)).ok, false);
     }
     assert.equal(fetches, before);
+  });
+});
+
+describe('signature headers and keys, checked one by one', () => {
+  const fal = newKey();
+  const NOW = 1_700_000_000;
+  const body = Buffer.from(falBody());
+  const headersAt = (o: SignOpts = {}) => signedHeaders(body.toString(), fal.privateKey, { ts: NOW, ...o });
+  const reason = (h: Record<string, string | string[] | undefined>) => {
+    const c = checkSignatureHeaders(h, NOW);
+    return c.ok ? 'ok' : c.reason;
+  };
+
+  test('each refusal names what is wrong', () => {
+    const h = headersAt();
+    assert.equal(reason(h), 'ok');
+    assert.equal(reason({ ...h, 'x-fal-webhook-user-id': undefined, 'x-fal-webhook-signature': '' }), 'missing header x-fal-webhook-user-id, x-fal-webhook-signature');
+    assert.equal(reason({ ...h, 'x-fal-webhook-timestamp': '17e8' }), 'timestamp is not integer unix seconds');
+    const sig = h['x-fal-webhook-signature']!;
+    for (const bad of [`${sig}00`, `00${sig}`, sig.slice(2), `${sig.slice(0, 126)}zz`]) assert.equal(reason({ ...h, 'x-fal-webhook-signature': bad }), 'signature is not 128 hex characters', bad);
+  });
+
+  test('the request id: 1-256 printable ASCII characters, nothing else', () => {
+    const h = headersAt();
+    const refused = 'request id is not 1-256 printable ASCII characters';
+    assert.equal(reason({ ...h, 'x-fal-webhook-request-id': 'r'.repeat(256) }), 'ok');
+    assert.equal(reason({ ...h, 'x-fal-webhook-request-id': 'r'.repeat(257) }), refused);
+    for (const id of ['req 1', 'réq', 'req\u0001']) assert.equal(reason({ ...h, 'x-fal-webhook-request-id': `${id}x` }), refused, id);
+    assert.equal(reason({ ...h, 'x-fal-webhook-request-id': 'x\u0001' }), refused, 'the whole id, not its start');
+    assert.equal(reason({ ...h, 'x-fal-webhook-request-id': '\u0001x' }), refused, 'the whole id, not its end');
+  });
+
+  test('surrounding white space of a header is not part of its value', () => {
+    const h = headersAt();
+    assert.equal(reason({ ...h, 'x-fal-webhook-timestamp': ` ${NOW} `, 'x-fal-webhook-request-id': ' req-1 ' }), 'ok');
+  });
+
+  test('a webhook signed by any one of the published keys verifies; verified ones cause no JWKS fetch', async () => {
+    const other = newKey();
+    let fetches = 0;
+    let clock = 0;
+    const fetchImpl = (async () => {
+      fetches++;
+      return Response.json({ keys: [jwkOf(other.publicKey), jwkOf(fal.publicKey)] });
+    }) as typeof fetch;
+    const jwks = new JwksCache('http://jwks.invalid/', { fetchImpl, minRefreshIntervalMs: 1000, now: () => clock });
+    assert.equal((await verifyFalWebhook(headersAt(), body, jwks, NOW)).ok, true, 'signed by the second key');
+    assert.equal((await verifyFalWebhook(signedHeaders(body.toString(), other.privateKey, { ts: NOW }), body, jwks, NOW)).ok, true, 'signed by the first');
+    assert.equal(fetches, 1);
+    clock += 5000; // past the refresh interval, within the keys' ttl: a good signature is no reason to fetch
+    assert.equal((await verifyFalWebhook(headersAt(), body, jwks, NOW)).ok, true);
+    assert.equal(fetches, 1);
   });
 });
 
