@@ -44,7 +44,7 @@ describe('quoteSeeds / parseJsonExactSeeds: every number shape', () => {
     ['1e+5', 1e5],
     ['12E-3', 12e-3],
     ['-2e10', -2e10],
-    ['17454220438242315174.0', 17454220438242315174.0],
+    ['17454220438242315174.0', Number('17454220438242315174.0')],
     ['1.5e3', 1500],
   ];
   // Texts around the seed that a scanner can get wrong: escaped quotes and backslashes, a string that
