@@ -2,16 +2,15 @@
 // (recorded, oversized, stalled, aborted, forged, malformed, too deep, refused by the record step,
 // Redis failing, no signing keys), so strangers sending bodies that never verify cannot make it answer
 // 503 to fal's real webhooks; nesting is bounded exactly at MAX_JSON_DEPTH, brackets inside strings not
-// counted; only identity bodies are read. The emulator's JWKS and signing key, real HTTP on loopback;
-// the last test on the full stack (real Redis, the receiver as the service starts it).
+// counted; only identity bodies are read. The emulator's JWKS and signing key, real HTTP on loopback
+// (no Redis: this file is fast, for the mutation runs); the same abuse against the service's own
+// receiver on the full stack is in webhook-service.test.ts.
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { createLogger } from '../src/core/logger.ts';
-import { jobIds } from '../src/core/queues.ts';
-import { mintWebhookToken, TOKEN_PARAM } from '../src/core/webhookToken.ts';
 import { createSigningKey } from '../src/emulator/keys.ts';
 import { startEmulator, type RunningEmulator } from '../src/emulator/index.ts';
 import { createWebhookApp, MAX_JSON_DEPTH, type WebhookDelivery } from '../src/webhook/app.ts';
@@ -19,7 +18,6 @@ import { jsonNestsDeeperThan } from '../src/webhook/body.ts';
 import { JwksCache } from '../src/webhook/jwks.ts';
 import { newWebhookCounters, WebhookRefused, type WebhookCounters } from '../src/webhook/refusals.ts';
 import { freePort } from '../src/local/ports.ts';
-import { startTestStack, type TestStack } from './helpers/stack.ts';
 import { falBody, partialRequest, signedHeaders, until } from './security/helpers.ts';
 
 const key = createSigningKey();
@@ -277,35 +275,5 @@ describe('nesting and encodings', () => {
       assert.equal(r.status, 200, `${JSON.stringify(encoding)} is no encoding`);
     }
     assert.equal(rx.counters.refused.encoding, 7);
-  });
-});
-
-describe('the service receiver (real Redis, default slots)', () => {
-  let t: TestStack;
-  before(async () => {
-    t = await startTestStack({ workers: false, emulator: { signingKey: key }, env: { WEBHOOK_MAX_BODY_BYTES: String(LIMIT) } });
-  });
-  after(() => t.stop());
-
-  test('8 oversized and 8 abandoned bodies without any valid signature, then fal\'s webhook: recorded, 200', async () => {
-    const url = t.ctx.cfg.webhookUrl;
-    const counters = t.webhook!.counters;
-    const big = Buffer.from(body('big', LIMIT));
-    for (let i = 0; i < 9; i++) assert.equal(await postChunked(url, unsignedHeaders('big'), big), 413);
-    for (let i = 0; i < 9; i++) {
-      const received = counters.received;
-      const req = partialRequest(url, unsignedHeaders('gone'), Buffer.from(body('gone', 100)), 10);
-      await until(() => counters.received > received, 'the receiver reading the body');
-      req.abort();
-      await until(() => counters.refused.body > i, `hang-up ${i + 1} seen by the receiver`);
-    }
-    const requestId = randomUUID();
-    const target = { runId: 'run-limits', key: 'k1', attempt: 1 };
-    const query = new URLSearchParams({ run: target.runId, row: target.key, attempt: '1', [TOKEN_PARAM]: mintWebhookToken(t.ctx.cfg.WEBHOOK_SECRET!, target) });
-    const b = body(requestId);
-    const r = await post(`${url}?${query}`, signedHeaders(key, { requestId, body: b }), b);
-    assert.equal(r.status, 200, r.error);
-    assert.ok(await t.ctx.queues.results.getJob(jobIds.result(requestId, 'OK')), 'recorded in Redis');
-    assert.equal(counters.refused.busy, 0);
   });
 });

@@ -1,11 +1,12 @@
-// WEBHOOK_PROCESSES: the primary keeps that many receivers alive. A receiver that dies (SIGKILL, a
-// crash) is replaced by a new process on the same port, the metrics gauge returns to the full count,
+// The receiver as the service runs it. Its limits under abuse on the full stack (default slots, real
+// Redis): bodies that never verify cannot use up its body-read slots. WEBHOOK_PROCESSES: the primary
+// keeps that many receivers alive. A receiver that dies (SIGKILL, a crash) is replaced by a new process on the same port, the metrics gauge returns to the full count,
 // webhooks keep being recorded meanwhile by the survivor, and SIGTERM stops the replacement too. A port
 // already in use is one clear error before anything is forked. Real CLI processes, real Redis, the
 // emulator's JWKS and signing key.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { request } from 'node:http';
 import { createServer } from 'node:net';
 import { after, before, test } from 'node:test';
@@ -14,13 +15,14 @@ import { mintWebhookToken, TOKEN_PARAM } from '../src/core/webhookToken.ts';
 import { createSigningKey } from '../src/emulator/keys.ts';
 import { count, runCli, startCli } from './helpers/processes.ts';
 import { startTestStack, type TestStack } from './helpers/stack.ts';
-import { falBody, signedHeaders, until } from './security/helpers.ts';
+import { falBody, partialRequest, signedHeaders, until } from './security/helpers.ts';
 
 const key = createSigningKey();
+const LIMIT = 8 * 1024;
 let t: TestStack;
 
 before(async () => {
-  t = await startTestStack({ workers: false, webhook: false, emulator: { signingKey: key } });
+  t = await startTestStack({ workers: false, emulator: { signingKey: key }, env: { WEBHOOK_MAX_BODY_BYTES: String(LIMIT) } });
 });
 after(() => t.stop());
 
@@ -64,6 +66,40 @@ const alive = (pid: number) => {
     return false;
   }
 };
+
+/** Signature headers of the right shape whose signature verifies under no key. */
+const unsignedHeaders = (requestId: string) => ({ ...signedHeaders(key, { requestId, body: '' }), 'x-fal-webhook-signature': randomBytes(64).toString('hex') });
+
+/** A body sent in pieces without Content-Length (chunked): the receiver only learns its size by reading. */
+function postChunked(url: string, headers: Record<string, string>, data: Buffer): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method: 'POST', headers: { ...headers, 'transfer-encoding': 'chunked' } }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('error', (err) => ((err as NodeJS.ErrnoException).code === 'ECONNRESET' || (err as NodeJS.ErrnoException).code === 'EPIPE' ? undefined : reject(err)));
+    for (let i = 0; i < data.length; i += 1024) req.write(data.subarray(i, i + 1024));
+    req.end();
+  });
+}
+
+test("9 oversized and 9 abandoned bodies without any valid signature, then fal's webhook: recorded, 200 (default 8 slots)", async () => {
+  const url = t.ctx.cfg.webhookUrl;
+  const counters = t.webhook!.counters;
+  const big = Buffer.from(falBody('big', 'OK', { pad: 'x'.repeat(LIMIT) }));
+  for (let i = 0; i < 9; i++) assert.equal(await postChunked(url, unsignedHeaders('big'), big), 413);
+  for (let i = 0; i < 9; i++) {
+    const received = counters.received;
+    const req = partialRequest(url, unsignedHeaders('gone'), Buffer.from(falBody('gone', 'OK', { pad: 'x'.repeat(100) })), 10);
+    await until(() => counters.received > received, 'the receiver reading the body');
+    req.abort();
+    await until(() => counters.refused.body > i, `hang-up ${i + 1} seen by the receiver`);
+  }
+  const h = ourWebhook(url);
+  assert.equal(await post(h.url, h.headers, h.body), 200);
+  assert.ok(await t.ctx.queues.results.getJob(jobIds.result(h.requestId, 'OK')), 'recorded in Redis');
+  assert.equal(counters.refused.busy, 0);
+});
 
 test('a receiver process that dies is replaced on the same port; webhooks go on being recorded; SIGTERM stops the replacement too', { timeout: 240_000 }, async () => {
   const cli = startCli(['webhook'], { ...t.local.env, WEBHOOK_PROCESSES: '2', WEBHOOK_PORT: '0', ADMIN_PORT: '0', LOG_LEVEL: 'warn' });
