@@ -45,10 +45,8 @@ export function quoteSeeds(text: string): string {
       afterKeyColon = false;
       continue;
     }
-    if (c !== ' ' && c !== '\t' && c !== '\n' && c !== '\r') {
-      afterKeyColon = false;
-      if (c !== ',') lastString = c === '{' || c === '[' || c === '}' || c === ']' ? '' : lastString;
-    }
+    // In JSON a ':' only ever follows its key (and white space), so the last string is all it needs.
+    if (c !== ' ' && c !== '\t' && c !== '\n' && c !== '\r') afterKeyColon = false;
     i++;
   }
   return out + text.slice(last);
