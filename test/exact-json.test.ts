@@ -74,6 +74,9 @@ describe('quoteSeeds / parseJsonExactSeeds: every number shape', () => {
       [`{"seed":${BIG},"seed2":${BIG}}`, { seed: BIG, seed2: Number(BIG) }],
       [`{"a":"\\\\","seed":${BIG}}`, { a: '\\', seed: BIG }],
       [`{"seed":1}`, { seed: '1' }],
+      [`{"seed":\r${BIG}}`, { seed: BIG }],
+      [`{"seed":\n-${BIG}}`, { seed: `-${BIG}` }],
+      [`{"seed": [1], "n": 2, "seed2": {"seed": 3}}`, { seed: [1], n: 2, seed2: { seed: '3' } }],
       ['{}', {}],
       ['', undefined],
     ];
@@ -90,7 +93,7 @@ describe('quoteSeeds / parseJsonExactSeeds: every number shape', () => {
   });
 
   test('invalid JSON stays invalid (the caller refuses it); never made valid by quoting', () => {
-    for (const text of [`{"seed":${BIG}`, `{"seed":}`, `{"seed":1 2}`, `{"prompt":"open`, `{"seed":0x10}`]) {
+    for (const text of [`{"seed":${BIG}`, `{"seed":}`, `{"seed":1 2}`, `{"prompt":"open`, `{"seed":0x10}`, `{"seed":1,"prompt":"open`, `{"seed":1,"p":"ends in \\`]) {
       assert.throws(() => parseJsonExactSeeds(text), SyntaxError, text);
     }
   });
@@ -163,8 +166,10 @@ describe('stringifyJson', () => {
   });
 
   test('strings that look like the BigInt mark are left as strings', () => {
-    const text = stringifyJson({ seed: 5n, a: 'bigint-000000000000000000:123', b: '"bigint-x:1"' });
-    assert.deepEqual(JSON.parse(text), { seed: 5, a: 'bigint-000000000000000000:123', b: '"bigint-x:1"' });
+    const text = stringifyJson({ seed: 5n, a: 'bigint-000000000000000000:123', b: '"bigint-x:1"', id: '42', neg: '-7' });
+    assert.deepEqual(JSON.parse(text), { seed: 5, a: 'bigint-000000000000000000:123', b: '"bigint-x:1"', id: '42', neg: '-7' });
+    // Without a BigInt nothing is rewritten, whatever the strings hold.
+    assert.equal(stringifyJson({ a: 'undefined5', b: '12' }), '{"a":"undefined5","b":"12"}');
     // Each call draws its own mark: a string copied from an earlier output is not turned into a number.
     const first = stringifyJson({ a: 1n, s: '' });
     const again = stringifyJson({ a: 2n, s: first });
