@@ -11,9 +11,8 @@ import type { PolicyOverrides } from './core/policy.ts';
 import { cancelRun, type CancelResult } from './control/cancel.ts';
 import { downloadRun, reportOf, type DownloadResult } from './control/outputs.ts';
 import { retryFailed, type RetryResult } from './control/retry.ts';
-import { manifestSource, type ManifestSource } from './manifest/source.ts';
+import type { ManifestSource } from './manifest/source.ts';
 import { startAdminServer, type AdminOptions, type RunningAdmin } from './ops/adminServer.ts';
-import { dryRunReport, inspectManifest } from './producer/inspect.ts';
 import { startRun, type StartedRun, type StartRunOptions } from './producer/produce.ts';
 import { waitForRun } from './producer/wait.ts';
 import { runListEntry, runStatus, type RunListEntry, type RunStatus } from './status.ts';
@@ -26,6 +25,7 @@ export { ConfigError, loadConfig } from './core/config.ts';
 export { ManifestError } from './manifest/index.ts';
 export { manifestSource } from './manifest/source.ts';
 export { RunControlError } from './control/errors.ts';
+export { dryRun, type DryRun } from './producer/inspect.ts';
 
 export interface PortraitBatchOptions {
   /** Logger name (the process role). */
@@ -33,8 +33,6 @@ export interface PortraitBatchOptions {
   /** Shorter or longer retry and timing policy than the config gives (tests use it instead of sleeping). */
   policy?: PolicyOverrides;
 }
-
-export type DryRun = ReturnType<typeof dryRunReport>;
 
 export interface PortraitBatch {
   readonly config: Config;
@@ -61,15 +59,6 @@ export interface PortraitBatch {
   startAdmin(options?: AdminOptions): Promise<RunningAdmin>;
   /** Stops the workers and receivers this handle started, then its connections. */
   close(): Promise<void>;
-}
-
-/** Validates and estimates a manifest without Redis, S3 or fal (an S3 manifest needs S3 to be read). */
-export async function dryRun(source: string | ManifestSource, config: Config = loadConfig()): Promise<DryRun> {
-  const src =
-    typeof source === 'string'
-      ? manifestSource(source, /^s3:\/\//i.test(source) ? new (await import('./core/s3.ts')).Storage(config) : undefined)
-      : source;
-  return dryRunReport(await inspectManifest(src), config.PRICE_PER_MEGAPIXEL, config.CURRENCY);
 }
 
 export function createPortraitBatch(config: Config | NodeJS.ProcessEnv = process.env, options: PortraitBatchOptions = {}): PortraitBatch {
