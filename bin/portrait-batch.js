@@ -6,8 +6,13 @@
 // takes effect at once, as before the build existed, by running src/ through tsx (a dev dependency),
 // slower to start. `npm test` and `npm run demo` build first, so they run dist/.
 import { existsSync, readdirSync, statSync } from 'node:fs';
+import module from 'node:module';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+// Node >= 22.1 keeps the compiled code of the modules loaded from here on in a cache on disk (under
+// the temp folder; NODE_COMPILE_CACHE names another), so the next start skips compiling them.
+module.enableCompileCache?.();
 
 // Only the AWS SDK's NodeVersionSupportWarning is silenced (see src/core/awsNodeWarning.ts: the
 // lockfile pins SDK versions that support Node 20); every other warning still prints.
