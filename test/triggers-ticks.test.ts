@@ -112,6 +112,7 @@ test('a fired run not recorded yet holds the schedule for the grace period only 
 test("once the previous run has ended the next tick fires; the listing shows the last run's counts", async () => {
   const s = schedule('ended');
   const first = await tickAt(s, T0);
+  assert.ok(first.outcome === 'fired');
   await t.pb.startWorkers();
   assert.equal((await t.pb.waitForRun(first.runId, { timeoutMs: 60_000 })).state, 'finished');
   const run = (await t.ctx.rows.getRun(first.runId))!;
