@@ -223,9 +223,9 @@ export class RowStore {
     return this.call.cancelRun([keys.run(runId)], [reason, Date.now()]);
   }
 
-  /** Marks the run over (report written). False when it already was. */
-  async finishRun(runId: string, state: RunState): Promise<boolean> {
-    return (await this.call.finishRun([keys.run(runId), keys.activeRuns()], [runId, state, Date.now()])) === 'finished';
+  /** Marks the run over (report written) at `finishedAt` (the time its summary.json carries). False when it already was. */
+  async finishRun(runId: string, state: RunState, finishedAt = Date.now()): Promise<boolean> {
+    return (await this.call.finishRun([keys.run(runId), keys.activeRuns()], [runId, state, finishedAt])) === 'finished';
   }
 
   /** Adds a retry run to the run's retriedBy (atomically: retries started at once are all kept). */
