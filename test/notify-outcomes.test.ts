@@ -183,7 +183,7 @@ test('without NOTIFY_URL nothing is queued or sent', async () => {
   const ctx = { ...t.ctx, cfg: { ...t.ctx.cfg, NOTIFY_URL: undefined } };
   await enqueueRunNotice(ctx, { runId: 'unset' });
   assert.equal(await queue.getJob('n~unset'), undefined);
-  assert.equal(await sendNotice(ctx, { data: { runId: 'unset', summary: { runId: 'unset' } }, attemptsMade: 0 } as Job<NoticeJob>), 0);
+  assert.equal(await sendNotice(ctx, { data: { runId: 'unset', summary: { runId: 'unset' } }, attemptsMade: 0 } as unknown as Job<NoticeJob>), 0);
   assert.equal(of('unset').length, 0);
 });
 
