@@ -4,16 +4,21 @@
 // tick fires), and which manifest a prefix resolves to. No scheduler timing is involved: the tick jobs
 // are handed to processTick as BullMQ would hand them.
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import type { Job } from 'bullmq';
+import { loadConfig } from '../src/core/config.ts';
 import { keys } from '../src/core/keys.ts';
+import { createPortraitBatch } from '../src/index.ts';
 import { ManifestError } from '../src/manifest/index.ts';
 import { triggerCommand } from '../src/triggers/commands.ts';
 import { formatSchedules, listSchedules, processTick, resolveManifest, tickRunId, type TickJob } from '../src/triggers/cron.ts';
 import { triggerKeys, TICKS_KEPT } from '../src/triggers/keys.ts';
 import type { Schedule } from '../src/triggers/schedulesFile.ts';
 import { faceDataUri } from './helpers/faces.ts';
-import { startTestStack, type TestStack } from './helpers/stack.ts';
+import { TEST_POLICY, startTestStack, type TestStack } from './helpers/stack.ts';
 import { until } from './security/helpers.ts';
 
 let t: TestStack;
@@ -168,6 +173,32 @@ test('a tick whose manifest cannot be read fails with the reason, frees the sche
   const [listed] = await listSchedules(t.ctx, [s]);
   assert.equal(listed!.lastError, (bad as { reason: string }).reason, 'the last error stays listed');
   await t.pb.waitForRun(fixed.runId, { timeoutMs: 60_000 });
+});
+
+test('a tick whose S3 fails is thrown (its job is tried again), keeps the schedule, and the retried job fires the same run', async () => {
+  const s = schedule('s3down', `s3://${bucket}/ticks/`);
+  // An S3 that answers 500 to everything, on loopback.
+  const down = createServer((req, res) => {
+    req.resume();
+    res.writeHead(500, { 'content-type': 'application/xml' }).end('<Error><Code>InternalError</Code><Message>down</Message></Error>');
+  });
+  down.listen(0, '127.0.0.1');
+  await once(down, 'listening');
+  const pb = createPortraitBatch(loadConfig({ ...t.local.env, S3_ENDPOINT: `http://127.0.0.1:${(down.address() as AddressInfo).port}` }), { name: 's3down', policy: TEST_POLICY });
+  try {
+    await assert.rejects(processTick(pb, tickJob(s, T0), () => T0), (err: Error) => !(err instanceof ManifestError), 'not a bad manifest: the job fails and BullMQ tries it again');
+  } finally {
+    await pb.close();
+    down.closeAllConnections();
+    await new Promise((r) => down.close(r));
+  }
+  const h = await scheduleHash('s3down');
+  assert.deepEqual([h.runId, h.lastError], [tickRunId('s3down', T0), undefined], 'the schedule still holds the tick: no other tick fires meanwhile');
+  assert.deepEqual((await ticks('s3down')).map((e) => e.outcome), ['fired']);
+  assert.deepEqual(await tickAt(s, T0 + MINUTE, T0 + 1000), { outcome: 'skipped', running: tickRunId('s3down', T0) });
+  // The retried job, S3 back: the same run.
+  assert.deepEqual(await tickAt(s, T0, T0 + 2000), { outcome: 'fired', runId: tickRunId('s3down', T0) });
+  assert.equal((await t.ctx.rows.getRun(tickRunId('s3down', T0)))?.manifest, `s3://${bucket}/ticks/one.csv`);
 });
 
 test('the tick scripts: a stale read is refused, a late failure of an older tick changes nothing, the tick list is capped', async () => {
