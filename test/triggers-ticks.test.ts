@@ -8,13 +8,13 @@ import { once } from 'node:events';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
-import type { Job } from 'bullmq';
+import { Queue, type Job } from 'bullmq';
 import { loadConfig } from '../src/core/config.ts';
 import { keys } from '../src/core/keys.ts';
 import { createPortraitBatch } from '../src/index.ts';
 import { ManifestError } from '../src/manifest/index.ts';
 import { triggerCommand } from '../src/triggers/commands.ts';
-import { formatSchedules, listSchedules, processTick, resolveManifest, tickRunId, type TickJob } from '../src/triggers/cron.ts';
+import { formatSchedules, listSchedules, processTick, resolveManifest, syncSchedules, tickRunId, TRIGGERS_QUEUE, type TickJob } from '../src/triggers/cron.ts';
 import { triggerKeys, TICKS_KEPT } from '../src/triggers/keys.ts';
 import type { Schedule } from '../src/triggers/schedulesFile.ts';
 import { faceDataUri } from './helpers/faces.ts';
@@ -268,4 +268,55 @@ test('a manifest prefix takes its newest .csv or .csv.gz by Last-Modified, whate
   assert.equal(await resolveManifest(t.ctx, `s3://${bucket}/same/`), `s3://${bucket}/same/c.csv`);
 
   await assert.rejects(resolveManifest(t.ctx, `s3://no-such-bucket-pb/any/`), (err: unknown) => err instanceof ManifestError && /^cannot list s3:\/\/no-such-bucket-pb\/any\/: NoSuchBucket$/.test(err.message));
+});
+
+test('registering schedules: each becomes a job scheduler; one no longer in the file is removed, other schedulers are left alone; the listing without a file shows the registered ones', async () => {
+  const queue = new Queue<TickJob>(TRIGGERS_QUEUE, { connection: t.ctx.redis });
+  // New Year only: no tick comes during the test (and no scheduler process runs here).
+  const yearly = (name: string, tz = 'UTC'): Schedule => ({ ...schedule(name), cron: '0 0 1 1 *', timezone: tz, options: { maxCost: 5 } });
+  try {
+    await queue.upsertJobScheduler('not-a-schedule', { pattern: '0 0 1 1 *' }, { name: 'other' });
+    await syncSchedules(queue, [yearly('reg-a', 'Europe/Paris'), yearly('reg-b')], t.ctx);
+    const registered = async () => (await queue.getJobSchedulers(0, -1)).map((j) => j.key).sort();
+    assert.deepEqual(await registered(), ['not-a-schedule', 'schedule~reg-a', 'schedule~reg-b']);
+    const a = (await queue.getJobScheduler('schedule~reg-a'))!;
+    assert.deepEqual([a.pattern, a.tz, a.template?.data?.schedule.name], ['0 0 1 1 *', 'Europe/Paris', 'reg-a']);
+
+    const listed = await listSchedules(t.ctx);
+    assert.deepEqual(listed.map((l) => [l.name, l.registered, l.cron, l.timezone, l.options.maxCost]).sort(), [
+      ['reg-a', true, '0 0 1 1 *', 'Europe/Paris', 5],
+      ['reg-b', true, '0 0 1 1 *', 'UTC', 5],
+    ]);
+    const b = listed.find((l) => l.name === 'reg-b')!;
+    assert.equal(b.next, new Date((await queue.getJobScheduler('schedule~reg-b'))!.next!).toISOString(), 'the next tick as BullMQ has it');
+    assert.match(b.next!, /^\d{4}-01-01T00:00:00\.000Z$/);
+    assert.deepEqual([b.lastRun, b.skipped, b.lastSkippedAt, b.lastError], [null, 0, null, null]);
+    assert.match(formatSchedules([b]), /^reg-b {2}0 0 1 1 \* \(UTC\) {2}s3:\/\/\S+ {2}next \d{4}-01-01T00:00:00\.000Z {2}no run yet$/);
+
+    await syncSchedules(queue, [yearly('reg-a', 'Europe/Paris')], t.ctx);
+    assert.deepEqual(await registered(), ['not-a-schedule', 'schedule~reg-a'], 'reg-b is removed, the other scheduler is not ours to remove');
+    assert.deepEqual((await listSchedules(t.ctx)).map((l) => l.name), ['reg-a']);
+    await syncSchedules(queue, [], t.ctx);
+    assert.deepEqual(await registered(), ['not-a-schedule']);
+  } finally {
+    await queue.removeJobScheduler('not-a-schedule');
+    await queue.close();
+  }
+});
+
+test('listing: a schedule from the file not registered yet has its next time from its pattern; errors and skips are shown; nothing listed says so', async () => {
+  const s = { ...schedule('listed'), cron: '0 0 1 1 *' };
+  await t.ctx.redis.hset(triggerKeys.schedule('listed'), { lastError: 'no .csv here', skipped: 3, lastSkippedTick: T0 });
+  const [l] = await listSchedules(t.ctx, [s]);
+  assert.deepEqual([l!.registered, l!.lastError, l!.skipped, l!.lastSkippedAt], [false, 'no .csv here', 3, new Date(T0).toISOString()]);
+  assert.match(l!.next!, /^\d{4}-01-01T00:00:00\.000Z$/);
+  assert.match(formatSchedules([l!]), / {2}no run yet {2}· 3 ticks skipped · last error: no \.csv here · not registered$/);
+  assert.equal(formatSchedules([]), 'no schedules');
+  assert.equal(formatSchedules([l!, l!]).split('\n').length, 2, 'one line each');
+});
+
+test('a tick job without prevMillis takes its tick from its id', async () => {
+  const s = schedule('by-id');
+  const job = { id: `repeat:by-id:${T0 + 5}`, data: { schedule: s }, opts: {}, timestamp: 1 } as unknown as Job<TickJob>;
+  assert.deepEqual(await processTick(t.pb, job, () => T0), { outcome: 'fired', runId: tickRunId('by-id', T0 + 5) });
 });
