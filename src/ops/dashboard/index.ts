@@ -7,7 +7,9 @@ import express, { type Request, type Response, type Router } from 'express';
 import { RunControlError } from '../../control/errors.ts';
 import type { PortraitBatch, RunStatus } from '../../index.ts';
 import { QUEUE_STATES, withTimeout } from '../metrics.ts';
-import { dashboardAuth } from './auth.ts';
+import { dashboardAuth, derive } from './auth.ts';
+import { sessionStore } from './sessions.ts';
+import { signInThrottle } from './signInThrottle.ts';
 import { liveFields, loginPage, messagePage, runPage, runsPage, STATUS_FILTERS, type GalleryRow, type QueueHealth } from './pages.ts';
 import { faceSrc, portraitSrc, rowsPage } from './rows.ts';
 
@@ -26,8 +28,13 @@ const ASSETS: Record<string, { type: string; body: string }> = {
 const CSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src http: https: data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 export function dashboardRouter(pb: PortraitBatch, token: string): Router {
-  const auth = dashboardAuth(token);
   const ctx = () => pb.context;
+  const { redis, policy, logger } = pb.context;
+  const auth = dashboardAuth(token, {
+    sessions: sessionStore(redis, derive(token, 'session'), policy.dashboard.sessionSeconds),
+    throttle: signInThrottle(redis, policy.dashboard, logger),
+    sessionSeconds: policy.dashboard.sessionSeconds,
+  });
   const router = express.Router();
 
   router.use((_req, res, next) => {
@@ -48,12 +55,10 @@ export function dashboardRouter(pb: PortraitBatch, token: string): Router {
     res.type(a.type).send(a.body);
   });
   router.get('/login', (_req, res) => void res.type('html').send(loginPage()));
-  router.post('/login', (req, res) => {
+  router.post('/login', async (req, res) => {
     const refused = auth.checkOrigin(req);
     if (refused) return void res.status(403).type('html').send(loginPage(refused));
-    if (!auth.isToken((req.body as Record<string, unknown> | undefined)?.token)) return void res.status(401).type('html').send(loginPage('That is not the dashboard token.'));
-    auth.signIn(req, res);
-    res.redirect(303, '/ui');
+    if (await auth.login(req, res, (status, message) => void res.status(status).type('html').send(loginPage(message)))) res.redirect(303, '/ui');
   });
 
   router.use(
@@ -64,10 +69,10 @@ export function dashboardRouter(pb: PortraitBatch, token: string): Router {
     }),
   );
 
-  router.post('/logout', (req, res) => {
+  router.post('/logout', async (req, res) => {
     const refused = auth.checkPost(req);
     if (refused) return void res.status(403).type('html').send(messagePage('Refused', refused, '/ui'));
-    auth.signOut(res);
+    await auth.signOut(req, res);
     res.redirect(303, '/ui/login');
   });
 
