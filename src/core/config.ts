@@ -165,7 +165,7 @@ export const CONFIG_VARS = {
   },
   DASHBOARD_TOKEN: {
     schema: z.string().min(DASHBOARD_TOKEN_MIN, `must be at least ${DASHBOARD_TOKEN_MIN} characters (e.g. \`openssl rand -hex 24\`)`),
-    doc: `Turns the dashboard (/ui on the admin listener) on; every dashboard request needs it (bearer header or the login form\'s session). At least ${DASHBOARD_TOKEN_MIN} characters. Unset: no dashboard (metrics and health are still served). e.g. \`openssl rand -hex 24\`.`,
+    doc: `Turns the dashboard (/ui on the admin listener) on; every dashboard request needs it (bearer header or the login form's session). At least ${DASHBOARD_TOKEN_MIN} characters. Unset: no dashboard (metrics and health are still served). e.g. \`openssl rand -hex 24\`.`,
     roles: ALL,
   },
 } satisfies Record<string, VarSpec>;
