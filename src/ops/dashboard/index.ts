@@ -1,6 +1,6 @@
 // The dashboard under /ui of the admin listener: an Express router over the library handle. Pages are
 // rendered on the server; a small script polls JSON for live progress. Every request is signed in
-// (see auth.ts); every value is escaped (see html.ts); pictures load from presigned S3 URLs.
+// (see auth.ts); every value is escaped (see html.ts); pictures are served from here (thumbnails.ts).
 import { readFileSync } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import express, { type Request, type Response, type Router } from 'express';
@@ -11,7 +11,8 @@ import { dashboardAuth, derive } from './auth.ts';
 import { sessionStore } from './sessions.ts';
 import { signInThrottle } from './signInThrottle.ts';
 import { liveFields, loginPage, messagePage, runPage, runsPage, STATUS_FILTERS, type GalleryRow, type QueueHealth } from './pages.ts';
-import { faceSrc, portraitSrc, rowsPage } from './rows.ts';
+import { rowsPage } from './rows.ts';
+import { thumbnails } from './thumbnails.ts';
 
 const PAGE_SIZE = 24;
 /** Runs listed on the front page. */
@@ -24,8 +25,8 @@ const ASSETS: Record<string, { type: string; body: string }> = {
   'app.js': { type: 'text/javascript; charset=utf-8', body: asset('app.js') },
 };
 
-/** No script but ours, no framing (inline styles only carry the progress bars' widths); pictures may come from the S3 endpoint and from faces given by URL. */
-const CSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src http: https: data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/** No script but ours, no framing (inline styles only carry the progress bars' widths); pictures only from here (faces and portraits are served by this router). */
+const CSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 export function dashboardRouter(pb: PortraitBatch, token: string): Router {
   const ctx = () => pb.context;
@@ -35,6 +36,7 @@ export function dashboardRouter(pb: PortraitBatch, token: string): Router {
     throttle: signInThrottle(redis, policy.dashboard, logger),
     sessionSeconds: policy.dashboard.sessionSeconds,
   });
+  const pictures = thumbnails(derive(token, 'thumbnails'));
   const router = express.Router();
 
   router.use((_req, res, next) => {
@@ -95,11 +97,24 @@ export function dashboardRouter(pb: PortraitBatch, token: string): Router {
     const filter = typeof req.query.status === 'string' && (STATUS_FILTERS as readonly string[]).includes(req.query.status) ? req.query.status : undefined;
     const pageNo = Math.max(1, Math.min(1_000_000, Number.parseInt(String(req.query.page ?? '1'), 10) || 1));
     const rows = await rowsPage(ctx(), run, { status: filter, page: pageNo, pageSize: PAGE_SIZE });
-    const gallery: GalleryRow[] = await Promise.all(
-      rows.rows.map(async (r) => ({ ...r, face: await faceSrc(ctx(), run, r), portraits: await Promise.all(r.images.map((k) => portraitSrc(ctx(), k))) })),
-    );
+    const gallery: GalleryRow[] = rows.rows.map((r) => ({
+      ...r,
+      face: pictures.faceSrc(ctx(), run, r),
+      portraits: r.images.map((k) => pictures.portraitSrc(ctx(), run, k)).filter((src): src is string => src !== undefined),
+    }));
     const notice = typeof req.query.done === 'string' ? NOTICES[req.query.done] : undefined;
     res.type('html').send(runPage({ status, rows, gallery, filter, page: pageNo, pageSize: PAGE_SIZE, csrf: auth.csrf, notice }));
+  });
+  router.get('/runs/:runId/faces/:rowKey', async (req, res) => {
+    const run = await ctx().rows.getRun(req.params.runId as string);
+    if (!run) return void res.status(404).type('text/plain').send('no such run\n');
+    await pictures.sendFace(ctx(), run, req.params.rowKey as string, req.query.src, req.query.sig, res);
+  });
+  router.get('/runs/:runId/images/*rest', async (req, res) => {
+    const run = await ctx().rows.getRun(req.params.runId as string);
+    if (!run) return void res.status(404).type('text/plain').send('no such run\n');
+    const rest = (req.params as unknown as { rest: string[] }).rest.join('/');
+    await pictures.sendPortrait(ctx(), run, rest, res);
   });
   router.get('/runs/:runId/status.json', async (req, res) => {
     const s = await pb.status(req.params.runId as string);

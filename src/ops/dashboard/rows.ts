@@ -3,12 +3,10 @@
 // report lines by byte range, so a page costs the same for 10 rows or 10^6. A run in progress is read
 // from its manifest copy, each row's outcome looked up where it is now (Redis while in flight, its S3
 // metadata once finished), up to SCAN_LIMIT rows and SCAN_BYTES of manifest.
-import { extname } from 'node:path';
 import { pipeline, Transform } from 'node:stream';
 import type { Context } from '../../core/context.ts';
 import { runLayout } from '../../core/layout.ts';
 import { lineSelected, type RunRecord } from '../../core/rowState.ts';
-import { parseS3Url } from '../../core/s3.ts';
 import { readManifest, readOptionsFor } from '../../manifest/index.ts';
 import type { RowMeta } from '../../worker/flush.ts';
 import { FailureGroups, reportIndexOf, reportPage, type FailureGroup, type ReportRow } from '../../worker/reportIndex.ts';
@@ -124,26 +122,4 @@ async function* liveRows(ctx: Context, run: RunRecord): AsyncGenerator<RowView |
     return;
   }
   if (batch.length) yield* await lookUp();
-}
-
-/** How long the thumbnails' presigned URLs work: a page left open keeps its pictures for this long. */
-const THUMB_URL_SECONDS = 3600;
-
-/** A URL the browser can load a row's face from, when there is one: the face as given, or presigned from S3. */
-export async function faceSrc(ctx: Context, run: RunRecord, row: RowView): Promise<string | undefined> {
-  const f = row.faceUrl;
-  if (/^https?:\/\//i.test(f) || /^data:image\/(png|jpeg|webp|gif);base64,/i.test(f)) return f;
-  if (/^s3:\/\//i.test(f)) {
-    const { bucket, key } = parseS3Url(f);
-    // Only buckets this deployment may read faces from are presigned with its credentials.
-    if (bucket !== ctx.storage.bucket && !ctx.cfg.FACE_BUCKETS.includes(bucket)) return undefined;
-    return ctx.storage.presign(key, THUMB_URL_SECONDS, bucket);
-  }
-  if (!run.options.localFaces || !f) return undefined;
-  const facesRun = String(run.options.facesRunId ?? run.runId);
-  return ctx.storage.presign(runLayout(ctx.cfg.S3_PREFIX, facesRun).input(row.key, extname(f).toLowerCase()), THUMB_URL_SECONDS);
-}
-
-export function portraitSrc(ctx: Context, key: string): Promise<string> {
-  return ctx.storage.presign(key, THUMB_URL_SECONDS);
 }
