@@ -155,17 +155,33 @@ async function headerLength(ctx: Context, key: string): Promise<number> {
 }
 
 const building = new Map<string, Promise<ReportIndex>>();
+/** Indexes read lately (a finished run's report, so its index, never changes), by bucket and key. */
+const recent = new Map<string, ReportIndex>();
+const RECENT_KEPT = 8;
 
-/** The run's index: read, or written now when it is missing (once per process at a time). */
+/** The run's index: read (or remembered), or written now when it is missing (once per process at a time). */
 export async function reportIndexOf(ctx: Context, runId: string): Promise<ReportIndex> {
-  const found = await ctx.storage.getJson<ReportIndex>(`${layoutOf(ctx, runId).reportIndex}index.json`);
-  if (found?.version === REPORT_INDEX_VERSION) return found;
+  const key = `${layoutOf(ctx, runId).reportIndex}index.json`;
+  const cacheKey = `${ctx.storage.bucket}/${key}`;
+  const cached = recent.get(cacheKey);
+  if (cached) return cached;
+  const found = await ctx.storage.getJson<ReportIndex>(key);
+  if (found?.version === REPORT_INDEX_VERSION) {
+    recent.set(cacheKey, found);
+    if (recent.size > RECENT_KEPT) recent.delete(recent.keys().next().value!);
+    return found;
+  }
   let pending = building.get(runId);
   if (!pending) {
     pending = writeReportIndex(ctx, runId).finally(() => building.delete(runId));
     building.set(runId, pending);
   }
   return pending;
+}
+
+/** Forgets a remembered index (its objects were found missing). */
+export function forgetReportIndex(ctx: Context, runId: string): void {
+  recent.delete(`${ctx.storage.bucket}/${layoutOf(ctx, runId).reportIndex}index.json`);
 }
 
 /** One page of a finished run's rows (of one status, or all): two range reads of the index and the report, whatever the run's size. */

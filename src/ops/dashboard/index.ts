@@ -91,8 +91,7 @@ export function dashboardRouter(pb: PortraitBatch, token: string): Router {
 
   router.get('/runs/:runId', async (req, res) => {
     const runId = req.params.runId as string;
-    const status = await pb.status(runId);
-    const run = await ctx().rows.getRun(runId);
+    const [status, run] = await Promise.all([pb.status(runId), ctx().rows.getRun(runId)]);
     if (!status || !run) return void res.status(404).type('html').send(messagePage('No such run', `There is no run ${runId}.`, '/ui'));
     const filter = typeof req.query.status === 'string' && (STATUS_FILTERS as readonly string[]).includes(req.query.status) ? req.query.status : undefined;
     const pageNo = Math.max(1, Math.min(1_000_000, Number.parseInt(String(req.query.page ?? '1'), 10) || 1));

@@ -9,7 +9,7 @@ import { runLayout } from '../../core/layout.ts';
 import { lineSelected, type RunRecord } from '../../core/rowState.ts';
 import { readManifest, readOptionsFor } from '../../manifest/index.ts';
 import type { RowMeta } from '../../worker/flush.ts';
-import { FailureGroups, reportIndexOf, reportPage, type FailureGroup, type ReportRow } from '../../worker/reportIndex.ts';
+import { FailureGroups, forgetReportIndex, reportIndexOf, reportPage, type FailureGroup, type ReportRow } from '../../worker/reportIndex.ts';
 
 export type RowView = ReportRow;
 export type { FailureGroup };
@@ -33,9 +33,18 @@ const LOOKUP_BATCH = 64;
 
 export async function rowsPage(ctx: Context, run: RunRecord, q: { status?: string; page: number; pageSize: number }): Promise<RowsPage> {
   if (run.finishedAt) {
-    const index = await reportIndexOf(ctx, run.runId);
-    const { rows, matched } = await reportPage(ctx, run.runId, index, q);
-    return { rows, matched, byStatus: index.byStatus, groups: index.groups, scanned: index.rows, complete: true };
+    let index = await reportIndexOf(ctx, run.runId);
+    let page;
+    try {
+      page = await reportPage(ctx, run.runId, index, q);
+    } catch (err) {
+      if ((err as { name?: string }).name !== 'NoSuchKey') throw err;
+      // A remembered index whose objects are gone (removed, or the run's outputs expired): read it again.
+      forgetReportIndex(ctx, run.runId);
+      index = await reportIndexOf(ctx, run.runId);
+      page = await reportPage(ctx, run.runId, index, q);
+    }
+    return { rows: page.rows, matched: page.matched, byStatus: index.byStatus, groups: index.groups, scanned: index.rows, complete: true };
   }
   const all: RowView[] = [];
   let complete = true;
