@@ -97,11 +97,25 @@ export function reportRow(rec: Record<string, string>): ReportRow {
 const layoutOf = (ctx: Context, runId: string) => runLayout(ctx.cfg.S3_PREFIX, runId);
 const binKey = (ctx: Context, runId: string, status: string | undefined) => `${layoutOf(ctx, runId).reportIndex}${status ?? 'all'}.bin`;
 
-function entry(offset: number, length: number): Buffer {
-  const b = Buffer.alloc(ENTRY_BYTES);
-  b.writeUIntBE(offset, 0, 6);
-  b.writeUInt32BE(length, 6);
-  return b;
+/** Entries appended into one growing buffer (10^6 lines: 10 MB, not 10^6 small buffers). */
+class Entries {
+  private buf = Buffer.alloc(ENTRY_BYTES * 1024);
+  count = 0;
+
+  add(offset: number, length: number): void {
+    if ((this.count + 1) * ENTRY_BYTES > this.buf.length) {
+      const bigger = Buffer.alloc(this.buf.length * 2);
+      this.buf.copy(bigger);
+      this.buf = bigger;
+    }
+    this.buf.writeUIntBE(offset, this.count * ENTRY_BYTES, 6);
+    this.buf.writeUInt32BE(length, this.count * ENTRY_BYTES + 6);
+    this.count++;
+  }
+
+  bytes(): Buffer {
+    return this.buf.subarray(0, this.count * ENTRY_BYTES);
+  }
 }
 
 /** Reads the run's report once and writes its index. */
@@ -110,8 +124,8 @@ export async function writeReportIndex(ctx: Context, runId: string): Promise<Rep
   const csv = parse({ columns: true, bom: true, info: true });
   // pipeline hands an S3 read error to the parser, so the loop below throws instead of waiting forever.
   pipeline(await ctx.storage.getStream(layout.report), csv, () => undefined);
-  const all: Buffer[] = [];
-  const perStatus = new Map<string, Buffer[]>();
+  const all = new Entries();
+  const perStatus = new Map<string, Entries>();
   const groups = new FailureGroups();
   let columns: string[] = [];
   let start: number | undefined;
@@ -121,25 +135,25 @@ export async function writeReportIndex(ctx: Context, runId: string): Promise<Rep
       // The header's end: the first record starts where the header's line ended.
       start = await headerLength(ctx, layout.report);
     }
-    const e = entry(start, info.bytes - start);
+    const [offset, length] = [start, info.bytes - start];
     start = info.bytes;
-    all.push(e);
+    all.add(offset, length);
     const row = reportRow(record);
     let list = perStatus.get(row.status);
-    if (!list) perStatus.set(row.status, (list = []));
-    list.push(e);
+    if (!list) perStatus.set(row.status, (list = new Entries()));
+    list.add(offset, length);
     groups.add(row);
   }
   const index: ReportIndex = {
     version: REPORT_INDEX_VERSION,
     columns,
-    rows: all.length,
-    byStatus: Object.fromEntries([...perStatus].map(([s, l]) => [s, l.length])),
+    rows: all.count,
+    byStatus: Object.fromEntries([...perStatus].map(([s, l]) => [s, l.count])),
     groups: groups.largest(),
   };
-  await ctx.storage.upload(binKey(ctx, runId, undefined), Buffer.concat(all), 'application/octet-stream');
+  await ctx.storage.upload(binKey(ctx, runId, undefined), all.bytes(), 'application/octet-stream');
   for (const [status, list] of perStatus) {
-    if (/^[a-z]+$/.test(status)) await ctx.storage.upload(binKey(ctx, runId, status), Buffer.concat(list), 'application/octet-stream');
+    if (/^[a-z]+$/.test(status)) await ctx.storage.upload(binKey(ctx, runId, status), list.bytes(), 'application/octet-stream');
   }
   // Last: its presence says the entries are complete.
   await ctx.storage.putJson(`${layout.reportIndex}index.json`, index);
