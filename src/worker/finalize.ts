@@ -114,7 +114,8 @@ export async function writeRunReport(ctx: Context, runId: string): Promise<Summa
   );
   // Before the run is marked finished: a finalize that dies here runs again and removes them then.
   await removeReportParts(ctx, runId);
-  await ctx.rows.finishRun(runId, state);
+  // The run's finishedAt is the one summary.json holds: a notice or status built from the run agrees with it.
+  await ctx.rows.finishRun(runId, state, finishedAt);
   ctx.logger.info({ ...summary, milestone: 'finished' }, `run ${runId} finished: ${summary.completed} completed, ${summary.failed} failed, ${summary.rejected} rejected, ${summary.canceled} canceled`);
   await enqueueRunNotice(ctx, summary);
   return summary;
