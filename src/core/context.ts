@@ -76,7 +76,7 @@ export function createContext(cfg: Config, name = 'portrait-batch', policyOverri
   let connected = false;
   redis.on('ready', () => (connected = true));
   redis.on('error', (err: unknown) => {
-    if (connected && isRedisOutage(err)) dependencies.down('redis', err);
+    if (connected && isRedisOutage(err, true)) dependencies.down('redis', err);
   });
   const queues = createQueues(redis);
   // The queues share `redis`, whose outages the tracker says once; without a listener BullMQ prints

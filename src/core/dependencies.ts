@@ -50,13 +50,20 @@ export class DependencyError extends Error {
   }
 }
 
-/** Redis answers that mean "Redis cannot do our work now" rather than "this command is wrong". */
-const REDIS_DOWN = /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|ENOTFOUND|EPIPE|Connection is closed|Command timed out|MISCONF|READONLY|LOADING|OOM command not allowed|MASTERDOWN|Stream isn't writeable/i;
+/** Redis answers (and ioredis errors) that mean "Redis cannot do our work now", not "this command is wrong". */
+const REDIS_REFUSING = /MISCONF|READONLY|LOADING|OOM command not allowed|MASTERDOWN|Connection is closed|Command timed out|Stream isn't writeable/i;
+/** Network failures: Redis's only when the error came from a Redis connection (see `fromConnection`). */
+const NETWORK = /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|ENOTFOUND|EPIPE/i;
 
-/** Whether an error from a Redis command (or from BullMQ) says Redis is unreachable or refusing writes. */
-export function isRedisOutage(err: unknown): boolean {
+/**
+ * Whether an error says Redis is unreachable or refusing writes. `fromConnection`: the error came from
+ * a Redis connection itself (ioredis's or a BullMQ worker's `error` event), so a refused connection is
+ * Redis's; from other work (a job, a sweep) it could be S3's or fal's, and only Redis's own answers count.
+ */
+export function isRedisOutage(err: unknown, fromConnection = false): boolean {
   const e = err as { message?: unknown; code?: unknown };
-  return REDIS_DOWN.test(String(e?.message ?? '')) || (typeof e?.code === 'string' && REDIS_DOWN.test(e.code));
+  const text = `${String(e?.message ?? '')} ${typeof e?.code === 'string' ? e.code : ''}`;
+  return REDIS_REFUSING.test(text) || (fromConnection && NETWORK.test(text));
 }
 
 /**
@@ -297,12 +304,12 @@ export class Dependencies {
 /** What an outage of each dependency stops, for the warning. */
 const AFFECTS: Record<Dependency, string> = {
   redis: 'workers wait and retry with backoff',
-  s3: 'submissions and result storing are paused, results fal finished wait',
+  s3: 'submissions are paused, results fal finished wait to be stored',
   fal: 'submissions are paused, rows wait',
 };
 const RESUMES: Record<Dependency, string> = {
   redis: 'workers go on',
-  s3: 'submissions and result storing resume',
+  s3: 'submissions and storing resume',
   fal: 'submissions resume',
 };
 

@@ -53,7 +53,7 @@ export function brakeOnErrors(ctx: Context, workers: Worker[]): ErrorBrake {
 
   for (const w of workers) {
     w.on('error', (err) => {
-      if (isRedisOutage(err)) ctx.dependencies.down('redis', err);
+      if (isRedisOutage(err, true)) ctx.dependencies.down('redis', err);
       else ctx.dependencies.error('worker error', err, { queue: w.name });
       brake(w);
     });

@@ -93,6 +93,8 @@ async function placeAndStore(ctx: Context, job: Job<ResultJob>, r: ResultJob): P
   if (decision !== 'store') return decision;
 
   if (!row || row.state !== 'storing' || row.storeRequestId !== r.requestId) return 'moved-on';
+  // S3 is down (as this process saw it): the result is recorded, the row waits; only the probe tries S3.
+  if (ctx.dependencies.isDown('s3')) throw new DependencyError('s3', 'waiting for S3 to come back');
   // A webhook's arrival tells how long fal took (poll mode learns it from fal's inference_time).
   if (r.source === 'webhook' && job.attemptsMade === 0 && row.submittedAt && row.requestId === r.requestId) {
     await observeRunTime(ctx, row.runId, r.receivedAt - row.submittedAt);
