@@ -6,6 +6,10 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type { DestinationStream } from 'pino';
+import { createServer } from 'node:net';
+import { loadConfig } from '../src/core/config.ts';
+import { createContext } from '../src/core/context.ts';
+import { readOutages } from '../src/core/dependencies.ts';
 import { startEmulator, type EmulatorOptions, type RunningEmulator } from '../src/emulator/index.ts';
 import { startS3Server, type RunningS3 } from '../src/local/s3Server.ts';
 import { readiness } from '../src/ops/health.ts';
@@ -14,7 +18,7 @@ import { waitForRun } from '../src/producer/wait.ts';
 import { formatStatus, runStatus } from '../src/status.ts';
 import { eventually } from './helpers/eventually.ts';
 import { writeFaces } from './helpers/faces.ts';
-import { startTestStack, type TestStack } from './helpers/stack.ts';
+import { startTestStack, TEST_POLICY, type TestStack } from './helpers/stack.ts';
 
 interface LogLine {
   level: number;
@@ -185,6 +189,39 @@ test('webhook receiver down: the reconciler finds every result by polling fal', 
     assert.deepEqual([run.completed, run.failed, run.submits], [6, 0, 6]);
     assert.equal(t.local.emulator!.stats().webhooksDelivered, 0, 'no webhook reached us');
   } finally {
+    await t.stop();
+  }
+});
+
+test('several processes see S3 go down: the first one warns, the others adopt its outage quietly; one recovery line in all', async () => {
+  const t = await startTestStack({ workers: false, webhook: false });
+  const port = await new Promise<number>((resolve) => {
+    const srv = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
+  // Three processes whose S3 is at an address where nothing listens yet.
+  const env = { ...t.local.env, S3_ENDPOINT: `http://127.0.0.1:${port}`, LOG_LEVEL: 'debug' };
+  const logs = [captureLog(), captureLog(), captureLog()];
+  const ctxs = logs.map((log, i) => createContext(loadConfig(env), `process-${i}`, TEST_POLICY, { log }));
+  let s3: RunningS3 | undefined;
+  try {
+    for (const c of ctxs) c.dependencies.down('s3', new Error('connect ECONNREFUSED'));
+    await eventually(async () => (await readOutages(t.ctx.redis)).some((o) => o.dependency === 's3'), 'the outage recorded in Redis');
+    await eventually(async () => (await t.ctx.queues.submit.isPaused()) === true, 'submissions paused');
+    assert.deepEqual((await t.ctx.dependencies.outages()).map((o) => o.dependency), ['s3'], 'a process that saw nothing itself knows it too');
+    s3 = await startS3Server({ dir: join(t.dir, 's3-other'), port, buckets: [t.ctx.cfg.S3_BUCKET] });
+    await eventually(() => ctxs.every((c) => !c.dependencies.isDown('s3')), 'every process saw S3 back');
+    await eventually(async () => (await t.ctx.queues.submit.isPaused()) === false, 'submissions resumed');
+    const said = (re: RegExp) => logs.flatMap((l) => l.said(re)).length;
+    assert.equal(said(/^S3 unreachable/), 1, 'one warning across the processes');
+    assert.equal(said(/^S3 reachable again/), 1, 'one recovery line across the processes');
+    assert.equal(logs.flatMap((l) => l.said(/^S3 unreachable .*already reported/, 20)).length, 2, 'the others said it at debug level');
+    assert.deepEqual(await readOutages(t.ctx.redis), []);
+  } finally {
+    for (const c of ctxs) await c.close();
+    await s3?.close();
     await t.stop();
   }
 });
