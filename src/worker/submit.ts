@@ -115,7 +115,7 @@ export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: s
       // storage): upload it again, once, instead of handing fal the same dead URL.
       const cacheKey = falFaceCacheKey(ctx, row);
       if (!cacheKey || !isFaceRefusal(classifyFalError(raw))) throw raw;
-      ctx.logger.warn({ runId, row: key, err: errorMessage(raw) }, "fal refused the face copy in its storage: uploading it again");
+      ctx.logger.warn({ runId, row: key, err: errorMessage(raw) }, 'fal refused the face copy in its storage: uploading it again');
       await ctx.redis.del(cacheKey);
       return submitWith();
     });
@@ -169,7 +169,7 @@ export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: s
       if (await ctx.rows.finishRow(runId, key, 'failed', reason, ['pending'])) await flushRow(ctx, runId, key);
       return 'failed';
     }
-    if (down) return holdFor(ctx, job, ctx.policy.dependencies.recheckMs, token);
+    if (down) return holdFor(job, ctx.policy.dependencies.recheckMs, token);
     throw err; // BullMQ retries with exponential backoff, jitter and Retry-After (see submitBackoff)
   }
 }
@@ -195,7 +195,9 @@ async function faceForSubmit(ctx: Context, row: RowData): Promise<string> {
     if (raw instanceof DependencyError) throw raw; // S3 down: the row waits for it
     if (raw instanceof FaceReadError) throw new FalTransientError(`the face could not be handed to fal: ${raw.message}`);
     const err = classifyFalError(raw);
-    if (err instanceof FalAuthError || err instanceof FalRejectedError || outageOf(err) === 'fal') throw err;
+    if (err instanceof FalAuthError || err instanceof FalRejectedError) throw err;
+    // fal's storage unreachable or silent: an outage of fal, never an ambiguous submission.
+    if (outageOf(err) === 'fal') throw new DependencyError('fal', err);
     throw new FalTransientError(`the face could not be handed to fal: ${errorMessage(raw)}`, (err as FalTransientError).status);
   }
 }
@@ -209,11 +211,11 @@ async function slotWaitMs(ctx: Context, runId: string): Promise<number> {
 }
 
 async function delay(ctx: Context, job: Job, token?: string): Promise<never> {
-  return holdFor(ctx, job, ctx.policy.submit.pauseRecheckMs, token);
+  return holdFor(job, ctx.policy.submit.pauseRecheckMs, token);
 }
 
 /** Puts the job back for `ms` without counting a try (its queue is paused meanwhile, or soon). */
-async function holdFor(_ctx: Context, job: Job, ms: number, token?: string): Promise<never> {
+async function holdFor(job: Job, ms: number, token?: string): Promise<never> {
   await job.moveToDelayed(Date.now() + ms, token);
   throw new DelayedError();
 }
