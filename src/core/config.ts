@@ -1,5 +1,6 @@
 // Configuration from the environment: one table of variables (name, schema, default, meaning) that
 // the config loader, the README's table and the docker-compose check all read.
+import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import { isLoopbackUrl, privateHostReason } from './publicAddress.ts';
@@ -22,10 +23,50 @@ const hostList = z
   .transform((v) => v.split(',').map((h) => h.trim().toLowerCase()).filter(Boolean))
   .refine((hs) => hs.every((h) => /^(\*\.)?[a-z0-9.-]+(:\d{1,5})?$/.test(h)), 'must be a comma-separated list of host[:port] (a leading *. matches subdomains)');
 
+/** A length of time: a whole number with a unit (ms, s, m, h, d), e.g. `2h`, `90m`, `30s`, `500ms`; in milliseconds. */
+export const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+const duration = z
+  .string()
+  .trim()
+  .toLowerCase()
+  .refine((v) => /^\d{1,9}(ms|s|m|h|d)$/.test(v), 'must be a duration: a whole number with a unit, e.g. 2h, 90m, 30s or 500ms')
+  .transform((v) => {
+    const [, n, unit] = /^(\d+)(ms|s|m|h|d)$/.exec(v)!;
+    return Number(n) * DURATION_UNITS[unit!]!;
+  })
+  .refine((ms) => ms >= 1000, 'must be at least 1s');
+
 const bucketList = z
   .string()
   .transform((v) => v.split(',').map((b) => b.trim()).filter(Boolean))
   .refine((bs) => bs.every((b) => /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(b)), 'must be a comma-separated list of S3 bucket names');
+
+/** Shortest DASHBOARD_TOKEN accepted: a guessable token makes every other dashboard rule moot. */
+export const DASHBOARD_TOKEN_MIN = 32;
+
+const adminHostList = z
+  .string()
+  .transform((v) => v.split(',').map((h) => h.trim().toLowerCase().replace(/^\[|\]$/g, '')).filter(Boolean))
+  .refine((hs) => hs.every((h) => /^(\*\.)?[a-z0-9.-]+$/.test(h) || isIP(h) === 6), 'must be a comma-separated list of host names or addresses (no ports; a leading *. matches subdomains)');
+
+/** Express's `trust proxy` setting from TRUST_PROXY: false, true, a hop count, or addresses/subnets. */
+const trustProxy = z
+  .string()
+  .trim()
+  .transform((v, ctx): boolean | number | string[] => {
+    const lower = v.toLowerCase();
+    if (['false', '0', 'no', ''].includes(lower)) return false;
+    if (['true', 'yes'].includes(lower)) return true;
+    if (/^\d{1,2}$/.test(lower)) return Number(lower);
+    const list = lower.split(',').map((s) => s.trim()).filter(Boolean);
+    const named = ['loopback', 'linklocal', 'uniquelocal'];
+    const ok = list.every((s) => named.includes(s) || isIP(s.split('/')[0]!) !== 0);
+    if (!ok) {
+      ctx.addIssue({ code: 'custom', message: 'must be false, true, a hop count, or comma-separated addresses/subnets (loopback, linklocal, uniquelocal, 10.0.0.0/8)' });
+      return z.NEVER;
+    }
+    return list;
+  });
 
 interface VarSpec {
   schema: z.ZodType;
@@ -86,9 +127,20 @@ export const CONFIG_VARS = {
   RUN_WINDOW: { schema: int(1), default: '1000', doc: 'Rows of one run in flight at once; the producer waits while the window is full.', roles: ['producer'] },
   SUBMIT_CONCURRENCY: { schema: int(1, 1000), default: '8', doc: 'Parallel fal submissions per worker process.', roles: ['worker'] },
   SUBMIT_RATE_PER_SECOND: { schema: int(1), default: '20', doc: 'Submissions per second across all workers (BullMQ rate limiter).', roles: ['worker'] },
-  SUBMIT_MAX_TRIES: { schema: int(1, 100), default: '8', doc: 'Tries for a submission on 5xx/network errors before the row fails.', roles: ['worker'] },
+  SUBMIT_RETRY_WINDOW: {
+    schema: duration,
+    default: '2h',
+    doc: 'How long a submission is tried again while fal is unreachable or answers 429/5xx before its row fails (a duration: `2h`, `90m`, `30s`, `500ms`), counted from the first failure. While fal is unreachable, submissions pause and the rows wait; at most ROW_DEADLINE_MS (the default is cut to it).',
+    roles: ['worker'],
+  },
   STORE_CONCURRENCY: { schema: int(1, 1000), default: '8', doc: 'Parallel result downloads/uploads per worker process.', roles: ['worker'] },
-  STORE_MAX_TRIES: { schema: int(1, 100), default: '6', doc: 'Tries to download and store a result before the row fails (a refused image fails at once).', roles: ['webhook', 'worker'] },
+  STORE_MAX_TRIES: { schema: int(1, 100), default: '6', doc: "Tries to download a result image from fal's result host before the row fails (a refused image fails at once). Failures of S3 or fal themselves are not counted here: see STORE_RETRY_WINDOW.", roles: ['webhook', 'worker'] },
+  STORE_RETRY_WINDOW: {
+    schema: duration,
+    default: '2h',
+    doc: "How long a result job keeps storing a finished result while S3 (or fal, for the result) is unreachable (a duration: `2h`, `90m`, `30s`), counted from when the result arrived; after it the reconciler re-drives the row until ROW_DEADLINE_MS after the result arrived, and only then the row fails (\"stored result could not be written to S3 by …\"). At most ROW_DEADLINE_MS (the default is cut to it).",
+    roles: ['worker'],
+  },
   STORE_RETRY_DELAY_MS: { schema: int(10), default: '1000', doc: 'Wait before a result is stored again; doubles each try, ±50% jitter.', roles: ['webhook', 'worker'] },
   MAX_ATTEMPTS: { schema: int(1, 20), default: '3', doc: 'fal requests per row at most (a lost request is resubmitted as a new attempt).', roles: ['worker'] },
   RECONCILE_INTERVAL_MS: { schema: int(100), default: '30000', doc: 'How often the reconciler sweeps rows in flight.', roles: ['worker'] },
@@ -119,14 +171,25 @@ export const CONFIG_VARS = {
   DROP_POLL_MS: { schema: int(10), default: '15000', doc: 'How often the scheduler lists the drop folder.', roles: ['scheduler'] },
   DROP_SETTLE_MS: { schema: int(0), default: '30000', doc: 'A dropped object younger than this (by its Last-Modified) waits: it may still be being written.', roles: ['scheduler'] },
   NOTIFY_URL: { schema: z.string().regex(/^https?:\/\/\S+$/, 'must be an http(s) URL'), doc: 'Optional: where each run\'s summary is POSTed when the run ends (HMAC-signed, retried with backoff; a failure never fails the run).', roles: ['worker'] },
-  NOTIFY_SECRET: { schema: z.string().min(16, 'must be at least 16 characters'), doc: 'HMAC-SHA256 key of the completion notice signature (`X-Portrait-Batch-Signature: sha256=<hex>` over the raw body); required with NOTIFY_URL.', roles: ['worker'] },
+  NOTIFY_SECRET: { schema: z.string().min(16, 'must be at least 16 characters'), doc: 'HMAC-SHA256 key of the completion notice signature (`X-Portrait-Batch-Signature: t=<unix seconds>,v1=<hex>`, v1 over `<t>.<raw body>`; receivers refuse a t older than 5 minutes); required with NOTIFY_URL.', roles: ['worker'] },
   LOG_LEVEL: { schema: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), default: 'info', doc: 'pino log level.', roles: ALL },
   LOG_FORMAT: { schema: z.enum(['json', 'pretty']), default: 'json', doc: 'json (one object a line, for log collectors) or pretty (coloured lines for a terminal).', roles: ALL },
   ADMIN_PORT: { schema: int(0, 65535), default: '9090', doc: 'Port of the admin listener every long-running process opens: /metrics, /healthz, /readyz and the dashboard under /ui (0: any free port, logged). Give each process on one host its own.', roles: ALL },
   ADMIN_HOST: { schema: z.string().regex(/^[\w.:-]+$/, 'must be an address such as 127.0.0.1 or 0.0.0.0'), default: '127.0.0.1', doc: 'Address the admin listener binds; loopback by default. 0.0.0.0 only inside a container or behind a firewall.', roles: ALL },
+  ADMIN_ALLOWED_HOSTS: {
+    schema: adminHostList,
+    doc: 'Host names the admin listener answers (the request\'s Host header, port aside; `*.domain` matches subdomains); any other gets 421, so a DNS-rebinding page cannot read /metrics, /readyz or /ui. Default: localhost, 127.0.0.1, ::1 and ADMIN_HOST itself. Add the names Prometheus or a proxy use (e.g. `webhook`, `pb.internal.example`).',
+    roles: ALL,
+  },
+  TRUST_PROXY: {
+    schema: trustProxy,
+    default: 'false',
+    doc: "Which proxy in front of the admin listener to believe about the client (Express `trust proxy`): `false`, `true`, a hop count, or addresses/subnets (`loopback`, `10.0.0.0/8`). Decides the client address sign-in failures are counted by, and `Secure` cookies when the proxy says the request came over TLS (X-Forwarded-Proto: https).",
+    roles: ALL,
+  },
   DASHBOARD_TOKEN: {
-    schema: z.string().min(1),
-    doc: 'Turns the dashboard (/ui on the admin listener) on; every dashboard request needs it (bearer header or the login form\'s cookie). Unset: no dashboard (metrics and health are still served). e.g. `openssl rand -hex 24`.',
+    schema: z.string().min(DASHBOARD_TOKEN_MIN, `must be at least ${DASHBOARD_TOKEN_MIN} characters (e.g. \`openssl rand -hex 24\`)`),
+    doc: `Turns the dashboard (/ui on the admin listener) on; every dashboard request needs it (bearer header or the login form's session). At least ${DASHBOARD_TOKEN_MIN} characters. Unset: no dashboard (metrics and health are still served). e.g. \`openssl rand -hex 24\`.`,
     roles: ALL,
   },
 } satisfies Record<string, VarSpec>;
@@ -171,6 +234,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     else problems.push(`${name}: ${parsed.error.issues.map((i) => i.message).join('; ')} (got ${JSON.stringify(raw)})`);
   }
   if (out.NOTIFY_URL !== undefined && out.NOTIFY_SECRET === undefined) problems.push('NOTIFY_SECRET: is required with NOTIFY_URL (completion notices are always signed)');
+  // The retry windows lie within the row deadline: an explicit longer one is a mistake, the default is cut.
+  for (const name of ['SUBMIT_RETRY_WINDOW', 'STORE_RETRY_WINDOW'] as const) {
+    const deadline = out.ROW_DEADLINE_MS as number | undefined;
+    if (typeof out[name] !== 'number' || deadline === undefined || (out[name] as number) <= deadline) continue;
+    if (env[name]) problems.push(`${name}: must be at most ROW_DEADLINE_MS (${deadline} ms), got ${JSON.stringify(env[name])}`);
+    else out[name] = deadline;
+  }
   if (problems.length) throw new ConfigError(problems);
   const cfg = out as Omit<Config, 'webhookUrl' | 'delivery' | 'facesViaFalStorage'>;
   const base = (cfg.WEBHOOK_PUBLIC_URL ?? `http://127.0.0.1:${cfg.WEBHOOK_PORT}`).replace(/\/+$/, '');
