@@ -70,6 +70,7 @@ before(async () => {
     policy: { notify: { tries: TRIES, backoff: { baseMs: 50, capMs: 100, jitter: 0 }, timeoutMs: TIMEOUT_MS } },
   });
   notifier = startNotifier(t.ctx);
+  await notifier.waitUntilReady();
   queue = new Queue<NoticeJob>(NOTIFY_QUEUE, { connection: t.ctx.redis });
 });
 
@@ -184,6 +185,8 @@ test('without NOTIFY_URL nothing is queued or sent', async () => {
   await enqueueRunNotice(ctx, { runId: 'unset' });
   assert.equal(await queue.getJob('n~unset'), undefined);
   assert.equal(await sendNotice(ctx, { data: { runId: 'unset', summary: { runId: 'unset' } }, attemptsMade: 0 } as unknown as Job<NoticeJob>), 0);
+  const noSecret = { ...t.ctx, cfg: { ...t.ctx.cfg, NOTIFY_SECRET: undefined } };
+  assert.equal(await sendNotice(noSecret, { data: { runId: 'unset', summary: { runId: 'unset' } }, attemptsMade: 0 } as unknown as Job<NoticeJob>), 0, 'nor without a secret to sign with');
   assert.equal(of('unset').length, 0);
 });
 
