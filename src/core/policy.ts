@@ -89,6 +89,13 @@ export interface Policy {
     lockMs: number;
     stalledIntervalMs: number;
   };
+  /** After Redis restarted (it may have lost its last writes): see src/core/redisRestarts.ts. */
+  redisRestart: {
+    /** Submissions wait this long after a restart is seen, so every process writes back its recent claims first. */
+    holdMs: number;
+    /** Claims a process remembers to write back: those made this long before Redis was last seen. */
+    rememberMs: number;
+  };
   /** How often a waiter (run --wait, demo) reads the run again. */
   waitPollMs: number;
   /** Completion notices (NOTIFY_URL): tries with backoff; a notice that never arrives never fails its run. */
@@ -151,6 +158,7 @@ export function buildPolicy(cfg: Config, overrides: PolicyOverrides = {}): Polic
     },
     falSlots: { waitMinMs: 25, waitMaxMs: 500, waitUnknownMs: 100 },
     jobs: { lockMs: lock, stalledIntervalMs: Math.max(1000, Math.floor(lock / 2)) },
+    redisRestart: { holdMs: 10_000, rememberMs: 30_000 },
     waitPollMs: 500,
     notify: { tries: 10, backoff: { baseMs: 2000, capMs: 10 * 60_000, jitter: 0.5 }, timeoutMs: 10_000, keepFailedSeconds: 7 * 86400 },
     drop: { pollMs: cfg.DROP_POLL_MS, settleMs: cfg.DROP_SETTLE_MS, claimMs: lock },
