@@ -124,7 +124,8 @@ interface PassResult {
   falForgot: number;
   /** Start and end (ms) of each step, and the log file's size at those moments. */
   windows: { start: number; end: number; fromByte: number; toByte: number }[];
-  logFile: string;
+  /** Log lines within the windows (to LOG_SETTLE_MS after each), warning or error lines among them, and the windows' seconds. */
+  logged: { lines: number; warnings: number; seconds: number };
 }
 
 /** The chaos run without --faults: every fal and S3 fault on at random, the worker and the receiver SIGKILLed twice each. */
@@ -158,7 +159,7 @@ export async function runChaosFaults(opts: FaultOptions): Promise<FaultReport[]>
     const started = Date.now();
     const steps = fault === 'kill' ? killSteps(opts.killsPerRole ?? 2) : [{ at, act: faultStep(fault, ms, opts.crashLostMs ?? 1000) }];
     const res = await chaosPass({ ...opts, rows, randomFaults: false, steps, dataDir: opts.dataDir && join(opts.dataDir, fault) });
-    const { lines, warnings, seconds } = await countLogLines(res);
+    const { lines, warnings, seconds } = res.logged;
     reports.push({
       fault,
       rows,
@@ -339,7 +340,8 @@ async function chaosPass(opts: ChaosOptions & { rows: number; randomFaults: bool
     const audit = await auditRun(ctx, runId, { acceptedByRow: faults.acceptedByRow(), verifyHashes: true }).catch((err: Error) =>
       Promise.reject(new Error(`audit failed: ${err.name}: ${err.message}`)),
     );
-    return { audit, seconds: Math.round((Date.now() - started) / 100) / 10, kills, falForgot: faults.falForgot, windows, logFile };
+    const logged = await countLogLines(logFile, windows);
+    return { audit, seconds: Math.round((Date.now() - started) / 100) / 10, kills, falForgot: faults.falForgot, windows, logged };
   } finally {
     for (const c of children.values()) c.kill('SIGTERM');
     await Promise.all([...children.values()].map((c) => (c.exitCode === null && c.signalCode === null ? new Promise((r) => c.once('exit', r)) : undefined)));
@@ -353,13 +355,13 @@ async function chaosPass(opts: ChaosOptions & { rows: number; randomFaults: bool
 }
 
 /** Lines (and warning or error lines) the processes logged within a pass's fault windows. */
-async function countLogLines(res: PassResult): Promise<{ lines: number; warnings: number; seconds: number }> {
+async function countLogLines(logFile: string, windows: PassResult['windows']): Promise<PassResult['logged']> {
   let lines = 0;
   let warnings = 0;
   let ms = 0;
-  const fh = await open(res.logFile, 'r');
+  const fh = await open(logFile, 'r');
   try {
-    for (const w of res.windows) {
+    for (const w of windows) {
       ms += w.end - w.start + LOG_SETTLE_MS;
       const buf = Buffer.alloc(Math.max(0, w.toByte - w.fromByte));
       await fh.read(buf, 0, buf.length, w.fromByte);
