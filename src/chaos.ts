@@ -333,6 +333,9 @@ async function chaosPass(opts: ChaosOptions & { rows: number; randomFaults: bool
     });
     await acting;
     if (failedStep) throw failedStep;
+    // A fault still going when the run ended (a Redis crash taking back the run's last second) may
+    // have reopened it: the audit waits for the run as Redis has it now.
+    await waitForRun(ctx, runId, { timeoutMs: opts.timeoutMs ?? 30 * 60_000, intervalMs: 250 });
     if (plan.length) log(`  ${plan.length} fault(s) not reached: the run ended first`);
     // The log lines of each window: up to LOG_SETTLE_MS after the fault ended (or the run's end).
     await sleep(Math.max(0, ...windows.map((w) => w.end + LOG_SETTLE_MS - Date.now())));
