@@ -22,7 +22,7 @@ const COMMANDS = {
   finishProducing: { keys: 2, replies: ['ok', 'runDone'] },
   createRun: { keys: 3, replies: ['created', 'exists'] },
   cancelRun: { keys: 1, replies: ['canceled', 'already', 'finished', 'norun'] },
-  finishRun: { keys: 2, replies: ['finished', 'already'] },
+  finishRun: { keys: 3, replies: ['finished', 'already', 'open'] },
 } as const;
 type CommandName = keyof typeof COMMANDS;
 type Reply<N extends CommandName> = (typeof COMMANDS)[N]['replies'][number];
@@ -226,10 +226,13 @@ export class RowStore {
     return this.call.cancelRun([keys.run(runId)], [reason, Date.now()]);
   }
 
-  /** Marks the run over (report written), its counters set to `counters` (what the report counted). False when it already was. */
-  async finishRun(runId: string, state: RunState, counters: Partial<Record<RunCounter, number>> = {}): Promise<boolean> {
+  /**
+   * Marks the run over (report written), its counters set to `counters` (what the report counted):
+   * 'already' when it was, 'open' when rows are in flight again (Redis restarted without its last writes).
+   */
+  async finishRun(runId: string, state: RunState, counters: Partial<Record<RunCounter, number>> = {}): Promise<'finished' | 'already' | 'open'> {
     const pairs = Object.entries(counters).flatMap(([k, v]) => [k, Math.round(v)]);
-    return (await this.call.finishRun([keys.run(runId), keys.activeRuns()], [runId, state, Date.now(), ...pairs])) === 'finished';
+    return this.call.finishRun([keys.run(runId), keys.activeRuns(), keys.active(runId)], [runId, state, Date.now(), ...pairs]);
   }
 
   /** When each Redis restart was first seen while the run was in progress (see redisRestarts.ts). */

@@ -140,7 +140,10 @@ export async function writeRunReport(ctx: Context, runId: string): Promise<Summa
   await ctx.storage.putJson(layout.summary, summary);
   // Before the run is marked finished: a finalize that dies here runs again and removes them then.
   await removeReportParts(ctx, runId);
-  await ctx.rows.finishRun(runId, state, counters);
+  if ((await ctx.rows.finishRun(runId, state, counters)) === 'open') {
+    // Redis took back the run's last second: its rows finish again, and this job (retried) or theirs writes the report then.
+    throw new Error(`run ${runId} has rows in flight again (Redis restarted without its last writes); its report is written once they end`);
+  }
   ctx.logger.info({ ...summary, milestone: 'finished' }, `run ${runId} finished: ${summary.completed} completed, ${summary.failed} failed, ${summary.rejected} rejected, ${summary.canceled} canceled`);
   await enqueueRunNotice(ctx, summary);
   return summary;
