@@ -4,6 +4,7 @@
 // those that are the service (startWorkers, startWebhook). Nothing connects until it is used, and
 // close() stops whatever this handle started.
 import type { Readable } from 'node:stream';
+import type { DestinationStream } from 'pino';
 import { loadConfig, type Config } from './core/config.ts';
 import { createContext, type Context } from './core/context.ts';
 import { resumeSubmissions } from './core/pause.ts';
@@ -32,6 +33,8 @@ export interface PortraitBatchOptions {
   name?: string;
   /** Shorter or longer retry and timing policy than the config gives (tests use it instead of sleeping). */
   policy?: PolicyOverrides;
+  /** Where log lines go instead of stderr (tests count them). */
+  log?: DestinationStream;
 }
 
 export type DryRun = ReturnType<typeof dryRunReport>;
@@ -75,7 +78,7 @@ export async function dryRun(source: string | ManifestSource, config: Config = l
 export function createPortraitBatch(config: Config | NodeJS.ProcessEnv = process.env, options: PortraitBatchOptions = {}): PortraitBatch {
   const cfg = 'webhookUrl' in config ? (config as Config) : loadConfig(config as NodeJS.ProcessEnv);
   let ctx: Context | undefined;
-  const context = () => (ctx ??= createContext(cfg, options.name ?? 'portrait-batch', options.policy));
+  const context = () => (ctx ??= createContext(cfg, options.name ?? 'portrait-batch', options.policy, { log: options.log }));
   const started: { close(): Promise<void> }[] = [];
 
   const handle: PortraitBatch = {

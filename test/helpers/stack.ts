@@ -3,6 +3,7 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { DestinationStream } from 'pino';
 import type { Context } from '../../src/core/context.ts';
 import type { PolicyOverrides } from '../../src/core/policy.ts';
 import type { EmulatorOptions } from '../../src/emulator/index.ts';
@@ -30,6 +31,7 @@ export const TEST_POLICY: PolicyOverrides = {
   results: { backoff: { capMs: 800 } },
   produce: { backoff: { baseMs: 100, capMs: 800 }, windowPollMs: 50 },
   finalize: { backoff: { baseMs: 100, capMs: 800 } },
+  dependencies: { probe: { baseMs: 100, capMs: 500 }, probeTimeoutMs: 1000, recheckMs: 200 },
   waitPollMs: 100,
 };
 
@@ -53,6 +55,7 @@ export async function startTestStack(
     webhook?: boolean;
     workers?: boolean;
     policy?: PolicyOverrides;
+    log?: DestinationStream;
     /** Redis with its AOF (fsync always), for tests that crash and restart it. */
     persistentRedis?: boolean;
   } = {},
@@ -69,6 +72,7 @@ export async function startTestStack(
     policy: { ...TEST_POLICY, ...opts.policy },
     webhook: opts.webhook,
     workers: opts.workers,
+    log: opts.log,
   });
   return {
     dir,
