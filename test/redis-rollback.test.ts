@@ -50,7 +50,7 @@ const POLICY = { redisRestart: { holdMs: 1500, rememberMs: 30_000 } };
 
 test('redis-crash: Redis restarts from an AOF that lost every claim; claims are adopted back, nothing is paid twice', { timeout: 120_000 }, async () => {
   // Generations take a few seconds, so every request is on fal when Redis loses its claims.
-  const t = await startTestStack({ persistentRedis: true, workers: false, env: ENV, policy: POLICY, emulator: { latencyMs: { min: 2500, max: 3500 }, slots: 16 } });
+  const t = await startTestStack({ persistentRedis: true, workers: false, env: ENV, policy: POLICY, emulator: { latencyMs: { min: 8000, max: 10_000 }, slots: 16 } });
   try {
     const rows = 12;
     const runId = 'crash';
