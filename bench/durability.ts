@@ -61,7 +61,7 @@ async function claimLatency(appendfsync: Fsync, n: number, concurrency: number):
 
 export const figure: Figure = {
   id: 'durability',
-  title: '9. The durable claim: `appendfsync always` against `everysec`',
+  title: '11. The durable claim: `appendfsync always` against `everysec`',
   method:
     'The figure-3 set-up (`bench/lib/throughput.ts`: webhook and worker processes, an emulator at zero latency, CPU from /proc) with Redis keeping its AOF, fsynced `everysec` or `always`, runs alternating; and the claim alone: `claimSubmit` + `recordSubmit` pairs on a fresh redis-server, 32 at a time, wall time per pair and latency percentiles.',
   targets: [],

@@ -20,12 +20,12 @@ import type { EmulatorOptions } from './emulator/index.ts';
 import { createSigningKey } from './emulator/keys.ts';
 import { startFaultProxy } from './local/faultProxy.ts';
 import { StackFaults } from './local/stackFaults.ts';
+import type { FaultName } from './chaosFaults.ts';
 import { createPortraitBatch } from './index.ts';
 import { startLocalStack } from './local/stack.ts';
 import { waitForRun } from './producer/wait.ts';
 
-export const FAULT_NAMES = ['kill', 'redis-kill', 'redis-crash', 'redis-stall', 's3-outage', 'fal-outage', 'fal-restart', 'receiver-outage'] as const;
-export type FaultName = (typeof FAULT_NAMES)[number];
+export { FAULT_NAMES, type FaultName } from './chaosFaults.ts';
 
 export interface ChaosOptions {
   rows?: number;

@@ -52,3 +52,16 @@ test('SUBMIT_RETRY_WINDOW and STORE_RETRY_WINDOW are durations within ROW_DEADLI
   assert.throws(() => loadConfig({ STORE_RETRY_WINDOW: '10ms' }), /STORE_RETRY_WINDOW: must be at least 1s/);
   assert.throws(() => loadConfig({ ROW_DEADLINE_MS: '60000', STORE_RETRY_WINDOW: '2m' }), /STORE_RETRY_WINDOW: must be at most ROW_DEADLINE_MS \(60000 ms\), got "2m"/);
 });
+
+test('DASHBOARD_TOKEN needs 32 characters; TRUST_PROXY is Express trust proxy; ADMIN_ALLOWED_HOSTS a list of names', () => {
+  assert.throws(() => loadConfig({ DASHBOARD_TOKEN: 'x'.repeat(31) }), /DASHBOARD_TOKEN: must be at least 32 characters/);
+  assert.equal(loadConfig({ DASHBOARD_TOKEN: 'x'.repeat(32) }).DASHBOARD_TOKEN, 'x'.repeat(32));
+  assert.equal(loadConfig({}).TRUST_PROXY, false);
+  assert.equal(loadConfig({ TRUST_PROXY: 'true' }).TRUST_PROXY, true);
+  assert.equal(loadConfig({ TRUST_PROXY: '2' }).TRUST_PROXY, 2);
+  assert.deepEqual(loadConfig({ TRUST_PROXY: 'loopback, 10.0.0.0/8' }).TRUST_PROXY, ['loopback', '10.0.0.0/8']);
+  assert.throws(() => loadConfig({ TRUST_PROXY: 'everyone' }), /TRUST_PROXY: must be false, true, a hop count/);
+  assert.equal(loadConfig({}).ADMIN_ALLOWED_HOSTS, undefined, 'unset: loopback names and ADMIN_HOST');
+  assert.deepEqual(loadConfig({ ADMIN_ALLOWED_HOSTS: 'Webhook, *.internal.example, [::1]' }).ADMIN_ALLOWED_HOSTS, ['webhook', '*.internal.example', '::1']);
+  assert.throws(() => loadConfig({ ADMIN_ALLOWED_HOSTS: 'http://x.example/' }), /ADMIN_ALLOWED_HOSTS/);
+});

@@ -23,6 +23,7 @@ const COMMANDS = {
   createRun: { keys: 3, replies: ['created', 'exists'] },
   cancelRun: { keys: 1, replies: ['canceled', 'already', 'finished', 'norun'] },
   finishRun: { keys: 3, replies: ['finished', 'already', 'open'] },
+  linkRetry: { keys: 1, replies: ['ok', 'norun'] },
 } as const;
 type CommandName = keyof typeof COMMANDS;
 type Reply<N extends CommandName> = (typeof COMMANDS)[N]['replies'][number];
@@ -227,12 +228,18 @@ export class RowStore {
   }
 
   /**
-   * Marks the run over (report written), its counters set to `counters` (what the report counted):
-   * 'already' when it was, 'open' when rows are in flight again (Redis restarted without its last writes).
+   * Marks the run over (report written) at `finishedAt` (the time its summary.json carries), its counters
+   * set to `counters` (what the report counted): 'already' when it was, 'open' when rows are in flight
+   * again (Redis restarted without its last writes).
    */
-  async finishRun(runId: string, state: RunState, counters: Partial<Record<RunCounter, number>> = {}): Promise<'finished' | 'already' | 'open'> {
+  async finishRun(
+    runId: string,
+    state: RunState,
+    finishedAt = Date.now(),
+    counters: Partial<Record<RunCounter, number>> = {},
+  ): Promise<'finished' | 'already' | 'open'> {
     const pairs = Object.entries(counters).flatMap(([k, v]) => [k, Math.round(v)]);
-    return this.call.finishRun([keys.run(runId), keys.activeRuns(), keys.active(runId)], [runId, state, Date.now(), ...pairs]);
+    return this.call.finishRun([keys.run(runId), keys.activeRuns(), keys.active(runId)], [runId, state, finishedAt, ...pairs]);
   }
 
   /** When each Redis restart was first seen while the run was in progress (see redisRestarts.ts). */
@@ -242,6 +249,11 @@ export class RowStore {
       .filter(([f]) => f.startsWith('restartedAt:'))
       .map(([, v]) => Number(v))
       .filter(Number.isFinite);
+  }
+
+  /** Adds a retry run to the run's retriedBy (atomically: retries started at once are all kept). */
+  async linkRetry(runId: string, retryRunId: string): Promise<boolean> {
+    return (await this.call.linkRetry([keys.run(runId)], [retryRunId])) === 'ok';
   }
 
   /** Extra fields on the run (links between runs, estimates). */

@@ -13,6 +13,7 @@ import { enqueueRunNotice } from '../triggers/notify.ts';
 import { escapeCell, readManifest, type ManifestRow } from '../manifest/index.ts';
 import type { RowMeta } from './flush.ts';
 import { outcomeOf, partsReader, removeReportParts, type ReportOutcome } from './reportParts.ts';
+import { writeReportIndex } from './reportIndex.ts';
 import { uploadWhileWriting } from './uploadWhileWriting.ts';
 
 export const REPORT_COLUMNS = ['line', 'id', 'row_key', 'face_url', 'status', 'request_id', 'attempts', 'images', 'seed', 'error'] as const;
@@ -138,9 +139,14 @@ export async function writeRunReport(ctx: Context, runId: string): Promise<Summa
   const counters = tally.correct(ctx, run);
   const summary = summaryOf({ ...run, ...counters, finishedAt }, state);
   await ctx.storage.putJson(layout.summary, summary);
+  // The dashboard's way into the report; without it the first view of the run writes it.
+  await writeReportIndex(ctx, runId).catch((err: unknown) =>
+    ctx.logger.warn({ runId, err: err instanceof Error ? err.message : String(err) }, 'the report index could not be written; the dashboard writes it on its first view of the run'),
+  );
   // Before the run is marked finished: a finalize that dies here runs again and removes them then.
   await removeReportParts(ctx, runId);
-  if ((await ctx.rows.finishRun(runId, state, counters)) === 'open') {
+  // The run's finishedAt is the one summary.json holds: a notice or status built from the run agrees with it.
+  if ((await ctx.rows.finishRun(runId, state, finishedAt, counters)) === 'open') {
     // Redis took back the run's last second: its rows finish again, and this job (retried) or theirs writes the report then.
     throw new Error(`run ${runId} has rows in flight again (Redis restarted without its last writes); its report is written once they end`);
   }

@@ -4,7 +4,7 @@
 -- Only a run whose rows have all ended ('open' otherwise): a finalize whose call reached a Redis that
 -- restarted without its last writes (the call waited in the client's queue meanwhile) finds rows that
 -- are open again, and must not end their run under them.
--- KEYS[1] run, KEYS[2] active runs, KEYS[3] the run's active rows. ARGV: runId, state, now, (counter, value)...
+-- KEYS[1] run, KEYS[2] active runs, KEYS[3] the run's active rows. ARGV: runId, state, finishedAt, (counter, value)...
 -- Replies: finished | already | open
 if redis.call('HEXISTS', KEYS[1], 'finishedAt') == 1 then return 'already' end
 if not runDone(KEYS[1], KEYS[3]) then return 'open' end
