@@ -143,6 +143,12 @@ describe('a body-read slot is given back whichever way a request ends', () => {
       req.abort();
       assert.equal(res.status, 413);
     }
+    // The limit is inclusive: exactly LIMIT bytes are read and recorded.
+    const id = randomUUID();
+    const base = body(id);
+    const exact = falBody(id, 'OK', { images: [{ url: 'https://fal.media/x.png' }], pad: 'x'.repeat(LIMIT - Buffer.byteLength(base)) });
+    assert.equal(Buffer.byteLength(exact), LIMIT);
+    assert.equal((await post(rx.url, signedHeaders(key, { requestId: id, body: exact }), exact)).status, 200);
     await stillReceives('announced oversized bodies');
   });
 
