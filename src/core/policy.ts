@@ -17,6 +17,8 @@ export interface Policy {
     /** Tries of a submission on 429/5xx/connection refused before the row fails (SUBMIT_MAX_TRIES). */
     tries: number;
     backoff: Backoff;
+    /** Wait before a new attempt of a row fal failed without billing it (runner_server_error and the like); by attempt. */
+    newAttemptBackoff: Backoff;
     /** How often a submit job held back by the auth pause looks again. */
     pauseRecheckMs: number;
     /** Failed submit jobs are kept this long for inspection. */
@@ -112,6 +114,7 @@ export function buildPolicy(cfg: Config, overrides: PolicyOverrides = {}): Polic
     submit: {
       tries: cfg.SUBMIT_MAX_TRIES,
       backoff: { baseMs: 1000, capMs: 60_000, jitter: 0.5 },
+      newAttemptBackoff: { baseMs: 5000, capMs: 120_000, jitter: 0.5 },
       pauseRecheckMs: 10_000,
       keepFailedSeconds: 7 * 86400,
     },

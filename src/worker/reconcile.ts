@@ -6,17 +6,17 @@
 // was not written, a request past its deadline; and it returns places on fal that rows left without
 // giving them back.
 import type { Context } from '../core/context.ts';
-import { FalTransientError, errorMessage } from '../core/errors.ts';
+import { FalNotFoundError, FalTransientError, errorMessage } from '../core/errors.ts';
 import { classifyFalError } from '../core/fal.ts';
 import { falSlots } from '../core/falSlots.ts';
 import { TERMINAL } from '../core/keys.ts';
 import { getPause } from '../core/pause.ts';
 import { jobIds, submitJobOptions } from '../core/queues.ts';
 import { addResultJob } from '../core/resultJobs.ts';
-import type { Row } from '../core/rowState.ts';
+import type { ErrorKind, Row } from '../core/rowState.ts';
 import type { RunPolicy } from '../core/runPolicy.ts';
 import { flushRow } from './flush.ts';
-import { lookAtRequest, schedulePoll } from './poll.ts';
+import { failExpired, lookAtRequest, schedulePoll } from './poll.ts';
 import { errorText } from './store.ts';
 import { cancelRequest } from './submit.ts';
 import { enqueueProduce } from '../producer/produce.ts';
@@ -72,9 +72,9 @@ async function flushIfOrphaned(ctx: Context, row: Row, now: number, counts: Swee
 async function reconcileRow(ctx: Context, policy: RunPolicy, row: Row, now: number, counts: SweepCounts): Promise<void> {
   const { reconcile } = ctx.policy;
   if (await flushIfOrphaned(ctx, row, now, counts)) return;
-  const deadline = requestDeadline(policy, row);
+  const deadline = requestDeadline(policy, row, reconcile.graceMs);
   if (deadline && now > deadline.at) {
-    if (await ctx.rows.finishRow(row.runId, row.key, 'failed', deadline.reason, ['submitted'], row.requestId)) {
+    if (await ctx.rows.finishRow(row.runId, row.key, 'failed', deadline.reason, ['submitted'], row.requestId, { type: 'deadline', category: 'timeout' })) {
       counts.timedOut++;
       if (row.requestId) await cancelRequest(ctx, policy.endpoint, row.requestId);
       await falSlots(ctx).release(row.runId, row.key);
@@ -94,7 +94,8 @@ async function reconcileRow(ctx: Context, policy: RunPolicy, row: Row, now: numb
       return;
     case 'submitted':
       if (!row.requestId || now < (row.nextPollAt ?? 0)) return;
-      if (ctx.cfg.delivery.mode === 'poll') {
+      // A poll job that found the request lost (or its result expired, RESUBMIT_EXPIRED=true) hands it here.
+      if (ctx.cfg.delivery.mode === 'poll' && row.falStatus !== 'LOST' && row.falStatus !== 'EXPIRED') {
         // Its poll job is overdue (its worker died): another one takes over at once.
         counts.polled++;
         await schedulePoll(ctx, { runId: row.runId, key: row.key, requestId: row.requestId }, row.polls, 0);
@@ -151,14 +152,19 @@ export async function sweepCanceledRun(ctx: Context, runId: string, now = Date.n
 /**
  * The deadline of a request on fal's side: the run's ROW_DEADLINE_MS from when a poll first saw it
  * running, or its QUEUE_DEADLINE_MS from its submission while it was never seen running. Rows waiting on
- * our side (pending: for a place on fal, or a retry) have none: waiting here costs nothing.
+ * our side (pending: for a place on fal, or a retry) have none: waiting here costs nothing. fal enforces
+ * QUEUE_DEADLINE_MS itself (it is the request's start timeout) and answers 504 when it runs out, so the
+ * queue deadline here waits `graceMs` longer: a backstop for an answer that never comes.
  */
-export function requestDeadline(policy: Pick<RunPolicy, 'deadlineMs' | 'queueDeadlineMs'>, row: Row): { at: number; reason: string } | undefined {
+export function requestDeadline(policy: Pick<RunPolicy, 'deadlineMs' | 'queueDeadlineMs'>, row: Row, graceMs = 0): { at: number; reason: string } | undefined {
   if (row.state !== 'submitted' || !row.submittedAt) return undefined;
   if (row.startedAt !== undefined) {
     return { at: row.startedAt + policy.deadlineMs, reason: `timed out: fal did not finish it within the row deadline (${policy.deadlineMs} ms) of starting it` };
   }
-  return { at: row.submittedAt + policy.queueDeadlineMs, reason: `timed out: fal did not start it within the queue deadline (${policy.queueDeadlineMs} ms) of its submission` };
+  return {
+    at: row.submittedAt + policy.queueDeadlineMs + graceMs,
+    reason: `timed out: fal did not start it within QUEUE_DEADLINE_MS (${policy.queueDeadlineMs} ms) of its submission`,
+  };
 }
 
 /** No webhook within the grace period: ask fal. */
@@ -167,6 +173,14 @@ async function pollRequest(ctx: Context, endpoint: string, row: Row, requestId: 
   const seen = await lookAtRequest(ctx, endpoint, row, requestId, now);
   if (seen.status === 'done') return;
   if (seen.status === 'LOST') return resubmit(ctx, row, 'submitted', requestId, `fal lost request ${requestId} (404)`, counts);
+  if (seen.status === 'EXPIRED') {
+    // Only by choice (RESUBMIT_EXPIRED=true): fal ran and billed it once already.
+    if (!ctx.cfg.RESUBMIT_EXPIRED) return failExpired(ctx, row, requestId);
+    return resubmit(ctx, row, 'submitted', requestId, `result expired: fal no longer keeps the result of ${requestId}; resubmitted (RESUBMIT_EXPIRED=true)`, counts, {
+      type: 'result_expired',
+      category: 'storage',
+    });
+  }
   await ctx.rows.markPolled(row.runId, row.key, requestId, now + pollBackoff(ctx, row.polls), seen.status, now);
 }
 
@@ -184,8 +198,9 @@ async function resubmit(
   requestId: string | undefined,
   reason: string,
   counts: SweepCounts,
+  kind?: ErrorKind,
 ): Promise<void> {
-  const outcome = await ctx.rows.supersede(row.runId, row.key, from, row.attempt, requestId, reason);
+  const outcome = await ctx.rows.supersede(row.runId, row.key, from, row.attempt, requestId, reason, kind);
   if (outcome !== 'noop') await falSlots(ctx).release(row.runId, row.key);
   if (outcome === 'failed') await flushRow(ctx, row.runId, row.key);
   if (outcome === 'resubmit') {
@@ -215,11 +230,12 @@ async function ensureProduceJob(ctx: Context, runId: string): Promise<void> {
   if (state === 'failed' || state === 'completed' || state === 'missing') await enqueueProduce(ctx, runId);
 }
 
-export async function addSubmitJob(ctx: Context, row: Row, generation: number): Promise<void> {
+/** `delayMs`: a new attempt after fal failed the last one waits its backoff. */
+export async function addSubmitJob(ctx: Context, row: Row, generation: number, delayMs = 0): Promise<void> {
   await ctx.queues.submit.add(
     'submit',
     { runId: row.runId, key: row.key, line: row.line, row: row.data, costMicros: row.cost },
-    { jobId: jobIds.submit(row.runId, row.key, generation), ...submitJobOptions(ctx.policy) },
+    { jobId: jobIds.submit(row.runId, row.key, generation), ...submitJobOptions(ctx.policy), ...(delayMs > 0 ? { delay: Math.round(delayMs) } : {}) },
   );
 }
 
@@ -242,7 +258,11 @@ async function redriveStore(ctx: Context, endpoint: string, row: Row, requestId:
   } catch (raw) {
     const err = classifyFalError(raw);
     if (err instanceof FalTransientError || err.name === 'FalAmbiguousError') return; // next sweep
-    const reason = `the result of ${requestId} could not be fetched again: ${errorText({ error: errorMessage(err) })}`;
-    if (await ctx.rows.finishRow(row.runId, row.key, 'failed', reason, ['storing'], requestId)) await flushRow(ctx, row.runId, row.key);
+    const expired = err instanceof FalNotFoundError;
+    const reason = expired
+      ? `result expired: fal no longer keeps the result of ${requestId} (404) and its store job died`
+      : `the result of ${requestId} could not be fetched again: ${errorText({ error: errorMessage(err) })}`;
+    const kind: ErrorKind = expired ? { type: 'result_expired', category: 'storage' } : { type: 'store_failed', category: 'storage' };
+    if (await ctx.rows.finishRow(row.runId, row.key, 'failed', reason, ['storing'], requestId, kind)) await flushRow(ctx, row.runId, row.key);
   }
 }

@@ -9,6 +9,7 @@ import { requireVar } from '../core/config.ts';
 import type { Context } from '../core/context.ts';
 import { FalAmbiguousError, FalAuthError, FalRejectedError, FalTransientError, errorMessage } from '../core/errors.ts';
 import { classifyFalError } from '../core/fal.ts';
+import { verdictOf, type FalErrorInfo } from '../core/falErrors.ts';
 import { falSlots } from '../core/falSlots.ts';
 import { keys } from '../core/keys.ts';
 import { getPause, pauseSubmissions } from '../core/pause.ts';
@@ -92,7 +93,7 @@ export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: s
   if (refused) {
     await ctx.rows.releaseSubmit(runId, key, attempt, refused);
     await slots.release(runId, key);
-    if (await ctx.rows.finishRow(runId, key, 'failed', `face_url: ${refused}`, ['pending'])) await flushRow(ctx, runId, key);
+    if (await ctx.rows.finishRow(runId, key, 'failed', `face_url: ${refused}`, ['pending'], '', { type: 'face_refused', category: 'input' })) await flushRow(ctx, runId, key);
     return 'rejected';
   }
 
@@ -141,12 +142,14 @@ export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: s
       return delay(ctx, job, token);
     }
     if (err instanceof FalRejectedError || !(err instanceof FalTransientError)) {
-      if (await ctx.rows.finishRow(runId, key, 'failed', err.message, ['pending'])) await flushRow(ctx, runId, key);
+      // fal refused the submission itself (a 422 at submit, our start timeout…): its kind says why.
+      const v = verdictOf((err as { fal?: FalErrorInfo }).fal ?? {});
+      if (await ctx.rows.finishRow(runId, key, 'failed', err.message, ['pending'], '', { type: v.type, category: v.category })) await flushRow(ctx, runId, key);
       return 'rejected';
     }
     if (job.attemptsMade + 1 >= (job.opts.attempts ?? 1)) {
       const reason = `submission failed after ${job.opts.attempts} tries: ${errorMessage(err)}`;
-      if (await ctx.rows.finishRow(runId, key, 'failed', reason, ['pending'])) await flushRow(ctx, runId, key);
+      if (await ctx.rows.finishRow(runId, key, 'failed', reason, ['pending'], '', { type: err.fal?.type ?? 'submit_failed', category: 'fal_transient' })) await flushRow(ctx, runId, key);
       return 'failed';
     }
     throw err; // BullMQ retries with exponential backoff, jitter and Retry-After (see submitBackoff)

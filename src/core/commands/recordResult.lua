@@ -3,7 +3,11 @@
 -- 'unknown'). Results of any attempt of the row are accepted while the row is open: fal charged for it.
 -- 'store' comes with the row's fields (HGETALL), so the storer needs no second read.
 -- KEYS: row, run, done, active, this request's mapping, request mappings...
--- ARGV: requestId, hintAttempt ('' if none), status OK|ERROR, now, errorText, mappingValue, requestIds...
+-- ARGV: requestId, hintAttempt ('' if none), status OK|ERROR, now, errorText, mappingValue, verdictJson, requestIds...
+-- verdictJson (ERROR only; '' otherwise): fal's error kind as falErrors.ts judged it,
+--   {type, category, retry (a new attempt may help and fal did not bill this one), refund (fal does not bill it)}.
+-- Replies also 'retry': the current attempt failed in a way fal does not bill; the row is pending
+-- again for a new attempt (the caller queues it after a backoff).
 local requestId, now = ARGV[1], tonumber(ARGV[4])
 local reqs = requestKeys(6)
 reqs[requestId] = KEYS[5]
@@ -38,7 +42,27 @@ if ARGV[3] == 'OK' then
   return {'store', redis.call('HGETALL', KEYS[1])}
 end
 if which == attempt and state ~= 'pending' then
-  terminate(KEYS[1], KEYS[2], KEYS[3], reqs, 'failed', ARGV[5], now)
+  -- ---- i18: fal's error kinds (src/core/falErrors.ts) -----------------------------------------
+  -- What fal does not bill is given back; what one more attempt may fix becomes a new attempt while
+  -- the run's MAX_ATTEMPTS allows; everything else (model errors, content policy) fails the row now.
+  local v = {}
+  if ARGV[7] and ARGV[7] ~= '' then v = cjson.decode(ARGV[7]) end
+  local errType, category = v.type or '', v.category or 'other'
+  addAttemptError(KEYS[1], attempt, requestId, errType, category, ARGV[5])
+  if v.refund == true then
+    redis.call('HINCRBY', KEYS[2], 'costMicros', 0 - tonumber(redis.call('HGET', KEYS[1], 'cost') or '0'))
+  end
+  local reason = ARGV[5]
+  if v.retry == true then
+    if attempt < tonumber(redis.call('HGET', KEYS[2], 'maxAttempts') or '1') then
+      redis.call('HSET', KEYS[1], 'state', 'pending', 'lastError', ARGV[5], 'lastErrorType', errType, 'lastErrorCategory', category)
+      return 'retry'
+    end
+    reason = string.format('gave up after %d fal requests: %s', attempt, ARGV[5])
+  end
+  setErrorKind(KEYS[1], errType, category)
+  -- ---- end i18 ------------------------------------------------------------------------------
+  terminate(KEYS[1], KEYS[2], KEYS[3], reqs, 'failed', reason, now)
   return 'failed'
 end
 return 'ignored'
