@@ -4,6 +4,7 @@ import { createWriteStream } from 'node:fs';
 import { resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { ERROR_CATEGORIES, parseCategories, type ErrorCategory } from './core/falErrors.ts';
 import { ConfigError, loadConfig, requireVar } from './core/config.ts';
 import { runChaos } from './chaos.ts';
 import { RunControlError } from './control/errors.ts';
@@ -81,6 +82,13 @@ const money = (v: string) => {
   const n = Number(v);
   if (!/^\d+(\.\d+)?$/.test(v.trim()) || !Number.isFinite(n)) throw new InvalidArgumentError('must be an amount such as 25 or 12.50');
   return n;
+};
+
+/** `retry --only`: a comma list of error categories; any other word is refused by name (exit 2). */
+const categoryList = (v: string): ErrorCategory[] => {
+  const parsed = parseCategories(v);
+  if (!parsed.ok) throw new InvalidArgumentError(`${JSON.stringify(parsed.bad)} is not an error category (one of ${ERROR_CATEGORIES.join(', ')})`);
+  return parsed.categories;
 };
 
 const program = new Command('portrait-batch')
@@ -169,10 +177,11 @@ program
   .command('retry')
   .description("start a new run of a finished run's failed rows (same parameters and row keys); prints its id")
   .argument('<runId>')
+  .option('--only <categories>', `retry only failed rows of these error categories, comma-separated (${ERROR_CATEGORIES.join(', ')}); default every failed row`, categoryList)
   .option('--json', 'print one JSON object on stdout')
-  .action(async (runId: string, o: { json?: boolean }) => {
+  .action(async (runId: string, o: { json?: boolean; only?: ErrorCategory[] }) => {
     await withLibrary('retry', async (pb) => {
-      const res = await pb.retryFailed(runId);
+      const res = await pb.retryFailed(runId, { only: o.only });
       say(`run ${res.runId} retries ${res.rows} failed rows of ${runId}`);
       if (o.json) printJson(res);
       else print(res.runId);

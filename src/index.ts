@@ -11,6 +11,7 @@ import type { PolicyOverrides } from './core/policy.ts';
 import { cancelRun, type CancelResult } from './control/cancel.ts';
 import { downloadRun, reportOf, type DownloadResult } from './control/outputs.ts';
 import { retryFailed, type RetryResult } from './control/retry.ts';
+import type { ErrorCategory } from './core/falErrors.ts';
 import { manifestSource, type ManifestSource } from './manifest/source.ts';
 import { startAdminServer, type AdminOptions, type RunningAdmin } from './ops/adminServer.ts';
 import { dryRunReport, inspectManifest } from './producer/inspect.ts';
@@ -46,7 +47,8 @@ export interface PortraitBatch {
   listRuns(): Promise<RunListEntry[]>;
   cancelRun(runId: string): Promise<CancelResult>;
   /** A new run of the failed rows of a finished run, linked to it both ways. */
-  retryFailed(runId: string): Promise<RetryResult>;
+  /** `only`: the error categories whose failed rows are retried (default: every failed row). */
+  retryFailed(runId: string, opts?: { only?: readonly ErrorCategory[] }): Promise<RetryResult>;
   /** The run's report.csv. */
   report(runId: string): Promise<Readable>;
   /** Images, report, summary, manifest and a contact sheet (index.html) into a folder. */
@@ -91,7 +93,7 @@ export function createPortraitBatch(config: Config | NodeJS.ProcessEnv = process
       return runs.filter((r) => r !== undefined).map(runListEntry);
     },
     cancelRun: (runId) => cancelRun(context(), runId),
-    retryFailed: (runId) => retryFailed(context(), runId),
+    retryFailed: (runId, opts) => retryFailed(context(), runId, opts),
     report: (runId) => reportOf(context(), runId),
     download: (runId, dir) => downloadRun(context(), runId, dir),
     async waitForRun(runId, opts = {}) {

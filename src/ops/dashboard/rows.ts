@@ -19,11 +19,16 @@ export interface RowView {
   faceUrl: string;
   status: string;
   error: string;
+  /** The error's category (falErrors.ts): input, content_policy, fal_transient, timeout, canceled, storage, other. */
+  category: string;
   /** S3 keys of the stored portraits. */
   images: string[];
 }
 
+/** Failed (and rejected) rows of one error category, with the reasons seen most in it. */
 export interface FailureGroup {
+  category: string;
+  /** The most common reason in the group. */
   reason: string;
   status: string;
   count: number;
@@ -65,15 +70,21 @@ export async function rowsPage(ctx: Context, run: RunRecord, q: { status?: strin
   }
   const byStatus: Record<string, number> = {};
   const groups = new Map<string, FailureGroup>();
+  const reasonCounts = new Map<FailureGroup, Map<string, number>>();
   for (const r of all) {
     byStatus[r.status] = (byStatus[r.status] ?? 0) + 1;
     if (r.status !== 'failed' && r.status !== 'rejected') continue;
     const reason = r.error || 'no reason was recorded';
-    const g = groups.get(`${r.status}\n${reason}`) ?? { reason, status: r.status, count: 0, rows: [] };
+    const category = r.category || (r.status === 'rejected' ? 'input' : 'other');
+    const g = groups.get(`${r.status}\n${category}`) ?? { category, reason, status: r.status, count: 0, rows: [] };
     g.count++;
     if (g.rows.length < ROWS_PER_GROUP) g.rows.push(r);
-    groups.set(`${r.status}\n${reason}`, g);
+    groups.set(`${r.status}\n${category}`, g);
+    const counts = reasonCounts.get(g) ?? new Map<string, number>();
+    counts.set(reason, (counts.get(reason) ?? 0) + 1);
+    reasonCounts.set(g, counts);
   }
+  for (const [g, counts] of reasonCounts) g.reason = [...counts].sort((a, b) => b[1] - a[1])[0]![0];
   const matching = q.status ? all.filter((r) => r.status === q.status) : all;
   const start = (q.page - 1) * q.pageSize;
   return {
@@ -102,6 +113,7 @@ async function finishedRows(ctx: Context, run: RunRecord): Promise<RowView[]> {
       faceUrl: cell('face_url'),
       status: rec.status ?? '',
       error: cell('error'),
+      category: cell('error_category'),
       images: rec.images ? cell('images').split('|').filter(Boolean) : [],
     });
   }
@@ -121,14 +133,17 @@ async function* liveRows(ctx: Context, run: RunRecord): AsyncGenerator<RowView> 
     const [rejected, canceled] = await Promise.all([ctx.rows.rejectedReasons(run.runId, lines), ctx.rows.canceledReasons(run.runId, lines)]);
     const views = await Promise.all(
       batch.map(async (r, i): Promise<RowView> => {
-        const base = { line: r.line, id: r.id ?? '', key: r.key, faceUrl: r.faceUrl, images: [] as string[] };
-        if (rejected[i]) return { ...base, status: 'rejected', error: rejected[i]! };
-        if (canceled[i]) return { ...base, status: 'canceled', error: canceled[i]! };
+        const base = { line: r.line, id: r.id ?? '', key: r.key, faceUrl: r.faceUrl, images: [] as string[], category: '' };
+        if (rejected[i]) return { ...base, status: 'rejected', error: rejected[i]!, category: 'input' };
+        if (canceled[i]) return { ...base, status: 'canceled', error: canceled[i]!, category: 'canceled' };
         if (r.line > run.cursor) return { ...base, status: 'pending', error: '' };
         const live = await ctx.rows.getRow(run.runId, r.key);
-        if (live) return { ...base, status: live.state, error: live.error ?? live.lastError ?? '', images: (live.images ?? []).map((im) => im.key) };
+        if (live) {
+          const category = live.errorCategory ?? '';
+          return { ...base, status: live.state, error: live.error ?? live.lastError ?? '', category, images: (live.images ?? []).map((im) => im.key) };
+        }
         const meta = await ctx.storage.getJson<RowMeta>(layout.meta(r.key));
-        if (meta) return { ...base, status: meta.status, error: meta.error ?? '', images: meta.images.map((im) => im.key) };
+        if (meta) return { ...base, status: meta.status, error: meta.error ?? '', category: meta.error_category ?? '', images: meta.images.map((im) => im.key) };
         return { ...base, status: 'pending', error: '' };
       }),
     );
