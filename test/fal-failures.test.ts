@@ -11,7 +11,6 @@ import { runLayout } from '../src/core/layout.ts';
 import type { PortraitBatch } from '../src/index.ts';
 import type { Summary } from '../src/worker/finalize.ts';
 import type { RowMeta } from '../src/worker/flush.ts';
-import { runCli } from './helpers/cli.ts';
 import { faceDataUri } from './helpers/faces.ts';
 import { startTestStack, type TestStack } from './helpers/stack.ts';
 
@@ -116,12 +115,6 @@ test('422 image_load_error and content_policy_violation fail at once with their 
   }
 });
 
-test('retry --only with a word that is no category exits 2 naming it', async () => {
-  const res = await runCli(['retry', 'some-run', '--only', 'input,bogus']).exited;
-  assert.equal(res.code, 2);
-  assert.match(res.stderr, /"bogus" is not an error category/);
-});
-
 test('a request queued past its start timeout fails with the timeout reason, is not resubmitted, and costs nothing', async () => {
   // One slot at fal: the first row runs 4.5 s, the second waits past its 2 s start timeout (QUEUE_DEADLINE_MS).
   const t = await startTestStack({
@@ -187,6 +180,30 @@ test('RESUBMIT_EXPIRED=true: an expired result is resubmitted as a new attempt, 
     assert.deepEqual([m.error_type, m.error_category], ['result_expired', 'storage']);
     assert.deepEqual(m.attempt_errors.map((e) => e.error_type), ['result_expired', 'result_expired']);
     assert.equal(t.local.emulator!.stats().accepted, 2);
+    await audited(t, runId);
+  } finally {
+    await t.stop();
+  }
+});
+
+test('poll mode reads the same from the result call: server errors become new attempts, 422s fail at once', async () => {
+  const rows = 12;
+  const t = await startTestStack({
+    env: { RESULT_DELIVERY: 'poll', MAX_ATTEMPTS: '3', FAL_CONCURRENCY: '8' },
+    emulator: { seed: 5, faults: { errorRates: { runner_server_error: 0.2, image_load_error: 0.15 } } },
+  });
+  try {
+    const { runId } = await t.pb.startRun(await manifestOf(t, rows));
+    const run = await t.pb.waitForRun(runId, { timeoutMs: 90_000 });
+    const byType = t.local.emulator!.stats().errorsByType;
+    assert.ok((byType.runner_server_error ?? 0) >= 1 && (byType.image_load_error ?? 0) >= 1, JSON.stringify(byType));
+    assert.equal(t.local.emulator!.stats().webhooksSent, 0, 'no webhook: every outcome came from status and result calls');
+    const report = await reportOf(t.pb, runId);
+    const failed = report.filter((r) => r.status === 'failed');
+    assert.equal(failed.length, byType.image_load_error, 'only the 422s failed');
+    assert.ok(failed.every((r) => r.error_type === 'image_load_error' && r.error_category === 'input'));
+    assert.equal(run.completed + run.failed, rows);
+    assert.equal(report.reduce((n, r) => n + Number(r.attempts), 0), rows + (byType.runner_server_error ?? 0));
     await audited(t, runId);
   } finally {
     await t.stop();
