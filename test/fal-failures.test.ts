@@ -67,6 +67,7 @@ test('10% runner_server_error, MAX_ATTEMPTS=3: every row completes; the extra at
     assert.deepEqual(summary.failedByCategory, {});
     const audit = await audited(t, runId);
     assert.equal(audit.completed, rows);
+    assert.equal(audit.attempts, rows + injected, 'the audit counts every attempt');
   } finally {
     await t.stop();
   }
