@@ -10,6 +10,7 @@ import { runChaos } from './chaos.ts';
 import { RunControlError } from './control/errors.ts';
 import { runDemo, type DemoResult } from './demo.ts';
 import { startEmulator } from './emulator/index.ts';
+import { EMULATED_ERRORS } from './emulator/errors.ts';
 import { assertReachable, listenError } from './core/reachability.ts';
 import { redactText } from './core/redact.ts';
 import { createPortraitBatch, dryRun, type PortraitBatch, type RunningAdmin } from './index.ts';
@@ -82,6 +83,19 @@ const money = (v: string) => {
   const n = Number(v);
   if (!/^\d+(\.\d+)?$/.test(v.trim()) || !Number.isFinite(n)) throw new InvalidArgumentError('must be an amount such as 25 or 12.50');
   return n;
+};
+
+/** `emulator --error-rates`: type=rate pairs of fal's error types, each rate within 0..1. */
+const errorRates = (v: string): Record<string, number> => {
+  const out: Record<string, number> = {};
+  for (const pair of v.split(',').map((p) => p.trim()).filter(Boolean)) {
+    const [type, rate] = pair.split('=');
+    const n = Number(rate);
+    if (!type || !(type in EMULATED_ERRORS)) throw new InvalidArgumentError(`${JSON.stringify(type ?? pair)} is not one of fal's error types (${Object.keys(EMULATED_ERRORS).join(', ')})`);
+    if (rate === undefined || !Number.isFinite(n) || n < 0 || n > 1) throw new InvalidArgumentError(`${type}: the rate must be a number from 0 to 1`);
+    out[type] = n;
+  }
+  return out;
 };
 
 /** `retry --only`: a comma list of error categories; any other word is refused by name (exit 2). */
@@ -317,8 +331,16 @@ program
   .option('--port <port>', 'port to listen on', port, 8090)
   .option('--host <address>', 'address to listen on (0.0.0.0 in a container, for the compose network)', '127.0.0.1')
   .option('--public-url <url>', 'base URL the workers reach it at, put in its status, result and file URLs (e.g. http://emulator:8090)')
-  .action(async (o: { port: number; host: string; publicUrl?: string }) => {
-    const emu = await startEmulator({ port: o.port, host: o.host, publicUrl: o.publicUrl }).catch((err: unknown) => Promise.reject(listenError(err, '--port', o.port, o.host)));
+  .option('--no-payload-storage', "keep results only fal's short window (1 h, 6 min when 10 KB or more) instead of payload storage's 30 days")
+  .option('--error-rates <type=rate,...>', "fail this share of requests with each of fal's error types (e.g. runner_server_error=0.1,image_load_error=0.02)", errorRates)
+  .action(async (o: { port: number; host: string; publicUrl?: string; payloadStorage: boolean; errorRates?: Record<string, number> }) => {
+    const emu = await startEmulator({
+      port: o.port,
+      host: o.host,
+      publicUrl: o.publicUrl,
+      resultRetention: { payloadStorage: o.payloadStorage },
+      faults: o.errorRates ? { errorRates: o.errorRates } : undefined,
+    }).catch((err: unknown) => Promise.reject(listenError(err, '--port', o.port, o.host)));
     say(`fal emulator on ${emu.url} (JWKS ${emu.jwksUrl}); set FAL_QUEUE_URL=${emu.url} FAL_JWKS_URL=${emu.jwksUrl}`);
     await serveUntilSignal(() => emu.close());
   });
