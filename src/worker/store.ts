@@ -12,7 +12,7 @@ import { falSlots } from '../core/falSlots.ts';
 import { runLayout } from '../core/layout.ts';
 import type { ResultJob } from '../core/queues.ts';
 import { dropStagedPayload, resultPayload } from '../core/resultJobs.ts';
-import type { ResultVerdict, Row, StoredImage } from '../core/rowState.ts';
+import type { ResultVerdict, Row, RunRecord, StoredImage } from '../core/rowState.ts';
 import { verdictOf, webhookErrorInfo, type FalErrorInfo } from '../core/falErrors.ts';
 import { backoffDelay } from '../core/policy.ts';
 import { addSubmitJob } from './reconcile.ts';
@@ -127,27 +127,21 @@ async function payloadOf(ctx: Context, row: Row, r: ResultJob): Promise<unknown>
  */
 async function judgeFailure(ctx: Context, runId: string, r: ResultJob): Promise<{ error: string; verdict: ResultVerdict }> {
   const info = r.falError ?? webhookErrorInfo(r.error, r.payload);
-  let endpoint: string | undefined;
-  let queueDeadlineMs: number | undefined;
-  const runPolicy = async () => {
-    const run = await ctx.rows.getRun(runId);
-    endpoint = run?.policy.endpoint || ctx.cfg.FAL_ENDPOINT;
-    queueDeadlineMs = run?.policy.queueDeadlineMs ?? ctx.cfg.QUEUE_DEADLINE_MS;
-  };
+  let run: Promise<RunRecord | undefined> | undefined;
+  const policy = async () => (await (run ??= ctx.rows.getRun(runId)))?.policy;
   if (info.status === 504 && info.timeoutType === undefined && r.source === 'webhook') {
-    await runPolicy();
     try {
-      await ctx.fal.queue.result(endpoint!, { requestId: r.requestId });
+      await ctx.fal.queue.result((await policy())?.endpoint || ctx.cfg.FAL_ENDPOINT, { requestId: r.requestId });
     } catch (raw) {
-      const err = classifyFalError(raw) as { fal?: FalErrorInfo };
-      if (err.fal?.timeoutType) info.timeoutType = err.fal.timeoutType;
+      const timeoutType = (classifyFalError(raw) as { fal?: FalErrorInfo }).fal?.timeoutType;
+      if (timeoutType) info.timeoutType = timeoutType;
     }
   }
   const v = verdictOf(info);
   let error = errorText(r);
   if (v.startTimeout) {
-    if (queueDeadlineMs === undefined) await runPolicy();
-    error = `timed out: fal did not start it within QUEUE_DEADLINE_MS (${queueDeadlineMs} ms): ${error}`;
+    const ms = (await policy())?.queueDeadlineMs ?? ctx.cfg.QUEUE_DEADLINE_MS;
+    error = `timed out: fal did not start it within QUEUE_DEADLINE_MS (${ms} ms): ${error}`;
   }
   return { error, verdict: { type: v.type, category: v.category, retry: v.retry, refund: v.billed === 'no' } };
 }
