@@ -27,6 +27,8 @@ export { ConfigError, loadConfig } from './core/config.ts';
 export { ManifestError } from './manifest/index.ts';
 export { manifestSource } from './manifest/source.ts';
 export { RunControlError } from './control/errors.ts';
+/** For receivers of completion notices (NOTIFY_URL): checks X-Portrait-Batch-Signature and refuses stale ones. */
+export { NOTICE_TOLERANCE_SECONDS, signNotice, verifyNotice, type NoticeVerdict } from './triggers/notify.ts';
 
 export interface PortraitBatchOptions {
   /** Logger name (the process role). */

@@ -39,3 +39,16 @@ test('FACE_BUCKETS is a comma-separated list of bucket names (empty by default);
   assert.deepEqual(loadConfig({ FACE_BUCKETS: 'faces-a, faces.b ,' }).FACE_BUCKETS, ['faces-a', 'faces.b']);
   assert.throws(() => loadConfig({ FACE_BUCKETS: 'ok-bucket,s3://Bad_Bucket' }), /FACE_BUCKETS: must be a comma-separated list of S3 bucket names/);
 });
+
+test('DASHBOARD_TOKEN needs 32 characters; TRUST_PROXY is Express trust proxy; ADMIN_ALLOWED_HOSTS a list of names', () => {
+  assert.throws(() => loadConfig({ DASHBOARD_TOKEN: 'x'.repeat(31) }), /DASHBOARD_TOKEN: must be at least 32 characters/);
+  assert.equal(loadConfig({ DASHBOARD_TOKEN: 'x'.repeat(32) }).DASHBOARD_TOKEN, 'x'.repeat(32));
+  assert.equal(loadConfig({}).TRUST_PROXY, false);
+  assert.equal(loadConfig({ TRUST_PROXY: 'true' }).TRUST_PROXY, true);
+  assert.equal(loadConfig({ TRUST_PROXY: '2' }).TRUST_PROXY, 2);
+  assert.deepEqual(loadConfig({ TRUST_PROXY: 'loopback, 10.0.0.0/8' }).TRUST_PROXY, ['loopback', '10.0.0.0/8']);
+  assert.throws(() => loadConfig({ TRUST_PROXY: 'everyone' }), /TRUST_PROXY: must be false, true, a hop count/);
+  assert.equal(loadConfig({}).ADMIN_ALLOWED_HOSTS, undefined, 'unset: loopback names and ADMIN_HOST');
+  assert.deepEqual(loadConfig({ ADMIN_ALLOWED_HOSTS: 'Webhook, *.internal.example, [::1]' }).ADMIN_ALLOWED_HOSTS, ['webhook', '*.internal.example', '::1']);
+  assert.throws(() => loadConfig({ ADMIN_ALLOWED_HOSTS: 'http://x.example/' }), /ADMIN_ALLOWED_HOSTS/);
+});

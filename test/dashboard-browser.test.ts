@@ -68,9 +68,12 @@ test('a person sees the run: thumbnails loaded, the failed row and its reason, f
 
     const portraits = await page.$$eval('img.portrait', (imgs) => imgs.map((i) => (i as unknown as { naturalWidth: number }).naturalWidth));
     assert.equal(portraits.length, 6, 'five completed rows, one of them with two portraits');
-    assert.ok(portraits.every((w) => w > 0), `every portrait loaded from its presigned URL: ${portraits.join(',')}`);
+    assert.ok(portraits.every((w) => w > 0), `every portrait loaded: ${portraits.join(',')}`);
     const faces = await page.$$eval('figure.card.completed img.face', (imgs) => imgs.map((i) => (i as unknown as { naturalWidth: number }).naturalWidth));
     assert.ok(faces.length === 5 && faces.every((w) => w > 0), 'the faces are shown beside them');
+    // Under the dashboard's CSP (img-src 'self') every picture comes from the dashboard itself.
+    const sources = await page.$$eval('img', (imgs) => imgs.map((i) => (i as unknown as { src: string }).src));
+    assert.ok(sources.every((src) => src.startsWith(`${admin.url}/ui/`)), `pictures served by the dashboard: ${sources.join(' ')}`);
 
     const failed = page.locator('figure.card.failed');
     assert.equal(await failed.count(), 1);

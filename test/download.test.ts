@@ -195,3 +195,14 @@ test('data: URIs: parameters before ;base64 are fine; a malformed header, SVG, n
   await assert.rejects(read(`data:image/png;base64,${b64(Buffer.from('hello there'))}`), refused(true, /the inline \(data: URI\) image is not a PNG, JPEG or WEBP image \(it claimed image\/png; it starts with "hello there"\)/));
   await assert.rejects(read(`data:image/png;base64,${b64(png(1001))}`), refused(true, /inline image is 1001 bytes, over the 1000-byte limit/));
 });
+
+test('anyPublicHost (dashboard thumbnails): any host at a public address; private, loopback and link-local ones refused by address or by what the name resolves to', async () => {
+  const anyPublic: DownloadPolicy = { allowedHosts: [], anyPublicHost: true, maxBytes: 1000, timeoutMs: 5000 };
+  for (const url of [`${base}/ok.png`, 'http://10.1.2.3/a.png', 'http://169.254.169.254/latest/meta-data', 'http://[::1]:80/a.png', 'http://[::ffff:127.0.0.1]/a.png', 'https://192.168.0.1/a.png']) {
+    await assert.rejects(read(url, anyPublic), refused(true, /is not a public address/), url);
+  }
+  await assert.rejects(read(`http://localhost:${port}/ok.png`, anyPublic), refused(true, /localhost: it resolves to (127\.0\.0\.1|::1), which is not a public address/));
+  await assert.rejects(read('ftp://example.com/a.png', anyPublic), refused(true, /refusing ftp:/));
+  // Without it, the allow-list rules as before.
+  await assert.rejects(read(`http://localhost:${port}/ok.png`), refused(true, /not in RESULT_HOSTS/));
+});

@@ -48,9 +48,14 @@ export async function retryFailed(ctx: Context, runId: string, opts: { only?: re
     policy: { ...run.policy, maxCost: null },
     extra: { retryOf: runId, manifestOf: run.manifest },
   });
-  const retriedBy = [...run.retriedBy, newId];
-  await ctx.rows.annotateRun(runId, { retriedBy: retriedBy.join(',') });
-  const updated = await ctx.rows.getRun(runId);
-  if (updated?.finishedAt) await ctx.storage.putJson(layout.summary, summaryOf(updated, updated.state));
+  await ctx.rows.linkRetry(runId, newId);
+  // The original's summary names its retries. Another retry may link itself meanwhile: the summary is
+  // written again until it was written from the newest list (links only grow, so this ends).
+  for (let written: string | undefined; ; ) {
+    const updated = await ctx.rows.getRun(runId);
+    if (!updated?.finishedAt || updated.retriedBy.join(',') === written) break;
+    await ctx.storage.putJson(layout.summary, summaryOf(updated, updated.state));
+    written = updated.retriedBy.join(',');
+  }
   return { ...started, retryOf: runId, rows: lines.length };
 }

@@ -1,5 +1,6 @@
 // Configuration from the environment: one table of variables (name, schema, default, meaning) that
 // the config loader, the README's table and the docker-compose check all read.
+import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import { isLoopbackUrl, privateHostReason } from './publicAddress.ts';
@@ -26,6 +27,33 @@ const bucketList = z
   .string()
   .transform((v) => v.split(',').map((b) => b.trim()).filter(Boolean))
   .refine((bs) => bs.every((b) => /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(b)), 'must be a comma-separated list of S3 bucket names');
+
+/** Shortest DASHBOARD_TOKEN accepted: a guessable token makes every other dashboard rule moot. */
+export const DASHBOARD_TOKEN_MIN = 32;
+
+const adminHostList = z
+  .string()
+  .transform((v) => v.split(',').map((h) => h.trim().toLowerCase().replace(/^\[|\]$/g, '')).filter(Boolean))
+  .refine((hs) => hs.every((h) => /^(\*\.)?[a-z0-9.-]+$/.test(h) || isIP(h) === 6), 'must be a comma-separated list of host names or addresses (no ports; a leading *. matches subdomains)');
+
+/** Express's `trust proxy` setting from TRUST_PROXY: false, true, a hop count, or addresses/subnets. */
+const trustProxy = z
+  .string()
+  .trim()
+  .transform((v, ctx): boolean | number | string[] => {
+    const lower = v.toLowerCase();
+    if (['false', '0', 'no', ''].includes(lower)) return false;
+    if (['true', 'yes'].includes(lower)) return true;
+    if (/^\d{1,2}$/.test(lower)) return Number(lower);
+    const list = lower.split(',').map((s) => s.trim()).filter(Boolean);
+    const named = ['loopback', 'linklocal', 'uniquelocal'];
+    const ok = list.every((s) => named.includes(s) || isIP(s.split('/')[0]!) !== 0);
+    if (!ok) {
+      ctx.addIssue({ code: 'custom', message: 'must be false, true, a hop count, or comma-separated addresses/subnets (loopback, linklocal, uniquelocal, 10.0.0.0/8)' });
+      return z.NEVER;
+    }
+    return list;
+  });
 
 interface VarSpec {
   schema: z.ZodType;
@@ -130,14 +158,25 @@ export const CONFIG_VARS = {
   DROP_POLL_MS: { schema: int(10), default: '15000', doc: 'How often the scheduler lists the drop folder.', roles: ['scheduler'] },
   DROP_SETTLE_MS: { schema: int(0), default: '30000', doc: 'A dropped object younger than this (by its Last-Modified) waits: it may still be being written.', roles: ['scheduler'] },
   NOTIFY_URL: { schema: z.string().regex(/^https?:\/\/\S+$/, 'must be an http(s) URL'), doc: 'Optional: where each run\'s summary is POSTed when the run ends (HMAC-signed, retried with backoff; a failure never fails the run).', roles: ['worker'] },
-  NOTIFY_SECRET: { schema: z.string().min(16, 'must be at least 16 characters'), doc: 'HMAC-SHA256 key of the completion notice signature (`X-Portrait-Batch-Signature: sha256=<hex>` over the raw body); required with NOTIFY_URL.', roles: ['worker'] },
+  NOTIFY_SECRET: { schema: z.string().min(16, 'must be at least 16 characters'), doc: 'HMAC-SHA256 key of the completion notice signature (`X-Portrait-Batch-Signature: t=<unix seconds>,v1=<hex>`, v1 over `<t>.<raw body>`; receivers refuse a t older than 5 minutes); required with NOTIFY_URL.', roles: ['worker'] },
   LOG_LEVEL: { schema: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), default: 'info', doc: 'pino log level.', roles: ALL },
   LOG_FORMAT: { schema: z.enum(['json', 'pretty']), default: 'json', doc: 'json (one object a line, for log collectors) or pretty (coloured lines for a terminal).', roles: ALL },
   ADMIN_PORT: { schema: int(0, 65535), default: '9090', doc: 'Port of the admin listener every long-running process opens: /metrics, /healthz, /readyz and the dashboard under /ui (0: any free port, logged). Give each process on one host its own.', roles: ALL },
   ADMIN_HOST: { schema: z.string().regex(/^[\w.:-]+$/, 'must be an address such as 127.0.0.1 or 0.0.0.0'), default: '127.0.0.1', doc: 'Address the admin listener binds; loopback by default. 0.0.0.0 only inside a container or behind a firewall.', roles: ALL },
+  ADMIN_ALLOWED_HOSTS: {
+    schema: adminHostList,
+    doc: 'Host names the admin listener answers (the request\'s Host header, port aside; `*.domain` matches subdomains); any other gets 421, so a DNS-rebinding page cannot read /metrics, /readyz or /ui. Default: localhost, 127.0.0.1, ::1 and ADMIN_HOST itself. Add the names Prometheus or a proxy use (e.g. `webhook`, `pb.internal.example`).',
+    roles: ALL,
+  },
+  TRUST_PROXY: {
+    schema: trustProxy,
+    default: 'false',
+    doc: "Which proxy in front of the admin listener to believe about the client (Express `trust proxy`): `false`, `true`, a hop count, or addresses/subnets (`loopback`, `10.0.0.0/8`). Decides the client address sign-in failures are counted by, and `Secure` cookies when the proxy says the request came over TLS (X-Forwarded-Proto: https).",
+    roles: ALL,
+  },
   DASHBOARD_TOKEN: {
-    schema: z.string().min(1),
-    doc: 'Turns the dashboard (/ui on the admin listener) on; every dashboard request needs it (bearer header or the login form\'s cookie). Unset: no dashboard (metrics and health are still served). e.g. `openssl rand -hex 24`.',
+    schema: z.string().min(DASHBOARD_TOKEN_MIN, `must be at least ${DASHBOARD_TOKEN_MIN} characters (e.g. \`openssl rand -hex 24\`)`),
+    doc: `Turns the dashboard (/ui on the admin listener) on; every dashboard request needs it (bearer header or the login form's session). At least ${DASHBOARD_TOKEN_MIN} characters. Unset: no dashboard (metrics and health are still served). e.g. \`openssl rand -hex 24\`.`,
     roles: ALL,
   },
 } satisfies Record<string, VarSpec>;

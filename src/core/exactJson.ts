@@ -4,6 +4,9 @@
 // (so it arrives as its exact decimal string), writing emits BigInt values as their raw digits.
 import { randomBytes } from 'node:crypto';
 
+/** An integer literal and nothing more, matched where the scan stands (a window of the text could cut a long number). */
+const INTEGER = /-?\d+(?![.eE\d])/y;
+
 /**
  * The text with every integer value of a `"seed"` key turned into a JSON string of the same digits.
  * A small scanner, not a regex over the whole text: it skips string contents, so a prompt that
@@ -32,7 +35,8 @@ export function quoteSeeds(text: string): string {
       continue;
     }
     if (afterKeyColon && (c === '-' || (c >= '0' && c <= '9'))) {
-      const m = /^-?\d+(?![.eE\d])/.exec(text.slice(i, i + 40));
+      INTEGER.lastIndex = i;
+      const m = INTEGER.exec(text);
       if (m) {
         out += `${text.slice(last, i)}"${m[0]}"`;
         i += m[0].length;
@@ -41,10 +45,8 @@ export function quoteSeeds(text: string): string {
       afterKeyColon = false;
       continue;
     }
-    if (c !== ' ' && c !== '\t' && c !== '\n' && c !== '\r') {
-      afterKeyColon = false;
-      if (c !== ',') lastString = c === '{' || c === '[' || c === '}' || c === ']' ? '' : lastString;
-    }
+    // In JSON a ':' only ever follows its key (and white space), so the last string is all it needs.
+    if (c !== ' ' && c !== '\t' && c !== '\n' && c !== '\r') afterKeyColon = false;
     i++;
   }
   return out + text.slice(last);

@@ -13,6 +13,8 @@ export function runLayout(prefix: string, runId: string) {
     reportParts: `${base}report-parts/`,
     reportPart: (firstLine: number, id: string) => `${base}report-parts/${String(firstLine).padStart(10, '0')}-${id}.jsonl`,
     summary: `${base}summary.json`,
+    /** Where each report line is, by status, and the failures by reason: a dashboard page reads only its rows (worker/reportIndex.ts). */
+    reportIndex: `${base}report-index/`,
     /** A copy of the manifest as submitted: the report is built from it, so any worker can finish a run. */
     manifest: `${base}manifest.csv`,
     /** Local faces named by path in the manifest, uploaded so fal can fetch them through a presigned URL. */

@@ -95,6 +95,20 @@ export interface Policy {
   waitPollMs: number;
   /** Completion notices (NOTIFY_URL): tries with backoff; a notice that never arrives never fails its run. */
   notify: { tries: number; backoff: Backoff; timeoutMs: number; keepFailedSeconds: number };
+  dashboard: {
+    /** A signed-in browser's session lives this long in Redis (and its cookie as long); sign-out deletes it. */
+    sessionSeconds: number;
+    /** Wrong tokens from one client address: this many within windowSeconds lock it out. */
+    signInFailures: number;
+    signInWindowSeconds: number;
+    /** The first lockout; each further one within lockoutMemorySeconds doubles it, up to maxLockoutSeconds. */
+    firstLockoutSeconds: number;
+    maxLockoutSeconds: number;
+    lockoutMemorySeconds: number;
+    /** A face thumbnail the dashboard fetches: largest body, whole-fetch time limit. */
+    thumbnailMaxBytes: number;
+    thumbnailTimeoutMs: number;
+  };
   drop: {
     /** DROP_POLL_MS */
     pollMs: number;
@@ -156,6 +170,16 @@ export function buildPolicy(cfg: Config, overrides: PolicyOverrides = {}): Polic
     jobs: { lockMs: lock, stalledIntervalMs: Math.max(1000, Math.floor(lock / 2)) },
     waitPollMs: 500,
     notify: { tries: 10, backoff: { baseMs: 2000, capMs: 10 * 60_000, jitter: 0.5 }, timeoutMs: 10_000, keepFailedSeconds: 7 * 86400 },
+    dashboard: {
+      sessionSeconds: 12 * 3600,
+      signInFailures: 5,
+      signInWindowSeconds: 15 * 60,
+      firstLockoutSeconds: 30,
+      maxLockoutSeconds: 3600,
+      lockoutMemorySeconds: 86400,
+      thumbnailMaxBytes: 10 * 1024 * 1024,
+      thumbnailTimeoutMs: 10_000,
+    },
     drop: { pollMs: cfg.DROP_POLL_MS, settleMs: cfg.DROP_SETTLE_MS, claimMs: lock },
   };
   return merge(base, overrides);

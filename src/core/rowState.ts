@@ -23,6 +23,7 @@ const COMMANDS = {
   createRun: { keys: 3, replies: ['created', 'exists'] },
   cancelRun: { keys: 1, replies: ['canceled', 'already', 'finished', 'norun'] },
   finishRun: { keys: 2, replies: ['finished', 'already'] },
+  linkRetry: { keys: 1, replies: ['ok', 'norun'] },
 } as const;
 type CommandName = keyof typeof COMMANDS;
 type Reply<N extends CommandName> = (typeof COMMANDS)[N]['replies'][number];
@@ -259,9 +260,14 @@ export class RowStore {
     return this.call.cancelRun([keys.run(runId)], [reason, Date.now()]);
   }
 
-  /** Marks the run over (report written). False when it already was. */
-  async finishRun(runId: string, state: RunState): Promise<boolean> {
-    return (await this.call.finishRun([keys.run(runId), keys.activeRuns()], [runId, state, Date.now()])) === 'finished';
+  /** Marks the run over (report written) at `finishedAt` (the time its summary.json carries). False when it already was. */
+  async finishRun(runId: string, state: RunState, finishedAt = Date.now()): Promise<boolean> {
+    return (await this.call.finishRun([keys.run(runId), keys.activeRuns()], [runId, state, finishedAt])) === 'finished';
+  }
+
+  /** Adds a retry run to the run's retriedBy (atomically: retries started at once are all kept). */
+  async linkRetry(runId: string, retryRunId: string): Promise<boolean> {
+    return (await this.call.linkRetry([keys.run(runId)], [retryRunId])) === 'ok';
   }
 
   /** Extra fields on the run (links between runs, estimates). */

@@ -95,6 +95,20 @@ export class Storage {
     return res.Body as Readable;
   }
 
+  /** An object's body and its declared length, the whole read bounded by `signal` (a time limit). */
+  async getLimited(key: string, bucket: string, signal: AbortSignal): Promise<{ body: Readable; length?: number }> {
+    const res = await this.client.send(new GetObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: signal });
+    if (!res.Body) throw new Error(`s3://${bucket}/${key} has no body`);
+    return { body: res.Body as Readable, length: res.ContentLength };
+  }
+
+  /** Bytes `start` to `end` (inclusive) of an object: one ranged GET. */
+  async getRange(key: string, start: number, end: number, bucket = this.bucket): Promise<Buffer> {
+    const res = await this.client.send(new GetObjectCommand({ Bucket: bucket, Key: key, Range: `bytes=${start}-${end}` }));
+    if (!res.Body) throw new Error(`s3://${bucket}/${key} has no body`);
+    return Buffer.from(await res.Body.transformToByteArray());
+  }
+
   /** A small object whole (a face to hand to fal storage), with its content type. */
   async getBytes(key: string, bucket = this.bucket): Promise<{ bytes: Buffer; contentType: string }> {
     const res = await this.client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));

@@ -42,7 +42,11 @@ export function manifestSource(spec: string, storage?: Pick<Storage, 'getStream'
         try {
           raw = await storage.getStream(key, bucket);
         } catch (err) {
-          throw new ManifestError(`cannot read the manifest ${spec}: ${describeS3Error(err)}`);
+          // Only an answer about the manifest itself makes it a bad manifest; an S3 that fails or cannot
+          // be reached fails this attempt (a drop folder would otherwise file a good upload as failed).
+          const why = describeS3Error(err);
+          if (why) throw new ManifestError(`cannot read the manifest ${spec}: ${why}`);
+          throw err;
         }
         return gzip ? gunzip(raw, spec) : raw;
       },
@@ -80,10 +84,11 @@ function gunzip(raw: Readable, what: string): Readable {
   return out;
 }
 
-function describeS3Error(err: unknown): string {
-  const e = err as { name?: string; message?: string; $metadata?: { httpStatusCode?: number } };
-  if (e.name === 'NoSuchKey' || e.$metadata?.httpStatusCode === 404) return 'no such object';
+/** Why S3 refused the manifest (it does not exist, or we may not read it), or undefined for a failure of S3. */
+function describeS3Error(err: unknown): string | undefined {
+  const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
   if (e.name === 'NoSuchBucket') return 'no such bucket';
+  if (e.name === 'NoSuchKey' || e.$metadata?.httpStatusCode === 404) return 'no such object';
   if (e.name === 'AccessDenied' || e.$metadata?.httpStatusCode === 403) return 'access denied';
-  return e.message ?? e.name ?? String(err);
+  return undefined;
 }

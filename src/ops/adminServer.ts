@@ -5,8 +5,10 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
 import { collectDefaultMetrics } from 'prom-client';
+import { ConfigError, DASHBOARD_TOKEN_MIN } from '../core/config.ts';
 import { listenError } from '../core/reachability.ts';
 import type { PortraitBatch } from '../index.ts';
+import { allowedAdminHosts, requireAllowedHost } from './allowedHosts.ts';
 import { dashboardRouter } from './dashboard/index.ts';
 import { readiness } from './health.ts';
 
@@ -39,6 +41,8 @@ export async function startAdminServer(pb: PortraitBatch, opts: AdminOptions = {
   const port = opts.port ?? cfg.ADMIN_PORT;
   const host = opts.host ?? cfg.ADMIN_HOST;
   const token = opts.dashboardToken ?? cfg.DASHBOARD_TOKEN;
+  // The same rule as the variable's, for a token handed in directly (the embedded stack's).
+  if (token && token.length < DASHBOARD_TOKEN_MIN) throw new ConfigError([`DASHBOARD_TOKEN: must be at least ${DASHBOARD_TOKEN_MIN} characters (e.g. \`openssl rand -hex 24\`)`]);
   const ctx = pb.context;
   const registry = ctx.metrics.registry;
   if (!registriesWithProcessMetrics.has(registry)) {
@@ -50,6 +54,10 @@ export async function startAdminServer(pb: PortraitBatch, opts: AdminOptions = {
 
   const app = express();
   app.disable('x-powered-by');
+  // TRUST_PROXY: whose X-Forwarded-For/-Proto to believe (req.ip, req.secure); nobody's by default.
+  app.set('trust proxy', cfg.TRUST_PROXY);
+  const allowedHosts = allowedAdminHosts(cfg.ADMIN_ALLOWED_HOSTS, host);
+  app.use(requireAllowedHost(allowedHosts));
   app.get('/healthz', (_req, res) => {
     res.status(stopping ? 503 : 200).json({ ok: !stopping, role: opts.role ?? 'portrait-batch', uptimeSeconds: Math.round((Date.now() - started) / 1000), ...(stopping ? { stopping: true } : {}) });
   });

@@ -50,8 +50,8 @@ export async function syncSchedules(queue: Queue<TickJob>, schedules: Schedule[]
 
 export type TickOutcome = { outcome: 'fired'; runId: string } | { outcome: 'skipped'; running: string } | { outcome: 'failed'; reason: string };
 
-/** The tick job: fire the schedule's run unless its previous run is still running. */
-export async function processTick(pb: PortraitBatch, job: Job<TickJob>): Promise<TickOutcome> {
+/** The tick job: fire the schedule's run unless its previous run is still running (`now`: tests move the clock). */
+export async function processTick(pb: PortraitBatch, job: Job<TickJob>, now: () => number = Date.now): Promise<TickOutcome> {
   const ctx = pb.context;
   const { schedule } = job.data;
   const tick = job.opts.prevMillis ?? Number(String(job.id).split(':').pop() ?? job.timestamp);
@@ -64,7 +64,7 @@ export async function processTick(pb: PortraitBatch, job: Job<TickJob>): Promise
   let prev = '';
   for (let i = 0; reply === 'stale' && i < 5; i++) {
     prev = (await ctx.redis.hget(scheduleKey, 'runId')) ?? '';
-    reply = await triggerCommand(ctx.redis, 'fireTick', [scheduleKey, keys.run(prev || runId), ticksKey], [prev, runId, tick, Date.now(), ctx.policy.jobs.lockMs * 2, TICKS_KEPT]);
+    reply = await triggerCommand(ctx.redis, 'fireTick', [scheduleKey, keys.run(prev || runId), ticksKey], [prev, runId, tick, now(), ctx.policy.jobs.lockMs * 2, TICKS_KEPT]);
   }
   if (reply === 'stale') throw new Error(`schedule ${schedule.name} kept changing while its tick was fired`);
   if (reply === 'skip') {
@@ -80,7 +80,7 @@ export async function processTick(pb: PortraitBatch, job: Job<TickJob>): Promise
   } catch (err) {
     // A bad or missing manifest will not get better by retrying this tick: the next tick tries again.
     if (!(err instanceof ManifestError)) throw err;
-    await triggerCommand(ctx.redis, 'failTick', [scheduleKey, ticksKey], [runId, tick, err.message, Date.now(), TICKS_KEPT]);
+    await triggerCommand(ctx.redis, 'failTick', [scheduleKey, ticksKey], [runId, tick, err.message, now(), TICKS_KEPT]);
     log.error({ runId, reason: err.message }, 'tick failed: its run could not be started');
     return { outcome: 'failed', reason: err.message };
   }

@@ -28,6 +28,8 @@ export interface DropFolderOptions {
   /** Lease of a claim: a dead claimer's claim is taken again this long after its last renewal. */
   claimMs: number;
   now?: () => number;
+  /** False: no polling loop, the caller calls pollOnce (tests that act between polls). Default true. */
+  loop?: boolean;
 }
 
 export interface DropPoll {
@@ -191,7 +193,7 @@ export function startDropFolder(pb: PortraitBatch, opts: DropFolderOptions): Run
 
   const stopping = new AbortController();
   const loop = (async () => {
-    while (!stopping.signal.aborted) {
+    while (opts.loop !== false && !stopping.signal.aborted) {
       await pollOnce().catch((err: Error) => log.error({ err: err.message }, 'drop folder poll failed'));
       await sleep(opts.pollMs, undefined, { signal: stopping.signal }).catch(() => undefined);
     }

@@ -122,7 +122,7 @@ function describe(issues: z.core.$ZodIssue[], fallback?: string): string {
       const at = issue.path.join('.');
       if (issue.code === 'unrecognized_keys') return `unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}${at ? ` in ${at}` : ''}`;
       if (issue.code === 'invalid_type' && /received undefined$/.test(issue.message)) return `${at} is missing`;
-      if (issue.code === 'invalid_type') return fallback ?? `${at} must be a ${issue.expected}`;
+      if (issue.code === 'invalid_type') return fallback ?? (at ? `${at} must be a ${issue.expected}` : 'is not a schedule (an object with name, cron and manifest)');
       return issue.message;
     })
     .join('; ');

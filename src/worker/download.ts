@@ -9,13 +9,19 @@ import { isIP } from 'node:net';
 import { Readable } from 'node:stream';
 import { DownloadError, errorMessage } from '../core/errors.ts';
 import { contentTypeOf, notAnImage, sniffImageFormat, SNIFF_BYTES, type ImageFormat } from './imageType.ts';
-import { bareHost, hostAllowed, publicOnlyLookup } from './resultHosts.ts';
+import { bareHost, hostAllowed, isPublicAddress, publicOnlyLookup } from './resultHosts.ts';
 
 export { hostAllowed } from './resultHosts.ts';
 
 export interface DownloadPolicy {
   /** host or host:port patterns; `*.example.com` matches subdomains. */
   allowedHosts: string[];
+  /**
+   * Any host instead, as long as it is at a public address: a name must resolve only to public
+   * addresses (checked in the connection's lookup), an IP literal must be one (the dashboard's face
+   * thumbnails: a manifest's face may name any host, never this machine or its network).
+   */
+  anyPublicHost?: boolean;
   maxBytes: number;
   timeoutMs: number;
 }
@@ -63,7 +69,7 @@ export async function openImage(url: string, policy: DownloadPolicy): Promise<Op
     let res: IncomingMessage;
     for (let hop = 0; ; hop++) {
       if (hop > MAX_REDIRECTS) throw new DownloadError(`more than ${MAX_REDIRECTS} redirects from ${url}`, true);
-      const target = checkedUrl(href, policy.allowedHosts);
+      const target = checkedUrl(href, policy);
       href = target.href;
       res = await get(target, deadline);
       const status = res.statusCode ?? 0;
@@ -80,8 +86,9 @@ export async function openImage(url: string, policy: DownloadPolicy): Promise<Op
   }
 }
 
-/** Parses one hop's URL and checks its scheme and host against RESULT_HOSTS. */
-function checkedUrl(href: string, allowedHosts: string[]): URL {
+/** Parses one hop's URL and checks its scheme and host against RESULT_HOSTS (or, for anyPublicHost, an IP literal's address). */
+function checkedUrl(href: string, policy: DownloadPolicy): URL {
+  const allowedHosts = policy.allowedHosts;
   let url: URL;
   try {
     url = new URL(href);
@@ -89,6 +96,11 @@ function checkedUrl(href: string, allowedHosts: string[]): URL {
     throw new DownloadError(`not a URL: ${href.slice(0, 100)}`, true);
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new DownloadError(`refusing ${url.protocol} URL ${url.href}`, true);
+  if (policy.anyPublicHost) {
+    const host = bareHost(url);
+    if (isIP(host) !== 0 && !isPublicAddress(host)) throw new DownloadError(`refusing to download from ${url.host}: ${host} is not a public address`, true);
+    return url;
+  }
   if (!hostAllowed(url, allowedHosts)) {
     throw new DownloadError(`refusing to download from ${url.host}: not in RESULT_HOSTS (${allowedHosts.join(',')}; an entry without a port allows 80 and 443)`, true);
   }

@@ -13,6 +13,7 @@ import { enqueueRunNotice } from '../triggers/notify.ts';
 import { escapeCell, readManifest, type ManifestRow } from '../manifest/index.ts';
 import type { RowMeta } from './flush.ts';
 import { outcomeOf, partsReader, removeReportParts, type ReportOutcome } from './reportParts.ts';
+import { writeReportIndex } from './reportIndex.ts';
 import { uploadWhileWriting } from './uploadWhileWriting.ts';
 
 export const REPORT_COLUMNS = ['line', 'id', 'row_key', 'face_url', 'status', 'request_id', 'attempts', 'images', 'seed', 'error', 'error_type', 'error_category'] as const;
@@ -112,9 +113,14 @@ export async function writeRunReport(ctx: Context, runId: string): Promise<Summa
   const finishedAt = run.finishedAt ?? Date.now();
   const summary = summaryOf({ ...run, finishedAt }, state);
   await ctx.storage.putJson(layout.summary, summary);
+  // The dashboard's way into the report; without it the first view of the run writes it.
+  await writeReportIndex(ctx, runId).catch((err: unknown) =>
+    ctx.logger.warn({ runId, err: err instanceof Error ? err.message : String(err) }, 'the report index could not be written; the dashboard writes it on its first view of the run'),
+  );
   // Before the run is marked finished: a finalize that dies here runs again and removes them then.
   await removeReportParts(ctx, runId);
-  await ctx.rows.finishRun(runId, state);
+  // The run's finishedAt is the one summary.json holds: a notice or status built from the run agrees with it.
+  await ctx.rows.finishRun(runId, state, finishedAt);
   ctx.logger.info({ ...summary, milestone: 'finished' }, `run ${runId} finished: ${summary.completed} completed, ${summary.failed} failed, ${summary.rejected} rejected, ${summary.canceled} canceled`);
   await enqueueRunNotice(ctx, summary);
   return summary;

@@ -1,15 +1,18 @@
 // The dashboard under /ui of the admin listener: an Express router over the library handle. Pages are
 // rendered on the server; a small script polls JSON for live progress. Every request is signed in
-// (see auth.ts); every value is escaped (see html.ts); pictures load from presigned S3 URLs.
+// (see auth.ts); every value is escaped (see html.ts); pictures are served from here (thumbnails.ts).
 import { readFileSync } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import express, { type Request, type Response, type Router } from 'express';
 import { RunControlError } from '../../control/errors.ts';
 import type { PortraitBatch, RunStatus } from '../../index.ts';
 import { QUEUE_STATES, withTimeout } from '../metrics.ts';
-import { dashboardAuth } from './auth.ts';
+import { dashboardAuth, derive } from './auth.ts';
+import { sessionStore } from './sessions.ts';
+import { signInThrottle } from './signInThrottle.ts';
 import { liveFields, loginPage, messagePage, runPage, runsPage, STATUS_FILTERS, type GalleryRow, type QueueHealth } from './pages.ts';
-import { faceSrc, portraitSrc, rowsPage } from './rows.ts';
+import { rowsPage } from './rows.ts';
+import { thumbnails } from './thumbnails.ts';
 
 const PAGE_SIZE = 24;
 /** Runs listed on the front page. */
@@ -22,12 +25,18 @@ const ASSETS: Record<string, { type: string; body: string }> = {
   'app.js': { type: 'text/javascript; charset=utf-8', body: asset('app.js') },
 };
 
-/** No script but ours, no framing (inline styles only carry the progress bars' widths); pictures may come from the S3 endpoint and from faces given by URL. */
-const CSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src http: https: data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/** No script but ours, no framing (inline styles only carry the progress bars' widths); pictures only from here (faces and portraits are served by this router). */
+const CSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 export function dashboardRouter(pb: PortraitBatch, token: string): Router {
-  const auth = dashboardAuth(token);
   const ctx = () => pb.context;
+  const { redis, policy, logger } = pb.context;
+  const auth = dashboardAuth(token, {
+    sessions: sessionStore(redis, derive(token, 'session'), policy.dashboard.sessionSeconds),
+    throttle: signInThrottle(redis, policy.dashboard, logger),
+    sessionSeconds: policy.dashboard.sessionSeconds,
+  });
+  const pictures = thumbnails(derive(token, 'thumbnails'));
   const router = express.Router();
 
   router.use((_req, res, next) => {
@@ -48,12 +57,10 @@ export function dashboardRouter(pb: PortraitBatch, token: string): Router {
     res.type(a.type).send(a.body);
   });
   router.get('/login', (_req, res) => void res.type('html').send(loginPage()));
-  router.post('/login', (req, res) => {
+  router.post('/login', async (req, res) => {
     const refused = auth.checkOrigin(req);
     if (refused) return void res.status(403).type('html').send(loginPage(refused));
-    if (!auth.isToken((req.body as Record<string, unknown> | undefined)?.token)) return void res.status(401).type('html').send(loginPage('That is not the dashboard token.'));
-    auth.signIn(req, res);
-    res.redirect(303, '/ui');
+    if (await auth.login(req, res, (status, message) => void res.status(status).type('html').send(loginPage(message)))) res.redirect(303, '/ui');
   });
 
   router.use(
@@ -64,10 +71,10 @@ export function dashboardRouter(pb: PortraitBatch, token: string): Router {
     }),
   );
 
-  router.post('/logout', (req, res) => {
+  router.post('/logout', async (req, res) => {
     const refused = auth.checkPost(req);
     if (refused) return void res.status(403).type('html').send(messagePage('Refused', refused, '/ui'));
-    auth.signOut(res);
+    await auth.signOut(req, res);
     res.redirect(303, '/ui/login');
   });
 
@@ -84,17 +91,29 @@ export function dashboardRouter(pb: PortraitBatch, token: string): Router {
 
   router.get('/runs/:runId', async (req, res) => {
     const runId = req.params.runId as string;
-    const status = await pb.status(runId);
-    const run = await ctx().rows.getRun(runId);
+    const [status, run] = await Promise.all([pb.status(runId), ctx().rows.getRun(runId)]);
     if (!status || !run) return void res.status(404).type('html').send(messagePage('No such run', `There is no run ${runId}.`, '/ui'));
     const filter = typeof req.query.status === 'string' && (STATUS_FILTERS as readonly string[]).includes(req.query.status) ? req.query.status : undefined;
     const pageNo = Math.max(1, Math.min(1_000_000, Number.parseInt(String(req.query.page ?? '1'), 10) || 1));
     const rows = await rowsPage(ctx(), run, { status: filter, page: pageNo, pageSize: PAGE_SIZE });
-    const gallery: GalleryRow[] = await Promise.all(
-      rows.rows.map(async (r) => ({ ...r, face: await faceSrc(ctx(), run, r), portraits: await Promise.all(r.images.map((k) => portraitSrc(ctx(), k))) })),
-    );
+    const gallery: GalleryRow[] = rows.rows.map((r) => ({
+      ...r,
+      face: pictures.faceSrc(ctx(), run, r),
+      portraits: r.images.map((k) => pictures.portraitSrc(ctx(), run, k)).filter((src): src is string => src !== undefined),
+    }));
     const notice = typeof req.query.done === 'string' ? NOTICES[req.query.done] : undefined;
     res.type('html').send(runPage({ status, rows, gallery, filter, page: pageNo, pageSize: PAGE_SIZE, csrf: auth.csrf, notice }));
+  });
+  router.get('/runs/:runId/faces/:rowKey', async (req, res) => {
+    const run = await ctx().rows.getRun(req.params.runId as string);
+    if (!run) return void res.status(404).type('text/plain').send('no such run\n');
+    await pictures.sendFace(ctx(), run, req.params.rowKey as string, req.query.src, req.query.sig, res);
+  });
+  router.get('/runs/:runId/images/*rest', async (req, res) => {
+    const run = await ctx().rows.getRun(req.params.runId as string);
+    if (!run) return void res.status(404).type('text/plain').send('no such run\n');
+    const rest = (req.params as unknown as { rest: string[] }).rest.join('/');
+    await pictures.sendPortrait(ctx(), run, rest, res);
   });
   router.get('/runs/:runId/status.json', async (req, res) => {
     const s = await pb.status(req.params.runId as string);
