@@ -119,7 +119,8 @@ test('422 image_load_error and content_policy_violation fail at once with their 
 test('a request queued past its start timeout fails with the timeout reason, is not resubmitted, and costs nothing', async () => {
   // One slot at fal: the first row runs 4.5 s, the second waits past its 2 s start timeout (QUEUE_DEADLINE_MS).
   const t = await startTestStack({
-    env: { QUEUE_DEADLINE_MS: '2500', MAX_ATTEMPTS: '3', PRICE_PER_MEGAPIXEL: '1', FAL_CONCURRENCY: '2', SUBMIT_CONCURRENCY: '1' },
+    // No sweep while it runs: the reconciler's own queue deadline (a backstop) must not answer for fal.
+    env: { QUEUE_DEADLINE_MS: '2500', RECONCILE_INTERVAL_MS: '600000', MAX_ATTEMPTS: '3', PRICE_PER_MEGAPIXEL: '1', FAL_CONCURRENCY: '2', SUBMIT_CONCURRENCY: '1' },
     emulator: { slots: 1, latencyMs: { min: 4500, max: 4500 } },
   });
   try {

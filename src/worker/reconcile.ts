@@ -72,7 +72,7 @@ async function flushIfOrphaned(ctx: Context, row: Row, now: number, counts: Swee
 async function reconcileRow(ctx: Context, policy: RunPolicy, row: Row, now: number, counts: SweepCounts): Promise<void> {
   const { reconcile } = ctx.policy;
   if (await flushIfOrphaned(ctx, row, now, counts)) return;
-  const deadline = requestDeadline(policy, row, reconcile.graceMs);
+  const deadline = requestDeadline(policy, row);
   if (deadline && now > deadline.at) {
     if (await ctx.rows.finishRow(row.runId, row.key, 'failed', deadline.reason, ['submitted'], row.requestId, { type: 'deadline', category: 'timeout' })) {
       counts.timedOut++;
@@ -153,18 +153,15 @@ export async function sweepCanceledRun(ctx: Context, runId: string, now = Date.n
  * The deadline of a request on fal's side: the run's ROW_DEADLINE_MS from when a poll first saw it
  * running, or its QUEUE_DEADLINE_MS from its submission while it was never seen running. Rows waiting on
  * our side (pending: for a place on fal, or a retry) have none: waiting here costs nothing. fal enforces
- * QUEUE_DEADLINE_MS itself (it is the request's start timeout) and answers 504 when it runs out, so the
- * queue deadline here waits `graceMs` longer: a backstop for an answer that never comes.
+ * QUEUE_DEADLINE_MS too (it is the request's start timeout, answered with a 504): whichever comes first
+ * fails the row, and neither resubmits it.
  */
-export function requestDeadline(policy: Pick<RunPolicy, 'deadlineMs' | 'queueDeadlineMs'>, row: Row, graceMs = 0): { at: number; reason: string } | undefined {
+export function requestDeadline(policy: Pick<RunPolicy, 'deadlineMs' | 'queueDeadlineMs'>, row: Row): { at: number; reason: string } | undefined {
   if (row.state !== 'submitted' || !row.submittedAt) return undefined;
   if (row.startedAt !== undefined) {
     return { at: row.startedAt + policy.deadlineMs, reason: `timed out: fal did not finish it within the row deadline (${policy.deadlineMs} ms) of starting it` };
   }
-  return {
-    at: row.submittedAt + policy.queueDeadlineMs + graceMs,
-    reason: `timed out: fal did not start it within QUEUE_DEADLINE_MS (${policy.queueDeadlineMs} ms) of its submission`,
-  };
+  return { at: row.submittedAt + policy.queueDeadlineMs, reason: `timed out: fal did not start it within the queue deadline (${policy.queueDeadlineMs} ms) of its submission` };
 }
 
 /** No webhook within the grace period: ask fal. */
