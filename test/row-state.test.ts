@@ -484,3 +484,15 @@ test('an ERROR that fails at once keeps its estimate when fal may bill it, and c
   assert.deepEqual([r.costMicros, r.submittedCostMicros, r.failedByCategory], [1_000_000, 1_000_000, { content_policy: 1 }]);
   assert.deepEqual([(await rows.getRow(run, 'a'))!.errorType, (await rows.getRow(run, 'a'))!.error], ['content_policy_violation', 'flagged']);
 });
+
+test("an unbilled ERROR of a superseded attempt still gives its estimate back, once", async () => {
+  await rows.claimSubmit(run, 'a', 1, data, 1_000_000);
+  await rows.recordSubmit(run, 'a', 1, 'req-1', Date.now());
+  assert.equal(await rows.supersede(run, 'a', 'submitted', 1, 'req-1', 'no answer'), 'resubmit');
+  await rows.claimSubmit(run, 'a', 1, data, 1_000_000);
+  await rows.recordSubmit(run, 'a', 2, 'req-2', Date.now());
+  const verdict = { type: 'runner_server_error', category: 'fal_transient' as const, retry: true, refund: true };
+  for (let i = 0; i < 2; i++) assert.equal(await rows.recordResult(run, 'a', { requestId: 'req-1', status: 'ERROR', error: 'crash', verdict }), 'ignored');
+  const r = (await rows.getRun(run))!;
+  assert.deepEqual([r.costMicros, r.submittedCostMicros], [1_000_000, 2_000_000], 'the old attempt is not billed, the current one stands');
+});

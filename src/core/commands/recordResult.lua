@@ -41,17 +41,18 @@ if ARGV[3] == 'OK' then
   redis.call('HSET', KEYS[1], 'state', 'storing', 'storeRequestId', requestId, 'storingSince', now)
   return {'store', redis.call('HGETALL', KEYS[1])}
 end
+-- ---- i18: fal's error kinds (src/core/falErrors.ts) -------------------------------------------
+-- What fal does not bill is given back, once per request (an older attempt's too: it was counted).
+-- Then, for the current attempt: what one more attempt may fix becomes a new attempt while the run's
+-- MAX_ATTEMPTS allows; everything else (model errors, content policy) fails the row now.
+local v = {}
+if ARGV[7] and ARGV[7] ~= '' then v = cjson.decode(ARGV[7]) end
+if v.refund == true and redis.call('HSETNX', KEYS[1], 'refunded:' .. requestId, 1) == 1 then
+  redis.call('HINCRBY', KEYS[2], 'costMicros', 0 - tonumber(redis.call('HGET', KEYS[1], 'cost') or '0'))
+end
 if which == attempt and state ~= 'pending' then
-  -- ---- i18: fal's error kinds (src/core/falErrors.ts) -----------------------------------------
-  -- What fal does not bill is given back; what one more attempt may fix becomes a new attempt while
-  -- the run's MAX_ATTEMPTS allows; everything else (model errors, content policy) fails the row now.
-  local v = {}
-  if ARGV[7] and ARGV[7] ~= '' then v = cjson.decode(ARGV[7]) end
   local errType, category = v.type or '', v.category or 'other'
   addAttemptError(KEYS[1], attempt, requestId, errType, category, ARGV[5])
-  if v.refund == true then
-    redis.call('HINCRBY', KEYS[2], 'costMicros', 0 - tonumber(redis.call('HGET', KEYS[1], 'cost') or '0'))
-  end
   local reason = ARGV[5]
   if v.retry == true then
     if attempt < tonumber(redis.call('HGET', KEYS[2], 'maxAttempts') or '1') then
