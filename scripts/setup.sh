@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what `npm run demo` and `npm test` need on a fresh Debian/Ubuntu machine:
-# npm dependencies (when missing or stale), redis-server (when not on PATH) and Debian's chromium for the
-# dashboard's browser test (when /usr/bin/chromium is missing; the test skips with one line without it).
+# npm dependencies (when missing or stale), the build (dist/, when missing or older than src/),
+# redis-server (when not on PATH) and Debian's chromium for the dashboard's browser test (when
+# /usr/bin/chromium is missing; the test skips with one line without it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,10 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   echo "setup: installing npm dependencies" >&2
   npm ci --no-audit --no-fund >&2
 fi
+
+# The compiled JavaScript that bin/portrait-batch.js runs (scripts/build.mjs: tsc, then the Lua and
+# dashboard files beside it); skipped when dist/ is newer than every source.
+node scripts/build.mjs --if-stale >&2
 
 if ! command -v redis-server >/dev/null 2>&1; then
   if command -v apt-get >/dev/null 2>&1; then

@@ -4,25 +4,17 @@ import { createWriteStream } from 'node:fs';
 import { resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
-import { ERROR_CATEGORIES, parseCategories, type ErrorCategory } from './core/falErrors.ts';
-import { ConfigError, loadConfig, requireVar } from './core/config.ts';
-import { runChaos } from './chaos.ts';
+// Only what every command needs is imported here; each command imports the rest inside its action
+// (`await import(…)`), so `--help` and a quick command load no more than they use. The modules left
+// here load no package but commander (keep it so: the start-up time is a bench figure, "CLI start-up").
 import { RunControlError } from './control/errors.ts';
-import { runDemo, type DemoResult } from './demo.ts';
-import { startEmulator } from './emulator/index.ts';
-import { EMULATED_ERRORS } from './emulator/errors.ts';
-import { assertReachable, listenError } from './core/reachability.ts';
+import type { DemoResult } from './demo.ts';
+import { ERROR_CATEGORIES, FAL_ERROR_TYPES, parseCategories, type ErrorCategory } from './core/falErrors.ts';
 import { redactText } from './core/redact.ts';
-import { createPortraitBatch, dryRun, type PortraitBatch, type RunningAdmin } from './index.ts';
-import { ManifestError } from './manifest/index.ts';
+import type { PortraitBatch, RunningAdmin } from './index.ts';
 import { manifestSource } from './manifest/source.ts';
 import { progressReporter } from './progress.ts';
 import { InterruptedError, stopOnSignal } from './signals.ts';
-import { assertPortFree, isReceiverProcess, serveAsReceiver, startReceiverProcesses } from './webhook/processes.ts';
-import { formatRunList, formatStatus } from './status.ts';
-import { formatSchedules, listSchedules } from './triggers/cron.ts';
-import { startScheduler } from './triggers/scheduler.ts';
-import { loadSchedulesFile } from './triggers/schedulesFile.ts';
 
 /** Exit codes: 2 bad input (manifest, arguments, unknown run), 3 bad configuration, 1 anything else. */
 class ExitError extends Error {
@@ -40,6 +32,7 @@ const printJson = (value: unknown) => print(JSON.stringify(value));
 
 /** The library for one command, after its start-up check (Redis, and S3 when `needs.s3`). */
 async function withLibrary<T>(name: string, fn: (pb: PortraitBatch) => Promise<T>, needs: { s3?: boolean } = {}): Promise<T> {
+  const [{ createPortraitBatch, loadConfig }, { assertReachable }] = await Promise.all([import('./index.ts'), import('./core/reachability.ts')]);
   const pb = createPortraitBatch(loadConfig(), { name });
   try {
     await assertReachable(pb.context, needs);
@@ -51,6 +44,7 @@ async function withLibrary<T>(name: string, fn: (pb: PortraitBatch) => Promise<T
 
 /** The start-up check of a long-running role; its connections are closed when it fails. */
 async function reachableOrClose(pb: PortraitBatch, needs: { s3?: boolean } = {}): Promise<void> {
+  const { assertReachable } = await import('./core/reachability.ts');
   try {
     await assertReachable(pb.context, needs);
   } catch (err) {
@@ -91,7 +85,8 @@ const errorRates = (v: string): Record<string, number> => {
   for (const pair of v.split(',').map((p) => p.trim()).filter(Boolean)) {
     const [type, rate] = pair.split('=');
     const n = Number(rate);
-    if (!type || !(type in EMULATED_ERRORS)) throw new InvalidArgumentError(`${JSON.stringify(type ?? pair)} is not one of fal's error types (${Object.keys(EMULATED_ERRORS).join(', ')})`);
+    // The error table's types: the emulator plays each of them (test/emulator.test.ts checks it).
+    if (!type || !Object.hasOwn(FAL_ERROR_TYPES, type)) throw new InvalidArgumentError(`${JSON.stringify(type ?? pair)} is not one of fal's error types (${Object.keys(FAL_ERROR_TYPES).join(', ')})`);
     if (rate === undefined || !Number.isFinite(n) || n < 0 || n > 1) throw new InvalidArgumentError(`${type}: the rate must be a number from 0 to 1`);
     out[type] = n;
   }
@@ -122,6 +117,7 @@ program
   .option('--json', 'print one JSON object on stdout')
   .action(async (manifest: string, o: { runId?: string; wait?: boolean; dryRun?: boolean; maxCost?: number; json?: boolean }) => {
     if (o.dryRun) {
+      const [{ dryRun }, { loadConfig }] = await Promise.all([import('./producer/inspect.ts'), import('./core/config.ts')]);
       const est = await dryRun(manifest, loadConfig());
       if (o.json) printJson(est);
       else {
@@ -142,6 +138,7 @@ program
         return;
       }
       if (!o.json) print(res.runId);
+      const { formatStatus } = await import('./status.ts');
       const progress = progressReporter();
       const status = await pb.waitForRun(res.runId, { onProgress: (s) => progress.update(s) });
       progress.end();
@@ -159,6 +156,7 @@ program
     await withLibrary('status', async (pb) => {
       const s = await pb.status(runId);
       if (!s) throw new ExitError(`no run ${runId}`, 2);
+      const { formatStatus } = await import('./status.ts');
       print(o.json ? JSON.stringify(s) : formatStatus(s));
     });
   });
@@ -170,6 +168,7 @@ program
   .action(async (o: { json?: boolean }) => {
     await withLibrary('runs', async (pb) => {
       const runs = await pb.listRuns();
+      const { formatRunList } = await import('./status.ts');
       print(o.json ? JSON.stringify({ runs }) : formatRunList(runs));
     });
   });
@@ -245,6 +244,12 @@ program
   .command('webhook')
   .description('run the webhook receiver (POST /fal/webhook)')
   .action(async () => {
+    const [{ createPortraitBatch, loadConfig }, { requireVar }, { listenError }, { isReceiverProcess, serveAsReceiver }] = await Promise.all([
+      import('./index.ts'),
+      import('./core/config.ts'),
+      import('./core/reachability.ts'),
+      import('./webhook/processes.ts'),
+    ]);
     const cfg = loadConfig();
     // Configuration first (exit 3), then whether Redis is there (exit 1).
     requireVar(cfg, 'WEBHOOK_SECRET', 'by the webhook receiver: it verifies the tokens in webhook URLs');
@@ -264,6 +269,7 @@ program
 
 /** The primary of WEBHOOK_PROCESSES receivers: the admin listener, the signals, the receivers' lives. */
 async function serveReceiverProcesses(pb: PortraitBatch): Promise<void> {
+  const [{ listenError }, { assertPortFree, startReceiverProcesses }] = await Promise.all([import('./core/reachability.ts'), import('./webhook/processes.ts')]);
   const { WEBHOOK_PORT: port, WEBHOOK_PROCESSES: n } = pb.config;
   const receivers = await assertPortFree(port, '0.0.0.0')
     .then(() => startReceiverProcesses(n, { log: say, track: (c) => pb.context.metrics.trackWebhook(c), registry: pb.context.metrics.registry }))
@@ -283,6 +289,7 @@ program
   .command('worker')
   .description('run produce, submit, store and reconcile workers')
   .action(async () => {
+    const [{ createPortraitBatch, loadConfig }, { requireVar }] = await Promise.all([import('./index.ts'), import('./core/config.ts')]);
     const cfg = loadConfig();
     requireVar(cfg, 'FAL_KEY', 'by the worker: it calls fal');
     requireVar(cfg, 'WEBHOOK_SECRET', 'by the worker: it signs the webhook URLs given to fal');
@@ -298,6 +305,11 @@ program
   .command('scheduler')
   .description('run the cron schedules (SCHEDULES_FILE) and poll the S3 drop folder (DROP_PREFIX); starts runs, workers produce them')
   .action(async () => {
+    const [{ createPortraitBatch, loadConfig }, { loadSchedulesFile }, { startScheduler }] = await Promise.all([
+      import('./index.ts'),
+      import('./triggers/schedulesFile.ts'),
+      import('./triggers/scheduler.ts'),
+    ]);
     const cfg = loadConfig();
     // A bad schedules file is refused before anything is connected to (exit 3).
     const schedules = cfg.SCHEDULES_FILE ? await loadSchedulesFile(cfg.SCHEDULES_FILE) : undefined;
@@ -317,6 +329,11 @@ program
   .description('list the schedules (of SCHEDULES_FILE, else those registered) with their next fire time and last run')
   .option('--json', 'print one JSON object on stdout: {schedules: [...]}')
   .action(async (o: { json?: boolean }) => {
+    const [{ loadConfig }, { loadSchedulesFile }, { formatSchedules, listSchedules }] = await Promise.all([
+      import('./core/config.ts'),
+      import('./triggers/schedulesFile.ts'),
+      import('./triggers/cron.ts'),
+    ]);
     const cfg = loadConfig();
     const fromFile = cfg.SCHEDULES_FILE ? await loadSchedulesFile(cfg.SCHEDULES_FILE) : undefined;
     await withLibrary('schedules', async (pb) => {
@@ -334,6 +351,7 @@ program
   .option('--no-payload-storage', "keep results only fal's short window (1 h, 6 min when 10 KB or more) instead of payload storage's 30 days")
   .option('--error-rates <type=rate,...>', "fail this share of requests with each of fal's error types (e.g. runner_server_error=0.1,image_load_error=0.02)", errorRates)
   .action(async (o: { port: number; host: string; publicUrl?: string; payloadStorage: boolean; errorRates?: Record<string, number> }) => {
+    const [{ startEmulator }, { listenError }] = await Promise.all([import('./emulator/index.ts'), import('./core/reachability.ts')]);
     const emu = await startEmulator({
       port: o.port,
       host: o.host,
@@ -353,6 +371,7 @@ program
   .option('--keep-alive', 'then keep serving the dashboard, metrics and health until SIGTERM/SIGINT (with the scheduler when SCHEDULES_FILE or DROP_PREFIX is set)')
   .option('--json', 'print one JSON object on stdout')
   .action(async (o: { manifest: string; dataDir: string; keepAlive?: boolean; json?: boolean }) => {
+    const [{ runDemo }, { loadSchedulesFile }, { startScheduler }] = await Promise.all([import('./demo.ts'), import('./triggers/schedulesFile.ts'), import('./triggers/scheduler.ts')]);
     // With triggers configured, a bad schedules file is refused before the stack starts (exit 3).
     const triggers = o.keepAlive && Boolean(process.env.SCHEDULES_FILE || process.env.DROP_PREFIX);
     const schedules = triggers && process.env.SCHEDULES_FILE ? await loadSchedulesFile(process.env.SCHEDULES_FILE) : undefined;
@@ -391,6 +410,7 @@ program
   }, 2000)
   .option('--json', 'print one JSON object on stdout')
   .action(async (o: { rows: number; json?: boolean }) => {
+    const { runChaos } = await import('./chaos.ts');
     const res = await runChaos({ rows: o.rows, log: say });
     for (const p of res.audit.problems) say(`  problem: ${p}`);
     say(`chaos: ${res.rows} rows, ${res.completed} completed, ${res.failed} failed, lost ${res.lost}, duplicated ${res.duplicated}, extra submits ${res.extraSubmits}, ambiguous submits ${res.ambiguousSubmits}, ${res.kills} kills, ${res.seconds} s`);
@@ -400,8 +420,10 @@ program
   });
 
 /** The exit code an error ends the command with. */
-function exitCodeOf(err: unknown): number {
+async function exitCodeOf(err: unknown): Promise<number> {
   if (err instanceof CommanderError) return err.code === 'commander.helpDisplayed' || err.code === 'commander.version' ? 0 : 2;
+  // Imported only on this path: the error is one of theirs only if the command loaded them already.
+  const [{ ConfigError }, { ManifestError }] = await Promise.all([import('./core/config.ts'), import('./manifest/index.ts')]);
   if (err instanceof ManifestError || err instanceof RunControlError) return 2;
   if (err instanceof ConfigError) return 3;
   if (err instanceof ExitError) return err.code;
@@ -413,7 +435,7 @@ try {
   await program.parseAsync(process.argv);
   process.exit(0);
 } catch (err) {
-  const code = exitCodeOf(err);
+  const code = await exitCodeOf(err);
   // commander has already printed its own message (and the help) for argument errors.
   if (!(err instanceof CommanderError)) {
     // One sentence for the operator; the stack only when asked for (LOG_LEVEL=debug or trace).

@@ -4,22 +4,21 @@
 // those that are the service (startWorkers, startWebhook). Nothing connects until it is used, and
 // close() stops whatever this handle started.
 import type { Readable } from 'node:stream';
+import type { DestinationStream } from 'pino';
 import { loadConfig, type Config } from './core/config.ts';
 import { createContext, type Context } from './core/context.ts';
 import { resumeSubmissions } from './core/pause.ts';
 import type { PolicyOverrides } from './core/policy.ts';
-import { cancelRun, type CancelResult } from './control/cancel.ts';
-import { downloadRun, reportOf, type DownloadResult } from './control/outputs.ts';
-import { retryFailed, type RetryResult } from './control/retry.ts';
+import type { CancelResult } from './control/cancel.ts';
+import type { DownloadResult } from './control/outputs.ts';
+import type { RetryResult } from './control/retry.ts';
+import type { ManifestSource } from './manifest/source.ts';
+import type { AdminOptions, RunningAdmin } from './ops/adminServer.ts';
+import type { StartedRun, StartRunOptions } from './producer/produce.ts';
 import type { ErrorCategory } from './core/falErrors.ts';
-import { manifestSource, type ManifestSource } from './manifest/source.ts';
-import { startAdminServer, type AdminOptions, type RunningAdmin } from './ops/adminServer.ts';
-import { dryRunReport, inspectManifest } from './producer/inspect.ts';
-import { startRun, type StartedRun, type StartRunOptions } from './producer/produce.ts';
-import { waitForRun } from './producer/wait.ts';
 import { runListEntry, runStatus, type RunListEntry, type RunStatus } from './status.ts';
-import { startWebhookServer, type RunningWebhook } from './webhook/server.ts';
-import { startWorkers, type RunningWorkers } from './worker/index.ts';
+import type { RunningWebhook } from './webhook/server.ts';
+import type { RunningWorkers } from './worker/index.ts';
 
 export type { AdminOptions, RunningAdmin };
 export type { CancelResult, Config, DownloadResult, ManifestSource, PolicyOverrides, RetryResult, RunListEntry, RunningWebhook, RunningWorkers, RunStatus, StartedRun, StartRunOptions };
@@ -27,6 +26,7 @@ export { ConfigError, loadConfig } from './core/config.ts';
 export { ManifestError } from './manifest/index.ts';
 export { manifestSource } from './manifest/source.ts';
 export { RunControlError } from './control/errors.ts';
+export { dryRun, type DryRun } from './producer/inspect.ts';
 /** For receivers of completion notices (NOTIFY_URL): checks X-Portrait-Batch-Signature and refuses stale ones. */
 export { NOTICE_TOLERANCE_SECONDS, signNotice, verifyNotice, type NoticeVerdict } from './triggers/notify.ts';
 
@@ -35,9 +35,9 @@ export interface PortraitBatchOptions {
   name?: string;
   /** Shorter or longer retry and timing policy than the config gives (tests use it instead of sleeping). */
   policy?: PolicyOverrides;
+  /** Where log lines go instead of stderr (tests count them). */
+  log?: DestinationStream;
 }
-
-export type DryRun = ReturnType<typeof dryRunReport>;
 
 export interface PortraitBatch {
   readonly config: Config;
@@ -67,19 +67,10 @@ export interface PortraitBatch {
   close(): Promise<void>;
 }
 
-/** Validates and estimates a manifest without Redis, S3 or fal (an S3 manifest needs S3 to be read). */
-export async function dryRun(source: string | ManifestSource, config: Config = loadConfig()): Promise<DryRun> {
-  const src =
-    typeof source === 'string'
-      ? manifestSource(source, /^s3:\/\//i.test(source) ? new (await import('./core/s3.ts')).Storage(config) : undefined)
-      : source;
-  return dryRunReport(await inspectManifest(src), config.PRICE_PER_MEGAPIXEL, config.CURRENCY);
-}
-
 export function createPortraitBatch(config: Config | NodeJS.ProcessEnv = process.env, options: PortraitBatchOptions = {}): PortraitBatch {
   const cfg = 'webhookUrl' in config ? (config as Config) : loadConfig(config as NodeJS.ProcessEnv);
   let ctx: Context | undefined;
-  const context = () => (ctx ??= createContext(cfg, options.name ?? 'portrait-batch', options.policy));
+  const context = () => (ctx ??= createContext(cfg, options.name ?? 'portrait-batch', options.policy, { log: options.log }));
   const started: { close(): Promise<void> }[] = [];
 
   const handle: PortraitBatch = {
@@ -87,19 +78,21 @@ export function createPortraitBatch(config: Config | NodeJS.ProcessEnv = process
     get context() {
       return context();
     },
-    startRun: (source, opts) => startRun(context(), source, opts),
+    // What only some callers use is imported when first called: `status` loads no worker or listener.
+    startRun: async (source, opts) => (await import('./producer/produce.ts')).startRun(context(), source, opts),
     status: (runId) => runStatus(context(), runId),
     async listRuns() {
       const c = context();
       const runs = await Promise.all((await c.rows.runIds()).map((id) => c.rows.getRun(id)));
       return runs.filter((r) => r !== undefined).map(runListEntry);
     },
-    cancelRun: (runId) => cancelRun(context(), runId),
-    retryFailed: (runId, opts) => retryFailed(context(), runId, opts),
-    report: (runId) => reportOf(context(), runId),
-    download: (runId, dir) => downloadRun(context(), runId, dir),
+    cancelRun: async (runId) => (await import('./control/cancel.ts')).cancelRun(context(), runId),
+    retryFailed: async (runId, opts) => (await import('./control/retry.ts')).retryFailed(context(), runId, opts),
+    report: async (runId) => (await import('./control/outputs.ts')).reportOf(context(), runId),
+    download: async (runId, dir) => (await import('./control/outputs.ts')).downloadRun(context(), runId, dir),
     async waitForRun(runId, opts = {}) {
       const c = context();
+      const { waitForRun } = await import('./producer/wait.ts');
       await waitForRun(c, runId, {
         timeoutMs: opts.timeoutMs,
         onProgress: opts.onProgress ? async () => opts.onProgress!((await runStatus(c, runId))!) : undefined,
@@ -108,16 +101,19 @@ export function createPortraitBatch(config: Config | NodeJS.ProcessEnv = process
     },
     resume: () => resumeSubmissions(context()),
     async startWorkers() {
+      const { startWorkers } = await import('./worker/index.ts');
       const w = await startWorkers(context());
       started.push(w);
       return w;
     },
     async startWebhook(opts = {}) {
+      const { startWebhookServer } = await import('./webhook/server.ts');
       const hook = await startWebhookServer(context(), opts.port ?? cfg.WEBHOOK_PORT, opts.host);
       started.push(hook);
       return hook;
     },
     async startAdmin(opts = {}) {
+      const { startAdminServer } = await import('./ops/adminServer.ts');
       const admin = await startAdminServer(handle, opts);
       started.push(admin);
       return admin;

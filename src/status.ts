@@ -1,6 +1,7 @@
 // What `portrait-batch status` and `runs` show: a run's counters, state, pace (elapsed, rows/s, ETA),
 // cost so far, pause/stop reason, links to retries and where its outputs are.
 import type { Context } from './core/context.ts';
+import { DEPENDENCY_NAMES, formatDuration, type Outage } from './core/dependencies.ts';
 import { runLayout } from './core/layout.ts';
 import { keys } from './core/keys.ts';
 import { getPause } from './core/pause.ts';
@@ -11,6 +12,8 @@ export async function runStatus(ctx: Context, runId: string, now = Date.now()) {
   const run = await ctx.rows.getRun(runId);
   if (!run) return undefined;
   const pause = await getPause(ctx);
+  // Redis, S3 or fal unreachable as any process recorded it: the run waits for it.
+  const waitingFor = run.finishedAt ? [] : (await ctx.dependencies.outages()).map(({ dependency, since, reason }) => ({ dependency, since: new Date(since).toISOString(), reason }));
   const layout = runLayout(ctx.cfg.S3_PREFIX, runId);
   const inFlight = run.queued - run.completed - run.failed - run.canceled;
   const atFal = await rowsAtFal(ctx, runId, inFlight);
@@ -19,6 +22,7 @@ export async function runStatus(ctx: Context, runId: string, now = Date.now()) {
     // Known from the start: startRun read the whole manifest (or the retry's selection).
     total: run.total ?? (typeof run.options.rows === 'number' ? run.options.rows : null),
     pauseReason: pause?.reason ?? null,
+    waitingFor,
     queued: run.queued,
     inFlight,
     ...pace(run, now),
@@ -106,11 +110,17 @@ export function formatStatus(s: RunStatus): string {
   const byCategory = Object.entries(s.failedByCategory);
   if (byCategory.length) lines.push(`  failed by category: ${byCategory.map(([c, n]) => `${c} ${n}`).join(' · ')}`);
   if (s.pauseReason) lines.push(`  PAUSED: ${s.pauseReason}`);
+  for (const w of s.waitingFor) lines.push(`  ${waitingLine(w)}`);
   if (s.stopReason) lines.push(`  ${s.state === 'canceled' ? 'CANCELED' : 'STOPPED'}: ${s.stopReason}`);
   if (s.retryOf) lines.push(`  retries the failed rows of ${s.retryOf}`);
   if (s.retriedBy.length) lines.push(`  failed rows retried by ${s.retriedBy.join(', ')}`);
   if (s.report) lines.push(`  report: ${s.report}`);
   return lines.join('\n');
+}
+
+/** "waiting for S3 since 2026-12-02T09:10:00.000Z (4m10s): connection refused". */
+export function waitingLine(w: { dependency: Outage['dependency']; since: string; reason: string }, now = Date.now()): string {
+  return `waiting for ${DEPENDENCY_NAMES[w.dependency]} since ${w.since} (${formatDuration(now - Date.parse(w.since))}): ${w.reason}`;
 }
 
 export function formatRunList(runs: RunListEntry[]): string {

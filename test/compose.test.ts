@@ -1,7 +1,8 @@
 // docker-compose.yml is checked statically (no Docker engine here): the services exist, the app
 // services share one environment that names every variable the config reads and nothing it does not,
 // images are pinned, every value has a `${VAR:-default}`, the app services have health checks on the
-// admin port, and the `emulator` profile with compose.emulator.env points the stack at the emulator.
+// admin port, and the `emulator` profile with compose.emulator.env points the stack at the emulator. The
+// Dockerfile too: production dependencies only, the compiled dist/ run by plain node, no TypeScript loader.
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { test } from 'node:test';
@@ -107,7 +108,7 @@ test('the emulator profile runs offline: compose.emulator.env points fal, its ke
 
 test('.dockerignore keeps the image to what it runs', async () => {
   const ignored = (await readFile(new URL('../.dockerignore', import.meta.url), 'utf8')).split('\n');
-  for (const p of ['node_modules', '.git', 'test', 'demo-data', 'test-artifacts']) assert.ok(ignored.includes(p), `${p} is ignored`);
+  for (const p of ['node_modules', '.git', 'test', 'demo-data', 'test-artifacts', 'dist']) assert.ok(ignored.includes(p), `${p} is ignored`);
 });
 
 test('the compose values pass the config validation', () => {
@@ -125,11 +126,30 @@ test('the compose values pass the config validation', () => {
   assert.equal(pub.facesViaFalStorage, false);
 });
 
-test('the Dockerfile installs production dependencies and runs the CLI', async () => {
+test('the Dockerfile installs production dependencies and runs the compiled CLI', async () => {
   const df = await readFile(new URL('../Dockerfile', import.meta.url), 'utf8');
   assert.match(df, /^FROM node:22/m, 'Node 22 LTS');
-  assert.match(df, /npm ci --omit=dev/);
-  assert.match(df, /ENTRYPOINT \["node", "bin\/portrait-batch.js"\]/);
+  // The image is the last stage; an earlier one may build.
+  const image = df.slice(df.lastIndexOf('\nFROM '));
+  assert.match(image, /npm ci --omit=dev/);
+  assert.match(image, /ENTRYPOINT \["node", "dist\/cli.js"\]/);
+  assert.match(image, /COPY --from=\w+ \/app\/dist \.\/dist/, 'the image takes the compiled dist/ from the build stage');
+});
+
+test('the image has no TypeScript loader: plain node runs dist/, src/ is not in it, tsx is a dev dependency', async () => {
+  const df = await readFile(new URL('../Dockerfile', import.meta.url), 'utf8');
+  const image = df.slice(df.lastIndexOf('\nFROM '));
+  const instructions = image.split('\n').filter((l) => l.trim() && !l.trim().startsWith('#'));
+  for (const l of instructions) {
+    assert.doesNotMatch(l, /\btsx\b|ts-node|--import|--loader|--experimental-strip-types|\.ts\b/, `no TypeScript loader or source in the image: ${l}`);
+    assert.doesNotMatch(l, /^COPY\s+(\S+\s+)*src\b/, `src/ is not copied into the image: ${l}`);
+  }
+  assert.doesNotMatch(image, /npm (ci|install)(?![^\n]*--omit=dev)/, 'every install in the image omits the dev dependencies');
+  const pkg = JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8')) as { dependencies: Record<string, string>; devDependencies: Record<string, string> };
+  for (const loader of ['tsx', 'ts-node', '@swc-node/register', 'esbuild-register', 'typescript', 's3rver']) {
+    assert.equal(pkg.dependencies[loader], undefined, `${loader} is not a production dependency`);
+  }
+  assert.ok(pkg.devDependencies.tsx, 'tsx runs the tests and the bench, as a dev dependency');
 });
 
 test("the README's configuration table documents every config variable", async () => {

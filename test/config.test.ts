@@ -40,6 +40,19 @@ test('FACE_BUCKETS is a comma-separated list of bucket names (empty by default);
   assert.throws(() => loadConfig({ FACE_BUCKETS: 'ok-bucket,s3://Bad_Bucket' }), /FACE_BUCKETS: must be a comma-separated list of S3 bucket names/);
 });
 
+test('SUBMIT_RETRY_WINDOW and STORE_RETRY_WINDOW are durations within ROW_DEADLINE_MS; the defaults (2 h) are cut to a shorter deadline', () => {
+  const cfg = loadConfig({});
+  assert.equal(cfg.SUBMIT_RETRY_WINDOW, 2 * 3600_000);
+  assert.equal(cfg.STORE_RETRY_WINDOW, 2 * 3600_000);
+  assert.equal(loadConfig({ SUBMIT_RETRY_WINDOW: '90m', STORE_RETRY_WINDOW: '1500ms' }).SUBMIT_RETRY_WINDOW, 90 * 60_000);
+  assert.equal(loadConfig({ STORE_RETRY_WINDOW: '1500ms' }).STORE_RETRY_WINDOW, 1500);
+  assert.equal(loadConfig({ ROW_DEADLINE_MS: '60000' }).STORE_RETRY_WINDOW, 60_000, 'the default is cut to the deadline');
+  assert.throws(() => loadConfig({ SUBMIT_RETRY_WINDOW: '7200' }), /SUBMIT_RETRY_WINDOW: must be a duration: a whole number with a unit, e\.g\. 2h/);
+  assert.throws(() => loadConfig({ STORE_RETRY_WINDOW: '2 weeks' }), /STORE_RETRY_WINDOW: must be a duration/);
+  assert.throws(() => loadConfig({ STORE_RETRY_WINDOW: '10ms' }), /STORE_RETRY_WINDOW: must be at least 1s/);
+  assert.throws(() => loadConfig({ ROW_DEADLINE_MS: '60000', STORE_RETRY_WINDOW: '2m' }), /STORE_RETRY_WINDOW: must be at most ROW_DEADLINE_MS \(60000 ms\), got "2m"/);
+});
+
 test('DASHBOARD_TOKEN needs 32 characters; TRUST_PROXY is Express trust proxy; ADMIN_ALLOWED_HOSTS a list of names', () => {
   assert.throws(() => loadConfig({ DASHBOARD_TOKEN: 'x'.repeat(31) }), /DASHBOARD_TOKEN: must be at least 32 characters/);
   assert.equal(loadConfig({ DASHBOARD_TOKEN: 'x'.repeat(32) }).DASHBOARD_TOKEN, 'x'.repeat(32));

@@ -11,7 +11,7 @@ import { after, before, test } from 'node:test';
 import { Queue, type Job, type Worker } from 'bullmq';
 import { loadConfig } from '../src/core/config.ts';
 import { createPortraitBatch } from '../src/index.ts';
-import { enqueueRunNotice, NOTIFY_QUEUE, sendNotice, signNotice, SIGNATURE_HEADER, startNotifier, type NoticeJob } from '../src/triggers/notify.ts';
+import { enqueueRunNotice, NOTIFY_QUEUE, sendNotice, SIGNATURE_HEADER, startNotifier, verifyNotice, type NoticeJob } from '../src/triggers/notify.ts';
 import { writeRunReport } from '../src/worker/finalize.ts';
 import { faceDataUri } from './helpers/faces.ts';
 import { TEST_POLICY, startTestStack, type TestStack } from './helpers/stack.ts';
@@ -100,7 +100,14 @@ async function notice(runId: string, answers: Answer[]): Promise<{ state: string
   return { state, job: (await queue.getJob(`n~${runId}`))! };
 }
 
-const verifies = (d: Delivery) => d.headers[SIGNATURE_HEADER] === signNotice(SECRET, d.body);
+const verifies = (d: Delivery) => verifyNotice(SECRET, d.headers[SIGNATURE_HEADER] as string | undefined, d.body).ok;
+/** The body without the envelope fields every notice carries (event, deliveryId): the run summary. */
+const summaryIn = (d: Delivery) => {
+  const { event, deliveryId, ...summary } = JSON.parse(d.body) as Record<string, unknown>;
+  assert.equal(event, 'run.ended');
+  assert.equal(deliveryId, d.headers['x-portrait-batch-delivery']);
+  return summary;
+};
 
 test('2xx: delivered at the first try, signed, with the run as delivery id', async () => {
   for (const [runId, status] of [
@@ -120,7 +127,7 @@ test('2xx: delivered at the first try, signed, with the run as delivery id', asy
     assert.equal(got[0]!.headers['x-portrait-batch-attempt'], '1');
     assert.equal(got[0]!.headers['content-type'], 'application/json');
     assert.equal(got[0]!.headers['user-agent'], 'portrait-batch');
-    assert.deepEqual(JSON.parse(got[0]!.body), { runId });
+    assert.deepEqual(summaryIn(got[0]!), { runId });
   }
 });
 
@@ -207,7 +214,7 @@ test('a finalize that ended the run and died before queueing the notice: the fin
   await until(async () => (await queue.getJobState(`n~${runId}`)) === 'completed', 'the notice to be delivered', 30_000);
   const got = of(runId);
   assert.equal(got.length, 1);
-  assert.deepEqual(JSON.parse(got[0]!.body), summary, 'the run summary');
-  assert.deepEqual(JSON.parse(got[0]!.body), await t.ctx.storage.getJson(`runs/${runId}/summary.json`), 'as in summary.json');
+  assert.deepEqual(summaryIn(got[0]!), summary, 'the run summary');
+  assert.deepEqual(summaryIn(got[0]!), await t.ctx.storage.getJson(`runs/${runId}/summary.json`), 'as in summary.json');
   assert.ok(verifies(got[0]!));
 });

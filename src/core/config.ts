@@ -23,6 +23,19 @@ const hostList = z
   .transform((v) => v.split(',').map((h) => h.trim().toLowerCase()).filter(Boolean))
   .refine((hs) => hs.every((h) => /^(\*\.)?[a-z0-9.-]+(:\d{1,5})?$/.test(h)), 'must be a comma-separated list of host[:port] (a leading *. matches subdomains)');
 
+/** A length of time: a whole number with a unit (ms, s, m, h, d), e.g. `2h`, `90m`, `30s`, `500ms`; in milliseconds. */
+export const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+const duration = z
+  .string()
+  .trim()
+  .toLowerCase()
+  .refine((v) => /^\d{1,9}(ms|s|m|h|d)$/.test(v), 'must be a duration: a whole number with a unit, e.g. 2h, 90m, 30s or 500ms')
+  .transform((v) => {
+    const [, n, unit] = /^(\d+)(ms|s|m|h|d)$/.exec(v)!;
+    return Number(n) * DURATION_UNITS[unit!]!;
+  })
+  .refine((ms) => ms >= 1000, 'must be at least 1s');
+
 const bucketList = z
   .string()
   .transform((v) => v.split(',').map((b) => b.trim()).filter(Boolean))
@@ -114,9 +127,20 @@ export const CONFIG_VARS = {
   RUN_WINDOW: { schema: int(1), default: '1000', doc: 'Rows of one run in flight at once; the producer waits while the window is full.', roles: ['producer'] },
   SUBMIT_CONCURRENCY: { schema: int(1, 1000), default: '8', doc: 'Parallel fal submissions per worker process.', roles: ['worker'] },
   SUBMIT_RATE_PER_SECOND: { schema: int(1), default: '20', doc: 'Submissions per second across all workers (BullMQ rate limiter).', roles: ['worker'] },
-  SUBMIT_MAX_TRIES: { schema: int(1, 100), default: '8', doc: 'Tries for a submission on 5xx/network errors before the row fails.', roles: ['worker'] },
+  SUBMIT_RETRY_WINDOW: {
+    schema: duration,
+    default: '2h',
+    doc: 'How long a submission is tried again while fal is unreachable or answers 429/5xx before its row fails (a duration: `2h`, `90m`, `30s`, `500ms`), counted from the first failure. While fal is unreachable, submissions pause and the rows wait; at most ROW_DEADLINE_MS (the default is cut to it).',
+    roles: ['worker'],
+  },
   STORE_CONCURRENCY: { schema: int(1, 1000), default: '8', doc: 'Parallel result downloads/uploads per worker process.', roles: ['worker'] },
-  STORE_MAX_TRIES: { schema: int(1, 100), default: '6', doc: 'Tries to download and store a result before the row fails (a refused image fails at once).', roles: ['webhook', 'worker'] },
+  STORE_MAX_TRIES: { schema: int(1, 100), default: '6', doc: "Tries to download a result image from fal's result host before the row fails (a refused image fails at once). Failures of S3 or fal themselves are not counted here: see STORE_RETRY_WINDOW.", roles: ['webhook', 'worker'] },
+  STORE_RETRY_WINDOW: {
+    schema: duration,
+    default: '2h',
+    doc: "How long a result job keeps storing a finished result while S3 (or fal, for the result) is unreachable (a duration: `2h`, `90m`, `30s`), counted from when the result arrived; after it the reconciler re-drives the row until ROW_DEADLINE_MS after the result arrived, and only then the row fails (\"stored result could not be written to S3 by …\"). At most ROW_DEADLINE_MS (the default is cut to it).",
+    roles: ['worker'],
+  },
   STORE_RETRY_DELAY_MS: { schema: int(10), default: '1000', doc: 'Wait before a result is stored again; doubles each try, ±50% jitter.', roles: ['webhook', 'worker'] },
   MAX_ATTEMPTS: {
     schema: int(1, 20),
@@ -221,6 +245,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     else problems.push(`${name}: ${parsed.error.issues.map((i) => i.message).join('; ')} (got ${JSON.stringify(raw)})`);
   }
   if (out.NOTIFY_URL !== undefined && out.NOTIFY_SECRET === undefined) problems.push('NOTIFY_SECRET: is required with NOTIFY_URL (completion notices are always signed)');
+  // The retry windows lie within the row deadline: an explicit longer one is a mistake, the default is cut.
+  for (const name of ['SUBMIT_RETRY_WINDOW', 'STORE_RETRY_WINDOW'] as const) {
+    const deadline = out.ROW_DEADLINE_MS as number | undefined;
+    if (typeof out[name] !== 'number' || deadline === undefined || (out[name] as number) <= deadline) continue;
+    if (env[name]) problems.push(`${name}: must be at most ROW_DEADLINE_MS (${deadline} ms), got ${JSON.stringify(env[name])}`);
+    else out[name] = deadline;
+  }
   if (problems.length) throw new ConfigError(problems);
   const cfg = out as Omit<Config, 'webhookUrl' | 'delivery' | 'facesViaFalStorage'>;
   const base = (cfg.WEBHOOK_PUBLIC_URL ?? `http://127.0.0.1:${cfg.WEBHOOK_PORT}`).replace(/\/+$/, '');

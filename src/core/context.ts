@@ -1,13 +1,18 @@
 // What every process role shares: validated config, one Redis connection, the row store, S3, the
 // fal client and the queues. Built once per process.
+import { HeadBucketCommand } from '@aws-sdk/client-s3';
 import { Redis } from 'ioredis';
+import type { DestinationStream } from 'pino';
 import type { Config } from './config.ts';
+import { Dependencies, isRedisOutage } from './dependencies.ts';
 import { createFal, type FalClient } from './fal.ts';
+import { keys } from './keys.ts';
 import { createLogger, logDestination, type Logger } from './logger.ts';
 import { createMetrics, type Metrics } from '../ops/metrics.ts';
+import { pauseQueuesDuringOutages } from './outagePauses.ts';
 import { buildPolicy, type Policy, type PolicyOverrides } from './policy.ts';
 import { createQueues, type Queues } from './queues.ts';
-import { watchRedis } from './reachability.ts';
+import { redisAddress, s3Address } from './reachability.ts';
 import { RowStore } from './rowState.ts';
 import { Storage } from './s3.ts';
 
@@ -23,35 +28,76 @@ export interface Context {
   logger: Logger;
   /** This process's Prometheus metrics (served by the admin listener). */
   metrics: Metrics;
+  /** Redis, S3 and fal as this process sees them: outages said once, probed, queues paused meanwhile. */
+  dependencies: Dependencies;
   close(): Promise<void>;
 }
 
-export function redisConnection(url: string): Redis {
-  // BullMQ workers block on Redis; they need unlimited retries per request.
-  return new Redis(url, { maxRetriesPerRequest: null, enableReadyCheck: true });
+export function redisConnection(url: string, commandTimeoutMs?: number): Redis {
+  // BullMQ workers block on Redis; they need unlimited retries per request. The command timeout makes
+  // a stalled Redis an error instead of silence (see Policy.redisCommandTimeoutMs).
+  return new Redis(url, { maxRetriesPerRequest: null, enableReadyCheck: true, commandTimeout: commandTimeoutMs });
 }
 
-export function createContext(cfg: Config, name = 'portrait-batch', policy?: PolicyOverrides): Context {
-  const redis = redisConnection(cfg.REDIS_URL);
-  const logger = createLogger(name, cfg.LOG_LEVEL, logDestination(cfg.LOG_FORMAT));
-  watchRedis(redis, cfg.REDIS_URL, logger);
+export interface ContextOptions {
+  /** Where log lines go instead of stderr (tests count them). */
+  log?: DestinationStream;
+}
+
+export function createContext(cfg: Config, name = 'portrait-batch', policyOverrides?: PolicyOverrides, options: ContextOptions = {}): Context {
+  const policy = buildPolicy(cfg, policyOverrides);
+  const redis = redisConnection(cfg.REDIS_URL, policy.redisCommandTimeoutMs);
+  const logger = createLogger(name, cfg.LOG_LEVEL, options.log ?? logDestination(cfg.LOG_FORMAT));
+  const storage = new Storage(cfg);
+  const s3 = s3Address(cfg);
+  const dependencies = new Dependencies({
+    redis,
+    logger,
+    policy: policy.dependencies,
+    processName: `${name}:${process.pid}`,
+    where: { redis: `REDIS_URL ${redisAddress(cfg.REDIS_URL)}`, s3: `${s3.variable} ${s3.address}`, fal: `FAL_QUEUE_URL ${hostOf(cfg.FAL_QUEUE_URL)}` },
+    probes: {
+      async redis() {
+        if (redis.status !== 'ready') throw new Error(`not connected (${redis.status})`);
+        // A write: a Redis that answers PING but refuses writes (MISCONF, disk full) is still down.
+        await redis.set(keys.redisProbe(), String(Date.now()), 'PX', 60_000);
+      },
+      s3: (signal) => storage.client.send(new HeadBucketCommand({ Bucket: storage.bucket }), { abortSignal: signal }),
+      async fal(signal) {
+        // Any HTTP answer below 500 from fal's queue host means it is there again.
+        const res = await fetch(cfg.FAL_QUEUE_URL, { signal, redirect: 'manual' });
+        await res.body?.cancel();
+        if (res.status >= 500) throw new Error(`answered ${res.status}`);
+      },
+    },
+  });
+  // ioredis reconnects by itself; its connection errors only tell the tracker (said once, not per
+  // retry). Until the first connection the start-up check speaks instead (waitForRedis).
+  let connected = false;
+  redis.on('ready', () => (connected = true));
+  redis.on('error', (err: unknown) => {
+    if (connected && isRedisOutage(err, true)) dependencies.down('redis', err);
+  });
   const queues = createQueues(redis);
-  // The queues share `redis`, whose outages watchRedis logs once; without a listener BullMQ prints
+  // The queues share `redis`, whose outages the tracker says once; without a listener BullMQ prints
   // every reconnect error with its stack to stderr.
-  for (const q of [queues.submit, queues.results, queues.control]) q.on('error', () => undefined);
+  for (const q of [queues.submit, queues.results, queues.control, queues.produce, queues.poll]) q.on('error', () => undefined);
   const metrics = createMetrics(cfg.CURRENCY);
   metrics.watchQueues(queues);
-  return {
+  metrics.watchDependencies(() => dependencies.outages());
+  const ctx: Context = {
     cfg,
-    policy: buildPolicy(cfg, policy),
+    policy,
     redis,
     rows: new RowStore(redis),
-    storage: new Storage(cfg),
+    storage,
     fal: createFal(cfg),
     queues,
     logger,
     metrics,
+    dependencies,
     async close() {
+      dependencies.close();
       // Never wait on a Redis that is not there: quit() and the queues' close would queue forever.
       const up = redis.status === 'ready';
       if (!up) redis.disconnect();
@@ -59,6 +105,16 @@ export function createContext(cfg: Config, name = 'portrait-batch', policy?: Pol
       if (up) await redis.quit().catch(() => redis.disconnect());
     },
   };
+  pauseQueuesDuringOutages(ctx);
+  return ctx;
+}
+
+function hostOf(url: string): string {
+  try {
+    return new URL(url).host;
+  } catch {
+    return url;
+  }
 }
 
 /** The same context whose logger names what a piece of work is about (run id, row key, request id). */

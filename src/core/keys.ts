@@ -30,6 +30,12 @@ export const keys = {
   falFile: (bucket: string, key: string) => `pb:falfile:${bucket}/${key}`,
   /** Hash: why submissions are paused (auth failure), empty when running. */
   pause: () => 'pb:pause',
+  /** String (JSON since/reason/by, with a TTL its prober refreshes): S3 or fal is unreachable (see core/dependencies.ts). */
+  dependency: (dependency: string) => `pb:dependency:${dependency}`,
+  /** String: written by a probe of Redis, so a Redis that refuses writes (MISCONF) counts as down. */
+  redisProbe: () => 'pb:probe',
+  /** String with a TTL: this row's fal-storage face was refused once by fal and re-uploaded (not again). */
+  falFileRefused: (runId: string, rowKey: string) => `pb:falfile:refused:${runId}:${rowKey}`,
 };
 
 /** Terminal row states. */

@@ -14,8 +14,10 @@ export interface Backoff {
 
 export interface Policy {
   submit: {
-    /** Tries of a submission on 429/5xx/connection refused before the row fails (SUBMIT_MAX_TRIES). */
+    /** BullMQ attempts of a submit job: not the bound (retryWindowMs is), only a backstop far beyond it. */
     tries: number;
+    /** SUBMIT_RETRY_WINDOW: how long from its first failure a submission is tried again (fal unreachable, 429/5xx). */
+    retryWindowMs: number;
     backoff: Backoff;
     /** Wait before a new attempt of a row fal failed without billing it (runner_server_error and the like); by attempt. */
     newAttemptBackoff: Backoff;
@@ -25,8 +27,10 @@ export interface Policy {
     keepFailedSeconds: number;
   };
   results: {
-    /** Tries to download and store a result before the row fails (STORE_MAX_TRIES). */
+    /** Tries to download a result from its result host before the row fails (STORE_MAX_TRIES). */
     tries: number;
+    /** STORE_RETRY_WINDOW: how long from its arrival a result job waits for S3 (or fal) to come back. */
+    retryWindowMs: number;
     backoff: Backoff;
     /** Looks at a result for a request no row knows yet, before it is dropped. */
     unknownRequestTries: number;
@@ -91,6 +95,30 @@ export interface Policy {
     lockMs: number;
     stalledIntervalMs: number;
   };
+  /** Outages of Redis, S3 and fal (see core/dependencies.ts). */
+  dependencies: {
+    /** Waits between two probes of a dependency that is down. */
+    probe: Backoff;
+    probeTimeoutMs: number;
+    /** While an outage lasts, a reminder at most this often. */
+    repeatMs: number;
+    /** One other error repeating (a worker's `error` event) is logged at most this often. */
+    errorRepeatMs: number;
+    /** A job held back by an outage (its queue paused) looks again after this long. */
+    recheckMs: number;
+    /**
+     * A BullMQ worker that reports an error pauses itself this long (doubling while errors go on):
+     * BullMQ fetches again at once after errors it does not take for connection errors (MISCONF),
+     * which would otherwise be a busy loop.
+     */
+    errorBrake: Backoff;
+  };
+  /**
+   * ioredis commandTimeout: a command unanswered this long fails, so a stalled Redis is noticed. Longer
+   * than BullMQ's longest blocking wait (BZPOPMIN, at most 10 s, plus its own 1 s watchdog), which
+   * uses a copy of the same connection.
+   */
+  redisCommandTimeoutMs: number;
   /** How often a waiter (run --wait, demo) reads the run again. */
   waitPollMs: number;
   /** Completion notices (NOTIFY_URL): tries with backoff; a notice that never arrives never fails its run. */
@@ -119,6 +147,9 @@ export interface Policy {
   };
 }
 
+/** Tries no window reaches with the capped backoff (a try a minute for weeks): BullMQ needs a number. */
+const WINDOW_BACKSTOP_TRIES = 100_000;
+
 type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? DeepPartial<T[K]> : T[K] };
 export type PolicyOverrides = DeepPartial<Policy>;
 
@@ -126,7 +157,8 @@ export function buildPolicy(cfg: Config, overrides: PolicyOverrides = {}): Polic
   const lock = cfg.JOB_LOCK_MS;
   const base: Policy = {
     submit: {
-      tries: cfg.SUBMIT_MAX_TRIES,
+      tries: WINDOW_BACKSTOP_TRIES,
+      retryWindowMs: cfg.SUBMIT_RETRY_WINDOW,
       backoff: { baseMs: 1000, capMs: 60_000, jitter: 0.5 },
       newAttemptBackoff: { baseMs: 5000, capMs: 120_000, jitter: 0.5 },
       pauseRecheckMs: 10_000,
@@ -134,6 +166,7 @@ export function buildPolicy(cfg: Config, overrides: PolicyOverrides = {}): Polic
     },
     results: {
       tries: cfg.STORE_MAX_TRIES,
+      retryWindowMs: cfg.STORE_RETRY_WINDOW,
       backoff: { baseMs: cfg.STORE_RETRY_DELAY_MS, capMs: 60_000, jitter: 0.5 },
       unknownRequestTries: 5,
       keepCompleted: { ageSeconds: 3600, count: 1000 },
@@ -168,6 +201,15 @@ export function buildPolicy(cfg: Config, overrides: PolicyOverrides = {}): Polic
     },
     falSlots: { waitMinMs: 25, waitMaxMs: 500, waitUnknownMs: 100 },
     jobs: { lockMs: lock, stalledIntervalMs: Math.max(1000, Math.floor(lock / 2)) },
+    dependencies: {
+      probe: { baseMs: 1000, capMs: 30_000, jitter: 0.2 },
+      probeTimeoutMs: 5000,
+      repeatMs: 5 * 60_000,
+      errorRepeatMs: 60_000,
+      recheckMs: 10_000,
+      errorBrake: { baseMs: 1000, capMs: 30_000, jitter: 0.2 },
+    },
+    redisCommandTimeoutMs: 15_000,
     waitPollMs: 500,
     notify: { tries: 10, backoff: { baseMs: 2000, capMs: 10 * 60_000, jitter: 0.5 }, timeoutMs: 10_000, keepFailedSeconds: 7 * 86400 },
     dashboard: {

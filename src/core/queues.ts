@@ -14,6 +14,8 @@ export interface SubmitJob {
   row: RowData;
   /** Estimated cost of one fal request for this row, in millionths of the run's currency. */
   costMicros?: number;
+  /** When this submission first failed for a reason worth waiting out (SUBMIT_RETRY_WINDOW counts from it). */
+  retryingSince?: number;
 }
 
 /** Stream a run's manifest through its window (any worker; resumes from the run's cursor). */

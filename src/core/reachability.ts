@@ -1,10 +1,9 @@
 // Start-up checks: a command that cannot reach Redis or S3 fails within seconds with one sentence
 // naming the variable and the address, instead of waiting forever on commands ioredis queues while it
-// reconnects. Once a long-running role is up, an outage is logged and retried (see watchRedis).
+// reconnects. Once a long-running role is up, an outage is said once and probed (see dependencies.ts).
 import { HeadBucketCommand } from '@aws-sdk/client-s3';
 import type { Redis } from 'ioredis';
 import type { Context } from './context.ts';
-import type { Logger } from './logger.ts';
 import type { Storage } from './s3.ts';
 
 /** An operational failure whose message is the one sentence the operator sees (exit 1, no stack). */
@@ -133,28 +132,6 @@ export async function checkBucket(
  */
 export async function assertReachable(ctx: Pick<Context, 'cfg' | 'redis' | 'storage'>, needs: { s3?: boolean } = {}): Promise<void> {
   await Promise.all([waitForRedis(ctx.redis, ctx.cfg.REDIS_URL), needs.s3 ? checkBucket(ctx.storage, ctx.cfg) : undefined]);
-}
-
-/**
- * What a long-running role does while Redis is away: ioredis reconnects on its own (BullMQ waits
- * for it); this logs the outage once and its end once, instead of an error per retry.
- */
-export function watchRedis(redis: Redis, url: string, logger: Logger): void {
-  // Until the first connection the start-up check speaks (waitForRedis); the listener is still
-  // needed so ioredis does not print each retry's error with its stack.
-  let up = false;
-  let down = false;
-  redis.on('error', (err: unknown) => {
-    if (down || !up) return;
-    down = true;
-    logger.error({ redis: redisAddress(url), reason: networkReason(err) }, 'Redis unreachable (REDIS_URL); retrying');
-  });
-  redis.on('ready', () => {
-    up = true;
-    if (!down) return;
-    down = false;
-    logger.warn({ redis: redisAddress(url) }, 'Redis reachable again');
-  });
 }
 
 /** "WEBHOOK_PORT: port 8080 on 0.0.0.0 is already in use." for a listen error; other errors pass through. */

@@ -19,7 +19,7 @@ export async function startEmbeddedService(
   opts: LocalStackOptions & PortraitBatchOptions & { webhook?: boolean; workers?: boolean; admin?: boolean },
 ): Promise<EmbeddedService> {
   const stack = await startLocalStack(opts);
-  const pb = createPortraitBatch(stack.cfg, { name: opts.name, policy: opts.policy });
+  const pb = createPortraitBatch(stack.cfg, { name: opts.name, policy: opts.policy, log: opts.log });
   let webhook: RunningWebhook | undefined;
   let workers: RunningWorkers | undefined;
   let admin: RunningAdmin | undefined;

@@ -43,7 +43,13 @@ export async function startS3Server(opts: { dir: string; port?: number; buckets?
   keepEmptyDirectories(server);
   oneWriterPerKey(server);
   const addr = (await server.run()) as { port: number };
-  return { endpoint: `http://127.0.0.1:${addr.port}`, port: addr.port, close: () => server.close() };
+  const close = async () => {
+    const closing = server.close();
+    // Like a server that is gone: open keep-alive connections end too, instead of serving on.
+    (server as unknown as { httpServer?: { closeAllConnections?(): void } }).httpServer?.closeAllConnections?.();
+    await closing;
+  };
+  return { endpoint: `http://127.0.0.1:${addr.port}`, port: addr.port, close };
 }
 
 interface FilesystemStore {

@@ -1,6 +1,7 @@
 // Health of a process for its admin listener: /healthz says the process is alive (and not shutting
 // down); /readyz says it can work: Redis answers PING and the S3 bucket answers HeadBucket, each
-// within a short timeout, and names what is down when not.
+// within a short timeout, and no dependency is in an outage (core/dependencies.ts: fal unreachable,
+// or Redis/S3 failing the work though a quick check passes), and names what is down when not.
 import { HeadBucketCommand } from '@aws-sdk/client-s3';
 import type { Context } from '../core/context.ts';
 import { errorMessage } from '../core/errors.ts';
@@ -12,7 +13,7 @@ export interface Readiness {
   ready: boolean;
   /** The checks that failed, e.g. ['redis']. */
   down: string[];
-  checks: Record<'redis' | 's3', { ok: boolean; error?: string }>;
+  checks: Record<'redis' | 's3' | 'fal', { ok: boolean; error?: string }>;
 }
 
 /** host:port of a Redis URL, never its password. */
@@ -57,7 +58,12 @@ export async function readiness(ctx: Context, timeoutMs = READY_TIMEOUT_MS): Pro
     }, timeoutMs),
     check('s3', `bucket ${ctx.storage.bucket}`, (signal) => ctx.storage.client.send(new HeadBucketCommand({ Bucket: ctx.storage.bucket }), { abortSignal: signal }), timeoutMs),
   ]);
-  const checks = { redis, s3 };
+  const checks: Readiness['checks'] = { redis, s3, fal: { ok: true } };
+  // An outage the work itself ran into (and a probe has not yet seen end) also makes the process unready.
+  for (const o of await ctx.dependencies.outages(timeoutMs)) {
+    const c = checks[o.dependency];
+    if (c.ok) checks[o.dependency] = { ok: false, error: `${o.dependency}: unreachable since ${new Date(o.since).toISOString()} (${o.reason})` };
+  }
   const down = Object.entries(checks).filter(([, c]) => !c.ok).map(([n]) => n);
   return { ready: down.length === 0, down, checks };
 }

@@ -4,6 +4,7 @@
 // both when scraped.
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Queues } from '../core/queues.ts';
+import { DEPENDENCIES, type Outage } from '../core/dependencies.ts';
 import { REFUSAL_CODES, type WebhookCounters } from '../webhook/refusals.ts';
 
 /** BullMQ job states shown per queue. */
@@ -35,6 +36,8 @@ export interface Metrics {
   trackWebhook(counters: WebhookCounters): void;
   /** Reports these queues' job counts on every scrape. */
   watchQueues(queues: Queues): void;
+  /** portrait_batch_dependency_up reads the outages from here on every scrape. */
+  watchDependencies(outages: () => Promise<Outage[]>): void;
   /**
    * A result stored for good: fal's own run time (payload.timings.inference, when fal gives it), the
    * rest of submit→result as queue time, and result received→stored.
@@ -47,6 +50,7 @@ export function createMetrics(currency = 'USD'): Metrics {
   const registry = new Registry();
   const webhooks: WebhookCounters[] = [];
   const queueSets: Queues[] = [];
+  let outages: (() => Promise<Outage[]>) | undefined;
   const reg = [registry];
 
   const submits = new Counter({ name: 'portrait_batch_submits_total', help: 'Submit jobs by outcome', labelNames: ['outcome'] as const, registers: reg });
@@ -113,6 +117,17 @@ export function createMetrics(currency = 'USD'): Metrics {
     },
   });
 
+  new Gauge({
+    name: 'portrait_batch_dependency_up',
+    help: 'Whether a dependency (redis, s3, fal) is reachable, as this process and the outages recorded in Redis say (0 while down)',
+    labelNames: ['dependency'] as const,
+    registers: reg,
+    async collect() {
+      const down = new Set((outages ? ((await withTimeout(outages(), QUEUE_COUNT_TIMEOUT_MS)) ?? []) : []).map((o) => o.dependency));
+      for (const dependency of DEPENDENCIES) this.set({ dependency }, down.has(dependency) ? 0 : 1);
+    },
+  });
+
   return {
     registry,
     submits,
@@ -130,6 +145,7 @@ export function createMetrics(currency = 'USD'): Metrics {
     },
     trackWebhook: (c) => void webhooks.push(c),
     watchQueues: (q) => void queueSets.push(q),
+    watchDependencies: (o) => void (outages = o),
     observeStored({ submittedAt, receivedAt, payload, now = Date.now() }) {
       storedLatencySeconds.observe(Math.max(0, (now - receivedAt) / 1000));
       const inference = (payload as { timings?: { inference?: unknown } } | undefined)?.timings?.inference;

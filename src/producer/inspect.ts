@@ -3,9 +3,10 @@
 // Redis, S3 or fal.
 import { createHash } from 'node:crypto';
 import { Transform, pipeline } from 'node:stream';
+import { loadConfig, type Config } from '../core/config.ts';
 import { estimateRow, roundMoney } from '../core/cost.ts';
 import { InputsDigest, isRejected, readManifest, type ReadManifestOptions } from '../manifest/index.ts';
-import type { ManifestSource } from '../manifest/source.ts';
+import { manifestSource, type ManifestSource } from '../manifest/source.ts';
 
 export interface ManifestInspection {
   sha256: string;
@@ -77,4 +78,18 @@ export function dryRunReport(i: ManifestInspection, pricePerMegapixel: number, c
     currency,
     unsizedRows: i.unsizedRows,
   };
+}
+
+export type DryRun = ReturnType<typeof dryRunReport>;
+
+/**
+ * Validates and estimates a manifest without Redis, S3 or fal (an S3 manifest needs S3 to be read).
+ * Here rather than in index.ts so that `run --dry-run` loads none of the service (see cli.ts).
+ */
+export async function dryRun(source: string | ManifestSource, config: Config = loadConfig()): Promise<DryRun> {
+  const src =
+    typeof source === 'string'
+      ? manifestSource(source, /^s3:\/\//i.test(source) ? new (await import('../core/s3.ts')).Storage(config) : undefined)
+      : source;
+  return dryRunReport(await inspectManifest(src), config.PRICE_PER_MEGAPIXEL, config.CURRENCY);
 }

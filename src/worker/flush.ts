@@ -1,6 +1,7 @@
 // After a row's terminal transition: write its metadata to S3, then drop its Redis state. If a
 // process dies in between, the reconciler finds the terminal row still in Redis and flushes it again.
 import type { Context } from '../core/context.ts';
+import { asS3Failure } from '../core/dependencies.ts';
 import { TERMINAL } from '../core/keys.ts';
 import { runLayout } from '../core/layout.ts';
 import { jobOptions } from '../core/policy.ts';
@@ -61,7 +62,9 @@ export async function flushRow(ctx: Context, runId: string, key: string, read?: 
   const row = read ?? (await ctx.rows.getRow(runId, key));
   if (!row || !(TERMINAL as readonly string[]).includes(row.state)) return;
   const meta = rowMeta(row);
-  await ctx.storage.putJson(runLayout(ctx.cfg.S3_PREFIX, runId).meta(key), meta);
+  await ctx.storage.putJson(runLayout(ctx.cfg.S3_PREFIX, runId).meta(key), meta).catch((err: unknown) => {
+    throw asS3Failure(err); // S3 down: the reconciler flushes the row once it is back
+  });
   addReportLine(ctx, runId, row.line, outcomeOf(meta));
   if (await ctx.rows.forgetRow(runId, key)) {
     await flushReportParts(ctx, runId);

@@ -11,6 +11,8 @@ import { QUEUE_NAMES, type FinalizeJob, type PollJob, type ProduceJob, type Resu
 import { ProducerInterrupted, produceRows } from '../producer/produce.ts';
 import { writeRunReport } from './finalize.ts';
 import { processPoll } from './poll.ts';
+import { isRedisOutage } from '../core/dependencies.ts';
+import { brakeOnErrors, isOutageFailure } from './errorBrake.ts';
 import { reconcileStaleRequests, sweepCanceledRun } from './reconcile.ts';
 import { processResult } from './store.ts';
 import { processSubmit } from './submit.ts';
@@ -76,8 +78,8 @@ export async function startWorkers(ctx: Context): Promise<RunningWorkers> {
     limiter: { max: cfg.SUBMIT_RATE_PER_SECOND, duration: 1000 },
     settings: { backoffStrategy: backoffStrategy(policy.submit.backoff) },
   });
-  const results = new Worker<ResultJob>(QUEUE_NAMES.results, async (job) => {
-    const outcome = await processResult(withLogBindings(ctx, { requestId: job.data.requestId, runId: job.data.hint?.runId, row: job.data.hint?.key }), job);
+  const results = new Worker<ResultJob>(QUEUE_NAMES.results, async (job, token) => {
+    const outcome = await processResult(withLogBindings(ctx, { requestId: job.data.requestId, runId: job.data.hint?.runId, row: job.data.hint?.key }), job, token);
     ctx.metrics.stores.inc({ outcome });
     return outcome;
   }, {
@@ -104,10 +106,14 @@ export async function startWorkers(ctx: Context): Promise<RunningWorkers> {
   for (const w of workers) {
     w.on('failed', (job, err) => {
       if (job && job.attemptsMade < (job.opts.attempts ?? 1)) ctx.metrics.retries.inc({ queue: w.name });
+      // A job that failed because Redis, S3 or fal is down: the outage was said once already.
+      if (isRedisOutage(err)) ctx.dependencies.down('redis', err);
+      if (isOutageFailure(err)) return;
       ctx.logger.warn({ queue: w.name, job: job?.id, attempts: job?.attemptsMade, err: err.message }, 'job failed');
     });
-    w.on('error', (err) => ctx.logger.error({ queue: w.name, err: err.message }, 'worker error'));
   }
+  // Every worker `error` goes through the brake: said once (or rate-limited), never a busy loop.
+  const brake = brakeOnErrors(ctx, workers);
   await ctx.queues.control.upsertJobScheduler(
     'reconcile',
     { every: policy.reconcile.intervalMs },
@@ -118,6 +124,7 @@ export async function startWorkers(ctx: Context): Promise<RunningWorkers> {
     workers,
     async close() {
       stopping.abort();
+      brake.close();
       await Promise.all(workers.map((w) => w.close()));
     },
   };

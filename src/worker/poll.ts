@@ -7,6 +7,7 @@
 // A run that has seen nothing finish yet times the first look at each request by what the runs before
 // it learned of the same endpoint (kept in Redis for a week), so a service that has run before pays no
 // early look for its first wave either; the first run ever starts cold (1 s, then doubling).
+import { outageOf } from '../core/dependencies.ts';
 import type { Job } from 'bullmq';
 import type { Context } from '../core/context.ts';
 import { FalAuthError, FalNotFoundError, FalRejectedError, FalStartTimeoutError, FalTransientError, errorMessage } from '../core/errors.ts';
@@ -219,6 +220,7 @@ export async function lookAtRequest(ctx: Context, endpoint: string, row: Row, re
   } catch (raw) {
     const err = classifyFalError(raw);
     if (err instanceof FalNotFoundError) return { status: 'LOST' };
+    if (outageOf(err) === 'fal') ctx.dependencies.down('fal', err); // said once; submissions pause until it is back
     if (err instanceof FalTransientError || err instanceof FalAuthError || err.name === 'FalAmbiguousError') return { status: 'UNREACHABLE' };
     // Any other answer to a status call: the request is over for fal; its result call says how.
     status = { status: 'COMPLETED', error: err.message };

@@ -6,10 +6,12 @@
 // was not written, a request past its deadline; and it returns places on fal that rows left without
 // giving them back.
 import type { Context } from '../core/context.ts';
+import { DependencyError, isRedisOutage } from '../core/dependencies.ts';
 import { FalNotFoundError, FalTransientError, errorMessage } from '../core/errors.ts';
 import { classifyFalError } from '../core/fal.ts';
 import { falSlots } from '../core/falSlots.ts';
 import { TERMINAL } from '../core/keys.ts';
+import { resumeUnheldQueues } from '../core/outagePauses.ts';
 import { getPause } from '../core/pause.ts';
 import { jobIds, submitJobOptions } from '../core/queues.ts';
 import { addResultJob } from '../core/resultJobs.ts';
@@ -35,6 +37,9 @@ export async function reconcileStaleRequests(ctx: Context, now = Date.now()): Pr
   const step = ctx.policy.reconcile.sweepConcurrency;
   // Places taken by a submit job that died before it claimed its row are old enough after a job lock.
   await falSlots(ctx).reclaim(async (runId, key) => (await ctx.rows.getRow(runId, key))?.state, ctx.policy.jobs.lockMs, now);
+  // A queue an outage paused, whose prober died before it was over, resumes once the record has expired.
+  const resumed = await resumeUnheldQueues(ctx);
+  if (resumed.length) ctx.logger.info({ queues: resumed }, 'resumed queues no outage holds any more');
   for (const runId of await ctx.rows.activeRunIds()) {
     const run = await ctx.rows.getRun(runId);
     if (!run) continue;
@@ -50,7 +55,10 @@ export async function reconcileStaleRequests(ctx: Context, now = Date.now()): Pr
             if (run.state === 'canceled') await cancelRow(ctx, run.policy.endpoint, row, now, counts);
             else await reconcileRow(ctx, run.policy, row, now, counts);
           } catch (err) {
-            ctx.logger.warn({ runId, row: key, err: errorMessage(err) }, 'reconciling a row failed; next sweep tries again');
+            // An outage is said once by the tracker; anything else at most once a minute per message.
+            if (err instanceof DependencyError) ctx.dependencies.down(err.dependency, err.cause);
+            else if (isRedisOutage(err)) ctx.dependencies.down('redis', err);
+            else ctx.dependencies.error('reconciling a row failed; next sweep tries again', err, { runId, row: key });
           }
         }),
       );
@@ -62,7 +70,7 @@ export async function reconcileStaleRequests(ctx: Context, now = Date.now()): Pr
 /** The process that ended a row flushes it right away; step in only when it evidently died. */
 async function flushIfOrphaned(ctx: Context, row: Row, now: number, counts: SweepCounts): Promise<boolean> {
   if (!(TERMINAL as readonly string[]).includes(row.state)) return false;
-  if (now - (row.finishedAt ?? 0) > ctx.policy.reconcile.flushAfterMs) {
+  if (now - (row.finishedAt ?? 0) > ctx.policy.reconcile.flushAfterMs && !ctx.dependencies.isDown('s3')) {
     await flushRow(ctx, row.runId, row.key);
     counts.flushed++;
   }
@@ -104,12 +112,32 @@ async function reconcileRow(ctx: Context, policy: RunPolicy, row: Row, now: numb
         await pollRequest(ctx, policy.endpoint, row, row.requestId, now, counts);
       }
       return;
-    case 'storing':
+    case 'storing': {
+      const deadline = storeDeadline(policy, row);
+      if (deadline !== undefined && now > deadline) return failUnstored(ctx, row, deadline, counts);
       if (row.storeRequestId && now - (row.storingSince ?? now) > reconcile.redriveStoreAfterMs) {
         await redriveStore(ctx, policy.endpoint, row, row.storeRequestId, counts);
       }
       return;
+    }
   }
+}
+
+/**
+ * A row whose result fal finished waits for our storage (S3, and fal for the result itself) as long as
+ * the run's ROW_DEADLINE_MS from the result's arrival; only then it fails.
+ */
+export function storeDeadline(policy: Pick<RunPolicy, 'deadlineMs'>, row: Row): number | undefined {
+  return row.state === 'storing' && row.storingSince ? row.storingSince + policy.deadlineMs : undefined;
+}
+
+async function failUnstored(ctx: Context, row: Row, deadline: number, counts: SweepCounts): Promise<void> {
+  const reason = `stored result could not be written to S3 by ${new Date(deadline).toISOString()} (ROW_DEADLINE_MS after fal finished it)`;
+  if (!(await ctx.rows.finishRow(row.runId, row.key, 'failed', reason, ['storing'], row.storeRequestId))) return;
+  counts.timedOut++;
+  ctx.logger.warn({ runId: row.runId, row: row.key, requestId: row.storeRequestId }, reason);
+  // Its metadata is written now if S3 is back, else by a later sweep (flushIfOrphaned).
+  if (!ctx.dependencies.isDown('s3')) await flushRow(ctx, row.runId, row.key);
 }
 
 /**
@@ -241,6 +269,7 @@ export async function addSubmitJob(ctx: Context, row: Row, generation: number, d
 async function redriveStore(ctx: Context, endpoint: string, row: Row, requestId: string, counts: SweepCounts): Promise<void> {
   const job = await ctx.queues.results.getJob(jobIds.result(requestId, 'OK'));
   const state = job ? await job.getState() : 'missing';
+  // A job waiting out an outage is alive: waiting in its paused queue, or delayed until its next look.
   if (state === 'active' || state === 'waiting' || state === 'delayed' || state === 'prioritized') return;
   counts.redriven++;
   if (job && state === 'failed') {

@@ -4,8 +4,9 @@
 import { createHash } from 'node:crypto';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { UnrecoverableError, type Job } from 'bullmq';
+import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import type { Context } from '../core/context.ts';
+import { DependencyError, asS3Failure, outageOf } from '../core/dependencies.ts';
 import { DownloadError, errorMessage } from '../core/errors.ts';
 import { classifyFalError, describeDetail } from '../core/fal.ts';
 import { falSlots } from '../core/falSlots.ts';
@@ -17,6 +18,7 @@ import { verdictOf, webhookErrorInfo, type FalErrorInfo } from '../core/falError
 import { backoffDelay } from '../core/policy.ts';
 import { addSubmitJob } from './reconcile.ts';
 import { openImage, type DownloadPolicy } from './download.ts';
+import { resubmitAfterFaceRefusal } from './falFaceRefusal.ts';
 import { flushRow } from './flush.ts';
 import { uploadWhileWriting } from './uploadWhileWriting.ts';
 import { observeRunTime } from './poll.ts';
@@ -37,12 +39,13 @@ export function errorText(r: Pick<ResultJob, 'error' | 'payload'>): string {
   return [r.error || 'fal reported an error', detail].filter(Boolean).join(': ');
 }
 
-export async function processResult(ctx: Context, job: Job<ResultJob>): Promise<string> {
-  const r = { ...job.data, payload: await resultPayload(ctx, job.data) };
+export async function processResult(ctx: Context, job: Job<ResultJob>, token?: string): Promise<string> {
   let outcome: string;
   try {
+    const r = { ...job.data, payload: await resultPayload(ctx, job.data).catch((err: unknown) => Promise.reject(asS3Failure(err))) };
     outcome = await placeAndStore(ctx, job, r);
-  } catch (err) {
+  } catch (raw) {
+    const err = outageOf(raw) ? await waitOutOutage(ctx, job, token, raw) : raw;
     // A staged payload lives as long as its job may run again (the reconciler retries failed ones).
     if (err instanceof UnrecoverableError) await dropStagedPayload(ctx, job.data);
     throw err;
@@ -51,10 +54,34 @@ export async function processResult(ctx: Context, job: Job<ResultJob>): Promise<
   return outcome;
 }
 
+/**
+ * Redis, S3 or fal is down while a finished result is being stored: never the row's fault, so no try
+ * is counted. Within STORE_RETRY_WINDOW of the result's arrival the job waits (moved back, its queue
+ * paused by the outage) and tries again when the outage is over; after it, the job lets go and the row
+ * stays `storing`: the reconciler re-drives it until its deadline (see reconcile.ts, storeDeadline).
+ */
+async function waitOutOutage(ctx: Context, job: Job<ResultJob>, token: string | undefined, raw: unknown): Promise<unknown> {
+  const dep = outageOf(raw)!;
+  ctx.dependencies.down(dep, raw instanceof DependencyError ? raw.cause : raw);
+  const err = raw instanceof DependencyError ? raw : new DependencyError(dep, raw);
+  const now = Date.now();
+  if (token && now - job.data.receivedAt < ctx.policy.results.retryWindowMs) {
+    await job.moveToDelayed(now + ctx.policy.dependencies.recheckMs, token);
+    throw new DelayedError();
+  }
+  job.discard();
+  return err;
+}
+
 async function placeAndStore(ctx: Context, job: Job<ResultJob>, r: ResultJob): Promise<string> {
   const mapped = await ctx.rows.lookupRequest(r.requestId);
   const target = mapped ?? r.hint;
   if (!target) return unplaced(ctx, job, 'no row is known for this request');
+  if (r.status === 'ERROR') {
+    // Our copy of the face in fal's storage was gone (fal restarted, the upload expired): not the row's fault.
+    const again = await resubmitAfterFaceRefusal(ctx, target, r.requestId, errorText(r));
+    if (again) return again;
+  }
   const hintAttempt = r.hint && r.hint.runId === target.runId && r.hint.key === target.key ? r.hint.attempt : undefined;
   const failure = r.status === 'ERROR' ? await judgeFailure(ctx, target.runId, r) : undefined;
   const { decision, row } = await ctx.rows.recordResultRow(target.runId, target.key, {
@@ -72,6 +99,8 @@ async function placeAndStore(ctx: Context, job: Job<ResultJob>, r: ResultJob): P
   if (decision !== 'store') return decision;
 
   if (!row || row.state !== 'storing' || row.storeRequestId !== r.requestId) return 'moved-on';
+  // S3 is down (as this process saw it): the result is recorded, the row waits; only the probe tries S3.
+  if (ctx.dependencies.isDown('s3')) throw new DependencyError('s3', 'waiting for S3 to come back');
   // A webhook's arrival tells how long fal took (poll mode learns it from fal's inference_time).
   if (r.source === 'webhook' && job.attemptsMade === 0 && row.submittedAt && row.requestId === r.requestId) {
     await observeRunTime(ctx, row.runId, r.receivedAt - row.submittedAt);
@@ -84,6 +113,7 @@ async function placeAndStore(ctx: Context, job: Job<ResultJob>, r: ResultJob): P
     ctx.metrics.observeStored({ submittedAt: row.submittedAt, receivedAt: r.receivedAt, payload });
     return 'completed';
   } catch (err) {
+    if (outageOf(err)) throw err; // Redis, S3 or fal down: the job waits (processResult), no try counted
     const permanent = err instanceof DownloadError && err.permanent;
     if (!permanent && !lastTry) throw err;
     const reason = permanent ? errorMessage(err) : `${errorMessage(err)} (tried ${tries} times, STORE_MAX_TRIES)`;
@@ -183,7 +213,9 @@ async function storeImages(ctx: Context, row: Row, requestId: string, payload: u
       },
     });
     const metadata = { 'run-id': row.runId, 'row-key': row.key, 'request-id': requestId, 'image-index': String(n) };
-    await uploadWhileWriting(tap, ctx.storage.upload(key, tap, opened.contentType, metadata), pipeline(opened.body, tap));
+    // Any failure to write is our storage's, never the row's: it waits (see waitOutOutage).
+    const upload = ctx.storage.upload(key, tap, opened.contentType, metadata).catch((err: unknown) => Promise.reject(new DependencyError('s3', err)));
+    await uploadWhileWriting(tap, upload, pipeline(opened.body, tap));
     stored.push({ key, sourceUrl: img.url, contentType: opened.contentType, width: img.width, height: img.height, bytes, sha256: hash.digest('hex') });
   }
   const seed = out.seed === undefined ? '' : String(out.seed);

@@ -7,6 +7,7 @@ import { basename } from 'node:path';
 import { DelayedError, RateLimitError, type Job } from 'bullmq';
 import { requireVar } from '../core/config.ts';
 import type { Context } from '../core/context.ts';
+import { DependencyError, DEPENDENCY_NAMES, asS3Failure, formatDuration, isRedisOutage, outageOf } from '../core/dependencies.ts';
 import { FalAmbiguousError, FalAuthError, FalRejectedError, FalTransientError, errorMessage } from '../core/errors.ts';
 import { classifyFalError } from '../core/fal.ts';
 import { verdictOf, type FalErrorInfo } from '../core/falErrors.ts';
@@ -18,6 +19,7 @@ import type { RowData } from '../core/rowState.ts';
 import { parseS3Url } from '../core/s3.ts';
 import { mintWebhookToken, TOKEN_PARAM } from '../core/webhookToken.ts';
 import { s3FacePolicy, s3FaceRefusal } from '../manifest/index.ts';
+import { falFaceCacheKey, isFaceRefusal } from './falFaceRefusal.ts';
 import { flushRow } from './flush.ts';
 import { firstPollDelay, runTiming, schedulePoll } from './poll.ts';
 
@@ -62,7 +64,9 @@ async function s3FaceForFal(ctx: Context, bucket: string, key: string): Promise<
   const cacheKey = keys.falFile(bucket, key);
   const cached = await ctx.redis.get(cacheKey);
   if (cached) return cached;
-  const { bytes, contentType } = await ctx.storage.getBytes(key, bucket);
+  const { bytes, contentType } = await ctx.storage.getBytes(key, bucket).catch((err: unknown) => {
+    throw err instanceof Error && asS3Failure(err) instanceof DependencyError ? asS3Failure(err) : new FaceReadError(`the face could not be read from S3: ${errorMessage(err)}`);
+  });
   const url = await ctx.fal.storage.upload(new File([bytes], basename(key), { type: contentType }), { lifecycle: { expiresIn: ttl } });
   // Reused for half its life, so a row never hands fal a copy about to expire.
   await ctx.redis.set(cacheKey, url, 'EX', Math.max(60, Math.floor(ttl / 2)));
@@ -99,13 +103,22 @@ export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: s
 
   const polling = ctx.cfg.delivery.mode === 'poll';
   try {
-    const input = { ...row.input, image_urls: [await faceForSubmit(ctx, row)] };
-    const res = await ctx.fal.queue.submit(endpoint, {
-      input,
-      webhookUrl: polling ? undefined : webhookUrlFor(ctx, runId, key, attempt),
-      storageSettings: { expiresIn: FAL_OBJECT_EXPIRES_SECONDS },
-      // fal gives up on a request it has not started by then, as the reconciler would.
-      startTimeout: Math.max(2, Math.floor(ctx.cfg.QUEUE_DEADLINE_MS / 1000)),
+    const submitWith = async () =>
+      ctx.fal.queue.submit(endpoint, {
+        input: { ...row.input, image_urls: [await faceForSubmit(ctx, row)] },
+        webhookUrl: polling ? undefined : webhookUrlFor(ctx, runId, key, attempt),
+        storageSettings: { expiresIn: FAL_OBJECT_EXPIRES_SECONDS },
+        // fal gives up on a request it has not started by then, as the reconciler would.
+        startTimeout: Math.max(2, Math.floor(ctx.cfg.QUEUE_DEADLINE_MS / 1000)),
+      });
+    const res = await submitWith().catch(async (raw: unknown) => {
+      // fal refused our copy of the face in its storage (gone with a restarted or expired fal
+      // storage): upload it again, once, instead of handing fal the same dead URL.
+      const cacheKey = falFaceCacheKey(ctx, row);
+      if (!cacheKey || !isFaceRefusal(classifyFalError(raw))) throw raw;
+      ctx.logger.warn({ runId, row: key, err: errorMessage(raw) }, 'fal refused the face copy in its storage: uploading it again');
+      await ctx.redis.del(cacheKey);
+      return submitWith();
     });
     const firstPoll = polling ? await firstPollDelay(ctx, runId, endpoint, res.queue_position) : 0;
     const now = Date.now();
@@ -128,7 +141,9 @@ export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: s
     }
     return 'submitted';
   } catch (raw) {
-    const err = classifyFalError(raw);
+    const err = raw instanceof DependencyError ? raw : classifyFalError(raw);
+    const down = isRedisOutage(raw) ? 'redis' : outageOf(err);
+    if (down) ctx.dependencies.down(down, err instanceof DependencyError ? err.cause : err);
     if (err instanceof FalAmbiguousError) {
       // fal may have accepted it: its webhook names this row and attempt. Paying again now could pay
       // twice; the reconciler resubmits only if nothing arrives within the grace period.
@@ -141,19 +156,39 @@ export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: s
       await pauseSubmissions(ctx, `${err.message}. Fix FAL_KEY, then run \`portrait-batch resume\` (or restart workers with the new key).`);
       return delay(ctx, job, token);
     }
-    if (err instanceof FalRejectedError || !(err instanceof FalTransientError)) {
+    if (!down && (err instanceof FalRejectedError || !(err instanceof FalTransientError))) {
       // fal refused the submission itself (a 422 at submit, our start timeout…): its kind says why.
       const v = verdictOf((err as { fal?: FalErrorInfo }).fal ?? {});
       if (await ctx.rows.finishRow(runId, key, 'failed', err.message, ['pending'], '', { type: v.type, category: v.category })) await flushRow(ctx, runId, key);
       return 'rejected';
     }
-    if (job.attemptsMade + 1 >= (job.opts.attempts ?? 1)) {
-      const reason = `submission failed after ${job.opts.attempts} tries: ${errorMessage(err)}`;
-      if (await ctx.rows.finishRow(runId, key, 'failed', reason, ['pending'], '', { type: err.fal?.type ?? 'submit_failed', category: 'fal_transient' })) await flushRow(ctx, runId, key);
+    // Tried again for SUBMIT_RETRY_WINDOW from the first failure, never a count of tries: an outage of
+    // fal (or of S3, for a face) pauses submissions and the row waits; a 429/5xx is retried with backoff.
+    const since = await retryingSince(job);
+    const waited = Date.now() - since;
+    if (waited >= ctx.policy.submit.retryWindowMs) {
+      const what = down ? `${DEPENDENCY_NAMES[down]} unreachable` : 'fal kept failing it';
+      const reason = `submission failed: ${what} for ${formatDuration(waited)} (SUBMIT_RETRY_WINDOW): ${errorMessage(err)}`;
+      const kind = { type: (err as { fal?: FalErrorInfo }).fal?.type ?? 'submit_failed', category: 'fal_transient' as const };
+      if (await ctx.rows.finishRow(runId, key, 'failed', reason, ['pending'], '', kind)) await flushRow(ctx, runId, key);
       return 'failed';
     }
+    if (down) return holdFor(job, ctx.policy.dependencies.recheckMs, token);
     throw err; // BullMQ retries with exponential backoff, jitter and Retry-After (see submitBackoff)
   }
+}
+
+/** When this submission first failed; recorded on the job the first time. */
+async function retryingSince(job: Job<SubmitJob>): Promise<number> {
+  if (job.data.retryingSince) return job.data.retryingSince;
+  const now = Date.now();
+  await job.updateData({ ...job.data, retryingSince: now });
+  return now;
+}
+
+/** A face in S3 that could not be read (missing, refused): the row's own problem, tried again like a 5xx. */
+class FaceReadError extends Error {
+  override name = 'FaceReadError';
 }
 
 /** The face URL for the submission; a failure to hand it over reached no fal queue, so it is never ambiguous. */
@@ -161,9 +196,13 @@ async function faceForSubmit(ctx: Context, row: RowData): Promise<string> {
   try {
     return await faceUrlForFal(ctx, row);
   } catch (raw) {
+    if (raw instanceof DependencyError) throw raw; // S3 down: the row waits for it
+    if (raw instanceof FaceReadError) throw new FalTransientError(`the face could not be handed to fal: ${raw.message}`);
     const err = classifyFalError(raw);
     if (err instanceof FalAuthError || err instanceof FalRejectedError) throw err;
-    throw new FalTransientError(`the face could not be handed to fal: ${errorMessage(raw)}`);
+    // fal's storage unreachable or silent: an outage of fal, never an ambiguous submission.
+    if (outageOf(err) === 'fal') throw new DependencyError('fal', err);
+    throw new FalTransientError(`the face could not be handed to fal: ${errorMessage(raw)}`, (err as FalTransientError).status);
   }
 }
 
@@ -176,7 +215,12 @@ async function slotWaitMs(ctx: Context, runId: string): Promise<number> {
 }
 
 async function delay(ctx: Context, job: Job, token?: string): Promise<never> {
-  await job.moveToDelayed(Date.now() + ctx.policy.submit.pauseRecheckMs, token);
+  return holdFor(job, ctx.policy.submit.pauseRecheckMs, token);
+}
+
+/** Puts the job back for `ms` without counting a try (its queue is paused meanwhile, or soon). */
+async function holdFor(job: Job, ms: number, token?: string): Promise<never> {
+  await job.moveToDelayed(Date.now() + ms, token);
   throw new DelayedError();
 }
 

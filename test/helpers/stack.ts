@@ -3,6 +3,7 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { DestinationStream } from 'pino';
 import type { Context } from '../../src/core/context.ts';
 import type { PolicyOverrides } from '../../src/core/policy.ts';
 import type { EmulatorOptions } from '../../src/emulator/index.ts';
@@ -30,6 +31,7 @@ export const TEST_POLICY: PolicyOverrides = {
   results: { backoff: { capMs: 800 } },
   produce: { backoff: { baseMs: 100, capMs: 800 }, windowPollMs: 50 },
   finalize: { backoff: { baseMs: 100, capMs: 800 } },
+  dependencies: { probe: { baseMs: 100, capMs: 500 }, probeTimeoutMs: 1000, recheckMs: 200 },
   waitPollMs: 100,
 };
 
@@ -47,7 +49,7 @@ export interface TestStack {
 }
 
 export async function startTestStack(
-  opts: { emulator?: EmulatorOptions; env?: Record<string, string>; webhook?: boolean; workers?: boolean; policy?: PolicyOverrides } = {},
+  opts: { emulator?: EmulatorOptions; env?: Record<string, string>; webhook?: boolean; workers?: boolean; policy?: PolicyOverrides; log?: DestinationStream } = {},
 ): Promise<TestStack> {
   const dir = await mkdtemp(join(tmpdir(), 'pb-test-'));
   const svc = await startEmbeddedService({
@@ -61,6 +63,7 @@ export async function startTestStack(
     policy: { ...TEST_POLICY, ...opts.policy },
     webhook: opts.webhook,
     workers: opts.workers,
+    log: opts.log,
   });
   return {
     dir,

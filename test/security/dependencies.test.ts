@@ -10,8 +10,8 @@ import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { hasStack, lines, ROOT, runCli } from '../helpers/cli.ts';
 
-test('a production install (npm ci --omit=dev) has no s3rver, fast-xml-parser or dicer', { timeout: 60_000 }, async () => {
-  const { stdout } = await promisify(execFile)('npm', ['ls', '--omit=dev', '--all', '--parseable', 's3rver', 'fast-xml-parser', 'dicer', 'busboy'], { cwd: ROOT }).catch(
+test('a production install (npm ci --omit=dev) has no s3rver, fast-xml-parser or dicer, nor a TypeScript loader', { timeout: 60_000 }, async () => {
+  const { stdout } = await promisify(execFile)('npm', ['ls', '--omit=dev', '--all', '--parseable', 's3rver', 'fast-xml-parser', 'dicer', 'busboy', 'tsx', 'typescript', 'esbuild'], { cwd: ROOT }).catch(
     (err: { stdout: string }) => ({ stdout: err.stdout }),
   );
   const found = lines(stdout).filter((l) => l !== ROOT);

@@ -1,6 +1,7 @@
 // The dashboard under /ui of the admin listener: an Express router over the library handle. Pages are
 // rendered on the server; a small script polls JSON for live progress. Every request is signed in
 // (see auth.ts); every value is escaped (see html.ts); pictures are served from here (thumbnails.ts).
+import { DEPENDENCY_NAMES } from '../../core/dependencies.ts';
 import { readFileSync } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import express, { type Request, type Response, type Router } from 'express';
@@ -150,7 +151,9 @@ export function dashboardRouter(pb: PortraitBatch, token: string): Router {
     if (res.headersSent) return next(err);
     if (err instanceof RunControlError) return void res.status(409).type('html').send(messagePage('Not possible', err.message, '/ui'));
     ctx().logger.error({ err: err instanceof Error ? err.message : String(err) }, 'dashboard error');
-    res.status(500).type('html').send(messagePage('Error', 'The dashboard could not answer this request; see the process log.', '/ui'));
+    // Redis down: this process's own view is all there is to say.
+    const outages = ctx().dependencies.local().map((o) => `${DEPENDENCY_NAMES[o.dependency]} unreachable since ${new Date(o.since).toISOString()} (${o.reason})`);
+    res.status(500).type('html').send(messagePage('Error', `The dashboard could not answer this request${outages.length ? `: ${outages.join('; ')}` : '; see the process log'}.`, '/ui'));
   });
   return router;
 }

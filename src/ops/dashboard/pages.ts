@@ -1,6 +1,6 @@
 // The dashboard's pages: the runs (progress, counts, cost, pace) with queue health, a run (its
 // failures by reason, a gallery of face → portrait filtered by status), and the login form.
-import type { RunStatus } from '../../status.ts';
+import { waitingLine, type RunStatus } from '../../status.ts';
 import { html, page, type Markup } from './html.ts';
 import type { FailureGroup, RowsPage, RowView } from './rows.ts';
 
@@ -73,7 +73,10 @@ export function runsPage(runs: RunStatus[], queues: QueueHealth[], csrf: string)
 <td class="num">${field(s.runId, 'cost', f.cost)}<div class="sub">est. ${f.estimatedCost}</div></td>
 <td class="sub">${when(s.startedAt)}</td></tr>`;
   });
+  // Every run waits for the same dependency: said once above the list.
+  const waiting = runs.find((r) => r.waitingFor.length)?.waitingFor ?? [];
   const body = html`<h1>Runs</h1>
+${waiting.map((w) => html`<p class="alert">${waitingLine(w)}</p>`)}
 ${
   runs.length
     ? html`<table class="runs" data-live="/ui/runs.json"><thead><tr><th>Run</th><th>State</th><th>Progress</th><th class="num">Completed</th><th class="num">Failed</th><th class="num">Rejected</th><th class="num">Canceled</th><th class="num">Rows/s</th><th class="num">ETA</th><th class="num">Cost</th><th>Started</th></tr></thead><tbody>${rows}</tbody></table>`
@@ -133,6 +136,7 @@ ${s.finishedAt ? html`<a class="button ghost" href="${base}/report.csv">report.c
 <div><dt>Cost</dt><dd>${field(id, 'cost', f.cost)}<small>estimated ${f.estimatedCost}</small></dd></div></dl>`;
   const reasons = [
     s.pauseReason ? html`<p class="alert">Paused: ${s.pauseReason}</p>` : '',
+    ...s.waitingFor.map((w) => html`<p class="alert">${waitingLine(w)}</p>`),
     s.stopReason ? html`<p class="alert">${s.state === 'canceled' ? 'Canceled' : 'Stopped'}: ${s.stopReason}</p>` : '',
     s.retryOf ? html`<p>Retries the failed rows of <a href="/ui/runs/${encodeURIComponent(s.retryOf)}">${s.retryOf}</a>.</p>` : '',
     s.retriedBy.length ? html`<p>Failed rows retried by ${s.retriedBy.map((r, i) => html`${i ? ', ' : ''}<a href="/ui/runs/${encodeURIComponent(r)}">${r}</a>`)}.</p>` : '',
