@@ -4,18 +4,33 @@
 // resubmission; a result fal no longer keeps is "result expired", never paid twice; the audit counts
 // every attempt; the report, metadata, status and summary say which kind of failure each row met.
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, test } from 'node:test';
 import { parse } from 'csv-parse/sync';
 import { auditRun } from '../src/audit.ts';
 import { runLayout } from '../src/core/layout.ts';
 import type { PortraitBatch } from '../src/index.ts';
 import type { Summary } from '../src/worker/finalize.ts';
 import type { RowMeta } from '../src/worker/flush.ts';
-import { faceDataUri } from './helpers/faces.ts';
+import { faceDataUri, facePng } from './helpers/faces.ts';
 import { startTestStack, type TestStack } from './helpers/stack.ts';
 
-async function manifestOf(t: TestStack, rows: number): Promise<string> {
-  const face = await faceDataUri(1);
+/**
+ * A face fal fetches from an http URL of the test's own (loopback): not through fal storage, whose
+ * refused copies get a fresh upload and one new attempt (falFaceRefusal.ts) — here fal's 422 must be
+ * the face's own verdict.
+ */
+async function httpFace(): Promise<string> {
+  const png = await facePng(1);
+  const server = createServer((_req, res) => void res.writeHead(200, { 'content-type': 'image/png' }).end(png));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  after(() => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }));
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}/face.png`;
+}
+
+async function manifestOf(t: TestStack, rows: number, face?: string): Promise<string> {
+  face ??= await faceDataUri(1);
   const lines = ['id,face_url'];
   for (let i = 0; i < rows; i++) lines.push(`r${i},"${face}"`);
   return t.manifest(`m-${Date.now()}-${rows}.csv`, `${lines.join('\n')}\n`);
@@ -79,7 +94,7 @@ test('422 image_load_error and content_policy_violation fail at once with their 
     emulator: { seed: 7, faults: { errorRates: { image_load_error: 0.3, content_policy_violation: 0.3 } } },
   });
   try {
-    const { runId } = await t.pb.startRun(await manifestOf(t, 16));
+    const { runId } = await t.pb.startRun(await manifestOf(t, 16, await httpFace()));
     const run = await t.pb.waitForRun(runId, { timeoutMs: 60_000 });
     const byType = t.local.emulator!.stats().errorsByType;
     assert.ok((byType.image_load_error ?? 0) >= 1 && (byType.content_policy_violation ?? 0) >= 1, `both kinds met (${JSON.stringify(byType)})`);
@@ -195,7 +210,7 @@ test('poll mode reads the same from the result call: server errors become new at
     emulator: { seed: 5, faults: { errorRates: { runner_server_error: 0.2, image_load_error: 0.15 } } },
   });
   try {
-    const { runId } = await t.pb.startRun(await manifestOf(t, rows));
+    const { runId } = await t.pb.startRun(await manifestOf(t, rows, await httpFace()));
     const run = await t.pb.waitForRun(runId, { timeoutMs: 90_000 });
     const byType = t.local.emulator!.stats().errorsByType;
     assert.ok((byType.runner_server_error ?? 0) >= 1 && (byType.image_load_error ?? 0) >= 1, JSON.stringify(byType));
