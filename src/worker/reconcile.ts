@@ -102,8 +102,16 @@ async function reconcileRow(ctx: Context, policy: RunPolicy, row: Row, now: numb
       return;
     case 'submitted':
       if (!row.requestId || now < (row.nextPollAt ?? 0)) return;
-      // A poll job that found the request lost (or its result expired, RESUBMIT_EXPIRED=true) hands it here.
-      if (ctx.cfg.delivery.mode === 'poll' && row.falStatus !== 'LOST' && row.falStatus !== 'EXPIRED') {
+      if (ctx.cfg.delivery.mode === 'poll') {
+        // Its poll job found fal had lost it (404) and handed it over: a new attempt.
+        if (row.falStatus === 'LOST') return resubmit(ctx, row, 'submitted', row.requestId, `fal lost request ${row.requestId} (404)`, counts);
+        // Its poll job found the result expired, and RESUBMIT_EXPIRED=true: a new attempt, by choice.
+        if (row.falStatus === 'EXPIRED') {
+          return resubmit(ctx, row, 'submitted', row.requestId, `result expired: fal no longer keeps the result of ${row.requestId}; resubmitted (RESUBMIT_EXPIRED=true)`, counts, {
+            type: 'result_expired',
+            category: 'storage',
+          });
+        }
         // Its poll job is overdue (its worker died): another one takes over at once.
         counts.polled++;
         await schedulePoll(ctx, { runId: row.runId, key: row.key, requestId: row.requestId }, row.polls, 0);
