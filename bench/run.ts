@@ -1,10 +1,11 @@
 // `npm run bench [-- --quick] [--json] [figure…]`: runs every figure (or the named ones: fal-calls,
-// time, service-cost, webhook, ingest, redis, store-latency, scale-out, cli-startup, profile,
-// dashboard-page), prints each table on stderr, and — full sizes only — saves each figure under
-// bench/results/ and rewrites bench/RESULTS.md.
+// time, service-cost, webhook, ingest, redis, store-latency, scale-out, cli-startup, durability,
+// profile, dashboard-page), prints each table on stderr, and — full sizes only — saves each figure
+// under bench/results/ and rewrites bench/RESULTS.md.
 // With --json the last stdout line is one JSON object with every key below (null if not measured).
 import { figure as cliStartup } from './cli-startup.ts';
 import { figure as dashboardPage } from './dashboard-page.ts';
+import { figure as durability } from './durability.ts';
 import { figure as falCalls } from './fal-calls.ts';
 import { figure as ingest } from './ingest.ts';
 import { createContext, FIGURE_ORDER, log, parseArgs, runFigure, saveFigure, writeResultsMd, type Figure, type JsonFigures } from './lib/figure.ts';
@@ -37,7 +38,7 @@ export const JSON_KEYS = [
   'storeLatencyP99Ms',
 ] as const;
 
-const FIGURES: Figure[] = [falCalls, time, serviceCost, webhook, ingest, redis, storeLatency, scaleOut, cliStartup, profile, dashboardPage];
+const FIGURES: Figure[] = [falCalls, time, serviceCost, webhook, ingest, redis, storeLatency, scaleOut, cliStartup, durability, profile, dashboardPage];
 
 const { quick, json, names } = parseArgs(process.argv.slice(2));
 const unknown = names.filter((n) => !FIGURES.some((f) => f.id === n));

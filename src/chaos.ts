@@ -3,9 +3,12 @@
 // image downloads, failing S3 writes — the webhook receiver and the workers in their own processes,
 // each SIGKILLed twice mid-run and restarted. Then the run is checked from S3 and Redis (auditRun),
 // not from anyone's counters.
+// `chaos --faults a,b,…`: one run per named fault, each breaking one thing the service depends on
+// (src/local/stackFaults.ts) part-way through, with no other fault on; each is reported with its
+// audit, what fal was paid for beyond the attempts recorded, and the log lines it caused.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { closeSync, openSync, statSync } from 'node:fs';
+import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -14,14 +17,19 @@ import sharp from 'sharp';
 import { auditRun, type AuditResult } from './audit.ts';
 import { loadConfig } from './core/config.ts';
 import type { EmulatorOptions } from './emulator/index.ts';
+import { createSigningKey } from './emulator/keys.ts';
 import { startFaultProxy } from './local/faultProxy.ts';
+import { StackFaults } from './local/stackFaults.ts';
+import type { FaultName } from './chaosFaults.ts';
 import { createPortraitBatch } from './index.ts';
 import { startLocalStack } from './local/stack.ts';
 import { waitForRun } from './producer/wait.ts';
 
+export { FAULT_NAMES, type FaultName } from './chaosFaults.ts';
+
 export interface ChaosOptions {
   rows?: number;
-  /** Kills of each of the worker and the webhook receiver. */
+  /** Kills of each of the worker and the webhook receiver (the `kill` fault, and the run without --faults). */
   killsPerRole?: number;
   timeoutMs?: number;
   dataDir?: string;
@@ -42,6 +50,39 @@ export interface ChaosResult {
   audit: AuditResult;
 }
 
+export interface FaultOptions extends ChaosOptions {
+  faults: FaultName[];
+  /** How long each outage lasts (redis-kill, redis-stall, s3-outage, fal-outage, fal-restart, receiver-outage); default 15 s. */
+  faultMs?: number;
+  /** How much of the AOF redis-crash loses; default 1 s. */
+  crashLostMs?: number;
+  /** Where in the run the fault starts (share of rows ended); default 0.3. */
+  at?: number;
+}
+
+/** One fault's run. */
+export interface FaultReport {
+  fault: FaultName;
+  rows: number;
+  completed: number;
+  failed: number;
+  lost: number;
+  duplicated: number;
+  /** fal requests beyond the attempts recorded: generations paid twice. */
+  extraPaid: number;
+  /** Requests a restarted fal forgot (resubmitted as new attempts: counted apart, not as extra paid). */
+  falForgot: number;
+  ambiguousSubmits: number;
+  seconds: number;
+  /** How long the fault lasted. */
+  faultSeconds: number;
+  /** Log lines of the worker and receiver from the fault's start to 5 s after it ended, per second. */
+  logLinesPerSecond: number;
+  /** Warning and error lines in that window. */
+  warnings: number;
+  problems: string[];
+}
+
 export const CHAOS_FAULTS: NonNullable<EmulatorOptions['faults']> = {
   submitErrorRate: 0.1,
   webhookDropRate: 0.3,
@@ -56,12 +97,138 @@ export const CHAOS_S3_PUT_FAILURE_RATE = 0.05;
 
 const CLI = fileURLToPath(new URL('../bin/portrait-batch.js', import.meta.url));
 
+/** After a fault ends, its log lines are counted this much longer (the recovery's lines). */
+const LOG_SETTLE_MS = 5000;
+
+type Role = 'webhook' | 'worker';
+
+/** What a pass can do to its stack while the run goes. */
+interface PassControl {
+  faults: StackFaults;
+  kill(role: Role): void;
+  stop(role: Role): void;
+  start(role: Role): void;
+  log: (line: string) => void;
+}
+
+interface Step {
+  /** Share of rows ended at which it starts. */
+  at: number;
+  act(c: PassControl): Promise<void>;
+}
+
+interface PassResult {
+  audit: AuditResult;
+  seconds: number;
+  kills: number;
+  falForgot: number;
+  /** Start and end (ms) of each step, and the log file's size at those moments. */
+  windows: { start: number; end: number; fromByte: number; toByte: number }[];
+  /** Log lines within the windows (to LOG_SETTLE_MS after each), warning or error lines among them, and the windows' seconds. */
+  logged: { lines: number; warnings: number; seconds: number };
+}
+
+/** The chaos run without --faults: every fal and S3 fault on at random, the worker and the receiver SIGKILLed twice each. */
 export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
   const rows = opts.rows ?? 2000;
-  const killsPerRole = opts.killsPerRole ?? 2;
+  const started = Date.now();
+  const res = await chaosPass({ ...opts, rows, randomFaults: true, steps: killSteps(opts.killsPerRole ?? 2) });
+  return {
+    rows,
+    completed: res.audit.completed,
+    failed: res.audit.failed,
+    lost: res.audit.lost,
+    duplicated: res.audit.duplicated,
+    extraSubmits: res.audit.extraSubmits,
+    ambiguousSubmits: res.audit.ambiguousSubmits,
+    kills: res.kills,
+    seconds: Math.round((Date.now() - started) / 100) / 10,
+    audit: res.audit,
+  };
+}
+
+/** `chaos --faults`: one run per fault, each with that fault alone. */
+export async function runChaosFaults(opts: FaultOptions): Promise<FaultReport[]> {
+  const rows = opts.rows ?? 500;
+  const ms = opts.faultMs ?? 15_000;
+  const at = opts.at ?? 0.3;
+  const log = opts.log ?? (() => undefined);
+  const reports: FaultReport[] = [];
+  for (const fault of opts.faults) {
+    log(`chaos: ${fault}, ${rows} rows`);
+    const started = Date.now();
+    const steps = fault === 'kill' ? killSteps(opts.killsPerRole ?? 2) : [{ at, act: faultStep(fault, ms, opts.crashLostMs ?? 1000) }];
+    const res = await chaosPass({ ...opts, rows, randomFaults: false, steps, dataDir: opts.dataDir && join(opts.dataDir, fault) });
+    const { lines, warnings, seconds } = res.logged;
+    reports.push({
+      fault,
+      rows,
+      completed: res.audit.completed,
+      failed: res.audit.failed,
+      lost: res.audit.lost,
+      duplicated: res.audit.duplicated,
+      extraPaid: res.audit.extraSubmits,
+      falForgot: res.falForgot,
+      ambiguousSubmits: res.audit.ambiguousSubmits,
+      seconds: Math.round((Date.now() - started) / 100) / 10,
+      faultSeconds: Math.round(res.windows.reduce((t, w) => t + w.end - w.start, 0) / 100) / 10,
+      logLinesPerSecond: seconds ? Math.round((lines / seconds) * 10) / 10 : 0,
+      warnings,
+      problems: res.audit.problems,
+    });
+  }
+  return reports;
+}
+
+function killSteps(killsPerRole: number): Step[] {
+  // Kill points spread over the run, alternating roles: SIGKILL, then restart at once.
+  return Array.from({ length: killsPerRole * 2 }, (_, i) => ({
+    at: (i + 1) / (killsPerRole * 2 + 1),
+    act: async (c: PassControl) => {
+      const role: Role = i % 2 === 0 ? 'worker' : 'webhook';
+      c.kill(role);
+      c.start(role);
+    },
+  }));
+}
+
+function faultStep(fault: Exclude<FaultName, 'kill'>, ms: number, crashLostMs: number): Step['act'] {
+  return async (c) => {
+    switch (fault) {
+      case 'redis-kill':
+        return c.faults.redisKill(ms);
+      case 'redis-crash':
+        return c.faults.redisCrash(crashLostMs, 500);
+      case 'redis-stall':
+        return c.faults.redisStall(ms);
+      case 's3-outage':
+        return c.faults.s3Outage(ms);
+      case 'fal-outage':
+        return c.faults.falOutage(ms);
+      case 'fal-restart':
+        return c.faults.falOutage(ms, true);
+      case 'receiver-outage':
+        c.kill('webhook');
+        await sleep(ms);
+        return c.start('webhook');
+    }
+  };
+}
+
+async function chaosPass(opts: ChaosOptions & { rows: number; randomFaults: boolean; steps: Step[] }): Promise<PassResult> {
+  const { rows } = opts;
   const log = opts.log ?? (() => undefined);
   const started = Date.now();
   const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), 'pb-chaos-')));
+  // The emulator's signing key stays the same across its restarts, as fal's does.
+  const emulatorOptions: EmulatorOptions = {
+    sizeScale: 0.0625,
+    latencyMs: { min: 20, max: 200 },
+    slots: 32,
+    seed: 7,
+    faults: opts.randomFaults ? CHAOS_FAULTS : {},
+    signingKey: createSigningKey(),
+  };
   const stack = await startLocalStack({
     dataDir,
     env: {},
@@ -78,31 +245,54 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
       MAX_ATTEMPTS: '5',
       RUN_WINDOW: '400',
       FAILURE_THRESHOLD_RATIO: '1',
-      LOG_LEVEL: 'warn',
+      // The fault runs count every line the processes write; the random-fault run only what goes wrong.
+      LOG_LEVEL: opts.randomFaults ? 'warn' : 'info',
       S3_BUCKET: 'portrait-chaos',
     },
-    emulator: { sizeScale: 0.0625, latencyMs: { min: 20, max: 200 }, slots: 32, seed: 7, faults: CHAOS_FAULTS },
+    emulator: emulatorOptions,
   });
-  const s3Proxy = await startFaultProxy({ target: stack.cfg.S3_ENDPOINT!, failureRate: CHAOS_S3_PUT_FAILURE_RATE });
+  const s3Proxy = await startFaultProxy({ target: stack.cfg.S3_ENDPOINT!, failureRate: opts.randomFaults ? CHAOS_S3_PUT_FAILURE_RATE : 0 });
+  const faults = new StackFaults({
+    redis: stack.redis!,
+    redisDir: join(dataDir, 'redis'),
+    s3: stack.s3 && { server: stack.s3, dir: join(dataDir, 's3'), bucket: stack.cfg.S3_BUCKET, proxy: s3Proxy },
+    emulator: stack.emulator && { server: stack.emulator, options: emulatorOptions, stateDir: join(dataDir, 'emulator') },
+  });
   const env = { ...process.env, ...stack.env, S3_ENDPOINT: s3Proxy.url };
   const cfg = loadConfig(env);
   const pb = createPortraitBatch(cfg, { name: 'chaos' });
   const ctx = pb.context;
-  const logFd = openSync(join(dataDir, 'chaos.log'), 'a');
+  const logFile = join(dataDir, 'chaos.log');
+  const logFd = openSync(logFile, 'a');
   const children = new Map<string, ChildProcess>();
-  const startRole = (role: 'webhook' | 'worker') => {
+  const startRole = (role: Role) => {
     const child = spawn(process.execPath, [CLI, role], { env, stdio: ['ignore', logFd, logFd] });
     children.set(role, child);
     return child;
   };
   const waitHealthy = async () => {
-    for (let i = 0; i < 100; i++) {
+    // A loaded machine takes a while to start a process (tsx compiles it first).
+    for (let i = 0; i < 600; i++) {
       if (await fetch(`http://127.0.0.1:${cfg.WEBHOOK_PORT}/healthz`).then((r) => r.ok, () => false)) return;
       await sleep(100);
     }
     throw new Error('webhook receiver did not come up');
   };
   let kills = 0;
+  const control: PassControl = {
+    faults,
+    log,
+    kill(role) {
+      children.get(role)?.kill('SIGKILL');
+      kills++;
+    },
+    stop(role) {
+      children.get(role)?.kill('SIGTERM');
+    },
+    start: (role) => void startRole(role),
+  };
+  const windows: PassResult['windows'] = [];
+  const logSize = () => statSync(logFile).size;
   try {
     await ctx.storage.ensureBucket();
     const manifest = await writeChaosManifest(join(dataDir, 'manifest'), rows);
@@ -114,49 +304,81 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
     const runId = `chaos-${rows}-${Date.now().toString(36)}`;
     await pb.startRun(manifest, { runId });
     log(`chaos run ${runId}: ${rows} rows`);
-    // Kill points spread over the run, alternating roles: SIGKILL, then restart at once.
-    const plan = Array.from({ length: killsPerRole * 2 }, (_, i) => ({ role: i % 2 === 0 ? 'worker' : 'webhook', at: (i + 1) / (killsPerRole * 2 + 1) })) as {
-      role: 'worker' | 'webhook';
-      at: number;
-    }[];
+    const plan = [...opts.steps];
+    // One step at a time, in the background: a step that breaks Redis also stalls the progress reads.
+    let acting: Promise<void> = Promise.resolve();
+    let failedStep: unknown;
     await waitForRun(ctx, runId, {
       timeoutMs: opts.timeoutMs ?? 30 * 60_000,
       intervalMs: 250,
       onProgress: (r) => {
         const done = (r.completed + r.failed + r.canceled + r.rejected) / rows;
         while (plan.length && done >= plan[0]!.at) {
-          const { role } = plan.shift()!;
-          children.get(role)?.kill('SIGKILL');
-          kills++;
-          log(`  SIGKILL ${role} at ${Math.round(done * 100)}% (${r.completed} completed, ${r.failed} failed)`);
-          startRole(role);
+          const step = plan.shift()!;
+          const what = `at ${Math.round(done * 100)}% (${r.completed} completed, ${r.failed} failed)`;
+          acting = acting.then(async () => {
+            const start = Date.now();
+            const fromByte = logSize();
+            log(`  fault ${what}`);
+            try {
+              await step.act(control);
+            } catch (err) {
+              failedStep ??= err;
+            }
+            const end = Date.now();
+            windows.push({ start, end, fromByte, toByte: fromByte });
+          });
         }
       },
     });
-    const audit = await auditRun(ctx, runId, { acceptedByRow: stack.emulator!.stats().acceptedByRow, verifyHashes: true }).catch((err: Error) =>
+    await acting;
+    if (failedStep) throw failedStep;
+    // A fault still going when the run ended (a Redis crash taking back the run's last second) may
+    // have reopened it: the audit waits for the run as Redis has it now.
+    await waitForRun(ctx, runId, { timeoutMs: opts.timeoutMs ?? 30 * 60_000, intervalMs: 250 });
+    if (plan.length) log(`  ${plan.length} fault(s) not reached: the run ended first`);
+    // The log lines of each window: up to LOG_SETTLE_MS after the fault ended (or the run's end).
+    await sleep(Math.max(0, ...windows.map((w) => w.end + LOG_SETTLE_MS - Date.now())));
+    for (const w of windows) w.toByte = logSize();
+    const audit = await auditRun(ctx, runId, { acceptedByRow: faults.acceptedByRow(), verifyHashes: true }).catch((err: Error) =>
       Promise.reject(new Error(`audit failed: ${err.name}: ${err.message}`)),
     );
-    return {
-      rows,
-      completed: audit.completed,
-      failed: audit.failed,
-      lost: audit.lost,
-      duplicated: audit.duplicated,
-      extraSubmits: audit.extraSubmits,
-      ambiguousSubmits: audit.ambiguousSubmits,
-      kills,
-      seconds: Math.round((Date.now() - started) / 100) / 10,
-      audit,
-    };
+    const logged = await countLogLines(logFile, windows);
+    return { audit, seconds: Math.round((Date.now() - started) / 100) / 10, kills, falForgot: faults.falForgot, windows, logged };
   } finally {
     for (const c of children.values()) c.kill('SIGTERM');
-    await Promise.all([...children.values()].map((c) => (c.exitCode === null ? new Promise((r) => c.once('exit', r)) : undefined)));
+    await Promise.all([...children.values()].map((c) => (c.exitCode === null && c.signalCode === null ? new Promise((r) => c.once('exit', r)) : undefined)));
     closeSync(logFd);
     await pb.close();
     await s3Proxy.close();
+    await faults.stop();
     await stack.stop();
     if (!opts.dataDir) await rm(dataDir, { recursive: true, force: true });
   }
+}
+
+/** Lines (and warning or error lines) the processes logged within a pass's fault windows. */
+async function countLogLines(logFile: string, windows: PassResult['windows']): Promise<PassResult['logged']> {
+  let lines = 0;
+  let warnings = 0;
+  let ms = 0;
+  const fh = await open(logFile, 'r');
+  try {
+    for (const w of windows) {
+      ms += w.end - w.start + LOG_SETTLE_MS;
+      const buf = Buffer.alloc(Math.max(0, w.toByte - w.fromByte));
+      await fh.read(buf, 0, buf.length, w.fromByte);
+      for (const line of buf.toString('utf8').split('\n')) {
+        if (!line.trim()) continue;
+        lines++;
+        const level = /"level":(\d+)/.exec(line)?.[1];
+        if (level === undefined || Number(level) >= 40) warnings++;
+      }
+    }
+  } finally {
+    await fh.close();
+  }
+  return { lines, warnings, seconds: ms / 1000 };
 }
 
 /** N rows over 8 local faces, with a mix of sizes, formats and image counts. */

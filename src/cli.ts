@@ -7,6 +7,7 @@ import { Command, CommanderError, InvalidArgumentError } from 'commander';
 // Only what every command needs is imported here; each command imports the rest inside its action
 // (`await import(…)`), so `--help` and a quick command load no more than they use. The modules left
 // here load no package but commander (keep it so: the start-up time is a bench figure, "CLI start-up").
+import { FAULT_NAMES, type FaultName } from './chaosFaults.ts';
 import { RunControlError } from './control/errors.ts';
 import type { DemoResult } from './demo.ts';
 import { redactText } from './core/redact.ts';
@@ -371,16 +372,40 @@ program
 
 program
   .command('chaos')
-  .description('run N rows with every fault on, kill the worker and the receiver twice each, and audit the result')
-  .option('--rows <n>', 'rows to run', (v) => {
+  .description('run N rows with every fault on, kill the worker and the receiver twice each, and audit the result; with --faults, one run per fault')
+  .option('--rows <n>', 'rows to run (default 2000; 500 with --faults)', (v) => {
     const n = Number(v);
     if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('must be a positive integer');
     return n;
-  }, 2000)
+  })
+  .option('--faults <list>', `comma-separated, one run each: ${FAULT_NAMES.join(',')}`, (v) => {
+    const names = v.split(',').map((f) => f.trim()).filter(Boolean);
+    const unknown = names.filter((f) => !(FAULT_NAMES as readonly string[]).includes(f));
+    if (unknown.length || !names.length) throw new InvalidArgumentError(`unknown fault ${unknown.join(', ') || '(none)'}; one of ${FAULT_NAMES.join(', ')}`);
+    return names as FaultName[];
+  })
+  .option('--fault-seconds <s>', 'how long each outage lasts (default 15)', (v) => {
+    const n = Number(v);
+    if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('must be a positive number of seconds');
+    return n;
+  })
   .option('--json', 'print one JSON object on stdout')
-  .action(async (o: { rows: number; json?: boolean }) => {
-    const { runChaos } = await import('./chaos.ts');
-    const res = await runChaos({ rows: o.rows, log: say });
+  .action(async (o: { rows?: number; faults?: FaultName[]; faultSeconds?: number; json?: boolean }) => {
+    const { runChaos, runChaosFaults } = await import('./chaos.ts');
+    if (o.faults) {
+      const reports = await runChaosFaults({ rows: o.rows ?? 500, faults: o.faults, faultMs: o.faultSeconds && o.faultSeconds * 1000, log: say });
+      for (const r of reports) {
+        for (const p of r.problems) say(`  ${r.fault} problem: ${p}`);
+        say(
+          `chaos ${r.fault}: ${r.rows} rows, ${r.completed} completed, ${r.failed} failed, lost ${r.lost}, duplicated ${r.duplicated}, extra paid ${r.extraPaid}, ` +
+            `forgotten by fal ${r.falForgot}, fault ${r.faultSeconds} s, ${r.logLinesPerSecond} log lines/s, ${r.warnings} warning lines, ${r.seconds} s`,
+        );
+      }
+      if (o.json) printJson({ faults: reports });
+      if (reports.some((r) => r.lost || r.duplicated || r.extraPaid || r.failed)) throw new ExitError('a fault run lost, duplicated, failed or paid twice for rows', 1);
+      return;
+    }
+    const res = await runChaos({ rows: o.rows ?? 2000, log: say });
     for (const p of res.audit.problems) say(`  problem: ${p}`);
     say(`chaos: ${res.rows} rows, ${res.completed} completed, ${res.failed} failed, lost ${res.lost}, duplicated ${res.duplicated}, extra submits ${res.extraSubmits}, ambiguous submits ${res.ambiguousSubmits}, ${res.kills} kills, ${res.seconds} s`);
     const { audit: _audit, ...summary } = res;

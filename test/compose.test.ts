@@ -31,6 +31,8 @@ test('compose has redis, minio with bucket creation, webhook, worker, scheduler 
   assert.deepEqual(Object.keys(compose.services).sort(), ['create-bucket', 'emulator', 'minio', 'redis', 'scheduler', 'webhook', 'worker']);
   assert.match(byDefault(compose.services.redis!.image!), /^redis:/);
   assert.ok(compose.services.redis!.command!.includes('--appendonly'), 'redis keeps an AOF');
+  const cmd = compose.services.redis!.command!;
+  assert.equal(cmd[cmd.indexOf('--appendfsync') + 1], 'always', 'a claim Redis acknowledged is on disk before fal is called');
   assert.match(byDefault(compose.services.minio!.image!), /^minio\/minio/);
   assert.deepEqual(compose.services.webhook!.command, ['webhook']);
   assert.deepEqual(compose.services.worker!.command, ['worker']);

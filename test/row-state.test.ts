@@ -87,10 +87,64 @@ test('a webhook that beats the submit response finds its row through the URL hin
   assert.deepEqual(await rows.lookupRequest('req-x'), { runId: run, key: 'a', attempt: 1 });
 });
 
-test('an unknown request is not placed, and a hint for an attempt never made is refused', async () => {
+test('an unknown request is not placed; a hint (a token we minted at submit) for an attempt the row lost is adopted', async () => {
   await rows.claimSubmit(run, 'a', 2, data);
-  assert.equal(await rows.recordResult(run, 'a', { requestId: 'req-y', hintAttempt: 2, status: 'OK' }), 'unknown');
   assert.equal(await rows.recordResult(run, 'nope', { requestId: 'req-z', status: 'OK' }), 'unknown');
+  // Attempt 2 was claimed and submitted, then Redis lost that claim: its webhook still lands on the row.
+  assert.equal(await rows.recordResult(run, 'a', { requestId: 'req-y', hintAttempt: 2, status: 'OK' }), 'store');
+  const row = (await rows.getRow(run, 'a'))!;
+  assert.equal(row.attempt, 2);
+  assert.deepEqual(row.requestIds, ['req-y']);
+  assert.equal((await rows.getRun(run))!.submits, 2, 'the lost attempt is counted again');
+  assert.deepEqual(await rows.lookupRequest('req-y'), { runId: run, key: 'a', attempt: 2 });
+});
+
+test('Redis rollback: a recorded submit makes a lost row again; a replayed claim raises it; neither goes back', async () => {
+  const claimed = { line: 2, data, costMicros: 500 };
+  // The claim and the row were lost: fal's answer makes the row again, submitted, counted.
+  assert.equal(await rows.recordSubmit(run, 'a', 1, 'req-a1', Date.now(), claimed), 'adopted');
+  let row = (await rows.getRow(run, 'a'))!;
+  assert.equal(row.state, 'submitted');
+  assert.equal(row.requestId, 'req-a1');
+  assert.equal(row.line, 2);
+  assert.deepEqual((await rows.getRun(run))!.submits, 1);
+  assert.equal((await rows.getRun(run))!.costMicros, 500);
+  assert.equal((await rows.claimSubmit(run, 'a', 2, data)).outcome, 'already', 'the restored submit job does not pay again');
+  assert.equal(await rows.recordSubmit(run, 'a', 1, 'req-a1', Date.now(), claimed), 'late', 'a repeat changes nothing');
+  assert.equal((await rows.getRun(run))!.submits, 1);
+  // A claim written back by its worker: the row is submitting attempt 1, so no one claims it again.
+  assert.equal(await rows.reclaimSubmit(run, 'b', 1, { line: 3, data }), true);
+  assert.equal((await rows.getRow(run, 'b'))!.state, 'submitting');
+  assert.equal((await rows.claimSubmit(run, 'b', 3, data)).outcome, 'inflight');
+  assert.equal(await rows.reclaimSubmit(run, 'b', 1, { line: 3, data }), false);
+  // A row that ended is never made again.
+  await rows.recordResult(run, 'a', { requestId: 'req-a1', status: 'ERROR', error: 'x' });
+  await rows.forgetRow(run, 'a');
+  assert.equal(await rows.recordSubmit(run, 'a', 1, 'req-a1', Date.now(), claimed), 'gone');
+  assert.equal(await rows.reclaimSubmit(run, 'a', 1, claimed), false);
+  row = (await rows.getRow(run, 'a'))!;
+  assert.equal(row, undefined);
+});
+
+test('Redis rollback: a webhook for a row that is gone is noted, and the claim takes the attempt back instead of paying again', async () => {
+  assert.equal(await rows.recordResult(run, 'a', { requestId: 'req-w', hintAttempt: 1, status: 'OK' }), 'unknown');
+  const claim = await rows.claimSubmit(run, 'a', 2, data, 700);
+  assert.deepEqual(claim, { outcome: 'adopted', attempt: 1, endpoint: 'fal-ai/x' });
+  const row = (await rows.getRow(run, 'a'))!;
+  assert.equal(row.state, 'submitted');
+  assert.equal(row.requestId, 'req-w');
+  assert.equal((await rows.getRun(run))!.submits, 1);
+  assert.equal(await rows.recordResult(run, 'a', { requestId: 'req-w', hintAttempt: 1, status: 'OK' }), 'store', 'the result job, looking again, places it');
+  assert.deepEqual(await rows.lookupRequest('req-w'), { runId: run, key: 'a', attempt: 1 });
+});
+
+test('Redis rollback: an attempt submitted twice (its first record lost) places both results, the second beside the first', async () => {
+  await submitted('a', 2, 'req-second');
+  assert.equal(await rows.recordResult(run, 'a', { requestId: 'req-first', hintAttempt: 1, status: 'OK' }), 'store');
+  const row = (await rows.getRow(run, 'a'))!;
+  assert.deepEqual(row.requestIds, ['req-second', 'req-first'], 'both paid requests are on the row');
+  assert.equal((await rows.getRun(run))!.submits, 2, 'and counted');
+  assert.equal(await rows.recordResult(run, 'a', { requestId: 'req-second', status: 'OK' }), 'duplicate');
 });
 
 test('ERROR for the current attempt fails the row; for a superseded attempt it is ignored', async () => {
@@ -225,8 +279,13 @@ test('cancelRun stops submitting; finishRun ends the run once; a finished run ca
   assert.equal(await rows.cancelRun(run, 'again'), 'already');
   assert.equal((await rows.claimSubmit(run, 'b', 3, data)).outcome, 'canceled');
   assert.match((await rows.getRow(run, 'b'))!.error!, /run canceled before this row was submitted: canceled by request/);
-  assert.equal(await rows.finishRun(run, 'canceled'), true);
-  assert.equal(await rows.finishRun(run, 'finished'), false);
+  assert.equal(await rows.finishRun(run, 'canceled'), 'open', 'never under rows in flight (a finalize replayed on a Redis that lost its last writes)');
+  await rows.admitBatch(run, 3, 2, []);
+  await rows.finishRow(run, 'a', 'canceled', 'run canceled', ['submitted']);
+  for (const k of ['a', 'b']) await rows.forgetRow(run, k);
+  await rows.finishProducing(run, 2);
+  assert.equal(await rows.finishRun(run, 'canceled'), 'finished');
+  assert.equal(await rows.finishRun(run, 'finished'), 'already');
   assert.equal((await rows.getRun(run))!.state, 'canceled');
   assert.equal(await rows.cancelRun(run, 'late'), 'finished');
   assert.equal(await rows.cancelRun('no-such-run', 'x'), 'norun');
@@ -300,8 +359,10 @@ test('the read side: a run and its rows read back as the transitions wrote them'
   assert.equal(await rows.finishProducing(run, 4), false);
   r = (await rows.getRun(run))!;
   assert.deepEqual([r.producerDone, r.total, r.cursor], [true, 4, 5]);
-  assert.equal(await rows.finishRun(run, 'finished'), true);
-  assert.equal(await rows.finishRun(run, 'finished'), false, 'once');
+  assert.equal(await rows.finishRun(run, 'finished'), 'open', 'ended rows not yet flushed are still in flight');
+  for (const k of ['a', 'b', 'c']) await rows.forgetRow(run, k);
+  assert.equal(await rows.finishRun(run, 'finished'), 'finished');
+  assert.equal(await rows.finishRun(run, 'finished'), 'already', 'once');
   r = (await rows.getRun(run))!;
   assert.equal(typeof r.finishedAt, 'number');
   assert.ok(!(await rows.activeRunIds()).includes(run));

@@ -46,6 +46,8 @@ export interface ServiceRunOptions {
   warmUpRows?: number;
   /** Sample Redis INFO memory during the run. */
   sampleRedis?: boolean;
+  /** Redis with its AOF, fsynced this way (default: no AOF, the figures' long-standing set-up). */
+  redisAppendfsync?: 'always' | 'everysec';
   audit?: boolean;
   /** Called with the service context once the run is finished, before anything stops. */
   inspect?: (pb: ReturnType<typeof createPortraitBatch>, runId: string) => Promise<void>;
@@ -82,7 +84,7 @@ async function waitForLog(file: string, text: string, timeoutMs = 60_000): Promi
 
 export async function runService(o: ServiceRunOptions): Promise<ServiceRunResult> {
   const runId = `bench-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}`;
-  const redis = await startRunRedis(o.stack, runId);
+  const redis = await startRunRedis(o.stack, runId, o.redisAppendfsync !== undefined, o.redisAppendfsync);
   const env = await serviceEnv(o.stack, redis.url, o.emulator, o.env);
   const pb = createPortraitBatch(loadConfig(env), { name: 'bench' });
   const roles: RoleProcess[] = [];

@@ -84,9 +84,9 @@ export async function startBenchStack(dir: string): Promise<BenchStack> {
   return { dir, s3, stop: () => s3.stop() };
 }
 
-/** A fresh redis-server of a run's own; `persistent`: AOF fsync'd every second, as the README asks of production. */
-export function startRunRedis(stack: BenchStack, name: string, persistent = false): Promise<RunningRedis> {
-  return startRedisServer({ dir: join(stack.dir, `redis-${name}`), persistent });
+/** A fresh redis-server of a run's own; `persistent`: with its AOF, fsynced as `appendfsync` says (default always, as compose runs it). */
+export function startRunRedis(stack: BenchStack, name: string, persistent = false, appendfsync?: 'always' | 'everysec'): Promise<RunningRedis> {
+  return startRedisServer({ dir: join(stack.dir, `redis-${name}`), persistent, appendfsync });
 }
 
 /** The environment every service process of a benchmark run gets. */

@@ -14,6 +14,8 @@ export const keys = {
   select: (runId: string) => `pb:run:${runId}:select`,
   /** Hash: one row in flight. */
   row: (runId: string, rowKey: string) => `pb:row:${runId}:${rowKey}`,
+  /** Hash attempt -> request id: fal requests a webhook's token named for a row Redis had lost (after a restart without its last writes); claimSubmit takes them back. */
+  adopt: (runId: string, rowKey: string) => `pb:adopt:${runId}:${rowKey}`,
   /** String `runId \n rowKey \n attempt`: which row a fal request belongs to. */
   request: (requestId: string) => `pb:req:${requestId}`,
   /** Sorted set of run ids by creation time. */

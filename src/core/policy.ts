@@ -93,6 +93,13 @@ export interface Policy {
     lockMs: number;
     stalledIntervalMs: number;
   };
+  /** After Redis restarted (it may have lost its last writes): see src/core/redisRestarts.ts. */
+  redisRestart: {
+    /** Submissions wait this long after a restart is seen, so every process writes back its recent claims first. */
+    holdMs: number;
+    /** Claims a process remembers to write back: those made this long before Redis was last seen. */
+    rememberMs: number;
+  };
   /** Outages of Redis, S3 and fal (see core/dependencies.ts). */
   dependencies: {
     /** Waits between two probes of a dependency that is down. */
@@ -198,6 +205,7 @@ export function buildPolicy(cfg: Config, overrides: PolicyOverrides = {}): Polic
     },
     falSlots: { waitMinMs: 25, waitMaxMs: 500, waitUnknownMs: 100 },
     jobs: { lockMs: lock, stalledIntervalMs: Math.max(1000, Math.floor(lock / 2)) },
+    redisRestart: { holdMs: 10_000, rememberMs: 30_000 },
     dependencies: {
       probe: { baseMs: 1000, capMs: 30_000, jitter: 0.2 },
       probeTimeoutMs: 5000,

@@ -8,10 +8,11 @@ import { policyFields, policyOf, type RunPolicy } from './runPolicy.ts';
 
 /** Every command, its number of fixed KEYS (request-mapping keys may follow) and the replies it may give. */
 const COMMANDS = {
-  claimSubmit: { keys: 4, replies: ['submit', 'terminal', 'norun', 'canceled', 'failed', 'inflight', 'already', 'stale'] },
+  claimSubmit: { keys: 5, replies: ['submit', 'adopted', 'terminal', 'norun', 'canceled', 'failed', 'inflight', 'already', 'stale'] },
+  reclaimSubmit: { keys: 4, replies: ['adopted', 'noop'] },
   releaseSubmit: { keys: 2, replies: ['ok', 'noop'] },
-  recordSubmit: { keys: 3, replies: ['ok', 'late', 'gone', 'canceled'] },
-  recordResult: { keys: 5, replies: ['store', 'failed', 'duplicate', 'ignored', 'unknown', 'stale'] },
+  recordSubmit: { keys: 5, replies: ['ok', 'adopted', 'late', 'gone', 'canceled'] },
+  recordResult: { keys: 6, replies: ['store', 'failed', 'duplicate', 'ignored', 'unknown', 'stale'] },
   completeRow: { keys: 4, replies: ['ok', 'noop', 'stale'] },
   finishRow: { keys: 4, replies: ['ok', 'noop', 'stale'] },
   supersede: { keys: 4, replies: ['resubmit', 'failed', 'noop', 'stale'] },
@@ -21,7 +22,7 @@ const COMMANDS = {
   finishProducing: { keys: 2, replies: ['ok', 'runDone'] },
   createRun: { keys: 3, replies: ['created', 'exists'] },
   cancelRun: { keys: 1, replies: ['canceled', 'already', 'finished', 'norun'] },
-  finishRun: { keys: 2, replies: ['finished', 'already'] },
+  finishRun: { keys: 3, replies: ['finished', 'already', 'open'] },
   linkRetry: { keys: 1, replies: ['ok', 'norun'] },
 } as const;
 type CommandName = keyof typeof COMMANDS;
@@ -117,6 +118,9 @@ export interface RunRecord {
   policy: RunPolicy;
   options: Record<string, unknown>;
 }
+
+/** Run counters the finalize sets from its report. */
+export type RunCounter = 'completed' | 'failed' | 'rejected' | 'canceled' | 'submits' | 'costMicros';
 
 const num = (v: string | undefined) => (v === undefined || v === '' ? undefined : Number(v));
 
@@ -223,9 +227,28 @@ export class RowStore {
     return this.call.cancelRun([keys.run(runId)], [reason, Date.now()]);
   }
 
-  /** Marks the run over (report written) at `finishedAt` (the time its summary.json carries). False when it already was. */
-  async finishRun(runId: string, state: RunState, finishedAt = Date.now()): Promise<boolean> {
-    return (await this.call.finishRun([keys.run(runId), keys.activeRuns()], [runId, state, finishedAt])) === 'finished';
+  /**
+   * Marks the run over (report written) at `finishedAt` (the time its summary.json carries), its counters
+   * set to `counters` (what the report counted): 'already' when it was, 'open' when rows are in flight
+   * again (Redis restarted without its last writes).
+   */
+  async finishRun(
+    runId: string,
+    state: RunState,
+    finishedAt = Date.now(),
+    counters: Partial<Record<RunCounter, number>> = {},
+  ): Promise<'finished' | 'already' | 'open'> {
+    const pairs = Object.entries(counters).flatMap(([k, v]) => [k, Math.round(v)]);
+    return this.call.finishRun([keys.run(runId), keys.activeRuns(), keys.active(runId)], [runId, state, finishedAt, ...pairs]);
+  }
+
+  /** When each Redis restart was first seen while the run was in progress (see redisRestarts.ts). */
+  async redisRestartsSeen(runId: string): Promise<number[]> {
+    const h = await this.redis.hgetall(keys.run(runId));
+    return Object.entries(h)
+      .filter(([f]) => f.startsWith('restartedAt:'))
+      .map(([, v]) => Number(v))
+      .filter(Number.isFinite);
   }
 
   /** Adds a retry run to the run's retriedBy (atomically: retries started at once are all kept). */
@@ -319,16 +342,21 @@ export class RowStore {
     line: number,
     data: RowData,
     costMicros = 0,
-  ): Promise<{ outcome: 'submit'; attempt: number; endpoint: string } | { outcome: 'terminal' | 'norun' | 'canceled' | 'failed' | 'inflight' | 'already'; detail?: string }> {
+  ): Promise<
+    { outcome: 'submit' | 'adopted'; attempt: number; endpoint: string } | { outcome: 'terminal' | 'norun' | 'canceled' | 'failed' | 'inflight' | 'already'; detail?: string }
+  > {
     // Most claims are of a fresh row (no request yet): tried first without reading the row.
     const [outcome, detail, endpoint] = (await this.ending(
       runId,
       key,
       (reqKeys, ids) =>
-        this.call.claimSubmit([...this.rowKeys(runId, key), ...reqKeys], [line, key, Date.now(), JSON.stringify(data), Math.round(costMicros), ...ids]),
+        this.call.claimSubmit(
+          [...this.rowKeys(runId, key), keys.adopt(runId, key), ...reqKeys],
+          [line, key, Date.now(), JSON.stringify(data), Math.round(costMicros), ...ids],
+        ),
       [],
     )) as unknown as [Exclude<Reply<'claimSubmit'>, 'stale'>, string | undefined, string | undefined];
-    if (outcome === 'submit') return { outcome, attempt: Number(detail), endpoint: endpoint ?? '' };
+    if (outcome === 'submit' || outcome === 'adopted') return { outcome, attempt: Number(detail), endpoint: endpoint ?? '' };
     return { outcome, detail };
   }
 
@@ -336,11 +364,44 @@ export class RowStore {
     return (await this.call.releaseSubmit([keys.row(runId, key), keys.run(runId)], [attempt, error])) === 'ok';
   }
 
-  async recordSubmit(runId: string, key: string, attempt: number, requestId: string, nextPollAt: number): Promise<Reply<'recordSubmit'>> {
+  /**
+   * fal accepted attempt `attempt`. `claimed`: the row as its claim had it (line, data, cost), so a row
+   * Redis lost since (a restart without its last writes) is made again from it ('adopted').
+   */
+  async recordSubmit(
+    runId: string,
+    key: string,
+    attempt: number,
+    requestId: string,
+    nextPollAt: number,
+    claimed?: { line: number; data: RowData; costMicros?: number },
+  ): Promise<Reply<'recordSubmit'>> {
     return this.call.recordSubmit(
-      [keys.row(runId, key), keys.request(requestId), keys.run(runId)],
-      [requestId, attempt, Date.now(), mappingValue(runId, key, attempt), nextPollAt],
+      [keys.row(runId, key), keys.request(requestId), keys.run(runId), keys.done(runId), keys.active(runId)],
+      [
+        requestId,
+        attempt,
+        Date.now(),
+        mappingValue(runId, key, attempt),
+        nextPollAt,
+        claimed?.line ?? '',
+        key,
+        claimed ? JSON.stringify(claimed.data) : '',
+        Math.round(claimed?.costMicros ?? 0),
+      ],
     );
+  }
+
+  /**
+   * After a Redis restart: writes back a claim this worker made shortly before (see reclaimSubmit.lua).
+   * True when the row had lost it.
+   */
+  async reclaimSubmit(runId: string, key: string, attempt: number, claimed: { line: number; data: RowData; costMicros?: number }): Promise<boolean> {
+    const reply = await this.call.reclaimSubmit(
+      [keys.row(runId, key), keys.run(runId), keys.done(runId), keys.active(runId)],
+      [attempt, claimed.line, key, JSON.stringify(claimed.data), Math.round(claimed.costMicros ?? 0), Date.now()],
+    );
+    return reply === 'adopted';
   }
 
   async recordResult(
@@ -363,7 +424,7 @@ export class RowStore {
       key,
       (reqKeys, ids) =>
         this.call.recordResult(
-          [...this.rowKeys(runId, key), keys.request(result.requestId), ...reqKeys],
+          [...this.rowKeys(runId, key), keys.request(result.requestId), keys.adopt(runId, key), ...reqKeys],
           [
             result.requestId,
             result.hintAttempt ?? '',
@@ -461,6 +522,8 @@ function rowOf(runId: string, key: string, h: Record<string, string>): Row | und
   const attempt = Number(h.attempt ?? 0);
   const requestIds: string[] = [];
   for (let i = 1; i <= attempt; i++) if (h[`req${i}`]) requestIds.push(h[`req${i}`]!);
+  // Requests placed beside their attempt's recorded one after a Redis rollback (recordResult.lua): paid too.
+  if (h.xreqs) requestIds.push(...h.xreqs.split('\n').filter(Boolean));
   return {
     runId,
     key,

@@ -21,6 +21,10 @@ export interface RunningFaultProxy {
   url: string;
   injected(): number;
   setFailureRate(rate: number): void;
+  /** Stops listening and cuts every connection (the server is down: connections are refused), until resume(). */
+  pause(): Promise<void>;
+  /** Listens again on the same port. */
+  resume(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -61,16 +65,28 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<RunningF
     pipeline(req, upstream).catch(broken);
   });
   await new Promise<void>((resolve) => server.listen(opts.port ?? 0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  const stop = () =>
+    new Promise<void>((resolve) => {
+      if (!server.listening) return resolve();
+      server.close(() => resolve());
+      server.closeAllConnections();
+    });
   return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    url: `http://127.0.0.1:${port}`,
+    pause: stop,
+    resume: () => new Promise<void>((resolve, reject) => {
+      if (server.listening) return resolve();
+      server.once('error', reject);
+      server.listen(port, '127.0.0.1', () => {
+        server.off('error', reject);
+        resolve();
+      });
+    }),
     injected: () => injected,
     setFailureRate: (r) => {
       rate = r;
     },
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
+    close: stop,
   };
 }

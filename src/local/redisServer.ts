@@ -1,5 +1,7 @@
 // A private redis-server for the embedded default (demo, chaos, tests): on a loopback port, its data
-// under a directory of ours, with AOF so a rerun resumes where the last one stopped. Its pid is kept
+// under a directory of ours, with AOF so a rerun resumes where the last one stopped, fsynced before each
+// reply (`appendfsync always`: a claim Redis acknowledged survives a crash of the host; see the README's
+// "Never lose, never pay twice"). Its pid is kept
 // in the directory, so a redis-server left behind by a killed process is stopped before a new one
 // starts on the same data (never two on one AOF).
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -33,13 +35,22 @@ export async function stopLeftoverRedis(dir: string): Promise<void> {
   if (isAlive(pid)) process.kill(pid, 'SIGKILL');
 }
 
-export async function startRedisServer(opts: { dir: string; persistent?: boolean; port?: number }): Promise<RunningRedis> {
+/** The AOF's directory under a Redis data dir (Redis 7's multi-part AOF: base, increments, manifest). */
+export const AOF_DIR = 'appendonlydir';
+
+export async function startRedisServer(opts: {
+  dir: string;
+  persistent?: boolean;
+  port?: number;
+  /** AOF fsync policy of a persistent server; default `always` (see the file header). */
+  appendfsync?: 'always' | 'everysec' | 'no';
+}): Promise<RunningRedis> {
   await mkdir(opts.dir, { recursive: true });
   await stopLeftoverRedis(opts.dir);
   const port = opts.port ?? (await freePort());
   const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', opts.dir, '--save', '', '--daemonize', 'no', '--protected-mode', 'yes'];
   args.push('--pidfile', join(opts.dir, REDIS_PID_FILE));
-  args.push(...(opts.persistent === false ? ['--appendonly', 'no'] : ['--appendonly', 'yes', '--appendfsync', 'everysec']));
+  args.push(...(opts.persistent === false ? ['--appendonly', 'no'] : ['--appendonly', 'yes', '--appendfsync', opts.appendfsync ?? 'always']));
   // Its own process group: a terminal's Ctrl-C reaches only us, and we stop Redis after the workers
   // that use it, not at the same moment.
   const child = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });

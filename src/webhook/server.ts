@@ -6,6 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { requireVar } from '../core/config.ts';
 import type { Context } from '../core/context.ts';
 import { resultJobOptions, type ResultJob } from '../core/queues.ts';
+import { redisRestarts } from '../core/redisRestarts.ts';
 import { addResultJob, INLINE_PAYLOAD_MAX_BYTES } from '../core/resultJobs.ts';
 import type { RowStore } from '../core/rowState.ts';
 import { verifiedTarget, type WebhookTarget } from '../core/webhookToken.ts';
@@ -51,17 +52,45 @@ export function resultJobFrom(d: WebhookDelivery, hint: WebhookTarget | undefine
   };
 }
 
+/** Most result jobs a receiver remembers to record again after a Redis restart. */
+const RECENT_RESULTS_MAX = 10_000;
+
+/**
+ * The result jobs this receiver recorded in the moments before Redis went away. fal was answered 200
+ * for them and will not deliver them again, so after a Redis restart that may have lost them they are
+ * recorded again (a job that survived absorbs its copy by job id). See src/core/redisRestarts.ts.
+ */
+function recentResults(ctx: Context): { push(runId: string, job: ResultJob): void } {
+  const restarts = redisRestarts(ctx);
+  const kept: { at: number; runId: string; job: ResultJob }[] = [];
+  restarts.onRestart(async () => {
+    const since = Date.now() - ctx.policy.redisRestart.rememberMs;
+    for (const r of kept.filter((k) => k.at >= since)) await addResultJob(ctx, r.runId, r.job);
+  });
+  return {
+    push(runId, job) {
+      kept.push({ at: Date.now(), runId, job });
+      const oldest = Date.now() - ctx.policy.redisRestart.rememberMs;
+      let drop = 0;
+      while (drop < kept.length && (kept[drop]!.at < oldest || kept.length - drop > RECENT_RESULTS_MAX)) drop++;
+      if (drop) kept.splice(0, drop);
+    },
+  };
+}
+
 export async function startWebhookServer(ctx: Context, port = ctx.cfg.WEBHOOK_PORT, host = '0.0.0.0'): Promise<RunningWebhook> {
   const secret = requireVar(ctx.cfg, 'WEBHOOK_SECRET', 'by the webhook receiver: it verifies the tokens in webhook URLs');
   const counters = newWebhookCounters();
   ctx.metrics.trackWebhook(counters);
   // Results that arrive together share one Redis round trip (see resultBatch.ts).
   const batcher = new ResultBatcher((jobs) => ctx.queues.results.addBulk(jobs), { onBatch: () => void counters.batches++ });
+  const recent = recentResults(ctx);
   const record = async (runId: string, job: ResultJob) => {
     const payloadJson = job.payload === undefined ? undefined : JSON.stringify(job.payload);
     // A payload too large for Redis is staged in S3 first (rare: sync_mode images inline), one by one.
-    if (payloadJson !== undefined && Buffer.byteLength(payloadJson) > INLINE_PAYLOAD_MAX_BYTES) return addResultJob(ctx, runId, job, payloadJson);
-    await batcher.add({ name: 'result', data: job, opts: resultJobOptions(ctx.policy, job.requestId, job.status) });
+    if (payloadJson !== undefined && Buffer.byteLength(payloadJson) > INLINE_PAYLOAD_MAX_BYTES) await addResultJob(ctx, runId, job, payloadJson);
+    else await batcher.add({ name: 'result', data: job, opts: resultJobOptions(ctx.policy, job.requestId, job.status) });
+    recent.push(runId, job);
   };
   const app = createWebhookApp({
     jwks: new JwksCache(ctx.cfg.FAL_JWKS_URL),

@@ -49,6 +49,34 @@ export function summaryOf(run: RunRecord, state: string) {
 }
 export type Summary = ReturnType<typeof summaryOf>;
 
+/**
+ * What the report counts, set on the run as it finishes: the counters are kept in Redis as rows end, and
+ * a Redis that restarted without its last writes may have taken some back (a row ended again counts
+ * again only if its first ending was lost). The report is built from the rows' outcomes in S3, so its
+ * counts are the run's. Submits and cost are never lowered below what was counted: the report's
+ * attempts miss submissions whose answer was lost; a shortfall of submits adds their average cost.
+ */
+class ReportTally {
+  private readonly n = { completed: 0, failed: 0, rejected: 0, canceled: 0, submits: 0 };
+
+  count(record: Record<string, string>, submitted: boolean): void {
+    const s = record.status as keyof typeof this.n;
+    if (s in this.n && s !== 'submits') this.n[s]++;
+    if (submitted) this.n.submits += Number(record.attempts) || 0;
+  }
+
+  correct(ctx: Context, run: RunRecord): Pick<RunRecord, 'completed' | 'failed' | 'rejected' | 'canceled' | 'submits' | 'costMicros'> {
+    const submits = Math.max(run.submits, this.n.submits);
+    const costMicros = run.submits > 0 ? Math.round((run.costMicros * submits) / run.submits) : run.costMicros;
+    const fixed = { completed: this.n.completed, failed: this.n.failed, rejected: this.n.rejected, canceled: this.n.canceled, submits, costMicros };
+    const was = { completed: run.completed, failed: run.failed, rejected: run.rejected, canceled: run.canceled, submits: run.submits, costMicros: run.costMicros };
+    if (Object.entries(fixed).some(([k, v]) => was[k as keyof typeof was] !== v)) {
+      ctx.logger.warn({ runId: run.runId, counted: was, report: fixed }, `run ${run.runId}: counters corrected from its report (Redis lost some of its writes)`);
+    }
+    return fixed;
+  }
+}
+
 export async function writeRunReport(ctx: Context, runId: string): Promise<Summary | undefined> {
   const run = await ctx.rows.getRun(runId);
   if (!run) return undefined;
@@ -61,6 +89,7 @@ export async function writeRunReport(ctx: Context, runId: string): Promise<Summa
   }
   const layout = runLayout(ctx.cfg.S3_PREFIX, runId);
   const csv = stringify({ header: true, columns: [...REPORT_COLUMNS] });
+  const tally = new ReportTally();
   const uploading = ctx.storage.upload(layout.report, csv, 'text/csv; charset=utf-8');
   // Ended only when complete: a failure part-way destroys the stream, so no truncated report is stored.
   const writing = (async () => {
@@ -85,13 +114,14 @@ export async function writeRunReport(ctx: Context, runId: string): Promise<Summa
             : outcome
             ? { ...outcome }
             : { status: 'failed', error: 'no outcome was recorded for this row' };
+        tally.count(record, !reason && !canceled);
         const cells: Record<string, string> = { line: String(r.line), id: r.id ?? '', row_key: r.key, face_url: r.faceUrl, ...record };
         csv.write(Object.fromEntries(REPORT_COLUMNS.map((c) => [c, escapeCell(cells[c] ?? '')])));
       });
       batch = [];
     };
     const selection = run.options.selected ? await ctx.rows.selectedLines(runId) : undefined;
-    const parts = await partsReader(ctx, runId);
+    const parts = await partsReader(ctx, runId, await ctx.rows.redisRestartsSeen(runId));
     // Faces are not looked at again: each row's outcome is in Redis or its metadata already.
     const opts = { baseDir: run.options.baseDir as string | undefined, checkedLocalFaces: new Map<string, string>() };
     for await (const row of readManifest(await ctx.storage.getStream(run.manifestKey), opts)) {
@@ -106,7 +136,8 @@ export async function writeRunReport(ctx: Context, runId: string): Promise<Summa
 
   const state = run.state === 'stopped' || run.state === 'canceled' ? run.state : 'finished';
   const finishedAt = run.finishedAt ?? Date.now();
-  const summary = summaryOf({ ...run, finishedAt }, state);
+  const counters = tally.correct(ctx, run);
+  const summary = summaryOf({ ...run, ...counters, finishedAt }, state);
   await ctx.storage.putJson(layout.summary, summary);
   // The dashboard's way into the report; without it the first view of the run writes it.
   await writeReportIndex(ctx, runId).catch((err: unknown) =>
@@ -115,7 +146,10 @@ export async function writeRunReport(ctx: Context, runId: string): Promise<Summa
   // Before the run is marked finished: a finalize that dies here runs again and removes them then.
   await removeReportParts(ctx, runId);
   // The run's finishedAt is the one summary.json holds: a notice or status built from the run agrees with it.
-  await ctx.rows.finishRun(runId, state, finishedAt);
+  if ((await ctx.rows.finishRun(runId, state, finishedAt, counters)) === 'open') {
+    // Redis took back the run's last second: its rows finish again, and this job (retried) or theirs writes the report then.
+    throw new Error(`run ${runId} has rows in flight again (Redis restarted without its last writes); its report is written once they end`);
+  }
   ctx.logger.info({ ...summary, milestone: 'finished' }, `run ${runId} finished: ${summary.completed} completed, ${summary.failed} failed, ${summary.rejected} rejected, ${summary.canceled} canceled`);
   await enqueueRunNotice(ctx, summary);
   return summary;

@@ -7,6 +7,7 @@ import { withLogBindings, type Context } from '../core/context.ts';
 import { FalTransientError } from '../core/errors.ts';
 import { resumeIfKeyChanged } from '../core/pause.ts';
 import { backoffDelay, type Backoff } from '../core/policy.ts';
+import { redisRestarts } from '../core/redisRestarts.ts';
 import { QUEUE_NAMES, type FinalizeJob, type PollJob, type ProduceJob, type ResultJob, type SubmitJob } from '../core/queues.ts';
 import { ProducerInterrupted, produceRows } from '../producer/produce.ts';
 import { writeRunReport } from './finalize.ts';
@@ -38,6 +39,7 @@ export async function startWorkers(ctx: Context): Promise<RunningWorkers> {
   const { cfg, policy } = ctx;
   requireVar(cfg, 'WEBHOOK_SECRET', 'by the worker: it signs the webhook URLs given to fal');
   await resumeIfKeyChanged(ctx);
+  redisRestarts(ctx); // watched from the start: a restart must be noticed before the next claim
   // Once at start: how results come back, and a setting that cannot work with real fal.
   if (cfg.delivery.warning) ctx.logger.warn({ resultDelivery: cfg.delivery.mode }, cfg.delivery.warning);
   else ctx.logger.info({ resultDelivery: cfg.delivery.mode }, cfg.delivery.why);

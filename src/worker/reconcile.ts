@@ -103,6 +103,8 @@ async function reconcileRow(ctx: Context, policy: RunPolicy, row: Row, now: numb
     case 'submitted':
       if (!row.requestId || now < (row.nextPollAt ?? 0)) return;
       if (ctx.cfg.delivery.mode === 'poll') {
+        // Its poll job found fal had lost it (404) and handed it over: a new attempt.
+        if (row.falStatus === 'LOST') return resubmit(ctx, row, 'submitted', row.requestId, `fal lost request ${row.requestId} (404)`, counts);
         // Its poll job is overdue (its worker died): another one takes over at once.
         counts.polled++;
         await schedulePoll(ctx, { runId: row.runId, key: row.key, requestId: row.requestId }, row.polls, 0);

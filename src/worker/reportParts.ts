@@ -118,32 +118,51 @@ async function writePart(ctx: Context, runs: Map<string, Pending>, runId: string
  * The outcomes of a run's parts, read in manifest-line order: `take(line)` answers a line's outcome
  * once every part that starts at or before it is loaded. Parts are named by their first line, so the
  * lines held in memory are those of parts that started before the current line (about a run window).
+ * A part is checked against the rows, not trusted, where a Redis rollback can have made it wrong: a
+ * line found in two parts (its row ended twice: Redis forgot the first ending) and the lines of parts
+ * written within `ROLLBACK_SUSPECT_MS` before a Redis restart the run saw (`restarts`) answer nothing,
+ * so the report reads that row's metadata, which its last ending wrote.
  */
-export async function partsReader(ctx: Context, runId: string): Promise<{ take(line: number): Promise<ReportOutcome | undefined> }> {
+export async function partsReader(
+  ctx: Context,
+  runId: string,
+  restarts: number[] = [],
+): Promise<{ take(line: number): Promise<ReportOutcome | undefined>; checked(): number }> {
   const layout = runLayout(ctx.cfg.S3_PREFIX, runId);
-  const parts: { first: number; key: string }[] = [];
+  const parts: { first: number; key: string; suspect: boolean }[] = [];
+  const suspect = (at: number) => restarts.some((t) => at >= t - ROLLBACK_SUSPECT_MS && at <= t + ROLLBACK_SUSPECT_AFTER_MS);
   for await (const o of ctx.storage.list(layout.reportParts)) {
     const first = Number(/\/(\d+)-[^/]*$/.exec(o.key)?.[1]);
-    if (Number.isFinite(first)) parts.push({ first, key: o.key });
+    if (Number.isFinite(first)) parts.push({ first, key: o.key, suspect: suspect(o.lastModified) });
   }
   parts.sort((a, b) => a.first - b.first);
-  const held = new Map<number, ReportOutcome>();
+  /** null: the line is to be read from its row's metadata. */
+  const held = new Map<number, ReportOutcome | null>();
   let next = 0;
+  let checked = 0;
   return {
     async take(line: number) {
       while (next < parts.length && parts[next]!.first <= line) {
-        const text = await ctx.storage.getText(parts[next++]!.key);
+        const part = parts[next++]!;
+        const text = await ctx.storage.getText(part.key);
         for (const l of (text ?? '').split('\n')) {
           const parsed = parsedLine(l);
-          if (parsed) held.set(parsed.line, parsed.outcome);
+          if (parsed) held.set(parsed.line, part.suspect || held.has(parsed.line) ? null : parsed.outcome);
         }
       }
       const o = held.get(line);
       held.delete(line);
-      return o;
+      if (o === null) checked++;
+      return o ?? undefined;
     },
+    checked: () => checked,
   };
 }
+
+/** Parts written this long before a Redis restart may hold outcomes the restart took back. */
+const ROLLBACK_SUSPECT_MS = 60_000;
+/** …and this long after it was seen (clocks of S3 and the workers differ a little). */
+const ROLLBACK_SUSPECT_AFTER_MS = 5_000;
 
 /** A part's line; anything unreadable is skipped (the row's metadata is read instead). */
 function parsedLine(text: string): { line: number; outcome: ReportOutcome } | undefined {

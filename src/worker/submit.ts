@@ -13,8 +13,9 @@ import { classifyFalError } from '../core/fal.ts';
 import { falSlots } from '../core/falSlots.ts';
 import { keys } from '../core/keys.ts';
 import { getPause, pauseSubmissions } from '../core/pause.ts';
+import { redisRestarts } from '../core/redisRestarts.ts';
 import type { SubmitJob } from '../core/queues.ts';
-import type { RowData } from '../core/rowState.ts';
+import { UnexpectedReplyError, type RowData } from '../core/rowState.ts';
 import { parseS3Url } from '../core/s3.ts';
 import { mintWebhookToken, TOKEN_PARAM } from '../core/webhookToken.ts';
 import { s3FacePolicy, s3FaceRefusal } from '../manifest/index.ts';
@@ -74,6 +75,9 @@ async function s3FaceForFal(ctx: Context, bucket: string, key: string): Promise<
 
 export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: string): Promise<string> {
   const { runId, key, line, row } = job.data;
+  const restarts = redisRestarts(ctx);
+  // Just after a Redis restart: rows whose claims it lost are written back first (redisRestarts.ts).
+  if (restarts.holding()) return delay(ctx, job, token, restarts.holdEndsAt());
   if (await getPause(ctx)) return delay(ctx, job, token);
   const slots = falSlots(ctx);
   const slot = await slots.acquire(runId, key);
@@ -84,17 +88,26 @@ export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: s
   }
   const claim = await ctx.rows.claimSubmit(runId, key, line, row, job.data.costMicros ?? 0);
   if (claim.outcome === 'canceled' || claim.outcome === 'failed') await flushRow(ctx, runId, key);
+  if (claim.outcome === 'adopted') {
+    // fal has this attempt already (its webhook named it while Redis had lost the row): follow it, never pay again.
+    ctx.logger.warn({ runId, row: key, attempt: claim.attempt }, 'attempt taken back from its webhook after a Redis rollback; not submitted again');
+    return 'adopted';
+  }
   if (claim.outcome !== 'submit') {
     if (slot === 'acquired') await slots.release(runId, key);
     return claim.outcome;
   }
   const { attempt, endpoint } = claim;
+  restarts.claimed({ runId, key, line, data: row, costMicros: job.data.costMicros, attempt });
+  // Redis went away since the claim: it is written back (if lost) before fal is called.
+  await restarts.whenClear();
 
   // The producer already refused s3:// faces outside the allowed buckets; a row queued by another
   // producer (older, or with other settings) is checked again before our credentials presign it.
   const refused = row.faceKind === 's3' ? s3FaceRefusal(row.faceUrl, s3FacePolicy(ctx.cfg)) : undefined;
   if (refused) {
     await ctx.rows.releaseSubmit(runId, key, attempt, refused);
+    restarts.released(runId, key, attempt);
     await slots.release(runId, key);
     if (await ctx.rows.finishRow(runId, key, 'failed', `face_url: ${refused}`, ['pending'])) await flushRow(ctx, runId, key);
     return 'rejected';
@@ -119,13 +132,17 @@ export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: s
       await ctx.redis.del(cacheKey);
       return submitWith();
     });
-    const firstPoll = polling ? await firstPollDelay(ctx, runId, endpoint, res.queue_position) : 0;
+    restarts.submitted(runId, key, attempt, res.request_id);
+    // fal accepted the attempt: from here nothing may take it back (the catch below would release it
+    // and submit again), so Redis being away only makes this wait.
+    const firstPoll = polling ? await firstPollDelay(ctx, runId, endpoint, res.queue_position).catch(() => ctx.policy.poll.coldFirstMs) : 0;
     const now = Date.now();
     const nextPollAt = polling ? now + firstPoll + ctx.policy.poll.safetyMs : now + ctx.policy.reconcile.graceMs;
-    const recorded = await ctx.rows.recordSubmit(runId, key, attempt, res.request_id, nextPollAt);
-    if (recorded === 'ok' && polling) {
+    const claimed = { line, data: row, costMicros: job.data.costMicros };
+    const recorded = await untilRecorded(() => ctx.rows.recordSubmit(runId, key, attempt, res.request_id, nextPollAt, claimed));
+    if ((recorded === 'ok' || recorded === 'adopted') && polling) {
       await schedulePoll(ctx, { runId, key, requestId: res.request_id, queuePosition: res.queue_position }, 0, firstPoll);
-    } else if (recorded !== 'ok') {
+    } else if (recorded !== 'ok' && recorded !== 'adopted') {
       // The row moved on while fal answered (its webhook came first, it ended, its run was canceled):
       // its place on fal is free.
       await slots.release(runId, key);
@@ -150,6 +167,7 @@ export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: s
       return 'unknown';
     }
     await ctx.rows.releaseSubmit(runId, key, attempt, err.message);
+    restarts.released(runId, key, attempt);
     await slots.release(runId, key);
     if (err instanceof FalAuthError) {
       await pauseSubmissions(ctx, `${err.message}. Fix FAL_KEY, then run \`portrait-batch resume\` (or restart workers with the new key).`);
@@ -171,6 +189,18 @@ export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: s
     }
     if (down) return holdFor(job, ctx.policy.dependencies.recheckMs, token);
     throw err; // BullMQ retries with exponential backoff, jitter and Retry-After (see submitBackoff)
+  }
+}
+
+/** An accepted submission's record, tried until Redis takes it (1 s doubling to 30 s between tries). */
+async function untilRecorded<T>(record: () => Promise<T>): Promise<T> {
+  for (let wait = 1000; ; wait = Math.min(wait * 2, 30_000)) {
+    try {
+      return await record();
+    } catch (err) {
+      if (err instanceof UnexpectedReplyError) throw err;
+      await new Promise((r) => setTimeout(r, wait));
+    }
   }
 }
 
@@ -210,8 +240,8 @@ async function slotWaitMs(ctx: Context, runId: string): Promise<number> {
   return Math.round(Math.min(waitMaxMs, Math.max(waitMinMs, runMs / (4 * ctx.cfg.FAL_CONCURRENCY))));
 }
 
-async function delay(ctx: Context, job: Job, token?: string): Promise<never> {
-  return holdFor(job, ctx.policy.submit.pauseRecheckMs, token);
+async function delay(ctx: Context, job: Job, token?: string, until?: number): Promise<never> {
+  return holdFor(job, until === undefined ? ctx.policy.submit.pauseRecheckMs : Math.max(0, until - Date.now()), token);
 }
 
 /** Puts the job back for `ms` without counting a try (its queue is paused meanwhile, or soon). */

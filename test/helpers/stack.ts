@@ -49,14 +49,23 @@ export interface TestStack {
 }
 
 export async function startTestStack(
-  opts: { emulator?: EmulatorOptions; env?: Record<string, string>; webhook?: boolean; workers?: boolean; policy?: PolicyOverrides; log?: DestinationStream } = {},
+  opts: {
+    emulator?: EmulatorOptions;
+    env?: Record<string, string>;
+    webhook?: boolean;
+    workers?: boolean;
+    policy?: PolicyOverrides;
+    log?: DestinationStream;
+    /** Redis with its AOF (fsync always), for tests that crash and restart it. */
+    persistentRedis?: boolean;
+  } = {},
 ): Promise<TestStack> {
   const dir = await mkdtemp(join(tmpdir(), 'pb-test-'));
   const svc = await startEmbeddedService({
     dataDir: dir,
     env: opts.env ?? {},
     defaults: TEST_DEFAULTS,
-    persistentRedis: false,
+    persistentRedis: opts.persistentRedis ?? false,
     // A fixed seed: every fault a test sets by rate decides the same way on every run.
     emulator: { sizeScale: 0.125, latencyMs: { min: 5, max: 30 }, slots: 8, seed: 1, ...opts.emulator },
     name: 'test',

@@ -62,6 +62,34 @@ local function runDone(runKey, activeKey)
   return tonumber(r[2] or '0') == tonumber(r[3] or '0') + tonumber(r[4] or '0') + tonumber(r[5] or '0')
 end
 
+-- Evidence that attempt `n` of a row was submitted (fal's request id for it, a claim its worker still
+-- remembers, a webhook whose URL token names it) when the row says less: Redis restarted from an AOF
+-- that missed its last writes. The attempt is written back rather than made again, which would pay fal
+-- twice: a row that is gone (and whose line is not done) is made again from `data`, its attempt is
+-- raised to `n` (state submitting), and the run's submits and cost count the attempts it had lost.
+-- False when the row is at or past attempt n, storing or ended, or its run is gone.
+local function adoptAttempt(rowKey, runKey, doneKey, activeKey, n, line, key, data, cost, now)
+  local state = redis.call('HGET', rowKey, 'state')
+  local attempt = 0
+  if not state then
+    if not line or line == '' or redis.call('GETBIT', doneKey, tonumber(line)) == 1 then return false end
+    local deadlineMs = redis.call('HGET', runKey, 'deadlineMs')
+    if not deadlineMs then return false end
+    redis.call('HSET', rowKey, 'line', line, 'key', key, 'state', 'pending', 'attempt', 0, 'createdAt', now,
+      'deadlineAt', now + tonumber(deadlineMs), 'data', data, 'cost', cost or 0)
+    redis.call('SADD', activeKey, key)
+  else
+    if isTerminal(state) or state == 'storing' then return false end
+    attempt = tonumber(redis.call('HGET', rowKey, 'attempt') or '0')
+    if attempt >= n then return false end
+  end
+  local c = tonumber(redis.call('HGET', rowKey, 'cost') or cost or '0') or 0
+  redis.call('HSET', rowKey, 'attempt', n, 'state', 'submitting', 'claimedAt', now, 'adoptedAt', now)
+  redis.call('HINCRBY', runKey, 'submits', n - attempt)
+  redis.call('HINCRBY', runKey, 'costMicros', (n - attempt) * c)
+  return true
+end
+
 -- Money is counted in millionths of the currency unit, so Lua's numbers stay exact.
 local function money(micros)
   return string.format('%.2f', tonumber(micros) / 1000000)

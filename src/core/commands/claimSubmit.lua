@@ -1,9 +1,13 @@
 -- Before calling fal.queue.submit: decide whether this row may be submitted now, and record the attempt
 -- (and its estimated cost) BEFORE the call so no submission can ever happen without being counted. The
 -- attempt limit, the deadline, the cost cap and the endpoint are the run's own.
--- KEYS: row, run, done, active, request mappings... ARGV: line, rowKey, now, dataJson, costMicros, requestIds...
+-- A row whose attempt fal has but Redis lost (a webhook's token named it while the row was gone: the
+-- adoption note, KEYS[5]) takes that attempt back as submitted instead ('adopted'): never paid twice.
+-- KEYS: row, run, done, active, adoption note, request mappings... ARGV: line, rowKey, now, dataJson, costMicros, requestIds...
+-- Replies: submit (attempt, endpoint) | adopted (attempt, endpoint) | terminal | norun | canceled | failed
+--   | inflight (attempt) | already (state) | stale
 local line, rowKey, now, cost = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[5])
-local reqs = requestKeys(5)
+local reqs = requestKeys(6)
 if not coversRequests(KEYS[1], reqs) then return {'stale'} end
 if redis.call('GETBIT', KEYS[3], line) == 1 then return {'terminal'} end
 local run = redis.call('HMGET', KEYS[2], 'state', 'maxAttempts', 'deadlineMs', 'maxCostMicros', 'costMicros', 'stopReason', 'endpoint', 'currency')
@@ -19,6 +23,25 @@ end
 if state ~= 'pending' then
   if state == 'submitting' then return {'inflight', redis.call('HGET', KEYS[1], 'attempt')} end
   return {'already', state}
+end
+local note = redis.call('HGETALL', KEYS[5])
+if #note > 0 then
+  redis.call('DEL', KEYS[5])
+  local had = tonumber(redis.call('HGET', KEYS[1], 'attempt'))
+  local best, bestId = 0, nil
+  for i = 1, #note, 2 do
+    local a = tonumber(note[i])
+    if a and a > had then
+      redis.call('HSET', KEYS[1], 'req' .. a, note[i + 1])
+      if a > best then best, bestId = a, note[i + 1] end
+    end
+  end
+  if best > 0 then
+    redis.call('HSET', KEYS[1], 'cost', cost)
+    adoptAttempt(KEYS[1], KEYS[2], KEYS[3], KEYS[4], best, nil, nil, nil, nil, now)
+    redis.call('HSET', KEYS[1], 'state', 'submitted', 'requestId', bestId, 'submittedAt', now, 'nextPollAt', now, 'polls', 0)
+    return {'adopted', tostring(best), run[7]}
+  end
 end
 if runState == 'running' and run[4] and run[4] ~= '' and tonumber(run[5] or '0') + cost > tonumber(run[4]) then
   runState = 'stopped'

@@ -1,6 +1,14 @@
 -- The report and summary are written: the run is over. Once only (a late duplicate finalize changes nothing).
--- KEYS[1] run, KEYS[2] active runs. ARGV: runId, state, now
+-- The counters are set to what the report counted (field, value pairs): after a Redis rollback they may
+-- have lost what the rows in S3 show.
+-- Only a run whose rows have all ended ('open' otherwise): a finalize whose call reached a Redis that
+-- restarted without its last writes (the call waited in the client's queue meanwhile) finds rows that
+-- are open again, and must not end their run under them.
+-- KEYS[1] run, KEYS[2] active runs, KEYS[3] the run's active rows. ARGV: runId, state, finishedAt, (counter, value)...
+-- Replies: finished | already | open
 if redis.call('HEXISTS', KEYS[1], 'finishedAt') == 1 then return 'already' end
+if not runDone(KEYS[1], KEYS[3]) then return 'open' end
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'finishedAt', ARGV[3])
+for i = 4, #ARGV - 1, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('SREM', KEYS[2], ARGV[1])
 return 'finished'

@@ -1,0 +1,115 @@
+// Redis failing under the service, on the real stack: a crash that restarts Redis from an AOF missing
+// its last writes (what `appendfsync everysec` risks on a host crash), a SIGKILL and a SIGSTOP. Each
+// run ends with every row completed once, fal paid once per row, and the run's counters, report and
+// metadata agreeing (the chaos audit). Only the redis-server this test started is killed, by its pid.
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { test } from 'node:test';
+import { auditRun } from '../src/audit.ts';
+import { StackFaults } from '../src/local/stackFaults.ts';
+import { waitForRun } from '../src/producer/wait.ts';
+import type { RowMeta } from '../src/worker/flush.ts';
+import { runLayout } from '../src/core/layout.ts';
+import { writeFaces } from './helpers/faces.ts';
+import { startTestStack, type TestStack } from './helpers/stack.ts';
+
+/** Waits for `cond`, failing with `what` after `ms`. */
+async function eventually(cond: () => Promise<boolean> | boolean, what: string, ms = 60_000): Promise<void> {
+  const until = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > until) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+async function manifestOf(t: TestStack, rows: number): Promise<string> {
+  const faces = await writeFaces(t.dir, 4);
+  const lines = ['id,face_url'];
+  for (let i = 0; i < rows; i++) lines.push(`r${i},${faces[i % faces.length]}`);
+  return t.manifest('rows.csv', `${lines.join('\n')}\n`);
+}
+
+/** Every row completed once, fal accepted each row once, and Redis, the report and the metadata agree. */
+async function assertPaidOnce(t: TestStack, runId: string, rows: number): Promise<void> {
+  await waitForRun(t.ctx, runId, { timeoutMs: 90_000 });
+  const stats = t.local.emulator!.stats();
+  const audit = await auditRun(t.ctx, runId, { acceptedByRow: stats.acceptedByRow, verifyHashes: true });
+  assert.deepEqual(audit.problems, []);
+  assert.equal(audit.completed, rows);
+  assert.equal(audit.extraSubmits, 0, 'no row paid twice');
+  assert.equal(stats.accepted, rows, `fal accepted ${stats.accepted} submissions for ${rows} rows`);
+  const run = (await t.ctx.rows.getRun(runId))!;
+  assert.equal(run.submits, rows, 'the run counts every submission, none twice');
+  assert.equal(run.completed, rows);
+}
+
+/** A loaded machine may take seconds to hand a face to fal: no submission is taken for lost meanwhile. */
+const ENV = { RECONCILE_GRACE_MS: '30000' };
+const POLICY = { redisRestart: { holdMs: 1500, rememberMs: 30_000 } };
+
+test('redis-crash: Redis restarts from an AOF that lost every claim; claims are adopted back, nothing is paid twice', { timeout: 120_000 }, async () => {
+  // Generations take a few seconds, so every request is on fal when Redis loses its claims.
+  const t = await startTestStack({ persistentRedis: true, workers: false, env: ENV, policy: POLICY, emulator: { latencyMs: { min: 8000, max: 10_000 }, slots: 16 } });
+  try {
+    const rows = 12;
+    const runId = 'crash';
+    await t.pb.startRun(await manifestOf(t, rows), { runId });
+    // The AOF as it stands now (the run recorded, nothing claimed): what the crash leaves on disk.
+    const faults = new StackFaults({ redis: t.local.redis!, redisDir: join(t.dir, 'redis') });
+    const pid = faults.redisPid;
+    const beforeClaims = await faults.copyAof();
+    await t.pb.startWorkers();
+    await eventually(async () => (await t.ctx.rows.getRun(runId))!.submits === rows && t.local.emulator!.stats().accepted === rows, 'every row claimed and submitted');
+    await eventually(async () => (await t.ctx.rows.activeRowKeys(runId)).length === rows, 'every submission recorded');
+    assert.equal(t.local.emulator!.stats().completed, 0, 'no result yet: the requests are in flight at fal');
+
+    await faults.redisRestoreFrom(beforeClaims);
+    assert.notEqual(faults.redisPid, pid);
+    assert.equal((await t.ctx.rows.getRun(runId))!.submits, 0, 'the restarted Redis lost every claim');
+    // The worker writes its own claims back, so the restored submit jobs find the rows submitted.
+    await assertPaidOnce(t, runId, rows);
+    for (let i = 0; i < rows; i++) {
+      const meta = await t.ctx.storage.getJson<RowMeta>(runLayout(t.ctx.cfg.S3_PREFIX, runId).meta(`r${i}`));
+      assert.equal(meta!.attempts, 1, `r${i}: one attempt`);
+      assert.equal(meta!.request_ids.length, 1, `r${i}: one request`);
+    }
+    await t.stop();
+    await faults.stop();
+  } catch (err) {
+    await t.stop();
+    throw err;
+  }
+});
+
+test('redis-kill: Redis SIGKILLed mid-run and started again on its AOF (fsync always): nothing lost or paid twice', { timeout: 120_000 }, async () => {
+  const t = await startTestStack({ persistentRedis: true, env: ENV, policy: POLICY, emulator: { latencyMs: { min: 300, max: 800 }, slots: 8 } });
+  const faults = new StackFaults({ redis: t.local.redis!, redisDir: join(t.dir, 'redis') });
+  try {
+    const rows = 30;
+    const runId = 'kill';
+    await t.pb.startRun(await manifestOf(t, rows), { runId });
+    await eventually(async () => ((await t.ctx.rows.getRun(runId))?.completed ?? 0) >= 5, 'a few rows completed');
+    await faults.redisKill(1000);
+    await assertPaidOnce(t, runId, rows);
+  } finally {
+    await t.stop();
+    await faults.stop();
+  }
+});
+
+test('redis-stall: Redis stopped (SIGSTOP) for 3 s mid-run: the run goes on after it, nothing lost or paid twice', { timeout: 120_000 }, async () => {
+  const t = await startTestStack({ persistentRedis: true, env: ENV, policy: POLICY, emulator: { latencyMs: { min: 300, max: 800 }, slots: 8 } });
+  const faults = new StackFaults({ redis: t.local.redis!, redisDir: join(t.dir, 'redis') });
+  try {
+    const rows = 30;
+    const runId = 'stall';
+    await t.pb.startRun(await manifestOf(t, rows), { runId });
+    await eventually(async () => ((await t.ctx.rows.getRun(runId))?.completed ?? 0) >= 5, 'a few rows completed');
+    await faults.redisStall(3000);
+    await assertPaidOnce(t, runId, rows);
+  } finally {
+    await t.stop();
+    await faults.stop();
+  }
+});
