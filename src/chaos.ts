@@ -94,6 +94,8 @@ export const CHAOS_FAULTS: NonNullable<EmulatorOptions['faults']> = {
   lostRequestRate: 0.03,
   imageDownloadFailureRate: 0.1,
   ambiguousSubmitRate: 0.03,
+  // Model errors that fail their row at once (fal's runner crashes above are tried again, unbilled).
+  errorRates: { image_load_error: 0.02, content_policy_violation: 0.01 },
 };
 export const CHAOS_S3_PUT_FAILURE_RATE = 0.05;
 

@@ -5,11 +5,13 @@
 // Sending runs in the notifier BullMQ worker (startNotifier), with short backoff and timeout.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { PassThrough } from 'node:stream';
 import { createServer, type IncomingHttpHeaders, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import { Queue, type Job, type Worker } from 'bullmq';
 import { loadConfig } from '../src/core/config.ts';
+import { createLogger } from '../src/core/logger.ts';
 import { createPortraitBatch } from '../src/index.ts';
 import { enqueueRunNotice, NOTIFY_QUEUE, sendNotice, SIGNATURE_HEADER, startNotifier, verifyNotice, type NoticeJob } from '../src/triggers/notify.ts';
 import { writeRunReport } from '../src/worker/finalize.ts';
@@ -40,6 +42,8 @@ let receiver: Server;
 let t: TestStack;
 let notifier: Worker<NoticeJob>;
 let queue: Queue<NoticeJob>;
+/** What the notifier logged (one JSON object a line). */
+let logged = '';
 
 before(async () => {
   receiver = createServer((req, res) => {
@@ -66,10 +70,13 @@ before(async () => {
   await once(receiver, 'listening');
   t = await startTestStack({
     workers: false,
-    env: { NOTIFY_URL: `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hooks/runs`, NOTIFY_SECRET: SECRET },
+    env: { NOTIFY_URL: `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hooks/runs?token=receiver-secret-7`, NOTIFY_SECRET: SECRET },
     policy: { notify: { tries: TRIES, backoff: { baseMs: 50, capMs: 100, jitter: 0 }, timeoutMs: TIMEOUT_MS } },
   });
-  notifier = startNotifier(t.ctx);
+  const out = new PassThrough();
+  out.on('data', (d: Buffer) => (logged += d.toString()));
+  notifier = startNotifier({ ...t.ctx, logger: createLogger('notify-test', 'info', out) });
+  await notifier.waitUntilReady();
   queue = new Queue<NoticeJob>(NOTIFY_QUEUE, { connection: t.ctx.redis });
 });
 
@@ -120,7 +127,7 @@ test('2xx: delivered at the first try, signed, with the run as delivery id', asy
     assert.equal(job.returnvalue, status, 'the status it was delivered with');
     const got = of(runId);
     assert.equal(got.length, 1, `${runId}: one delivery`);
-    assert.equal(got[0]!.path, '/hooks/runs');
+    assert.equal(got[0]!.path, '/hooks/runs?token=receiver-secret-7');
     assert.ok(verifies(got[0]!), 'signed with NOTIFY_SECRET');
     assert.equal(got[0]!.headers['x-portrait-batch-delivery'], runId);
     assert.equal(got[0]!.headers['x-portrait-batch-event'], 'run.ended');
@@ -191,6 +198,8 @@ test('without NOTIFY_URL nothing is queued or sent', async () => {
   await enqueueRunNotice(ctx, { runId: 'unset' });
   assert.equal(await queue.getJob('n~unset'), undefined);
   assert.equal(await sendNotice(ctx, { data: { runId: 'unset', summary: { runId: 'unset' } }, attemptsMade: 0 } as unknown as Job<NoticeJob>), 0);
+  const noSecret = { ...t.ctx, cfg: { ...t.ctx.cfg, NOTIFY_SECRET: undefined } };
+  assert.equal(await sendNotice(noSecret, { data: { runId: 'unset', summary: { runId: 'unset' } }, attemptsMade: 0 } as unknown as Job<NoticeJob>), 0, 'nor without a secret to sign with');
   assert.equal(of('unset').length, 0);
 });
 
@@ -217,4 +226,28 @@ test('a finalize that ended the run and died before queueing the notice: the fin
   assert.deepEqual(summaryIn(got[0]!), summary, 'the run summary');
   assert.deepEqual(summaryIn(got[0]!), await t.ctx.storage.getJson(`runs/${runId}/summary.json`), 'as in summary.json');
   assert.ok(verifies(got[0]!));
+});
+
+test('the notifier logs each outcome once, naming the receiver by its origin only', async () => {
+  await notice('logged-ok', [204]);
+  await notice('logged-retry', [503, 204]);
+  await notice('logged-never', [500]);
+  const lines = logged
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { level: number; runId: string; to: string; msg: string })
+    .filter((l) => l.runId?.startsWith('logged-'));
+  const origin = new URL(t.ctx.cfg.NOTIFY_URL!).origin;
+  assert.deepEqual(
+    lines.map((l) => [l.runId, l.level, l.msg]),
+    [
+      ['logged-ok', 30, 'run notice delivered'],
+      ['logged-retry', 40, 'run notice not delivered yet: will retry'],
+      ['logged-retry', 30, 'run notice delivered'],
+      ...Array.from({ length: TRIES - 1 }, () => ['logged-never', 40, 'run notice not delivered yet: will retry']),
+      ['logged-never', 50, 'run notice not delivered: gave up'],
+    ],
+  );
+  assert.ok(lines.every((l) => l.to === origin), 'the origin only');
+  assert.ok(!logged.includes('receiver-secret-7'), 'never the query of NOTIFY_URL');
 });

@@ -148,7 +148,8 @@ test('fal unreachable for longer than the old 8 tries: rows that never reached f
     fal = await restartEmulator(t);
     const run = await waitForRun(t.ctx, runId, { timeoutMs: 60_000 });
     assert.deepEqual([run.completed, run.failed], [10, 0]);
-    assert.equal(run.submits, 10, 'each row submitted once');
+    // (On a loaded machine a submission can time out just as fal comes back: ambiguous, resubmitted after the grace.)
+    assert.equal(Object.keys(fal.stats().acceptedByRow).length, 10, 'every row reached fal once it was back');
     assert.equal(log.said(/^fal unreachable/).length, 1);
     assert.equal(log.said(/^fal reachable again after \d+s/).length, 1);
     assert.deepEqual(log.said(/job failed/), []);

@@ -159,3 +159,22 @@ describe('requests that went astray at fal', () => {
     assert.deepEqual([run.completed, run.failed], [1, 0]);
   });
 });
+
+describe('poll mode', () => {
+  let t: TestStack;
+  before(async () => {
+    t = await startTestStack({ env: { RESULT_DELIVERY: 'poll', RECONCILE_INTERVAL_MS: '300' }, emulator: { latencyMs: { min: 20, max: 40 } } });
+  });
+  after(() => t.stop());
+
+  test('a request fal lost (404 to its poll) is handed to the sweep and resubmitted as a new attempt', { timeout: 60_000 }, async () => {
+    t.local.emulator!.setFaults({ lostRequestRate: 1 });
+    const { runId } = await produceRun(t.ctx, await manifest(t, 'plost', 1));
+    await until(async () => (await t.ctx.rows.getRow(runId, 'plost0'))?.state === 'submitted', 'the row submitted', 30_000);
+    t.local.emulator!.setFaults({ lostRequestRate: 0 });
+    const run = await waitForRun(t.ctx, runId, { timeoutMs: 45_000 });
+    assert.deepEqual([run.completed, run.failed], [1, 0]);
+    const meta = (await t.ctx.storage.getJson<RowMeta>(runLayout(t.ctx.cfg.S3_PREFIX, runId).meta('plost0')))!;
+    assert.equal(meta.attempts, 2, 'the lost request and its replacement');
+  });
+});

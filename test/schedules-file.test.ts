@@ -39,7 +39,7 @@ test('a good file, YAML or JSON: every field read, time zone UTC and no options 
 
 test('a file that is not a schedules file: one line saying what it should be', () => {
   assert.deepEqual(problems('schedules: [\n  {', 'f.yaml').length, 1);
-  assert.match(problems('schedules: [\n  {', 'f.yaml')[0]!, /^f\.yaml: is neither YAML nor JSON \(.+\)$/);
+  assert.match(problems('schedules: [\n  {', 'f.yaml')[0]!, /^f\.yaml: is neither YAML nor JSON \(.{10,}\)$/, "the parser's first line");
   assert.doesNotMatch(problems('schedules: [\n  {')[0]!, /\n/, 'the first line of the parser message only');
   const shape = 'SCHEDULES_FILE: must be an object with one field, schedules: a list of schedules';
   assert.deepEqual(problems('- a\n- b'), [shape]);
@@ -52,6 +52,9 @@ test('each bad schedule is named (by name, or by position) with what is wrong, a
   assert.deepEqual(one({ ...good, cronn: 'x', other: 1 }), ['SCHEDULES_FILE: schedule "nightly": unknown fields "cronn", "other"']);
   assert.deepEqual(one({ ...good, options: { maxCost: 5, burst: 1 } }), ['SCHEDULES_FILE: schedule "nightly": unknown field "burst" in options']);
   assert.deepEqual(one({ name: 'x', manifest: good.manifest }), ['SCHEDULES_FILE: schedule "x": cron is missing']);
+  assert.deepEqual(one({ name: 'x' }), ['SCHEDULES_FILE: schedule "x": cron is missing; manifest is missing'], 'every problem of a schedule, in one line');
+  assert.deepEqual(one(null), ['SCHEDULES_FILE: schedule #1: is not a schedule (an object with name, cron and manifest)']);
+  assert.match(one({ ...good, manifest: 's3://bucket/a\nb.csv' })[0]!, /: manifest must be an s3:\/\/bucket\/key URL/, 'a line break in the URL');
   assert.deepEqual(one({ cron: good.cron, manifest: good.manifest }), ['SCHEDULES_FILE: schedule #1: name is missing']);
   assert.deepEqual(one({ ...good, name: '' }), ['SCHEDULES_FILE: schedule #1: name must be 1-64 characters of A-Z a-z 0-9 . _ - (it becomes part of run ids)']);
   assert.deepEqual(one({ ...good, name: 7 }), ['SCHEDULES_FILE: schedule #1: name must be a string']);

@@ -269,6 +269,28 @@ test('renewClaim and releaseClaim: the holder renews its lease and gives it back
   assert.equal(await t.ctx.redis.exists(claim), 0, 'a lost renewal creates nothing');
 });
 
+test("an upload is taken once exactly DROP_SETTLE_MS old (on the test's clock); other files and folder markers are left alone", async () => {
+  const key = 'edge/in/a.csv';
+  const runId = dropRunId(bucket, key, await put(key, await manifestText(1, 68)));
+  await t.ctx.storage.upload('edge/in/notes.txt', 'not a manifest', 'text/plain');
+  await t.ctx.storage.upload('edge/in/sub/', '', 'application/x-directory');
+  let listedAt = 0;
+  for await (const o of t.ctx.storage.list('edge/in/')) if (o.key === key) listedAt = o.lastModified;
+  let clock = listedAt + 9_999;
+  const drop = folder(t.pb, 'edge/in/', { settleMs: 10_000, now: () => clock });
+  try {
+    assert.deepEqual(await drop.pollOnce(), { started: [], settled: [], failed: [] }, 'one millisecond short');
+    assert.equal(await t.ctx.redis.get(triggerKeys.dropClaim(runId)), null);
+    clock = listedAt + 10_000;
+    assert.deepEqual(await drop.pollOnce(), { started: [key], settled: [], failed: [] }, 'settled at exactly the settle time');
+    await t.pb.waitForRun(runId, { timeoutMs: 60_000 });
+    assert.deepEqual(await drop.pollOnce(), { started: [], settled: [key], failed: [] });
+  } finally {
+    await drop.close();
+  }
+  assert.deepEqual(await keysUnder('edge/'), [`edge/in/notes.txt`, 'edge/in/sub/', `edge/processed/${runId}/a.csv`]);
+});
+
 test('where objects go, and run ids of uploads', () => {
   const l = dropLayout('teams/a/incoming/');
   assert.equal(l.processed('run-1', 'teams/a/incoming/x.csv'), 'teams/a/processed/run-1/x.csv');

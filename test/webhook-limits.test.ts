@@ -13,7 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import { createLogger } from '../src/core/logger.ts';
 import { createSigningKey } from '../src/emulator/keys.ts';
 import { startEmulator, type RunningEmulator } from '../src/emulator/index.ts';
-import { createWebhookApp, MAX_JSON_DEPTH, type WebhookDelivery } from '../src/webhook/app.ts';
+import { createWebhookApp, MAX_JSON_DEPTH, parseFalWebhookBody, type WebhookAppOptions, type WebhookDelivery } from '../src/webhook/app.ts';
 import { jsonNestsDeeperThan } from '../src/webhook/body.ts';
 import { JwksCache } from '../src/webhook/jwks.ts';
 import { newWebhookCounters, WebhookRefused, type WebhookCounters } from '../src/webhook/refusals.ts';
@@ -38,7 +38,7 @@ interface Receiver {
   close(): Promise<void>;
 }
 
-async function startReceiver(jwksUrl: string): Promise<Receiver> {
+async function startReceiver(jwksUrl: string, extra: Partial<WebhookAppOptions> = {}): Promise<Receiver> {
   const counters = newWebhookCounters();
   const recorded: WebhookDelivery[] = [];
   const mode: Receiver['mode'] = { record: 'ok' };
@@ -54,6 +54,7 @@ async function startReceiver(jwksUrl: string): Promise<Receiver> {
       if (mode.record === 'refuse') throw new WebhookRefused(403, 'unplaceable', 'not ours');
       recorded.push(d);
     },
+    ...extra,
   });
   const server: Server = createServer(app);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -275,5 +276,74 @@ describe('nesting and encodings', () => {
       assert.equal(r.status, 200, `${JSON.stringify(encoding)} is no encoding`);
     }
     assert.equal(rx.counters.refused.encoding, 7);
+  });
+});
+
+describe('what the receiver counts and answers', () => {
+  let rx: Receiver;
+  before(async () => {
+    rx = await startReceiver(emulator.jwksUrl, { falUserId: 'emulator-user' });
+  });
+  after(() => rx.close());
+
+  test('each refusal counted once under its reason, each recorded webhook once; a full receiver says when to come back', async () => {
+    const id = randomUUID();
+    const good = body(id);
+    const ok = await fetch(`${rx.url}?run=a&run=b&row=k`, { method: 'POST', headers: signedHeaders(key, { requestId: id, body: good }), body: good });
+    assert.equal(ok.status, 200);
+    assert.match(ok.headers.get('content-type') ?? '', /^application\/json/);
+    assert.deepEqual(await ok.json(), { ok: true });
+    assert.deepEqual(rx.recorded.at(-1)!.query, { run: 'a', row: 'k' }, 'the first value of a repeated name');
+
+    const cases: [number, Record<string, string>, string | Buffer][] = [
+      [401, { 'content-type': 'application/json' }, good], // headers
+      [403, signedHeaders(key, { requestId: id, body: good, userId: 'someone-else' }), good], // user
+      [415, { ...signedHeaders(key, { requestId: id, body: good }), 'content-encoding': 'gzip' }, good], // encoding
+      [413, unsignedHeaders(id), body(id, LIMIT)], // too_large, announced
+      [401, unsignedHeaders(id), good], // signature
+      [400, signedHeaders(key, { requestId: id, body: '[]' }), '[]'], // malformed
+      [422, signedHeaders(key, { requestId: id, body: `[${'['.repeat(40)}${']'.repeat(40)}]` }), `[${'['.repeat(40)}${']'.repeat(40)}]`], // too_deep
+    ];
+    for (const [status, headers, data] of cases) {
+      const r = await post(rx.url, headers, data);
+      assert.equal(r.status, status, r.error);
+      assert.ok(r.error.length > 0, `${status}: a reason in the answer`);
+    }
+    // Both slots held by slow senders: the next one is told to come back in 5 s.
+    const slow = [0, 1].map(() => partialRequest(rx.url, unsignedHeaders('slow'), Buffer.from(body('slow', 100)), 10));
+    await until(() => rx.counters.received >= 1 + cases.length + 2, 'two slow senders holding the slots');
+    const busy = await fetch(rx.url, { method: 'POST', headers: signedHeaders(key, { requestId: id, body: good }), body: good });
+    assert.equal(busy.status, 503);
+    assert.equal(busy.headers.get('retry-after'), '5');
+    await Promise.all(slow.map((r) => r.response));
+    for (const r of slow) r.abort();
+
+    assert.deepEqual(rx.counters, {
+      received: 1 + cases.length + 3,
+      recorded: 1,
+      batches: 0,
+      refused: { headers: 1, user: 1, encoding: 1, too_large: 1, busy: 1, body: 2, signature: 1, malformed: 1, too_deep: 1, unplaceable: 0 },
+    });
+  });
+
+  test("fal's body: unknown fields dropped, an odd error turned into a string, what is not a fal webhook named", () => {
+    const parse = (v: unknown) => parseFalWebhookBody(Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)));
+    assert.deepEqual(parse({ request_id: 'r', status: 'OK', payload: { a: 1 }, extra: true, gateway_request_id: 'g' }), { request_id: 'r', status: 'OK', payload: { a: 1 }, gateway_request_id: 'g', error: null });
+    assert.deepEqual(parse({ request_id: 'r', status: 'ERROR', error: { detail: 'x' }, gateway_request_id: 7 }), { request_id: 'r', status: 'ERROR', payload: undefined, error: '{"detail":"x"}' });
+    assert.deepEqual(parse({ request_id: 'r', status: 'ERROR', error: 'boom' }), { request_id: 'r', status: 'ERROR', payload: undefined, error: 'boom' });
+    assert.deepEqual(parse({ request_id: 'r', status: 'OK', error: null }), { request_id: 'r', status: 'OK', payload: undefined, error: null });
+    assert.deepEqual(parse({ request_id: 'r', status: 'OK', error: 0 }), { request_id: 'r', status: 'OK', payload: undefined, error: '0' });
+    const invalid: [unknown, string][] = [
+      ['{', 'body is not JSON'],
+      ['[]', 'body is not a JSON object'],
+      ['null', 'body is not a JSON object'],
+      ['"r"', 'body is not a JSON object'],
+      [{ status: 'OK' }, 'body has no string request_id'],
+      [{ request_id: '', status: 'OK' }, 'body has no string request_id'],
+      [{ request_id: 5, status: 'OK' }, 'body has no string request_id'],
+      [{ request_id: 'r', status: 'ok' }, 'body status is not OK or ERROR'],
+      [{ request_id: 'r' }, 'body status is not OK or ERROR'],
+    ];
+    for (const [v, invalidReason] of invalid) assert.deepEqual(parse(v), { invalid: invalidReason }, JSON.stringify(v));
   });
 });

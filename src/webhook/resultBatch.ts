@@ -51,9 +51,13 @@ export class ResultBatcher {
     });
   }
 
-  /** After this turn's I/O callbacks, so every request handled in the same turn joins one batch. */
+  /**
+   * After this turn's I/O callbacks, so every request handled in the same turn joins one batch. Only
+   * flush() bounds the batches in flight: a flush with every place taken sends nothing, and each batch
+   * that lands schedules the next.
+   */
   private schedule(): void {
-    if (this.scheduled || this.inFlight >= this.maxInFlight) return;
+    if (this.scheduled) return;
     this.scheduled = true;
     setImmediate(() => {
       this.scheduled = false;
@@ -77,7 +81,7 @@ export class ResultBatcher {
         )
         .finally(() => {
           this.inFlight--;
-          if (this.waiting.length) this.schedule();
+          this.schedule();
         });
     }
   }
