@@ -32,6 +32,11 @@ export interface AuditResult {
    * run — it cannot be told from a submit fal never got — but never hidden either.
    */
   ambiguousSubmits: number;
+  /**
+   * fal requests of the run's rows, every attempt counted (a row fal failed without billing and that
+   * was tried again counts each try); must equal the run's `submits`.
+   */
+  attempts: number;
   problems: string[];
 }
 
@@ -62,6 +67,7 @@ export async function auditRun(
     duplicated: 0,
     extraSubmits: 0,
     ambiguousSubmits: 0,
+    attempts: 0,
     problems: [],
   };
   const problem = (p: string) => {
@@ -166,6 +172,8 @@ export async function auditRun(
       problem(`line ${row.line}: fal accepted ${accepted} submissions, ${meta.attempts} attempts recorded`);
     }
     res.ambiguousSubmits += Math.max(0, meta.attempts - meta.request_ids.length);
+    // A request kept beside an attempt whose record Redis lost (request_ids beyond attempts) was paid too.
+    res.attempts += Math.max(meta.attempts, meta.request_ids.length);
     if (String(meta.attempts) !== rec.attempts || (meta.request_id ?? '') !== rec.request_id) {
       problem(`line ${row.line}: report and metadata disagree on attempts/request_id`);
     }
@@ -184,6 +192,8 @@ export async function auditRun(
   else if (run.completed !== res.completed || run.failed !== res.failed || run.rejected !== res.rejected || run.canceled !== res.canceled) {
     problem(`Redis counters (${run.completed}/${run.failed}/${run.rejected}/${run.canceled}) differ from the report (${res.completed}/${res.failed}/${res.rejected}/${res.canceled})`);
   }
+  // More attempts in the metadata than the run counted: a submission was never counted (cost, cap).
+  if (run?.finishedAt && res.attempts > run.submits) problem(`the run counted ${run.submits} fal submissions, its rows' metadata ${res.attempts} attempts`);
   if ((await ctx.rows.activeRowKeys(runId)).length) problem('rows are still in flight in Redis');
   return res;
 }

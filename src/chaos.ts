@@ -16,6 +16,8 @@ import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { auditRun, type AuditResult } from './audit.ts';
 import { loadConfig } from './core/config.ts';
+import type { Context } from './core/context.ts';
+import type { RunRecord } from './core/rowState.ts';
 import type { EmulatorOptions } from './emulator/index.ts';
 import { createSigningKey } from './emulator/keys.ts';
 import { startFaultProxy } from './local/faultProxy.ts';
@@ -92,6 +94,8 @@ export const CHAOS_FAULTS: NonNullable<EmulatorOptions['faults']> = {
   lostRequestRate: 0.03,
   imageDownloadFailureRate: 0.1,
   ambiguousSubmitRate: 0.03,
+  // Model errors that fail their row at once (fal's runner crashes above are tried again, unbilled).
+  errorRates: { image_load_error: 0.02, content_policy_violation: 0.01 },
 };
 export const CHAOS_S3_PUT_FAILURE_RATE = 0.05;
 
@@ -308,9 +312,8 @@ async function chaosPass(opts: ChaosOptions & { rows: number; randomFaults: bool
     // One step at a time, in the background: a step that breaks Redis also stalls the progress reads.
     let acting: Promise<void> = Promise.resolve();
     let failedStep: unknown;
-    await waitForRun(ctx, runId, {
-      timeoutMs: opts.timeoutMs ?? 30 * 60_000,
-      intervalMs: 250,
+    const deadline = Date.now() + (opts.timeoutMs ?? 30 * 60_000);
+    await waitThroughOutages(ctx, runId, deadline, {
       onProgress: (r) => {
         const done = (r.completed + r.failed + r.canceled + r.rejected) / rows;
         while (plan.length && done >= plan[0]!.at) {
@@ -335,7 +338,7 @@ async function chaosPass(opts: ChaosOptions & { rows: number; randomFaults: bool
     if (failedStep) throw failedStep;
     // A fault still going when the run ended (a Redis crash taking back the run's last second) may
     // have reopened it: the audit waits for the run as Redis has it now.
-    await waitForRun(ctx, runId, { timeoutMs: opts.timeoutMs ?? 30 * 60_000, intervalMs: 250 });
+    await waitThroughOutages(ctx, runId, deadline);
     if (plan.length) log(`  ${plan.length} fault(s) not reached: the run ended first`);
     // The log lines of each window: up to LOG_SETTLE_MS after the fault ended (or the run's end).
     await sleep(Math.max(0, ...windows.map((w) => w.end + LOG_SETTLE_MS - Date.now())));
@@ -354,6 +357,22 @@ async function chaosPass(opts: ChaosOptions & { rows: number; randomFaults: bool
     await faults.stop();
     await stack.stop();
     if (!opts.dataDir) await rm(dataDir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * waitForRun, through the faults: this process reads the run from the Redis a fault may have stopped or
+ * stalled, so a read that fails (a command timeout) is tried again until the pass's deadline.
+ */
+async function waitThroughOutages(ctx: Context, runId: string, deadline: number, opts: { onProgress?: (r: RunRecord) => void } = {}): Promise<void> {
+  for (;;) {
+    try {
+      await waitForRun(ctx, runId, { timeoutMs: Math.max(1, deadline - Date.now()), intervalMs: 250, onProgress: opts.onProgress });
+      return;
+    } catch (err) {
+      if (Date.now() >= deadline || /does not exist|did not finish within/.test((err as Error).message)) throw err;
+      await sleep(1000);
+    }
   }
 }
 

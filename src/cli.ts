@@ -10,6 +10,7 @@ import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { FAULT_NAMES, type FaultName } from './chaosFaults.ts';
 import { RunControlError } from './control/errors.ts';
 import type { DemoResult } from './demo.ts';
+import { ERROR_CATEGORIES, FAL_ERROR_TYPES, parseCategories, type ErrorCategory } from './core/falErrors.ts';
 import { redactText } from './core/redact.ts';
 import type { PortraitBatch, RunningAdmin } from './index.ts';
 import { manifestSource } from './manifest/source.ts';
@@ -77,6 +78,27 @@ const money = (v: string) => {
   const n = Number(v);
   if (!/^\d+(\.\d+)?$/.test(v.trim()) || !Number.isFinite(n)) throw new InvalidArgumentError('must be an amount such as 25 or 12.50');
   return n;
+};
+
+/** `emulator --error-rates`: type=rate pairs of fal's error types, each rate within 0..1. */
+const errorRates = (v: string): Record<string, number> => {
+  const out: Record<string, number> = {};
+  for (const pair of v.split(',').map((p) => p.trim()).filter(Boolean)) {
+    const [type, rate] = pair.split('=');
+    const n = Number(rate);
+    // The error table's types: the emulator plays each of them (test/emulator.test.ts checks it).
+    if (!type || !Object.hasOwn(FAL_ERROR_TYPES, type)) throw new InvalidArgumentError(`${JSON.stringify(type ?? pair)} is not one of fal's error types (${Object.keys(FAL_ERROR_TYPES).join(', ')})`);
+    if (rate === undefined || !Number.isFinite(n) || n < 0 || n > 1) throw new InvalidArgumentError(`${type}: the rate must be a number from 0 to 1`);
+    out[type] = n;
+  }
+  return out;
+};
+
+/** `retry --only`: a comma list of error categories; any other word is refused by name (exit 2). */
+const categoryList = (v: string): ErrorCategory[] => {
+  const parsed = parseCategories(v);
+  if (!parsed.ok) throw new InvalidArgumentError(`${JSON.stringify(parsed.bad)} is not an error category (one of ${ERROR_CATEGORIES.join(', ')})`);
+  return parsed.categories;
 };
 
 const program = new Command('portrait-batch')
@@ -169,10 +191,11 @@ program
   .command('retry')
   .description("start a new run of a finished run's failed rows (same parameters and row keys); prints its id")
   .argument('<runId>')
+  .option('--only <categories>', `retry only failed rows of these error categories, comma-separated (${ERROR_CATEGORIES.join(', ')}); default every failed row`, categoryList)
   .option('--json', 'print one JSON object on stdout')
-  .action(async (runId: string, o: { json?: boolean }) => {
+  .action(async (runId: string, o: { json?: boolean; only?: ErrorCategory[] }) => {
     await withLibrary('retry', async (pb) => {
-      const res = await pb.retryFailed(runId);
+      const res = await pb.retryFailed(runId, { only: o.only });
       say(`run ${res.runId} retries ${res.rows} failed rows of ${runId}`);
       if (o.json) printJson(res);
       else print(res.runId);
@@ -326,9 +349,17 @@ program
   .option('--port <port>', 'port to listen on', port, 8090)
   .option('--host <address>', 'address to listen on (0.0.0.0 in a container, for the compose network)', '127.0.0.1')
   .option('--public-url <url>', 'base URL the workers reach it at, put in its status, result and file URLs (e.g. http://emulator:8090)')
-  .action(async (o: { port: number; host: string; publicUrl?: string }) => {
+  .option('--no-payload-storage', "keep results only fal's short window (1 h, 6 min when 10 KB or more) instead of payload storage's 30 days")
+  .option('--error-rates <type=rate,...>', "fail this share of requests with each of fal's error types (e.g. runner_server_error=0.1,image_load_error=0.02)", errorRates)
+  .action(async (o: { port: number; host: string; publicUrl?: string; payloadStorage: boolean; errorRates?: Record<string, number> }) => {
     const [{ startEmulator }, { listenError }] = await Promise.all([import('./emulator/index.ts'), import('./core/reachability.ts')]);
-    const emu = await startEmulator({ port: o.port, host: o.host, publicUrl: o.publicUrl }).catch((err: unknown) => Promise.reject(listenError(err, '--port', o.port, o.host)));
+    const emu = await startEmulator({
+      port: o.port,
+      host: o.host,
+      publicUrl: o.publicUrl,
+      resultRetention: { payloadStorage: o.payloadStorage },
+      faults: o.errorRates ? { errorRates: o.errorRates } : undefined,
+    }).catch((err: unknown) => Promise.reject(listenError(err, '--port', o.port, o.host)));
     say(`fal emulator on ${emu.url} (JWKS ${emu.jwksUrl}); set FAL_QUEUE_URL=${emu.url} FAL_JWKS_URL=${emu.jwksUrl}`);
     await serveUntilSignal(() => emu.close());
   });

@@ -15,6 +15,7 @@ import type { RetryResult } from './control/retry.ts';
 import type { ManifestSource } from './manifest/source.ts';
 import type { AdminOptions, RunningAdmin } from './ops/adminServer.ts';
 import type { StartedRun, StartRunOptions } from './producer/produce.ts';
+import type { ErrorCategory } from './core/falErrors.ts';
 import { runListEntry, runStatus, type RunListEntry, type RunStatus } from './status.ts';
 import type { RunningWebhook } from './webhook/server.ts';
 import type { RunningWorkers } from './worker/index.ts';
@@ -48,7 +49,8 @@ export interface PortraitBatch {
   listRuns(): Promise<RunListEntry[]>;
   cancelRun(runId: string): Promise<CancelResult>;
   /** A new run of the failed rows of a finished run, linked to it both ways. */
-  retryFailed(runId: string): Promise<RetryResult>;
+  /** `only`: the error categories whose failed rows are retried (default: every failed row). */
+  retryFailed(runId: string, opts?: { only?: readonly ErrorCategory[] }): Promise<RetryResult>;
   /** The run's report.csv. */
   report(runId: string): Promise<Readable>;
   /** Images, report, summary, manifest and a contact sheet (index.html) into a folder. */
@@ -85,7 +87,7 @@ export function createPortraitBatch(config: Config | NodeJS.ProcessEnv = process
       return runs.filter((r) => r !== undefined).map(runListEntry);
     },
     cancelRun: async (runId) => (await import('./control/cancel.ts')).cancelRun(context(), runId),
-    retryFailed: async (runId) => (await import('./control/retry.ts')).retryFailed(context(), runId),
+    retryFailed: async (runId, opts) => (await import('./control/retry.ts')).retryFailed(context(), runId, opts),
     report: async (runId) => (await import('./control/outputs.ts')).reportOf(context(), runId),
     download: async (runId, dir) => (await import('./control/outputs.ts')).downloadRun(context(), runId, dir),
     async waitForRun(runId, opts = {}) {

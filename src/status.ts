@@ -104,9 +104,11 @@ export function formatStatus(s: RunStatus): string {
     `run ${s.runId}: ${s.state}${s.finishedAt ? ` (finished ${s.finishedAt})` : ''}`,
     `  rows: ${s.total ?? `${s.queued + s.rejected}+ (still reading)`} · completed ${s.completed} · failed ${s.failed} · rejected ${s.rejected} · canceled ${s.canceled} · in flight ${s.inFlight}`,
     `  elapsed ${duration(s.elapsedSeconds)} · ${s.rowsPerSecond} rows/s${s.etaSeconds !== null && !s.finishedAt ? ` · ETA ${duration(s.etaSeconds)}` : ''}`,
-    `  fal submissions: ${s.submits} · cost so far ${money(s.cost, s.currency)} (estimated for the run ${money(s.estimatedCost, s.currency)}${s.maxCost !== null ? `, cap ${money(s.maxCost, s.currency)}` : ''})`,
+    `  fal submissions: ${s.submits} · cost so far ${money(s.cost, s.currency)}${s.submittedCost !== s.cost ? ` (${money(s.submittedCost, s.currency)} submitted; fal does not bill its server errors)` : ''} (estimated for the run ${money(s.estimatedCost, s.currency)}${s.maxCost !== null ? `, cap ${money(s.maxCost, s.currency)}` : ''})`,
     `  at fal: ${s.runningAtFal} running, ${s.queuedAtFal} queued · ${s.waitingForFal} waiting here for a place (FAL_CONCURRENCY)`,
   ];
+  const byCategory = Object.entries(s.failedByCategory);
+  if (byCategory.length) lines.push(`  failed by category: ${byCategory.map(([c, n]) => `${c} ${n}`).join(' · ')}`);
   if (s.pauseReason) lines.push(`  PAUSED: ${s.pauseReason}`);
   for (const w of s.waitingFor) lines.push(`  ${waitingLine(w)}`);
   if (s.stopReason) lines.push(`  ${s.state === 'canceled' ? 'CANCELED' : 'STOPPED'}: ${s.stopReason}`);

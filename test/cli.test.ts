@@ -107,6 +107,12 @@ describe('without servers', () => {
     assert.equal(json.code, 2);
     assert.equal(oneJson(json).exitCode, 2);
   });
+
+  test('retry --only with a word that is no error category exits 2 naming it', async () => {
+    const r = await cli(['retry', 'some-run', '--only', 'input,bogus'], env);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /"bogus" is not an error category \(one of input, content_policy, fal_transient, timeout, canceled, storage, other\)/);
+  });
 });
 
 describe('on a stack', () => {

@@ -13,6 +13,8 @@ import sharp from 'sharp';
 import { verifyWebhookSignature, WEBHOOK_HEADERS } from '../src/core/webhookSignature.ts';
 import { falCalls, startEmulator, type EmulatorOptions, type RunningEmulator } from '../src/emulator/index.ts';
 import { backoffDelay, DEFAULT_WEBHOOK_RETRY } from '../src/emulator/webhooks.ts';
+import { EMULATED_ERRORS } from '../src/emulator/errors.ts';
+import { FAL_ERROR_TYPES } from '../src/core/falErrors.ts';
 
 const ENDPOINT: string = 'fal-ai/flux-2-lora-gallery/face-to-full-portrait';
 const APP_URL_PATH = '/fal-ai/flux-2-lora-gallery/requests/';
@@ -811,4 +813,83 @@ test('close() stops the server', async () => {
   await emu.close();
   await assert.rejects(fetch(emu.jwksUrl));
   await emu.close(); // idempotent
+});
+
+// ---- fal's error kinds, the start timeout, result expiry ----------------------------------------
+
+/** The result call as fal answers it, headers included (the client keeps only the body). */
+async function rawResult(emu: RunningEmulator, requestId: string) {
+  const res = await fetch(`${emu.url}${APP_URL_PATH}${requestId}`, { headers: { authorization: 'Key test-key' } });
+  return { status: res.status, headers: res.headers, body: (await res.json()) as Record<string, unknown> };
+}
+
+test("errorRates: every type of the product's error table fails its request with fal's status, body shape and headers", async () => {
+  const emu = await emulator();
+  const hooks = await receiver();
+  const fal = falFor(emu);
+  const face = await faceDataUri(3);
+  const types = Object.keys(FAL_ERROR_TYPES) as (keyof typeof FAL_ERROR_TYPES)[];
+  for (const [i, type] of types.entries()) {
+    assert.ok(type in EMULATED_ERRORS, `the emulator plays ${type}`);
+    const kind = FAL_ERROR_TYPES[type];
+    emu.setFaults({ errorRates: { [type]: 1 } });
+    const sub = await fal.queue.submit(ENDPOINT, { input: { image_urls: [face] }, webhookUrl: `${hooks.url}/h?n=${i}` });
+    const d = (await hooks.waitFor(i + 1))[i]!;
+    assert.deepEqual([d.body.request_id, d.body.status, d.body.error], [sub.request_id, 'ERROR', `Invalid status code: ${kind.status}`], type);
+    const s = (await fal.queue.status(ENDPOINT, { requestId: sub.request_id, logs: false })) as { status: string; error_type?: string };
+    assert.deepEqual([s.status, s.error_type], ['COMPLETED', type]);
+    const r = await rawResult(emu, sub.request_id);
+    assert.equal(r.status, kind.status, type);
+    assert.equal(r.headers.get('x-fal-error-type'), type);
+    assert.equal(r.headers.get('x-fal-retryable'), String(EMULATED_ERRORS[type].retryable), type);
+    if (kind.shape === 'request') {
+      assert.deepEqual(Object.keys(r.body).sort(), ['detail', 'error_type'], type);
+      assert.equal(r.body.error_type, type);
+      assert.equal(typeof r.body.detail, 'string');
+      assert.deepEqual(d.body.payload, r.body, 'the webhook payload is the same body');
+    } else {
+      const [entry] = r.body.detail as { loc: unknown[]; msg: string; type: string; url: string }[];
+      assert.deepEqual([entry!.type, entry!.url, typeof entry!.msg, Array.isArray(entry!.loc)], [type, `https://docs.fal.ai/errors#${type}`, 'string', true]);
+      assert.deepEqual(d.body.payload, r.body);
+    }
+  }
+  assert.deepEqual(Object.keys(emu.stats().errorsByType).sort(), [...types].sort());
+  assert.equal(emu.stats().billed, 0);
+});
+
+test('X-Fal-Request-Timeout: a request still queued when it runs out ends 504 (X-Fal-Request-Timeout-Type: user); a started one runs on', async () => {
+  const emu = await emulator({ slots: 1, latencyMs: { min: 2600, max: 2600 } });
+  const hooks = await receiver();
+  const fal = falFor(emu);
+  const face = await faceDataUri(4);
+  const first = await fal.queue.submit(ENDPOINT, { input: { image_urls: [face] }, webhookUrl: `${hooks.url}/a`, startTimeout: 2 });
+  const second = await fal.queue.submit(ENDPOINT, { input: { image_urls: [face] }, webhookUrl: `${hooks.url}/b`, startTimeout: 2 });
+  const [timedOut] = await hooks.waitFor(1);
+  assert.equal(timedOut!.body.request_id, second.request_id, 'the queued one ends first, at its start timeout');
+  assert.deepEqual([timedOut!.body.status, timedOut!.body.error], ['ERROR', 'Invalid status code: 504']);
+  assert.equal((timedOut!.body.payload as { error_type: string }).error_type, 'request_timeout');
+  const r = await rawResult(emu, second.request_id);
+  assert.equal(r.status, 504);
+  assert.equal(r.headers.get('x-fal-request-timeout-type'), 'user');
+  assert.equal(r.headers.get('x-fal-retryable'), 'false');
+  const [, done] = await hooks.waitFor(2);
+  assert.deepEqual([done!.body.request_id, done!.body.status], [first.request_id, 'OK'], 'the started one was not cut short');
+  assert.deepEqual([emu.stats().startTimeouts, emu.stats().billed], [1, 1]);
+});
+
+test('results expire as fal documents: payload storage (on by default) keeps them; X-Fal-Store-IO: 0 leaves the short window, then 404 while status says COMPLETED', async () => {
+  const emu = await emulator({ resultRetention: { keptMs: 0, largeKeptMs: 0 } });
+  const fal = falFor(emu);
+  const face = await faceDataUri(5);
+  const kept = await fal.queue.submit(ENDPOINT, { input: { image_urls: [face] } });
+  const unstored = await fal.queue.submit(ENDPOINT, { input: { image_urls: [face] }, headers: { 'X-Fal-Store-IO': '0' } });
+  await waitDone(fal, kept.request_id);
+  await waitDone(fal, unstored.request_id);
+  let r = await rawResult(emu, unstored.request_id);
+  for (let i = 0; i < 100 && r.status !== 404; i++) r = await rawResult(emu, unstored.request_id);
+  assert.equal(r.status, 404, 'the result outside payload storage expired');
+  const s = (await fal.queue.status(ENDPOINT, { requestId: unstored.request_id, logs: false })) as { status: string };
+  assert.equal(s.status, 'COMPLETED', 'the request itself is still known');
+  assert.equal((await rawResult(emu, kept.request_id)).status, 200, 'payload storage keeps the other for 30 days');
+  assert.ok(emu.stats().resultsExpired >= 1);
 });

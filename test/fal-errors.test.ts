@@ -1,12 +1,15 @@
 // What each answer of fal means for the money: every failure of a fal call becomes one typed error
 // that says what to do — try again later (429, 5xx, nothing sent), wait for the webhook (the call may
-// have reached fal), pause (401/403), fail the row (422 and other 4xx), resubmit (404). Checked on
-// the classifier, and through the unmodified client against a small server of the test's own.
+// have reached fal), pause (401/403), fail the row (422 and other 4xx, the start timeout), resubmit
+// (404) — carrying fal's error type and X-Fal-Retryable, which the error table (falErrors.ts) turns
+// into a verdict. Checked on the classifier, and through the unmodified client against a small
+// server of the test's own.
 import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, test } from 'node:test';
-import { DownloadError, FalAmbiguousError, FalAuthError, FalNotFoundError, FalRejectedError, FalTransientError, errorMessage } from '../src/core/errors.ts';
+import { DownloadError, FalAmbiguousError, FalAuthError, FalNotFoundError, FalRejectedError, FalStartTimeoutError, FalTransientError, errorMessage } from '../src/core/errors.ts';
+import { categoryOfType, ERROR_CATEGORIES, FAL_ERROR_TYPES, falErrorInfo, parseCategories, verdictOf, webhookErrorInfo } from '../src/core/falErrors.ts';
 import { classifyFalError, createFal, describeDetail, FAL_REST_HOST, falUrl, parseRetryAfter } from '../src/core/fal.ts';
 import { freePort } from '../src/local/ports.ts';
 
@@ -250,4 +253,79 @@ test('no answer within the timeout is ambiguous', NET, async () => {
   const err = await submitError(createFal({ FAL_KEY: 'k', FAL_QUEUE_URL: base }, 200));
   assert.ok(err instanceof FalAmbiguousError);
   assert.match(err.message, /^fal call interrupted \(TimeoutError\)/);
+});
+
+// ---- fal's error kinds (falErrors.ts) -----------------------------------------------------------
+
+test('the error table: every fal type has a status, a billing rule and a category; what fal bills is never retried', () => {
+  for (const [type, k] of Object.entries(FAL_ERROR_TYPES)) {
+    assert.ok((ERROR_CATEGORIES as readonly string[]).includes(k.category), type);
+    if (k.status >= 500) assert.equal(k.billed, 'no', `${type}: fal does not bill server errors`);
+    if (k.shape === 'model') assert.deepEqual([k.status, k.retryable, k.billed], [422, false, 'maybe'], type);
+    const v = verdictOf({ status: k.status, type });
+    assert.equal(v.retry, k.retryable && k.billed === 'no', type);
+    assert.equal(v.category, k.category, type);
+  }
+  assert.deepEqual(verdictOf({ status: 500, type: 'runner_server_error' }), { type: 'runner_server_error', category: 'fal_transient', retry: true, billed: 'no', startTimeout: false });
+  assert.equal(verdictOf({ status: 422, type: 'content_policy_violation' }).category, 'content_policy');
+  assert.equal(verdictOf({ status: 422, type: 'less_than_equal' }).category, 'input', "pydantic's own types are the input");
+  assert.equal(verdictOf({ status: 503 }).retry, true, 'an untyped 5xx: fal did not bill it');
+  assert.equal(verdictOf({ status: 500, type: 'runner_server_error', retryableHeader: false }).retry, false, 'X-Fal-Retryable: false wins');
+  assert.equal(verdictOf({ status: 422, type: 'image_load_error', retryableHeader: true }).retry, false, 'a possibly billed failure is never retried');
+  const start = verdictOf({ status: 504, type: 'request_timeout', timeoutType: 'user', retryableHeader: true });
+  assert.deepEqual([start.type, start.category, start.retry, start.startTimeout], ['start_timeout', 'timeout', false, true]);
+  assert.equal(categoryOfType('result_expired'), 'storage');
+  assert.equal(categoryOfType('nonsense'), 'other');
+  assert.deepEqual(parseCategories('input, fal_transient,input'), { ok: true, categories: ['input', 'fal_transient'] });
+  assert.deepEqual(parseCategories('input,bogus'), { ok: false, bad: 'bogus' });
+});
+
+test("fal's words are read from headers first, then the body: X-Fal-Error-Type, X-Fal-Retryable (or X-Fal-Needs-Retry), error_type, detail[].type", () => {
+  const h = (o: Record<string, string>) => new Headers(o);
+  assert.deepEqual(falErrorInfo(500, h({ 'x-fal-error-type': 'runner_disconnected', 'x-fal-retryable': 'true' }), { detail: 'x', error_type: 'other' }), {
+    status: 500,
+    type: 'runner_disconnected',
+    retryableHeader: true,
+  });
+  assert.deepEqual(falErrorInfo(503, h({ 'x-fal-needs-retry': '0' }), { detail: 'x', error_type: 'runner_scheduling_failure' }), {
+    status: 503,
+    type: 'runner_scheduling_failure',
+    retryableHeader: false,
+  });
+  assert.deepEqual(falErrorInfo(422, undefined, { detail: [{ loc: ['body'], msg: 'm', type: 'image_too_small' }] }), { status: 422, type: 'image_too_small' });
+  assert.deepEqual(webhookErrorInfo('Invalid status code: 500', { detail: 'crash', error_type: 'runner_server_error' }), { status: 500, type: 'runner_server_error' });
+  assert.deepEqual(webhookErrorInfo(null, { detail: [{ type: 'content_policy_violation' }] }), { type: 'content_policy_violation' });
+});
+
+test('a 5xx through the client carries fal\'s error type and X-Fal-Retryable', NET, async () => {
+  handler = (_req, res) =>
+    void res
+      .writeHead(500, { 'content-type': 'application/json', 'x-fal-error-type': 'runner_server_error', 'x-fal-retryable': 'true' })
+      .end(JSON.stringify({ detail: 'crash', error_type: 'runner_server_error' }));
+  const err = await submitError();
+  assert.ok(err instanceof FalTransientError);
+  assert.deepEqual(err.fal, { status: 500, type: 'runner_server_error', retryableHeader: true });
+});
+
+test('the start timeout (504, X-Fal-Request-Timeout-Type: user) is an answer, never retried: one call', NET, async () => {
+  handler = (_req, res) =>
+    void res
+      .writeHead(504, { 'content-type': 'application/json', 'x-fal-request-timeout-type': 'user', 'x-fal-error-type': 'request_timeout' })
+      .end(JSON.stringify({ detail: 'Request timed out', error_type: 'request_timeout' }));
+  seen.length = 0;
+  let err: Error | undefined;
+  try {
+    await createFal({ FAL_KEY: 'k', FAL_QUEUE_URL: base }).queue.result(ENDPOINT, { requestId: 'req-1' });
+  } catch (e) {
+    err = classifyFalError(e);
+  }
+  assert.ok(err instanceof FalStartTimeoutError);
+  assert.equal(err.status, 504);
+  assert.match(err.message, /^fal did not start it within QUEUE_DEADLINE_MS/);
+  assert.equal(seen.length, 1);
+  // The client's own ApiError (a fetch that let the 504 through) is read the same way.
+  const viaClient = classifyFalError(Object.assign(new Error('x'), { status: 504, body: { detail: 'late' }, timeoutType: 'user' }));
+  assert.ok(viaClient instanceof FalStartTimeoutError);
+  // A 504 of fal's own (no user timeout type) stays transient.
+  assert.ok(classifyFalError(Object.assign(new Error('x'), { status: 504, body: { detail: 'gw' } })) instanceof FalTransientError);
 });

@@ -518,3 +518,42 @@ test('a Redis whose script answers something this code does not know fails loudl
     other.disconnect();
   }
 });
+
+test('an ERROR fal did not bill becomes a new attempt (its cost given back) until MAX_ATTEMPTS; each attempt error is kept', async () => {
+  const retry = { type: 'runner_server_error', category: 'fal_transient' as const, retry: true, refund: true };
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    assert.deepEqual(await rows.claimSubmit(run, 'a', 1, data, 1_000_000), { outcome: 'submit', attempt, endpoint: 'fal-ai/x' });
+    assert.equal(await rows.recordSubmit(run, 'a', attempt, `req-${attempt}`, Date.now()), 'ok');
+    const decision = await rows.recordResult(run, 'a', { requestId: `req-${attempt}`, status: 'ERROR', error: `crash ${attempt}`, verdict: retry });
+    assert.equal(decision, attempt < 3 ? 'retry' : 'failed');
+    assert.equal(await rows.recordResult(run, 'a', { requestId: `req-${attempt}`, status: 'ERROR', error: 'again', verdict: retry }), attempt < 3 ? 'ignored' : 'duplicate', 'a repeat is no new decision');
+  }
+  const row = (await rows.getRow(run, 'a'))!;
+  assert.deepEqual([row.state, row.errorType, row.errorCategory], ['failed', 'runner_server_error', 'fal_transient']);
+  assert.equal(row.error, 'gave up after 3 fal requests: crash 3');
+  assert.deepEqual(row.attemptErrors.map((e) => [e.attempt, e.request_id, e.error]), [[1, 'req-1', 'crash 1'], [2, 'req-2', 'crash 2'], [3, 'req-3', 'crash 3']]);
+  const r = (await rows.getRun(run))!;
+  assert.deepEqual([r.submits, r.costMicros, r.submittedCostMicros, r.failedByCategory], [3, 0, 3_000_000, { fal_transient: 1 }], 'submitted three times, billed none');
+});
+
+test('an ERROR that fails at once keeps its estimate when fal may bill it, and counts under its category', async () => {
+  await rows.claimSubmit(run, 'a', 1, data, 1_000_000);
+  await rows.recordSubmit(run, 'a', 1, 'req-1', Date.now());
+  const verdict = { type: 'content_policy_violation', category: 'content_policy' as const, retry: false, refund: false };
+  assert.equal(await rows.recordResult(run, 'a', { requestId: 'req-1', status: 'ERROR', error: 'flagged', verdict }), 'failed');
+  const r = (await rows.getRun(run))!;
+  assert.deepEqual([r.costMicros, r.submittedCostMicros, r.failedByCategory], [1_000_000, 1_000_000, { content_policy: 1 }]);
+  assert.deepEqual([(await rows.getRow(run, 'a'))!.errorType, (await rows.getRow(run, 'a'))!.error], ['content_policy_violation', 'flagged']);
+});
+
+test("an unbilled ERROR of a superseded attempt still gives its estimate back, once", async () => {
+  await rows.claimSubmit(run, 'a', 1, data, 1_000_000);
+  await rows.recordSubmit(run, 'a', 1, 'req-1', Date.now());
+  assert.equal(await rows.supersede(run, 'a', 'submitted', 1, 'req-1', 'no answer'), 'resubmit');
+  await rows.claimSubmit(run, 'a', 1, data, 1_000_000);
+  await rows.recordSubmit(run, 'a', 2, 'req-2', Date.now());
+  const verdict = { type: 'runner_server_error', category: 'fal_transient' as const, retry: true, refund: true };
+  for (let i = 0; i < 2; i++) assert.equal(await rows.recordResult(run, 'a', { requestId: 'req-1', status: 'ERROR', error: 'crash', verdict }), 'ignored');
+  const r = (await rows.getRun(run))!;
+  assert.deepEqual([r.costMicros, r.submittedCostMicros], [1_000_000, 2_000_000], 'the old attempt is not billed, the current one stands');
+});

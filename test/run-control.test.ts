@@ -4,12 +4,16 @@
 // transitions the workers use, with real fal requests at the emulator, and the cancel sweep is given
 // its clock, so no test waits for a grace period to pass.
 import assert from 'node:assert/strict';
+import { access, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { parse } from 'csv-parse/sync';
 import { runLayout } from '../src/core/layout.ts';
 import { cancelRun } from '../src/control/cancel.ts';
 import { RunControlError } from '../src/control/errors.ts';
+import { downloadRun, reportOf as reportStream } from '../src/control/outputs.ts';
 import { retryFailed } from '../src/control/retry.ts';
+import { keys } from '../src/core/keys.ts';
 import type { SubmitJob } from '../src/core/queues.ts';
 import type { RowMeta } from '../src/worker/flush.ts';
 import { sweepCanceledRun } from '../src/worker/reconcile.ts';
@@ -108,7 +112,10 @@ test('cancel with a row in each state: pending and submitted rows end canceled (
   const run = (await t.ctx.rows.getRun(runId))!;
   assert.deepEqual([run.state, run.stopReason], ['canceled', 'stop it']);
   const jobs = await t.ctx.queues.control.getJobs(['waiting', 'delayed']);
-  assert.equal(jobs.filter((j) => j.name === 'cancel' && (j.data as { runId: string }).runId === runId).length, 1, 'a cancel job for the workers');
+  const cancelJobs = jobs.filter((j) => j.name === 'cancel' && (j.data as { runId: string }).runId === runId);
+  assert.equal(cancelJobs.length, 1, 'a cancel job for the workers');
+  assert.match(cancelJobs[0]!.id!, new RegExp(`^c~${runId}~\\d+$`));
+  assert.deepEqual([cancelJobs[0]!.opts.attempts, cancelJobs[0]!.opts.removeOnComplete, cancelJobs[0]!.opts.removeOnFail], [3, true, 100]);
   assert.deepEqual(await cancelRun(t.ctx, runId), { runId, outcome: 'already', state: 'canceled' }, 'a second cancel: already');
 
   // The answer of r5's submission arrives now: recorded, and the caller told to take it back.
@@ -160,7 +167,7 @@ test('cancel with a row in each state: pending and submitted rows end canceled (
   );
   assert.deepEqual(await cancelRun(t.ctx, runId), { runId, outcome: 'finished', state: 'canceled' }, 'a finished run stays as it is');
   assert.equal((await t.ctx.rows.getRun(runId))!.stopReason, 'stop it');
-  await assert.rejects(cancelRun(t.ctx, 'no-such-run'), (err: unknown) => err instanceof RunControlError && err.message === 'no run no-such-run');
+  await assert.rejects(cancelRun(t.ctx, 'no-such-run'), (err: unknown) => err instanceof RunControlError && err.name === 'RunControlError' && err.message === 'no run no-such-run');
 
   // Retrying a canceled run takes its failed rows only (canceled ones were not tried and fail nothing).
   const retry = await retryFailed(t.ctx, runId);
@@ -186,6 +193,8 @@ test('retry: refused while the run runs; a second retry of a run and a retry of 
   await f.pb.waitForRun(second.runId, { timeoutMs: 60_000 });
   const ofRetry = await retryFailed(f.ctx, first.runId);
   assert.deepEqual([ofRetry.runId, ofRetry.retryOf, ofRetry.rows], ['twice-retry1-retry1', first.runId, 2]);
+  assert.equal((await f.ctx.rows.getRun(ofRetry.runId))!.options.facesRunId, runId, "a retry of a retry reads the first run's faces");
+  assert.equal(await f.ctx.redis.hget(keys.run(runId), 'retries'), '2');
   await f.pb.waitForRun(ofRetry.runId, { timeoutMs: 60_000 });
 
   assert.deepEqual((await f.pb.status(runId))!.retriedBy, ['twice-retry1', 'twice-retry2'], 'the second retry is added, not put in place of the first');
@@ -219,3 +228,33 @@ test('cancel of a finished run changes nothing and queues nothing for the worker
   assert.equal((await f.ctx.rows.getRun(runId))!.stopReason, undefined);
 });
 
+
+test('retry of a long run id keeps the id within bounds; a run without failed rows has nothing to retry; cancel without a reason says why; report and download wait for the end', async () => {
+  await workersOnF();
+  const long = 'l'.repeat(120);
+  await f.pb.startRun(await manifest('retry-long.csv', 1, f), { runId: long });
+  await f.pb.waitForRun(long, { timeoutMs: 60_000 });
+  assert.equal((await retryFailed(f.ctx, long)).runId, `${'l'.repeat(110)}-retry1`);
+
+  f.local.emulator!.setFaults({ modelErrorRate: 0 });
+  const { runId } = await f.pb.startRun(await manifest('all-good.csv', 1, f), { runId: 'all-good' });
+  await assert.rejects(reportStream(f.ctx, runId), (err: unknown) => err instanceof RunControlError && /^run all-good has no report yet: it is still running$/.test((err as Error).message));
+  await assert.rejects(downloadRun(f.ctx, runId, join(f.dir, 'dl')), (err: unknown) => err instanceof RunControlError && (err as Error).message === 'run all-good is still running: download it once it has finished');
+  await f.pb.waitForRun(runId, { timeoutMs: 60_000 });
+  await assert.rejects(retryFailed(f.ctx, runId), (err: unknown) => err instanceof RunControlError && (err as Error).message === 'run all-good has no failed rows to retry');
+  const report = Buffer.concat(await (await reportStream(f.ctx, runId)).toArray()).toString();
+  assert.match(report, /^line,id,row_key,face_url,status/);
+  const dl = await downloadRun(f.ctx, runId, join(f.dir, 'dl'));
+  assert.equal(dl.runId, runId);
+  assert.ok(dl.files >= 3, `report, summary, manifest and an image (${dl.files})`);
+  await access(dl.contactSheet);
+  assert.ok((await readdir(dl.dir)).length > 0);
+  for (const call of [reportStream(f.ctx, 'nope'), downloadRun(f.ctx, 'nope', join(f.dir, 'x'))]) {
+    await assert.rejects(call, (err: unknown) => err instanceof RunControlError && (err as Error).message === 'no run nope');
+  }
+
+  const { runId: stopped } = await f.pb.startRun(await manifest('cancel-default.csv', 1, f), { runId: 'cancel-default' });
+  await cancelRun(f.ctx, stopped);
+  assert.equal((await f.ctx.rows.getRun(stopped))!.stopReason, 'canceled by request');
+  await f.pb.waitForRun(stopped, { timeoutMs: 60_000 });
+});

@@ -101,7 +101,8 @@ test('cancel mid-run: queued requests are canceled at fal, every unfinished row 
 });
 
 test('retry: the failed rows run again in a new run with the same row keys and faces, linked both ways', async () => {
-  const t = await startTestStack({ emulator: { seed: 11, faults: { modelErrorRate: 0.5 } } });
+  // MAX_ATTEMPTS 1: the emulated runner crash (runner_server_error) is otherwise tried again until it completes.
+  const t = await startTestStack({ env: { MAX_ATTEMPTS: '1' }, emulator: { seed: 11, faults: { modelErrorRate: 0.5 } } });
   try {
     await writeFaces(join(t.dir, 'faces'), 3);
     const lines = ['id,face_url,image_size'];

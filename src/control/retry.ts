@@ -5,6 +5,7 @@ import { pipeline } from 'node:stream';
 import { parse } from 'csv-parse';
 import type { Context } from '../core/context.ts';
 import { runLayout } from '../core/layout.ts';
+import { ERROR_CATEGORIES, type ErrorCategory } from '../core/falErrors.ts';
 import { keys } from '../core/keys.ts';
 import { manifestSource } from '../manifest/source.ts';
 import { startRun, type StartedRun } from '../producer/produce.ts';
@@ -16,7 +17,14 @@ export interface RetryResult extends StartedRun {
   rows: number;
 }
 
-export async function retryFailed(ctx: Context, runId: string): Promise<RetryResult> {
+/**
+ * `only`: the error categories to retry (falErrors.ts ERROR_CATEGORIES, e.g. input, fal_transient);
+ * default every failed row. A row whose report has no category (a report written before categories)
+ * counts as 'other'.
+ */
+export async function retryFailed(ctx: Context, runId: string, opts: { only?: readonly ErrorCategory[] } = {}): Promise<RetryResult> {
+  const bad = opts.only?.find((c) => !(ERROR_CATEGORIES as readonly string[]).includes(c));
+  if (bad !== undefined) throw new RunControlError(`--only: ${JSON.stringify(bad)} is not an error category (one of ${ERROR_CATEGORIES.join(', ')})`);
   const run = await ctx.rows.getRun(runId);
   if (!run) throw new RunControlError(`no run ${runId}`);
   if (!run.finishedAt) throw new RunControlError(`run ${runId} is still ${run.state}: retry it once it has finished`);
@@ -24,8 +32,11 @@ export async function retryFailed(ctx: Context, runId: string): Promise<RetryRes
   const lines: number[] = [];
   const report = parse({ columns: true, bom: true });
   pipeline(await ctx.storage.getStream(layout.report), report, () => undefined);
-  for await (const r of report as AsyncIterable<Record<string, string>>) if (r.status === 'failed') lines.push(Number(r.line));
-  if (!lines.length) throw new RunControlError(`run ${runId} has no failed rows to retry`);
+  const wanted = (r: Record<string, string>) => !opts.only || opts.only.includes((r.error_category || 'other') as ErrorCategory);
+  for await (const r of report as AsyncIterable<Record<string, string>>) if (r.status === 'failed' && wanted(r)) lines.push(Number(r.line));
+  if (!lines.length) {
+    throw new RunControlError(`run ${runId} has no failed rows to retry${opts.only ? ` in ${opts.only.join(', ')}` : ''}`);
+  }
 
   const n = await ctx.redis.hincrby(keys.run(runId), 'retries', 1);
   const newId = `${runId.slice(0, 110)}-retry${n}`;

@@ -142,7 +142,18 @@ export const CONFIG_VARS = {
     roles: ['worker'],
   },
   STORE_RETRY_DELAY_MS: { schema: int(10), default: '1000', doc: 'Wait before a result is stored again; doubles each try, ±50% jitter.', roles: ['webhook', 'worker'] },
-  MAX_ATTEMPTS: { schema: int(1, 20), default: '3', doc: 'fal requests per row at most (a lost request is resubmitted as a new attempt).', roles: ['worker'] },
+  MAX_ATTEMPTS: {
+    schema: int(1, 20),
+    default: '3',
+    doc: 'fal requests per row at most: a lost request, and one fal failed without billing it (a server error such as `runner_server_error`), is resubmitted as a new attempt.',
+    roles: ['worker'],
+  },
+  RESUBMIT_EXPIRED: {
+    schema: bool,
+    default: 'false',
+    doc: "A request fal COMPLETED whose result it no longer keeps (404 on the result call) fails its row as `result expired`; `true` resubmits it as a new attempt instead (fal bills it again).",
+    roles: ['worker'],
+  },
   RECONCILE_INTERVAL_MS: { schema: int(100), default: '30000', doc: 'How often the reconciler sweeps rows in flight.', roles: ['worker'] },
   RECONCILE_GRACE_MS: { schema: int(0), default: '300000', doc: 'Wait this long for a webhook before polling fal for a request.', roles: ['worker'] },
   FAL_CONCURRENCY: {

@@ -1,4 +1,5 @@
 // Errors that say what to do with them. Every fal call funnels its failures into one of these.
+import type { FalErrorInfo } from './falErrors.ts';
 
 /** fal did not accept the call (429, 5xx, connection refused): safe to try again later. */
 export class FalTransientError extends Error {
@@ -8,6 +9,8 @@ export class FalTransientError extends Error {
     readonly status?: number,
     /** From Retry-After, when fal sent one. */
     readonly retryAfterMs?: number,
+    /** fal's error type and retry headers, when it answered (see falErrors.ts). */
+    readonly fal?: FalErrorInfo,
   ) {
     super(message);
   }
@@ -23,6 +26,8 @@ abstract class FalStatusError extends Error {
   constructor(
     message: string,
     readonly status: number,
+    /** fal's error type and retry headers (see falErrors.ts). */
+    readonly fal?: FalErrorInfo,
   ) {
     super(message);
   }
@@ -38,6 +43,14 @@ export class FalRejectedError extends FalStatusError {
   override name = 'FalRejectedError';
 }
 
+/**
+ * fal answered 504 with X-Fal-Request-Timeout-Type: user: the start timeout we sent
+ * (QUEUE_DEADLINE_MS) ran out before a runner took the request. Never retried (fal-js does not either).
+ */
+export class FalStartTimeoutError extends FalStatusError {
+  override name = 'FalStartTimeoutError';
+}
+
 /** fal does not know the request (404 on status/result): it was lost. */
 export class FalNotFoundError extends Error {
   override name = 'FalNotFoundError';
@@ -49,6 +62,8 @@ export class DownloadError extends Error {
   constructor(
     message: string,
     readonly permanent: boolean,
+    /** The row's error type when this failure ends it (falErrors.ts LOCAL_ERROR_TYPES), e.g. result_expired. */
+    readonly errorType?: string,
   ) {
     super(message);
   }

@@ -6,7 +6,8 @@ import { createFalClient, type FalClient } from '@fal-ai/client';
 import type { Config } from './config.ts';
 import { FAL_QUEUE_HOST } from './config.ts';
 import { quoteSeeds } from './exactJson.ts';
-import { FalAmbiguousError, FalAuthError, FalNotFoundError, FalRejectedError, FalTransientError } from './errors.ts';
+import { FalAmbiguousError, FalAuthError, FalNotFoundError, FalRejectedError, FalStartTimeoutError, FalTransientError } from './errors.ts';
+import { falErrorInfo, type FalErrorInfo } from './falErrors.ts';
 
 export type { FalClient };
 
@@ -56,8 +57,15 @@ export function createFal(cfg: Pick<Config, 'FAL_KEY' | 'FAL_QUEUE_URL'>, timeou
       throw new FalAmbiguousError(`fal call interrupted (${code ?? (err as Error).name}): ${(err as Error).message}`);
     }
     if (res.status === 429 || res.status >= 500) {
-      const text = (await res.text().catch(() => '')).slice(0, 300);
-      throw new FalTransientError(`fal answered ${res.status}${text ? `: ${text}` : ''}`, res.status, parseRetryAfter(res.headers.get('retry-after')));
+      const full = await res.text().catch(() => '');
+      const text = full.slice(0, 300);
+      // fal's own words on the failure (X-Fal-Error-Type, X-Fal-Retryable, the body's error_type).
+      const info = falErrorInfo(res.status, res.headers, parseJson(full));
+      if (info.timeoutType === 'user' && res.status === 504) {
+        // Our start timeout ran out: an answer about the request, not a hiccup to retry (fal-js agrees).
+        throw new FalStartTimeoutError(`fal did not start it within QUEUE_DEADLINE_MS (504, start timeout)${text ? `: ${text}` : ''}`, 504, info);
+      }
+      throw new FalTransientError(`fal answered ${res.status}${text ? `: ${text}` : ''}`, res.status, parseRetryAfter(res.headers.get('retry-after')), info);
     }
     return withExactSeeds(res);
   };
@@ -89,6 +97,7 @@ export function classifyFalError(err: unknown): Error {
     err instanceof FalAmbiguousError ||
     err instanceof FalAuthError ||
     err instanceof FalRejectedError ||
+    err instanceof FalStartTimeoutError ||
     err instanceof FalNotFoundError
   ) {
     return err;
@@ -97,12 +106,25 @@ export function classifyFalError(err: unknown): Error {
   if (typeof status === 'number') {
     const body = (err as { body?: unknown }).body;
     const detail = describeDetail(body) ?? (err as Error).message;
-    if (status === 401 || status === 403) return new FalAuthError(`fal refused the API key (${status}): ${detail}`, status);
+    // The client's ApiError keeps the body and the timeout type, not the other headers.
+    const info: FalErrorInfo = falErrorInfo(status, undefined, body);
+    const timeoutType = (err as { timeoutType?: unknown }).timeoutType;
+    if (typeof timeoutType === 'string' && timeoutType) info.timeoutType = timeoutType;
+    if (status === 401 || status === 403) return new FalAuthError(`fal refused the API key (${status}): ${detail}`, status, info);
     if (status === 404) return new FalNotFoundError(`fal does not know this request (404): ${detail}`);
-    if (status === 429 || status >= 500) return new FalTransientError(`fal answered ${status}: ${detail}`, status);
-    return new FalRejectedError(`fal rejected the input (${status}): ${detail}`, status);
+    if (status === 504 && info.timeoutType === 'user') return new FalStartTimeoutError(`fal did not start it within QUEUE_DEADLINE_MS (504, start timeout): ${detail}`, 504, info);
+    if (status === 429 || status >= 500) return new FalTransientError(`fal answered ${status}: ${detail}`, status, undefined, info);
+    return new FalRejectedError(`fal rejected the input (${status}): ${detail}`, status, info);
   }
   return new FalAmbiguousError(`fal call failed: ${(err as Error)?.message ?? String(err)}`);
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
 }
 
 /** fal's error bodies: `{detail: string}` or pydantic `{detail: [{loc, msg}]}`. */

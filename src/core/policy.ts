@@ -19,6 +19,8 @@ export interface Policy {
     /** SUBMIT_RETRY_WINDOW: how long from its first failure a submission is tried again (fal unreachable, 429/5xx). */
     retryWindowMs: number;
     backoff: Backoff;
+    /** Wait before a new attempt of a row fal failed without billing it (runner_server_error and the like); by attempt. */
+    newAttemptBackoff: Backoff;
     /** How often a submit job held back by the auth pause looks again. */
     pauseRecheckMs: number;
     /** Failed submit jobs are kept this long for inspection. */
@@ -165,6 +167,7 @@ export function buildPolicy(cfg: Config, overrides: PolicyOverrides = {}): Polic
       tries: WINDOW_BACKSTOP_TRIES,
       retryWindowMs: cfg.SUBMIT_RETRY_WINDOW,
       backoff: { baseMs: 1000, capMs: 60_000, jitter: 0.5 },
+      newAttemptBackoff: { baseMs: 5000, capMs: 120_000, jitter: 0.5 },
       pauseRecheckMs: 10_000,
       keepFailedSeconds: 7 * 86400,
     },

@@ -1,6 +1,7 @@
 // BullMQ queues and their job payloads. Job ids are deterministic, so re-adding the same work
 // (a resumed producer, a duplicate webhook, a reconciler sweep) is absorbed by BullMQ.
 import { Queue, type ConnectionOptions } from 'bullmq';
+import type { FalErrorInfo } from './falErrors.ts';
 import { jobOptions, type Policy } from './policy.ts';
 import type { RowData } from './rowState.ts';
 
@@ -29,6 +30,8 @@ export interface ResultJob {
   /** S3 key of the payload when it was too large to keep in Redis (sync_mode images inline); `payload` is then absent. */
   payloadKey?: string;
   error?: string | null;
+  /** fal's error type and retry headers, when a poll read them from the result call (a webhook's are in its payload). */
+  falError?: FalErrorInfo;
   /** Row identity from our webhook URL: lets a result that beats the submit response find its row. */
   hint?: { runId: string; key: string; attempt: number };
   source: 'webhook' | 'poll';

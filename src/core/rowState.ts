@@ -3,6 +3,7 @@
 // inside those commands, guarded by the row's done bit, so they cannot drift from the rows.
 import { readFileSync } from 'node:fs';
 import type { Redis } from 'ioredis';
+import { ERROR_CATEGORIES, type ErrorCategory } from './falErrors.ts';
 import { keys, REQUEST_MAPPING_TTL_SECONDS, type RowState, type RunState } from './keys.ts';
 import { policyFields, policyOf, type RunPolicy } from './runPolicy.ts';
 
@@ -12,7 +13,7 @@ const COMMANDS = {
   reclaimSubmit: { keys: 4, replies: ['adopted', 'noop'] },
   releaseSubmit: { keys: 2, replies: ['ok', 'noop'] },
   recordSubmit: { keys: 5, replies: ['ok', 'adopted', 'late', 'gone', 'canceled'] },
-  recordResult: { keys: 6, replies: ['store', 'failed', 'duplicate', 'ignored', 'unknown', 'stale'] },
+  recordResult: { keys: 6, replies: ['store', 'failed', 'retry', 'duplicate', 'ignored', 'unknown', 'stale'] },
   completeRow: { keys: 4, replies: ['ok', 'noop', 'stale'] },
   finishRow: { keys: 4, replies: ['ok', 'noop', 'stale'] },
   supersede: { keys: 4, replies: ['resubmit', 'failed', 'noop', 'stale'] },
@@ -76,12 +77,39 @@ export interface Row {
   /** fal's status of the current request at the last poll. */
   falStatus?: string;
   error?: string;
+  /** The final error's type (fal's error_type, or ours: see falErrors.ts) and report category. */
+  errorType?: string;
+  errorCategory?: ErrorCategory;
+  /** Every failed attempt's error, in order. */
+  attemptErrors: AttemptError[];
   lastError?: string;
   images?: StoredImage[];
   seed?: string;
   prompt?: string;
   /** Estimated cost of one fal request for this row (millionths of the run's currency). */
   cost?: number;
+}
+
+export interface AttemptError {
+  attempt: number;
+  request_id: string;
+  error_type: string;
+  error_category: string;
+  error: string;
+}
+
+/** The kind of a failure a row ends with (or an attempt gives up with). */
+export interface ErrorKind {
+  type: string;
+  category: ErrorCategory;
+}
+
+/** An ERROR result's verdict, as recordResult.lua reads it. */
+export interface ResultVerdict extends ErrorKind {
+  /** A new attempt of the row (fal did not bill this one and it may succeed). */
+  retry: boolean;
+  /** fal does not bill this failure: its estimate leaves the run's cost. */
+  refund: boolean;
 }
 
 export interface StoredImage {
@@ -110,8 +138,12 @@ export interface RunRecord {
   rejected: number;
   canceled: number;
   submits: number;
-  /** Estimated cost of the work submitted so far, in millionths of the currency. */
+  /** Estimated cost billed so far: submissions fal accepted, less those it failed without billing (millionths). */
   costMicros: number;
+  /** Estimated cost of every submission fal accepted, billed or not (millionths). */
+  submittedCostMicros: number;
+  /** Failed rows by their error's category. */
+  failedByCategory: Partial<Record<ErrorCategory, number>>;
   stopReason?: string;
   /** Runs made of this run's failed rows. */
   retriedBy: string[];
@@ -210,6 +242,11 @@ export class RowStore {
       canceled: Number(h.canceled ?? 0),
       submits: Number(h.submits ?? 0),
       costMicros: Number(h.costMicros ?? 0),
+      // Runs created before it was counted: what they counted as cost was what they submitted.
+      submittedCostMicros: Number(h.submittedCostMicros ?? h.costMicros ?? 0),
+      failedByCategory: Object.fromEntries(
+        ERROR_CATEGORIES.filter((c) => Number(h[`failedBy:${c}`] ?? 0) > 0).map((c) => [c, Number(h[`failedBy:${c}`])]),
+      ) as Partial<Record<ErrorCategory, number>>,
       stopReason: h.stopReason,
       retriedBy: h.retriedBy ? h.retriedBy.split(',') : [],
       policy: policyOf(h),
@@ -407,7 +444,7 @@ export class RowStore {
   async recordResult(
     runId: string,
     key: string,
-    result: { requestId: string; hintAttempt?: number; status: 'OK' | 'ERROR'; error?: string },
+    result: { requestId: string; hintAttempt?: number; status: 'OK' | 'ERROR'; error?: string; verdict?: ResultVerdict },
   ): Promise<Exclude<Reply<'recordResult'>, 'stale'>> {
     return (await this.recordResultRow(runId, key, result)).decision;
   }
@@ -416,7 +453,7 @@ export class RowStore {
   async recordResultRow(
     runId: string,
     key: string,
-    result: { requestId: string; hintAttempt?: number; status: 'OK' | 'ERROR'; error?: string },
+    result: { requestId: string; hintAttempt?: number; status: 'OK' | 'ERROR'; error?: string; verdict?: ResultVerdict },
   ): Promise<{ decision: Exclude<Reply<'recordResult'>, 'stale'>; row?: Row }> {
     // Most rows made one request, the one whose result this is: tried first without reading the row.
     const reply = await this.ending(
@@ -432,6 +469,7 @@ export class RowStore {
             Date.now(),
             result.error ?? 'fal reported an error',
             mappingValue(runId, key, result.hintAttempt ?? 0),
+            result.verdict ? JSON.stringify(result.verdict) : '',
             ...ids,
           ],
         ),
@@ -476,9 +514,10 @@ export class RowStore {
     reason: string,
     from: RowState[],
     requestId = '',
+    kind: ErrorKind = outcome === 'canceled' ? { type: 'run_canceled', category: 'canceled' } : { type: '', category: 'other' },
   ): Promise<boolean> {
     const reply = await this.ending(runId, key, (reqKeys, ids) =>
-      this.call.finishRow([...this.rowKeys(runId, key), ...reqKeys], [outcome, reason, Date.now(), from.join(','), requestId, ...ids]),
+      this.call.finishRow([...this.rowKeys(runId, key), ...reqKeys], [outcome, reason, Date.now(), from.join(','), requestId, kind.type, kind.category, ...ids]),
     );
     return reply === 'ok';
   }
@@ -491,9 +530,10 @@ export class RowStore {
     attempt: number,
     requestId: string | undefined,
     reason: string,
+    kind: ErrorKind = { type: 'lost', category: 'fal_transient' },
   ): Promise<'resubmit' | 'failed' | 'noop'> {
     return (await this.ending(runId, key, (reqKeys, ids) =>
-      this.call.supersede([...this.rowKeys(runId, key), ...reqKeys], [from, attempt, requestId ?? '', reason, Date.now(), ...ids]),
+      this.call.supersede([...this.rowKeys(runId, key), ...reqKeys], [from, attempt, requestId ?? '', reason, Date.now(), kind.type, kind.category, ...ids]),
     )) as 'resubmit' | 'failed' | 'noop';
   }
 
@@ -545,6 +585,9 @@ function rowOf(runId: string, key: string, h: Record<string, string>): Row | und
     startedAt: h.startedFor && h.startedFor === h.requestId ? num(h.startedAt) : undefined,
     falStatus: h.falStatus,
     error: h.error,
+    errorType: h.errorType,
+    errorCategory: h.errorCategory as ErrorCategory | undefined,
+    attemptErrors: h.attemptErrors ? (JSON.parse(h.attemptErrors) as AttemptError[]) : [],
     lastError: h.lastError,
     images: h.images ? (JSON.parse(h.images) as StoredImage[]) : undefined,
     seed: h.seed,

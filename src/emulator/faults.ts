@@ -28,6 +28,12 @@ export interface EmulatorFaults {
    * took the request.
    */
   ambiguousSubmitRate?: number;
+  /**
+   * Share of requests that fail with each of fal's error types (errors.ts: request errors such as
+   * runner_server_error, model errors such as image_load_error or content_policy_violation), with fal's
+   * status, body shape and headers. One draw per request decides among them.
+   */
+  errorRates?: Partial<Record<string, number>>;
 }
 
 /** mulberry32: small, fast, seedable; returns floats in [0, 1). */
@@ -54,12 +60,12 @@ export function chance(random: () => number, rate: number | undefined): boolean 
   return random() < (rate ?? 0);
 }
 
-export type StreamName = 'submit' | 'lost' | 'model' | 'latency' | 'seed' | 'webhook' | 'files' | 'ambiguous';
+export type StreamName = 'submit' | 'lost' | 'model' | 'latency' | 'seed' | 'webhook' | 'files' | 'ambiguous' | 'errors';
 
 /** One independent seeded stream per concern, all derived from one seed. */
 export function randomStreams(seed: number): Record<StreamName, () => number> {
   // New streams go at the end: a stream's seed depends on its position.
-  const names: StreamName[] = ['submit', 'lost', 'model', 'latency', 'seed', 'webhook', 'files', 'ambiguous'];
+  const names: StreamName[] = ['submit', 'lost', 'model', 'latency', 'seed', 'webhook', 'files', 'ambiguous', 'errors'];
   return Object.fromEntries(names.map((name, i) => [name, seededRandom(Math.imul(seed >>> 0, 0x9e3779b1) ^ ((i + 1) * 0x85ebca6b))])) as Record<
     StreamName,
     () => number

@@ -18,6 +18,8 @@ export class ModelFailure extends Error {
     readonly detail: unknown,
     /** model: `detail` lists typed entries (fal's model errors); request: a string (fal's request errors). */
     readonly kind: 'model' | 'request' = 'model',
+    /** X-Fal-Retryable on the result call: might the same request succeed again? (default: a 5xx) */
+    readonly retryable: boolean = status >= 500,
   ) {
     super(message);
     this.name = 'ModelFailure';

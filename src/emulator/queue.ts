@@ -7,7 +7,8 @@ import type { Logger } from '../core/logger.ts';
 import { between, chance, type EmulatorFaults, type MsRange } from './faults.ts';
 import type { FileStore } from './files.ts';
 import type { RequestJournal } from './journal.ts';
-import { generate, loadFace, ModelFailure, type FaceSource, type ModelOutput } from './model.ts';
+import { emulatedFailure, pickError } from './errors.ts';
+import { describeUrl, generate, loadFace, ModelFailure, type FaceSource, type ModelOutput } from './model.ts';
 import { validateInput, type ModelInput } from './schema.ts';
 import { rowKeyOf, type EmulatorStats } from './stats.ts';
 import type { WebhookAttempt, WebhookBody, WebhookSender } from './webhooks.ts';
@@ -31,6 +32,10 @@ export interface RequestFailure {
   detail: unknown;
   /** model: `detail` is a list of typed entries; request: a string, with `error_type` in the body. */
   kind: 'model' | 'request';
+  /** X-Fal-Retryable of the result call. */
+  retryable?: boolean;
+  /** X-Fal-Request-Timeout-Type ('user': the start timeout the submit asked for ran out). */
+  timeoutType?: 'user';
 }
 
 export interface EmulatedRequest {
@@ -66,7 +71,7 @@ export interface QueueOptions {
   sizeScale: number;
   /** Share of cancels of a running request whose runner finishes anyway (billed, webhook sent). */
   runningCancelCompletesRate: number;
-  random: { lost: () => number; model: () => number; latency: () => number; seed: () => number; cancel: () => number };
+  random: { lost: () => number; model: () => number; latency: () => number; seed: () => number; cancel: () => number; errors: () => number };
   faults: () => EmulatorFaults;
   stats: EmulatorStats;
   files: FileStore;
@@ -79,7 +84,20 @@ export interface QueueOptions {
 }
 
 /** A request error of fal's documented kind: flat {detail, error_type}, X-Fal-Error-Type. */
-const CANCELED: RequestFailure = { status: 499, type: 'client_cancelled', message: 'Request was cancelled by the client', detail: 'Request was cancelled by the client', kind: 'request' };
+const CANCELED: RequestFailure = {
+  status: 499,
+  type: 'client_cancelled',
+  message: 'Request was cancelled by the client',
+  detail: 'Request was cancelled by the client',
+  kind: 'request',
+  retryable: false,
+};
+
+/** fal's start timeout ran out while the request was still queued: 504, X-Fal-Request-Timeout-Type: user, not billed. */
+function startTimedOut(seconds: number): RequestFailure {
+  const msg = `Request timed out: no runner started it within its start timeout of ${seconds} seconds`;
+  return { status: 504, type: 'request_timeout', message: msg, detail: msg, kind: 'request', retryable: false, timeoutType: 'user' };
+}
 
 export type CancelOutcome = 'removed' | 'signalled' | 'already_completed';
 
@@ -138,6 +156,7 @@ export class EmulatedQueue {
     this.requests.set(req.id, req);
     this.waiting.push(req.id);
     this.log(req, 'Request queued');
+    this.enforceStartTimeout(req);
     this.pump();
     stats.maxQueued = Math.max(stats.maxQueued, this.waiting.length);
     return req;
@@ -215,6 +234,40 @@ export class EmulatedQueue {
     this.waiting.length = 0;
   }
 
+  /**
+   * X-Fal-Request-Timeout: fal's time-to-start deadline, in seconds from the submit. A request no
+   * runner has taken by then ends with 504 (X-Fal-Request-Timeout-Type: user) and an ERROR webhook;
+   * once a runner took it, the timeout no longer applies.
+   */
+  private enforceStartTimeout(req: EmulatedRequest): void {
+    const seconds = Number(req.falHeaders['x-fal-request-timeout']);
+    if (!Number.isFinite(seconds) || seconds <= 0) return;
+    const t = setTimeout(() => {
+      this.timers.delete(t);
+      if (this.closed || req.status !== 'IN_QUEUE' || req.canceled) return;
+      const i = this.waiting.indexOf(req.id);
+      if (i >= 0) this.waiting.splice(i, 1);
+      req.failure = startTimedOut(seconds);
+      this.log(req, req.failure.message, 'ERROR');
+      this.finish(req);
+      this.opts.stats.failed++;
+      this.opts.stats.startTimeouts++;
+      this.opts.webhooks.dispatch(req, this.errorWebhook(req, req.failure));
+    }, seconds * 1000);
+    this.timers.add(t);
+  }
+
+  /** The ERROR webhook of a failed request: payload as the result call's body (request errors carry error_type). */
+  private errorWebhook(req: EmulatedRequest, f: RequestFailure): WebhookBody {
+    return {
+      request_id: req.id,
+      gateway_request_id: req.id,
+      status: 'ERROR',
+      payload: f.kind === 'request' ? { detail: f.detail, error_type: f.type } : { detail: f.detail },
+      error: `Invalid status code: ${f.status}`,
+    };
+  }
+
   private stop(req: EmulatedRequest): void {
     req.canceled = true;
     req.status = 'COMPLETED';
@@ -267,6 +320,11 @@ export class EmulatedQueue {
         const msg = 'Model error: the runner crashed while generating the image (emulated fault)';
         throw new ModelFailure(500, 'runner_server_error', msg, msg, 'request');
       }
+      const injected = pickError(this.opts.random.errors, this.opts.faults().errorRates);
+      if (injected) {
+        stats.errorsByType[injected] = (stats.errorsByType[injected] ?? 0) + 1;
+        throw emulatedFailure(injected, describeUrl(input.image_urls[0]!));
+      }
       this.log(req, `Generating ${input.num_images} image(s)`);
       const output = await generate(input, face, input.seed ?? drawnSeed, this.opts.sizeScale, (img) =>
         input.sync_mode ? `data:${img.contentType};base64,${img.data.toString('base64')}` : this.opts.files.put(img.data, img.contentType, img.fileName),
@@ -285,7 +343,7 @@ export class EmulatedQueue {
       if (stopped()) return;
       req.failure =
         err instanceof ModelFailure
-          ? { status: err.status, type: err.type, message: err.message, detail: err.detail, kind: err.kind }
+          ? { status: err.status, type: err.type, message: err.message, detail: err.detail, kind: err.kind, retryable: err.retryable }
           : {
               status: 500,
               type: 'runner_server_error',
@@ -296,14 +354,7 @@ export class EmulatedQueue {
       this.log(req, req.failure.message, 'ERROR');
       this.finish(req);
       stats.failed++;
-      const body: WebhookBody = {
-        request_id: req.id,
-        gateway_request_id: req.id,
-        status: 'ERROR',
-        payload: { detail: req.failure.detail },
-        error: `Invalid status code: ${req.failure.status}`,
-      };
-      this.opts.webhooks.dispatch(req, body);
+      this.opts.webhooks.dispatch(req, this.errorWebhook(req, req.failure));
     }
   }
 

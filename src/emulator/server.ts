@@ -69,10 +69,33 @@ export interface EmulatorOptions {
    */
   privateNetwork?: boolean;
   faults?: EmulatorFaults;
+  /** How long a completed request's result is kept for the result call (fal's documented defaults). */
+  resultRetention?: Partial<ResultRetention>;
   /** Keep requests and files in this directory and take them back on start (the embedded stack). */
   stateDir?: string;
   logger?: Logger;
 }
+
+/**
+ * fal keeps a result 1 h after the request completes (6 min when it is 10 KB or more) unless payload
+ * storage is on — on by default, 30 days; a submit's `X-Fal-Store-IO: 0` turns it off for that request.
+ * After that the result call answers 404, while the status call still says COMPLETED.
+ */
+export interface ResultRetention {
+  payloadStorage: boolean;
+  storedMs: number;
+  keptMs: number;
+  largeKeptMs: number;
+  largeBytes: number;
+}
+
+export const DEFAULT_RESULT_RETENTION: ResultRetention = {
+  payloadStorage: true,
+  storedMs: 30 * 86400_000,
+  keptMs: 3600_000,
+  largeKeptMs: 6 * 60_000,
+  largeBytes: 10 * 1024,
+};
 
 export interface RunningEmulator {
   /** Base URL, e.g. http://127.0.0.1:PORT: replace https://queue.fal.run with it. */
@@ -90,6 +113,7 @@ const NAMESPACES = new Set(['workflows', 'comfy']);
 
 export async function startEmulator(opts: EmulatorOptions = {}): Promise<RunningEmulator> {
   const host = opts.host ?? '127.0.0.1';
+  const retention: ResultRetention = { ...DEFAULT_RESULT_RETENTION, ...opts.resultRetention };
   const key = opts.signingKey ?? createSigningKey();
   const stats = createStats();
   const seed = opts.seed ?? Date.now();
@@ -224,13 +248,18 @@ export async function startEmulator(opts: EmulatorOptions = {}): Promise<Running
     if (action === undefined && method === 'GET') {
       stats.resultCalls++;
       if (r.status !== 'COMPLETED') return sendJson(res, 400, { detail: 'Request is still in progress' }, headers);
+      if (resultExpired(r)) {
+        stats.resultsExpired++;
+        return sendJson(res, 404, { detail: 'Request result not found: it is no longer stored' }, headers);
+      }
       if (r.failure) {
         // Model errors: {detail: [typed entries]}; request errors: {detail: string, error_type}.
         const body = r.failure.kind === 'request' ? { detail: r.failure.detail, error_type: r.failure.type } : { detail: r.failure.detail };
         return sendJson(res, r.failure.status, body, {
           ...headers,
           'x-fal-error-type': r.failure.type,
-          'x-fal-retryable': String(r.failure.status >= 500),
+          'x-fal-retryable': String(r.failure.retryable ?? r.failure.status >= 500),
+          ...(r.failure.timeoutType ? { 'x-fal-request-timeout-type': r.failure.timeoutType } : {}),
         });
       }
       return sendJson(res, 200, r.output, headers);
@@ -244,6 +273,16 @@ export async function startEmulator(opts: EmulatorOptions = {}): Promise<Running
     }
     if (action === undefined || action === 'status' || action === 'cancel') return sendJson(res, 405, { detail: 'Method Not Allowed' });
     return sendJson(res, 404, { detail: 'Not Found' });
+  }
+
+  /** Whether fal no longer keeps this completed request's result (see ResultRetention). */
+  function resultExpired(r: EmulatedRequest, now = Date.now()): boolean {
+    if (!r.completedAt) return false;
+    const storeIo = (r.falHeaders['x-fal-store-io'] ?? '').trim().toLowerCase();
+    const stored = retention.payloadStorage ? storeIo !== '0' && storeIo !== 'false' : storeIo === '1' || storeIo === 'true';
+    if (stored) return now - r.completedAt > retention.storedMs;
+    const size = r.output ? Buffer.byteLength(JSON.stringify(r.output, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))) : 0;
+    return now - r.completedAt > (size >= retention.largeBytes ? retention.largeKeptMs : retention.keptMs);
   }
 
   function statusBody(r: EmulatedRequest, withLogs: boolean): Record<string, unknown> {

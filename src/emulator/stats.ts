@@ -42,6 +42,12 @@ export interface EmulatorStats {
   /** fal.storage: initiate calls and uploaded (PUT) files. */
   storageInitiates: number;
   storageUploads: number;
+  /** Requests ended by their start timeout (X-Fal-Request-Timeout) while still queued: 504, not billed. */
+  startTimeouts: number;
+  /** Failures injected by faults.errorRates, by error type. */
+  errorsByType: Record<string, number>;
+  /** Result calls on a completed request whose result was no longer kept (404). */
+  resultsExpired: number;
   /** Most requests ever waiting IN_QUEUE at once (every slot taken). */
   maxQueued: number;
   /** Accepted submissions per `${run}/${row}` named by the fal_webhook URL's query. */
@@ -81,6 +87,9 @@ export function createStats(): EmulatorStats {
     cancelCalls: 0,
     storageInitiates: 0,
     storageUploads: 0,
+    startTimeouts: 0,
+    errorsByType: {},
+    resultsExpired: 0,
     maxQueued: 0,
     acceptedByRow: {},
   };

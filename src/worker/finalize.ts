@@ -16,7 +16,7 @@ import { outcomeOf, partsReader, removeReportParts, type ReportOutcome } from '.
 import { writeReportIndex } from './reportIndex.ts';
 import { uploadWhileWriting } from './uploadWhileWriting.ts';
 
-export const REPORT_COLUMNS = ['line', 'id', 'row_key', 'face_url', 'status', 'request_id', 'attempts', 'images', 'seed', 'error'] as const;
+export const REPORT_COLUMNS = ['line', 'id', 'row_key', 'face_url', 'status', 'request_id', 'attempts', 'images', 'seed', 'error', 'error_type', 'error_category'] as const;
 
 /** Rows looked up in S3 at once while writing the report. */
 const META_BATCH = 64;
@@ -28,6 +28,8 @@ export function summaryOf(run: RunRecord, state: string) {
     total: run.total ?? run.queued + run.rejected,
     completed: run.completed,
     failed: run.failed,
+    /** Failed rows by their error's category (input, content_policy, fal_transient, timeout, canceled, storage, other). */
+    failedByCategory: run.failedByCategory,
     rejected: run.rejected,
     canceled: run.canceled,
     startedAt: new Date(run.createdAt).toISOString(),
@@ -37,9 +39,12 @@ export function summaryOf(run: RunRecord, state: string) {
     manifest: run.manifest.startsWith('s3://') ? run.manifest : basename(run.manifest),
     manifestSha256: typeof run.options.sha256 === 'string' ? run.options.sha256 : null,
     stopReason: run.stopReason ?? null,
-    /** Estimated cost of the whole manifest when the run was started, and of the work submitted. */
+    /** Estimated cost of the whole manifest when the run was started. */
     estimatedCost: roundMoney(Number(run.options.estimatedCost ?? 0)),
+    /** Billed: the estimate of each submission fal accepted, less those fal failed without billing (server errors). */
     cost: fromMicros(run.costMicros),
+    /** Every submission fal accepted, billed or not. */
+    submittedCost: fromMicros(run.submittedCostMicros),
     maxCost: run.policy.maxCost,
     currency: run.policy.currency,
     /** Retries link both ways: the run this one retries, and the runs that retried this one. */
@@ -108,9 +113,9 @@ export async function writeRunReport(ctx: Context, runId: string): Promise<Summa
         const canceled = cancels[i];
         const outcome = batched[i] ?? (meta ? outcomeOf(meta) : undefined);
         const record: Record<string, string> = reason
-          ? { status: 'rejected', error: reason }
+          ? { status: 'rejected', error: reason, error_type: 'rejected', error_category: 'input' }
           : canceled
-            ? { status: 'canceled', error: canceled }
+            ? { status: 'canceled', error: canceled, error_type: 'run_canceled', error_category: 'canceled' }
             : outcome
             ? { ...outcome }
             : { status: 'failed', error: 'no outcome was recorded for this row' };

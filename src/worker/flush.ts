@@ -18,6 +18,9 @@ export function rowMeta(row: Row) {
     id: row.data.id ?? null,
     status: row.state,
     error: row.error ?? null,
+    ...errorKindOf(row),
+    /** Every failed attempt's error, in order (a row retried after fal's server errors lists each). */
+    attempt_errors: row.attemptErrors,
     input: { face_url: row.data.faceUrl, ...row.data.input },
     extra: row.data.extra,
     request_id: row.requestId ?? null,
@@ -44,6 +47,13 @@ export function rowMeta(row: Row) {
   };
 }
 export type RowMeta = ReturnType<typeof rowMeta>;
+
+/** A finished row's error type and category; a row ended without one (older code) gets one by its state. */
+function errorKindOf(row: Row): { error_type: string | null; error_category: string | null } {
+  if (row.state === 'completed') return { error_type: null, error_category: null };
+  if (row.state === 'canceled') return { error_type: row.errorType ?? 'run_canceled', error_category: row.errorCategory ?? 'canceled' };
+  return { error_type: row.errorType || null, error_category: row.errorCategory ?? 'other' };
+}
 
 const iso = (ms?: number) => (ms ? new Date(ms).toISOString() : null);
 

@@ -10,13 +10,16 @@
 import { outageOf } from '../core/dependencies.ts';
 import type { Job } from 'bullmq';
 import type { Context } from '../core/context.ts';
-import { FalAuthError, FalNotFoundError, FalRejectedError, FalTransientError, errorMessage } from '../core/errors.ts';
+import { FalAuthError, FalNotFoundError, FalRejectedError, FalStartTimeoutError, FalTransientError, errorMessage } from '../core/errors.ts';
+import type { FalErrorInfo } from '../core/falErrors.ts';
+import { falSlots } from '../core/falSlots.ts';
 import { classifyFalError } from '../core/fal.ts';
 import { keys } from '../core/keys.ts';
 import type { Policy } from '../core/policy.ts';
 import { jobIds, type PollJob } from '../core/queues.ts';
 import { addResultJob } from '../core/resultJobs.ts';
 import type { Row } from '../core/rowState.ts';
+import { flushRow } from './flush.ts';
 
 const TIMING_TTL_SECONDS = 7 * 86400;
 
@@ -147,10 +150,14 @@ export async function processPoll(ctx: Context, job: Job<PollJob>): Promise<stri
   const endpoint = (await ctx.rows.getRun(runId))?.policy.endpoint || ctx.cfg.FAL_ENDPOINT;
   const seen = await lookAtRequest(ctx, endpoint, row, requestId, now);
   if (seen.status === 'done') return 'done';
-  if (seen.status === 'LOST') {
+  if (seen.status === 'LOST' || (seen.status === 'EXPIRED' && ctx.cfg.RESUBMIT_EXPIRED)) {
     // The sweep resubmits lost requests (as a new attempt, within MAX_ATTEMPTS): hand it over now.
-    await ctx.rows.markPolled(runId, key, requestId, now, 'LOST', now);
-    return 'lost';
+    await ctx.rows.markPolled(runId, key, requestId, now, seen.status, now);
+    return seen.status === 'LOST' ? 'lost' : 'expired';
+  }
+  if (seen.status === 'EXPIRED') {
+    await failExpired(ctx, row, requestId);
+    return 'expired';
   }
   const timing = await runTiming(ctx, runId);
   const queuePosition = seen.status === 'UNREACHABLE' ? job.data.queuePosition : (seen.queuePosition ?? job.data.queuePosition);
@@ -172,7 +179,26 @@ export async function processPoll(ctx: Context, job: Job<PollJob>): Promise<stri
   return seen.status;
 }
 
-export type Seen = { status: 'done' } | { status: 'LOST' } | { status: 'IN_QUEUE' | 'IN_PROGRESS'; queuePosition?: number } | { status: 'UNREACHABLE' };
+export type Seen =
+  | { status: 'done' }
+  | { status: 'LOST' }
+  /** fal COMPLETED it, and no longer keeps its result (404 on the result call). */
+  | { status: 'EXPIRED' }
+  | { status: 'IN_QUEUE' | 'IN_PROGRESS'; queuePosition?: number }
+  | { status: 'UNREACHABLE' };
+
+/** Why a row whose result fal no longer keeps ends failed (RESUBMIT_EXPIRED=false: never paid twice). */
+export const expiredReason = (requestId: string) =>
+  `result expired: fal completed request ${requestId} but no longer keeps its result (404); not resubmitted (RESUBMIT_EXPIRED=false)`;
+
+/** A COMPLETED request whose result fal no longer keeps: the row fails (`result expired`), it is not paid for again. */
+export async function failExpired(ctx: Context, row: Row, requestId: string): Promise<void> {
+  ctx.logger.warn({ runId: row.runId, row: row.key, requestId }, 'fal no longer keeps the result of a completed request; its row fails');
+  if (await ctx.rows.finishRow(row.runId, row.key, 'failed', expiredReason(requestId), ['submitted'], requestId, { type: 'result_expired', category: 'storage' })) {
+    await falSlots(ctx).release(row.runId, row.key);
+    await flushRow(ctx, row.runId, row.key);
+  }
+}
 
 interface FalStatus {
   status: string;
@@ -213,13 +239,16 @@ export async function lookAtRequest(ctx: Context, endpoint: string, row: Row, re
     await addResultJob(ctx, row.runId, { requestId, status: 'OK', payload: result.data, hint, source: 'poll', receivedAt: now });
   } catch (raw) {
     const err = classifyFalError(raw);
-    if (err instanceof FalNotFoundError) return { status: 'LOST' };
+    // Status said COMPLETED: a 404 now is a result fal no longer keeps, not a lost request.
+    if (err instanceof FalNotFoundError) return { status: 'EXPIRED' };
     // fal's own answer about the request (4xx, or a 5xx once status said it failed), not a failed call.
-    const answered = err instanceof FalRejectedError || (!!status.error && err instanceof FalTransientError && err.status !== undefined);
+    const answered =
+      err instanceof FalRejectedError || err instanceof FalStartTimeoutError || (!!status.error && err instanceof FalTransientError && err.status !== undefined);
     if (!answered && !status.error) return { status: 'UNREACHABLE' };
     // fal's full detail comes from the result call; the status call's error is only a summary.
     const error = answered ? errorMessage(err) : [status.error, status.error_type].filter(Boolean).join(': ');
-    await addResultJob(ctx, row.runId, { requestId, status: 'ERROR', error, hint, source: 'poll', receivedAt: now });
+    const falError: FalErrorInfo | undefined = answered ? (err as { fal?: FalErrorInfo }).fal : status.error_type ? { type: status.error_type } : undefined;
+    await addResultJob(ctx, row.runId, { requestId, status: 'ERROR', error, falError, hint, source: 'poll', receivedAt: now });
   }
   return { status: 'done' };
 }

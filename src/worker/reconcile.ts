@@ -7,7 +7,7 @@
 // giving them back.
 import type { Context } from '../core/context.ts';
 import { DependencyError, isRedisOutage } from '../core/dependencies.ts';
-import { FalTransientError, errorMessage } from '../core/errors.ts';
+import { FalNotFoundError, FalTransientError, errorMessage } from '../core/errors.ts';
 import { classifyFalError } from '../core/fal.ts';
 import { falSlots } from '../core/falSlots.ts';
 import { TERMINAL } from '../core/keys.ts';
@@ -15,10 +15,10 @@ import { resumeUnheldQueues } from '../core/outagePauses.ts';
 import { getPause } from '../core/pause.ts';
 import { jobIds, submitJobOptions } from '../core/queues.ts';
 import { addResultJob } from '../core/resultJobs.ts';
-import type { Row } from '../core/rowState.ts';
+import type { ErrorKind, Row } from '../core/rowState.ts';
 import type { RunPolicy } from '../core/runPolicy.ts';
 import { flushRow } from './flush.ts';
-import { lookAtRequest, schedulePoll } from './poll.ts';
+import { failExpired, lookAtRequest, schedulePoll } from './poll.ts';
 import { errorText } from './store.ts';
 import { cancelRequest } from './submit.ts';
 import { enqueueProduce } from '../producer/produce.ts';
@@ -82,7 +82,7 @@ async function reconcileRow(ctx: Context, policy: RunPolicy, row: Row, now: numb
   if (await flushIfOrphaned(ctx, row, now, counts)) return;
   const deadline = requestDeadline(policy, row);
   if (deadline && now > deadline.at) {
-    if (await ctx.rows.finishRow(row.runId, row.key, 'failed', deadline.reason, ['submitted'], row.requestId)) {
+    if (await ctx.rows.finishRow(row.runId, row.key, 'failed', deadline.reason, ['submitted'], row.requestId, { type: 'deadline', category: 'timeout' })) {
       counts.timedOut++;
       if (row.requestId) await cancelRequest(ctx, policy.endpoint, row.requestId);
       await falSlots(ctx).release(row.runId, row.key);
@@ -105,6 +105,13 @@ async function reconcileRow(ctx: Context, policy: RunPolicy, row: Row, now: numb
       if (ctx.cfg.delivery.mode === 'poll') {
         // Its poll job found fal had lost it (404) and handed it over: a new attempt.
         if (row.falStatus === 'LOST') return resubmit(ctx, row, 'submitted', row.requestId, `fal lost request ${row.requestId} (404)`, counts);
+        // Its poll job found the result expired, and RESUBMIT_EXPIRED=true: a new attempt, by choice.
+        if (row.falStatus === 'EXPIRED') {
+          return resubmit(ctx, row, 'submitted', row.requestId, `result expired: fal no longer keeps the result of ${row.requestId}; resubmitted (RESUBMIT_EXPIRED=true)`, counts, {
+            type: 'result_expired',
+            category: 'storage',
+          });
+        }
         // Its poll job is overdue (its worker died): another one takes over at once.
         counts.polled++;
         await schedulePoll(ctx, { runId: row.runId, key: row.key, requestId: row.requestId }, row.polls, 0);
@@ -181,7 +188,9 @@ export async function sweepCanceledRun(ctx: Context, runId: string, now = Date.n
 /**
  * The deadline of a request on fal's side: the run's ROW_DEADLINE_MS from when a poll first saw it
  * running, or its QUEUE_DEADLINE_MS from its submission while it was never seen running. Rows waiting on
- * our side (pending: for a place on fal, or a retry) have none: waiting here costs nothing.
+ * our side (pending: for a place on fal, or a retry) have none: waiting here costs nothing. fal enforces
+ * QUEUE_DEADLINE_MS too (it is the request's start timeout, answered with a 504): whichever comes first
+ * fails the row, and neither resubmits it.
  */
 export function requestDeadline(policy: Pick<RunPolicy, 'deadlineMs' | 'queueDeadlineMs'>, row: Row): { at: number; reason: string } | undefined {
   if (row.state !== 'submitted' || !row.submittedAt) return undefined;
@@ -197,6 +206,14 @@ async function pollRequest(ctx: Context, endpoint: string, row: Row, requestId: 
   const seen = await lookAtRequest(ctx, endpoint, row, requestId, now);
   if (seen.status === 'done') return;
   if (seen.status === 'LOST') return resubmit(ctx, row, 'submitted', requestId, `fal lost request ${requestId} (404)`, counts);
+  if (seen.status === 'EXPIRED') {
+    // Only by choice (RESUBMIT_EXPIRED=true): fal ran and billed it once already.
+    if (!ctx.cfg.RESUBMIT_EXPIRED) return failExpired(ctx, row, requestId);
+    return resubmit(ctx, row, 'submitted', requestId, `result expired: fal no longer keeps the result of ${requestId}; resubmitted (RESUBMIT_EXPIRED=true)`, counts, {
+      type: 'result_expired',
+      category: 'storage',
+    });
+  }
   await ctx.rows.markPolled(row.runId, row.key, requestId, now + pollBackoff(ctx, row.polls), seen.status, now);
 }
 
@@ -214,8 +231,9 @@ async function resubmit(
   requestId: string | undefined,
   reason: string,
   counts: SweepCounts,
+  kind?: ErrorKind,
 ): Promise<void> {
-  const outcome = await ctx.rows.supersede(row.runId, row.key, from, row.attempt, requestId, reason);
+  const outcome = await ctx.rows.supersede(row.runId, row.key, from, row.attempt, requestId, reason, kind);
   if (outcome !== 'noop') await falSlots(ctx).release(row.runId, row.key);
   if (outcome === 'failed') await flushRow(ctx, row.runId, row.key);
   if (outcome === 'resubmit') {
@@ -245,11 +263,12 @@ async function ensureProduceJob(ctx: Context, runId: string): Promise<void> {
   if (state === 'failed' || state === 'completed' || state === 'missing') await enqueueProduce(ctx, runId);
 }
 
-export async function addSubmitJob(ctx: Context, row: Row, generation: number): Promise<void> {
+/** `delayMs`: a new attempt after fal failed the last one waits its backoff. */
+export async function addSubmitJob(ctx: Context, row: Row, generation: number, delayMs = 0): Promise<void> {
   await ctx.queues.submit.add(
     'submit',
     { runId: row.runId, key: row.key, line: row.line, row: row.data, costMicros: row.cost },
-    { jobId: jobIds.submit(row.runId, row.key, generation), ...submitJobOptions(ctx.policy) },
+    { jobId: jobIds.submit(row.runId, row.key, generation), ...submitJobOptions(ctx.policy), ...(delayMs > 0 ? { delay: Math.round(delayMs) } : {}) },
   );
 }
 
@@ -273,7 +292,11 @@ async function redriveStore(ctx: Context, endpoint: string, row: Row, requestId:
   } catch (raw) {
     const err = classifyFalError(raw);
     if (err instanceof FalTransientError || err.name === 'FalAmbiguousError') return; // next sweep
-    const reason = `the result of ${requestId} could not be fetched again: ${errorText({ error: errorMessage(err) })}`;
-    if (await ctx.rows.finishRow(row.runId, row.key, 'failed', reason, ['storing'], requestId)) await flushRow(ctx, row.runId, row.key);
+    const expired = err instanceof FalNotFoundError;
+    const reason = expired
+      ? `result expired: fal no longer keeps the result of ${requestId} (404) and its store job died`
+      : `the result of ${requestId} could not be fetched again: ${errorText({ error: errorMessage(err) })}`;
+    const kind: ErrorKind = expired ? { type: 'result_expired', category: 'storage' } : { type: 'store_failed', category: 'storage' };
+    if (await ctx.rows.finishRow(row.runId, row.key, 'failed', reason, ['storing'], requestId, kind)) await flushRow(ctx, row.runId, row.key);
   }
 }

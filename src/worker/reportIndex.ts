@@ -14,15 +14,15 @@ import type { Context } from '../core/context.ts';
 import { runLayout } from '../core/layout.ts';
 import { unescapeCell } from '../manifest/index.ts';
 
-export const REPORT_INDEX_VERSION = 1;
+// 2: failure groups by error category (falErrors.ts), not by reason text.
+export const REPORT_INDEX_VERSION = 2;
 /** Bytes of one entry: a 6-byte offset (reports up to 256 TiB) and a 4-byte length. */
 export const ENTRY_BYTES = 10;
 /** Rows kept for each failure group, and groups kept (largest first). */
 const ROWS_PER_GROUP = 10;
 const GROUPS_KEPT = 50;
-/** Distinct reasons counted at most; the rows of any further reason are counted together. */
+/** Distinct reasons counted at most in a group (to name its most common one); further ones are not. */
 const REASONS_COUNTED = 10_000;
-const OTHER_REASONS = 'other reasons (too many distinct reasons to list)';
 /** Page reads closer than this are one range read. */
 const COALESCE_GAP_BYTES = 64 * 1024;
 
@@ -34,15 +34,20 @@ export interface ReportRow {
   faceUrl: string;
   status: string;
   error: string;
+  /** The error's category (falErrors.ts): input, content_policy, fal_transient, timeout, canceled, storage, other. */
+  category: string;
   /** S3 keys of the stored portraits. */
   images: string[];
 }
 
+/** Failed (or rejected) rows of one error category, with the reason seen most among them. */
 export interface FailureGroup {
+  category: string;
+  /** The most common reason in the group. */
   reason: string;
   status: string;
   count: number;
-  /** The first rows with this reason. */
+  /** The first rows of the group. */
   rows: ReportRow[];
 }
 
@@ -54,28 +59,36 @@ export interface ReportIndex {
   groups: FailureGroup[];
 }
 
-/** What failed and rejected rows are grouped by: one place, so the index and a run in progress agree. */
-export function failureGroupOf(r: ReportRow): { status: string; reason: string } | undefined {
+/**
+ * What failed and rejected rows are grouped by — their error category (a report without one: rejected
+ * rows are the input, others 'other') — one place, so the index and a run in progress agree.
+ */
+export function failureGroupOf(r: ReportRow): { status: string; category: string; reason: string } | undefined {
   if (r.status !== 'failed' && r.status !== 'rejected') return undefined;
-  return { status: r.status, reason: r.error || 'no reason was recorded' };
+  return { status: r.status, category: r.category || (r.status === 'rejected' ? 'input' : 'other'), reason: r.error || 'no reason was recorded' };
 }
 
-/** Counts failure groups while rows go by, keeping the first rows of each. */
+/** Counts failure groups while rows go by, keeping the first rows of each and its most common reason. */
 export class FailureGroups {
   private readonly groups = new Map<string, FailureGroup>();
+  private readonly reasons = new Map<FailureGroup, Map<string, number>>();
 
   add(r: ReportRow): void {
     const g = failureGroupOf(r);
     if (!g) return;
-    let id = `${g.status}\n${g.reason}`;
-    if (!this.groups.has(id) && this.groups.size >= REASONS_COUNTED) id = `${g.status}\n${OTHER_REASONS}`;
-    const group = this.groups.get(id) ?? { reason: id.slice(g.status.length + 1), status: g.status, count: 0, rows: [] };
+    const id = `${g.status}\n${g.category}`;
+    const group = this.groups.get(id) ?? { category: g.category, reason: g.reason, status: g.status, count: 0, rows: [] };
     group.count++;
     if (group.rows.length < ROWS_PER_GROUP) group.rows.push(r);
     this.groups.set(id, group);
+    const counts = this.reasons.get(group) ?? new Map<string, number>();
+    // Distinct reasons counted at most REASONS_COUNTED a group; further ones are not (the group still counts the row).
+    if (counts.has(g.reason) || counts.size < REASONS_COUNTED) counts.set(g.reason, (counts.get(g.reason) ?? 0) + 1);
+    this.reasons.set(group, counts);
   }
 
   largest(n = GROUPS_KEPT): FailureGroup[] {
+    for (const [group, counts] of this.reasons) group.reason = [...counts].sort((a, b) => b[1] - a[1])[0]?.[0] ?? group.reason;
     return [...this.groups.values()].sort((a, b) => b.count - a.count).slice(0, n);
   }
 }
@@ -90,6 +103,7 @@ export function reportRow(rec: Record<string, string>): ReportRow {
     faceUrl: cell('face_url'),
     status: rec.status ?? '',
     error: cell('error'),
+    category: cell('error_category'),
     images: rec.images ? cell('images').split('|').filter(Boolean) : [],
   };
 }

@@ -17,6 +17,9 @@ export interface ReportOutcome {
   images: string;
   seed: string;
   error: string;
+  /** The error's type (fal's error_type, or ours) and its category (falErrors.ts); '' for a completed row. */
+  error_type: string;
+  error_category: string;
 }
 
 /** The outcome of a row as its metadata object tells it (RowMeta's fields the report shows). */
@@ -27,6 +30,8 @@ export function outcomeOf(meta: {
   images: { key: string }[];
   seed: string | null;
   error: string | null;
+  error_type?: string | null;
+  error_category?: string | null;
 }): ReportOutcome {
   return {
     status: meta.status,
@@ -35,6 +40,8 @@ export function outcomeOf(meta: {
     images: meta.images.map((im) => im.key).join('|'),
     seed: meta.seed === null ? '' : String(meta.seed),
     error: meta.error ?? '',
+    error_type: meta.error_type ?? '',
+    error_category: meta.error_category ?? '',
   };
 }
 
@@ -171,7 +178,9 @@ function parsedLine(text: string): { line: number; outcome: ReportOutcome } | un
     const { line, ...o } = JSON.parse(text) as ReportOutcome & { line: number };
     const cells = [o.status, o.request_id, o.attempts, o.images, o.seed, o.error];
     if (!Number.isInteger(line) || cells.some((c) => typeof c !== 'string')) return undefined;
-    return { line, outcome: { status: o.status, request_id: o.request_id, attempts: o.attempts, images: o.images, seed: o.seed, error: o.error } };
+    // error_type/error_category: parts written before they existed have none.
+    const kind = { error_type: typeof o.error_type === 'string' ? o.error_type : '', error_category: typeof o.error_category === 'string' ? o.error_category : '' };
+    return { line, outcome: { status: o.status, request_id: o.request_id, attempts: o.attempts, images: o.images, seed: o.seed, error: o.error, ...kind } };
   } catch {
     return undefined;
   }

@@ -13,7 +13,10 @@ import { falSlots } from '../core/falSlots.ts';
 import { runLayout } from '../core/layout.ts';
 import type { ResultJob } from '../core/queues.ts';
 import { dropStagedPayload, resultPayload } from '../core/resultJobs.ts';
-import type { Row, StoredImage } from '../core/rowState.ts';
+import type { ResultVerdict, Row, RunRecord, StoredImage } from '../core/rowState.ts';
+import { verdictOf, webhookErrorInfo, type FalErrorInfo } from '../core/falErrors.ts';
+import { backoffDelay } from '../core/policy.ts';
+import { addSubmitJob } from './reconcile.ts';
 import { openImage, type DownloadPolicy } from './download.ts';
 import { resubmitAfterFaceRefusal } from './falFaceRefusal.ts';
 import { flushRow } from './flush.ts';
@@ -80,16 +83,19 @@ async function placeAndStore(ctx: Context, job: Job<ResultJob>, r: ResultJob): P
     if (again) return again;
   }
   const hintAttempt = r.hint && r.hint.runId === target.runId && r.hint.key === target.key ? r.hint.attempt : undefined;
+  const failure = r.status === 'ERROR' ? await judgeFailure(ctx, target.runId, r) : undefined;
   const { decision, row } = await ctx.rows.recordResultRow(target.runId, target.key, {
     requestId: r.requestId,
     hintAttempt,
     status: r.status,
-    error: r.status === 'ERROR' ? errorText(r) : undefined,
+    error: failure?.error,
+    verdict: failure?.verdict,
   });
   if (decision === 'unknown') return unplaced(ctx, job, `row ${target.runId}/${target.key} has no attempt for this request yet`);
   // fal is done with the row's request: its place on fal's side is free for the next row.
-  if (decision === 'store' || decision === 'failed' || decision === 'duplicate') await falSlots(ctx).release(target.runId, target.key);
+  if (decision === 'store' || decision === 'failed' || decision === 'duplicate' || decision === 'retry') await falSlots(ctx).release(target.runId, target.key);
   if (decision === 'failed') await flushRow(ctx, target.runId, target.key);
+  if (decision === 'retry') await queueNewAttempt(ctx, target.runId, target.key, failure!.error);
   if (decision !== 'store') return decision;
 
   if (!row || row.state !== 'storing' || row.storeRequestId !== r.requestId) return 'moved-on';
@@ -113,7 +119,8 @@ async function placeAndStore(ctx: Context, job: Job<ResultJob>, r: ResultJob): P
     const reason = permanent ? errorMessage(err) : `${errorMessage(err)} (tried ${tries} times, STORE_MAX_TRIES)`;
     ctx.logger.warn({ runId: row.runId, row: row.key, requestId: r.requestId, err: reason }, 'storing the result failed for good');
     await removeImages(ctx, row);
-    if (await ctx.rows.finishRow(row.runId, row.key, 'failed', `storing the result failed: ${reason}`, ['storing'], r.requestId)) {
+    const type = err instanceof DownloadError && err.errorType ? err.errorType : 'store_failed';
+    if (await ctx.rows.finishRow(row.runId, row.key, 'failed', `storing the result failed: ${reason}`, ['storing'], r.requestId, { type, category: 'storage' })) {
       await flushRow(ctx, row.runId, row.key);
     }
     return 'failed';
@@ -132,11 +139,50 @@ async function payloadOf(ctx: Context, row: Row, r: ResultJob): Promise<unknown>
     return (await ctx.fal.queue.result(endpoint, { requestId: r.requestId })).data;
   } catch (raw) {
     const err = classifyFalError(raw);
-    if (err.name === 'FalRejectedError' || err.name === 'FalNotFoundError') {
+    if (err.name === 'FalNotFoundError') {
+      throw new DownloadError(`result expired: the webhook had no payload and fal no longer keeps the result (404): ${errorMessage(err)}`, true, 'result_expired');
+    }
+    if (err.name === 'FalRejectedError') {
       throw new DownloadError(`the webhook had no payload and queue.result failed: ${errorMessage(err)}`, true);
     }
     throw err;
   }
+}
+
+/**
+ * What fal's failure means for the row (falErrors.ts): its type and category, whether a new attempt is
+ * made (fal did not bill it and it may succeed) and whether its estimate leaves the run's cost. A
+ * webhook carries no headers: a 504 it reports is looked up once with the result call, which says
+ * whether it was our start timeout (X-Fal-Request-Timeout-Type: user).
+ */
+async function judgeFailure(ctx: Context, runId: string, r: ResultJob): Promise<{ error: string; verdict: ResultVerdict }> {
+  const info = r.falError ?? webhookErrorInfo(r.error, r.payload);
+  let run: Promise<RunRecord | undefined> | undefined;
+  const policy = async () => (await (run ??= ctx.rows.getRun(runId)))?.policy;
+  if (info.status === 504 && info.timeoutType === undefined && r.source === 'webhook') {
+    try {
+      await ctx.fal.queue.result((await policy())?.endpoint || ctx.cfg.FAL_ENDPOINT, { requestId: r.requestId });
+    } catch (raw) {
+      const timeoutType = (classifyFalError(raw) as { fal?: FalErrorInfo }).fal?.timeoutType;
+      if (timeoutType) info.timeoutType = timeoutType;
+    }
+  }
+  const v = verdictOf(info);
+  let error = errorText(r);
+  if (v.startTimeout) {
+    const ms = (await policy())?.queueDeadlineMs ?? ctx.cfg.QUEUE_DEADLINE_MS;
+    error = `timed out: fal did not start it within QUEUE_DEADLINE_MS (${ms} ms): ${error}`;
+  }
+  return { error, verdict: { type: v.type, category: v.category, retry: v.retry, refund: v.billed === 'no' } };
+}
+
+/** A row fal failed without billing, with attempts left: its next attempt, after the backoff. */
+async function queueNewAttempt(ctx: Context, runId: string, key: string, error: string): Promise<void> {
+  const row = await ctx.rows.getRow(runId, key);
+  if (!row || row.state !== 'pending') return; // taken already (the reconciler re-drives a pending row without its job)
+  const delayMs = backoffDelay(ctx.policy.submit.newAttemptBackoff, row.attempt);
+  ctx.logger.debug({ runId, row: key, attempt: row.attempt, delayMs, err: error }, 'fal failed the request without billing it; a new attempt follows');
+  await addSubmitJob(ctx, row, row.attempt, delayMs);
 }
 
 function unplaced(ctx: Context, job: Job<ResultJob>, why: string): string {

@@ -10,6 +10,7 @@ import type { Context } from '../core/context.ts';
 import { DependencyError, DEPENDENCY_NAMES, asS3Failure, formatDuration, isRedisOutage, outageOf } from '../core/dependencies.ts';
 import { FalAmbiguousError, FalAuthError, FalRejectedError, FalTransientError, errorMessage } from '../core/errors.ts';
 import { classifyFalError } from '../core/fal.ts';
+import { verdictOf, type FalErrorInfo } from '../core/falErrors.ts';
 import { falSlots } from '../core/falSlots.ts';
 import { keys } from '../core/keys.ts';
 import { getPause, pauseSubmissions } from '../core/pause.ts';
@@ -109,7 +110,7 @@ export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: s
     await ctx.rows.releaseSubmit(runId, key, attempt, refused);
     restarts.released(runId, key, attempt);
     await slots.release(runId, key);
-    if (await ctx.rows.finishRow(runId, key, 'failed', `face_url: ${refused}`, ['pending'])) await flushRow(ctx, runId, key);
+    if (await ctx.rows.finishRow(runId, key, 'failed', `face_url: ${refused}`, ['pending'], '', { type: 'face_refused', category: 'input' })) await flushRow(ctx, runId, key);
     return 'rejected';
   }
 
@@ -174,7 +175,9 @@ export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: s
       return delay(ctx, job, token);
     }
     if (!down && (err instanceof FalRejectedError || !(err instanceof FalTransientError))) {
-      if (await ctx.rows.finishRow(runId, key, 'failed', err.message, ['pending'])) await flushRow(ctx, runId, key);
+      // fal refused the submission itself (a 422 at submit, our start timeout…): its kind says why.
+      const v = verdictOf((err as { fal?: FalErrorInfo }).fal ?? {});
+      if (await ctx.rows.finishRow(runId, key, 'failed', err.message, ['pending'], '', { type: v.type, category: v.category })) await flushRow(ctx, runId, key);
       return 'rejected';
     }
     // Tried again for SUBMIT_RETRY_WINDOW from the first failure, never a count of tries: an outage of
@@ -184,7 +187,8 @@ export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: s
     if (waited >= ctx.policy.submit.retryWindowMs) {
       const what = down ? `${DEPENDENCY_NAMES[down]} unreachable` : 'fal kept failing it';
       const reason = `submission failed: ${what} for ${formatDuration(waited)} (SUBMIT_RETRY_WINDOW): ${errorMessage(err)}`;
-      if (await ctx.rows.finishRow(runId, key, 'failed', reason, ['pending'])) await flushRow(ctx, runId, key);
+      const kind = { type: (err as { fal?: FalErrorInfo }).fal?.type ?? 'submit_failed', category: 'fal_transient' as const };
+      if (await ctx.rows.finishRow(runId, key, 'failed', reason, ['pending'], '', kind)) await flushRow(ctx, runId, key);
       return 'failed';
     }
     if (down) return holdFor(job, ctx.policy.dependencies.recheckMs, token);

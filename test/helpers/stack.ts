@@ -27,7 +27,7 @@ export const TEST_DEFAULTS: Record<string, string> = {
 
 /** Retries come quickly in tests: the behaviour is the same, the waits are not. */
 export const TEST_POLICY: PolicyOverrides = {
-  submit: { backoff: { baseMs: 100, capMs: 800 }, pauseRecheckMs: 300 },
+  submit: { backoff: { baseMs: 100, capMs: 800 }, newAttemptBackoff: { baseMs: 100, capMs: 800 }, pauseRecheckMs: 300 },
   results: { backoff: { capMs: 800 } },
   produce: { backoff: { baseMs: 100, capMs: 800 }, windowPollMs: 50 },
   finalize: { backoff: { baseMs: 100, capMs: 800 } },

@@ -42,6 +42,10 @@ local function terminate(rowKey, runKey, doneKey, reqKeys, outcome, reason, now)
   end
   if redis.call('SETBIT', doneKey, line, 1) == 0 then
     redis.call('HINCRBY', runKey, outcome, 1)
+    -- Failed rows by the category of their error (failedByCategory); set by the caller before this.
+    if outcome == 'failed' then
+      redis.call('HINCRBY', runKey, 'failedBy:' .. (redis.call('HGET', rowKey, 'errorCategory') or 'other'), 1)
+    end
     local p = redis.call('HMGET', runKey, 'minRows', 'ratio', 'state', 'completed', 'failed')
     local minRows, ratio = tonumber(p[1] or '1000'), tonumber(p[2] or '1')
     if (outcome == 'failed' or outcome == 'completed') and ratio < 1 and p[3] == 'running' then
@@ -87,10 +91,27 @@ local function adoptAttempt(rowKey, runKey, doneKey, activeKey, n, line, key, da
   redis.call('HSET', rowKey, 'attempt', n, 'state', 'submitting', 'claimedAt', now, 'adoptedAt', now)
   redis.call('HINCRBY', runKey, 'submits', n - attempt)
   redis.call('HINCRBY', runKey, 'costMicros', (n - attempt) * c)
+  redis.call('HINCRBY', runKey, 'submittedCostMicros', (n - attempt) * c) -- i18: submitted, billed or not
   return true
 end
 
 -- Money is counted in millionths of the currency unit, so Lua's numbers stay exact.
 local function money(micros)
   return string.format('%.2f', tonumber(micros) / 1000000)
+end
+
+-- ---- fal's error kinds (src/core/falErrors.ts) ----------------------------------------------------
+-- The error type and report category of the row's final error (read by terminate's failedBy count).
+local function setErrorKind(rowKey, errType, category)
+  if errType and errType ~= '' then redis.call('HSET', rowKey, 'errorType', errType) end
+  if category and category ~= '' then redis.call('HSET', rowKey, 'errorCategory', category) end
+end
+
+-- Every attempt's error, in order, as a JSON list on the row (its metadata's attempt_errors).
+local function addAttemptError(rowKey, attempt, requestId, errType, category, text)
+  local list = {}
+  local cur = redis.call('HGET', rowKey, 'attemptErrors')
+  if cur then list = cjson.decode(cur) end
+  list[#list + 1] = {attempt = tonumber(attempt), request_id = requestId or '', error_type = errType or '', error_category = category or '', error = text or ''}
+  redis.call('HSET', rowKey, 'attemptErrors', cjson.encode(list))
 end

@@ -57,10 +57,14 @@ local maxAttempts = tonumber(run[2])
 local attempt = tonumber(redis.call('HGET', KEYS[1], 'attempt')) + 1
 if attempt > maxAttempts then
   local last = redis.call('HGET', KEYS[1], 'lastError') or 'unknown'
+  -- The row fails with the kind of its last attempt's error (falErrors.ts).
+  setErrorKind(KEYS[1], redis.call('HGET', KEYS[1], 'lastErrorType') or 'submit_failed', redis.call('HGET', KEYS[1], 'lastErrorCategory') or 'fal_transient')
   terminate(KEYS[1], KEYS[2], KEYS[3], reqs, 'failed', string.format('gave up after %d fal requests: %s', maxAttempts, last), now)
   return {'failed'}
 end
 redis.call('HSET', KEYS[1], 'state', 'submitting', 'attempt', attempt, 'claimedAt', now, 'cost', cost)
 redis.call('HINCRBY', KEYS[2], 'submits', 1)
 redis.call('HINCRBY', KEYS[2], 'costMicros', cost)
+-- What was submitted, billed or not (costMicros gives back what fal reports it did not bill).
+redis.call('HINCRBY', KEYS[2], 'submittedCostMicros', cost)
 return {'submit', tostring(attempt), run[7]}

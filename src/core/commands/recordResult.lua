@@ -9,7 +9,11 @@
 -- claimSubmit, which then takes the attempt back instead of submitting it again ('unknown': the result
 -- job looks again once the row is back).
 -- KEYS: row, run, done, active, this request's mapping, adoption note, request mappings...
--- ARGV: requestId, hintAttempt ('' if none), status OK|ERROR, now, errorText, mappingValue, requestIds...
+-- ARGV: requestId, hintAttempt ('' if none), status OK|ERROR, now, errorText, mappingValue, verdictJson, requestIds...
+-- verdictJson (ERROR only; '' otherwise): fal's error kind as falErrors.ts judged it,
+--   {type, category, retry (a new attempt may help and fal did not bill this one), refund (fal does not bill it)}.
+-- Replies also 'retry': the current attempt failed in a way fal does not bill; the row is pending
+-- again for a new attempt (the caller queues it after a backoff).
 local requestId, now = ARGV[1], tonumber(ARGV[4])
 local reqs = requestKeys(7)
 reqs[requestId] = KEYS[5]
@@ -59,6 +63,7 @@ if not which and hint then
     redis.call('SET', KEYS[5], ARGV[6], 'EX', MAPPING_TTL * 24)
     redis.call('HINCRBY', KEYS[2], 'submits', 1)
     redis.call('HINCRBY', KEYS[2], 'costMicros', tonumber(redis.call('HGET', KEYS[1], 'cost') or '0'))
+    redis.call('HINCRBY', KEYS[2], 'submittedCostMicros', tonumber(redis.call('HGET', KEYS[1], 'cost') or '0')) -- i18
   end
 end
 if not which then return 'unknown' end
@@ -70,8 +75,29 @@ if ARGV[3] == 'OK' then
   redis.call('HSET', KEYS[1], 'state', 'storing', 'storeRequestId', requestId, 'storingSince', now)
   return {'store', redis.call('HGETALL', KEYS[1])}
 end
+-- ---- i18: fal's error kinds (src/core/falErrors.ts) -------------------------------------------
+-- What fal does not bill is given back, once per request (an older attempt's too: it was counted).
+-- Then, for the current attempt: what one more attempt may fix becomes a new attempt while the run's
+-- MAX_ATTEMPTS allows; everything else (model errors, content policy) fails the row now.
+local v = {}
+if ARGV[7] and ARGV[7] ~= '' then v = cjson.decode(ARGV[7]) end
+if v.refund == true and redis.call('HSETNX', KEYS[1], 'refunded:' .. requestId, 1) == 1 then
+  redis.call('HINCRBY', KEYS[2], 'costMicros', 0 - tonumber(redis.call('HGET', KEYS[1], 'cost') or '0'))
+end
 if which == attempt and state ~= 'pending' then
-  terminate(KEYS[1], KEYS[2], KEYS[3], reqs, 'failed', ARGV[5], now)
+  local errType, category = v.type or '', v.category or 'other'
+  addAttemptError(KEYS[1], attempt, requestId, errType, category, ARGV[5])
+  local reason = ARGV[5]
+  if v.retry == true then
+    if attempt < tonumber(redis.call('HGET', KEYS[2], 'maxAttempts') or '1') then
+      redis.call('HSET', KEYS[1], 'state', 'pending', 'lastError', ARGV[5], 'lastErrorType', errType, 'lastErrorCategory', category)
+      return 'retry'
+    end
+    reason = string.format('gave up after %d fal requests: %s', attempt, ARGV[5])
+  end
+  setErrorKind(KEYS[1], errType, category)
+  -- ---- end i18 ------------------------------------------------------------------------------
+  terminate(KEYS[1], KEYS[2], KEYS[3], reqs, 'failed', reason, now)
   return 'failed'
 end
 return 'ignored'

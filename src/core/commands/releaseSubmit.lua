@@ -6,4 +6,5 @@ if state ~= 'submitting' or redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] th
 redis.call('HSET', KEYS[1], 'state', 'pending', 'attempt', tonumber(ARGV[1]) - 1, 'lastError', ARGV[2])
 redis.call('HINCRBY', KEYS[2], 'submits', -1)
 redis.call('HINCRBY', KEYS[2], 'costMicros', 0 - tonumber(redis.call('HGET', KEYS[1], 'cost') or '0'))
+redis.call('HINCRBY', KEYS[2], 'submittedCostMicros', 0 - tonumber(redis.call('HGET', KEYS[1], 'cost') or '0'))
 return 'ok'

@@ -1,14 +1,18 @@
 -- The current attempt is given up (fal lost the request, or a submission's fate stayed unknown past
 -- the grace period): back to pending so the row is submitted again, or failed at the run's attempt limit.
--- KEYS: row, run, done, active, request mappings... ARGV: fromState, attempt, requestId or '', reason, now, requestIds...
+-- The attempt's error is kept among the row's attempt errors; errorType/errorCategory name it.
+-- KEYS: row, run, done, active, request mappings...
+-- ARGV: fromState, attempt, requestId or '', reason, now, errorType, errorCategory, requestIds...
 local reqs = requestKeys(5)
 if not coversRequests(KEYS[1], reqs) then return 'stale' end
 local state = redis.call('HGET', KEYS[1], 'state')
 if state ~= ARGV[1] or redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[2] then return 'noop' end
 if ARGV[3] ~= '' and redis.call('HGET', KEYS[1], 'requestId') ~= ARGV[3] then return 'noop' end
+addAttemptError(KEYS[1], ARGV[2], ARGV[3], ARGV[6], ARGV[7], ARGV[4])
 if tonumber(ARGV[2]) >= tonumber(redis.call('HGET', KEYS[2], 'maxAttempts')) then
+  setErrorKind(KEYS[1], ARGV[6], ARGV[7])
   terminate(KEYS[1], KEYS[2], KEYS[3], reqs, 'failed', string.format('%s (gave up after %s fal requests)', ARGV[4], ARGV[2]), tonumber(ARGV[5]))
   return 'failed'
 end
-redis.call('HSET', KEYS[1], 'state', 'pending', 'lastError', ARGV[4])
+redis.call('HSET', KEYS[1], 'state', 'pending', 'lastError', ARGV[4], 'lastErrorType', ARGV[6], 'lastErrorCategory', ARGV[7])
 return 'resubmit'

@@ -163,7 +163,7 @@ ${pager}`;
 function failureGroups(groups: FailureGroup[], link: (q: { status?: string }) => string): Markup {
   if (!groups.length) return html`<p class="empty">No failed or rejected rows.</p>`;
   return html`<div class="failures">${groups.map(
-    (g) => html`<details class="group" open><summary><span class="count">${g.count}</span> <span class="badge ${g.status}">${g.status}</span> <span class="reason">${g.reason}</span></summary>
+    (g) => html`<details class="group" open><summary><span class="count">${g.count}</span> <span class="badge ${g.status}">${g.status}</span> <span class="category">${g.category}</span> <span class="reason">${g.reason}</span></summary>
 <ul>${g.rows.map((r) => html`<li>line ${r.line} · <code>${r.key}</code>${r.id && r.id !== r.key ? html` (${r.id})` : ''}</li>`)}${g.count > g.rows.length ? html`<li><a href="${link({ status: g.status })}">all ${g.count} ${g.status} rows…</a></li>` : ''}</ul></details>`,
   )}</div>`;
 }

@@ -102,14 +102,17 @@ async function* liveRows(ctx: Context, run: RunRecord): AsyncGenerator<RowView |
     const [rejected, canceled] = await Promise.all([ctx.rows.rejectedReasons(run.runId, lines), ctx.rows.canceledReasons(run.runId, lines)]);
     const views = await Promise.all(
       batch.map(async (r, i): Promise<RowView> => {
-        const base = { line: r.line, id: r.id ?? '', key: r.key, faceUrl: r.faceUrl, images: [] as string[] };
-        if (rejected[i]) return { ...base, status: 'rejected', error: rejected[i]! };
-        if (canceled[i]) return { ...base, status: 'canceled', error: canceled[i]! };
+        const base = { line: r.line, id: r.id ?? '', key: r.key, faceUrl: r.faceUrl, images: [] as string[], category: '' };
+        if (rejected[i]) return { ...base, status: 'rejected', error: rejected[i]!, category: 'input' };
+        if (canceled[i]) return { ...base, status: 'canceled', error: canceled[i]!, category: 'canceled' };
         if (r.line > run.cursor) return { ...base, status: 'pending', error: '' };
         const live = await ctx.rows.getRow(run.runId, r.key);
-        if (live) return { ...base, status: live.state, error: live.error ?? live.lastError ?? '', images: (live.images ?? []).map((im) => im.key) };
+        if (live) {
+          const category = live.errorCategory ?? '';
+          return { ...base, status: live.state, error: live.error ?? live.lastError ?? '', category, images: (live.images ?? []).map((im) => im.key) };
+        }
         const meta = await ctx.storage.getJson<RowMeta>(layout.meta(r.key));
-        if (meta) return { ...base, status: meta.status, error: meta.error ?? '', images: meta.images.map((im) => im.key) };
+        if (meta) return { ...base, status: meta.status, error: meta.error ?? '', category: meta.error_category ?? '', images: meta.images.map((im) => im.key) };
         return { ...base, status: 'pending', error: '' };
       }),
     );
