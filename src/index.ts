@@ -8,6 +8,7 @@ import type { DestinationStream } from 'pino';
 import { loadConfig, type Config } from './core/config.ts';
 import { createContext, type Context } from './core/context.ts';
 import { resumeSubmissions } from './core/pause.ts';
+import { createMetrics } from './ops/metrics.ts';
 import type { PolicyOverrides } from './core/policy.ts';
 import type { CancelResult } from './control/cancel.ts';
 import type { DownloadResult } from './control/outputs.ts';
@@ -70,7 +71,7 @@ export interface PortraitBatch {
 export function createPortraitBatch(config: Config | NodeJS.ProcessEnv = process.env, options: PortraitBatchOptions = {}): PortraitBatch {
   const cfg = 'webhookUrl' in config ? (config as Config) : loadConfig(config as NodeJS.ProcessEnv);
   let ctx: Context | undefined;
-  const context = () => (ctx ??= createContext(cfg, options.name ?? 'portrait-batch', options.policy, { log: options.log }));
+  const context = () => (ctx ??= createContext(cfg, options.name ?? 'portrait-batch', options.policy, { log: options.log, metrics: createMetrics(cfg.CURRENCY) }));
   const started: { close(): Promise<void> }[] = [];
 
   const handle: PortraitBatch = {

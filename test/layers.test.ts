@@ -13,7 +13,6 @@ const SRC = join(ROOT, 'src');
 /** Arrows that still run back up, each to be turned down (issue #19); the test fails once one is fixed, so the list only shrinks. */
 const KNOWN_UPWARD: string[] = [
   'control/outputs.ts -> local/contactSheet.ts',
-  'core/context.ts -> ops/metrics.ts',
   'ops/adminServer.ts -> index.ts',
   'ops/dashboard/index.ts -> index.ts',
   'producer/produce.ts -> worker/flush.ts',

@@ -9,6 +9,7 @@ import type { DestinationStream } from 'pino';
 import { createServer } from 'node:net';
 import { loadConfig } from '../src/core/config.ts';
 import { createContext } from '../src/core/context.ts';
+import { createMetrics } from '../src/ops/metrics.ts';
 import { readOutages } from '../src/core/dependencies.ts';
 import { startEmulator, type EmulatorOptions, type RunningEmulator } from '../src/emulator/index.ts';
 import { startS3Server, type RunningS3 } from '../src/local/s3Server.ts';
@@ -205,7 +206,7 @@ test('several processes see S3 go down: the first one warns, the others adopt it
   // Three processes whose S3 is at an address where nothing listens yet.
   const env = { ...t.local.env, S3_ENDPOINT: `http://127.0.0.1:${port}`, LOG_LEVEL: 'debug' };
   const logs = [captureLog(), captureLog(), captureLog()];
-  const ctxs = logs.map((log, i) => createContext(loadConfig(env), `process-${i}`, TEST_POLICY, { log }));
+  const ctxs = logs.map((log, i) => createContext(loadConfig(env), `process-${i}`, TEST_POLICY, { log, metrics: createMetrics() }));
   let s3: RunningS3 | undefined;
   try {
     for (const c of ctxs) c.dependencies.down('s3', new Error('connect ECONNREFUSED'));

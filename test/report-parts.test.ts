@@ -8,6 +8,7 @@ import { pipeline } from 'node:stream/promises';
 import { after, before, test } from 'node:test';
 import { loadConfig } from '../src/core/config.ts';
 import { createContext, type Context } from '../src/core/context.ts';
+import { createMetrics } from '../src/ops/metrics.ts';
 import { runLayout } from '../src/core/layout.ts';
 import { produceRun } from '../src/producer/produce.ts';
 import { flushRow } from '../src/worker/flush.ts';
@@ -33,7 +34,7 @@ before(async () => {
     pipeline(req, up).catch(() => res.destroy());
   });
   await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
-  viaProxy = createContext(loadConfig({ ...t.local.env, S3_ENDPOINT: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}` }), 'via-proxy');
+  viaProxy = createContext(loadConfig({ ...t.local.env, S3_ENDPOINT: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}` }), 'via-proxy', undefined, { metrics: createMetrics() });
 });
 
 after(async () => {

@@ -8,7 +8,7 @@ import { Dependencies, isRedisOutage } from './dependencies.ts';
 import { createFal, type FalClient } from './fal.ts';
 import { keys } from './keys.ts';
 import { createLogger, logDestination, type Logger } from './logger.ts';
-import { createMetrics, type Metrics } from '../ops/metrics.ts';
+import type { Metrics } from './metrics.ts';
 import { pauseQueuesDuringOutages } from './outagePauses.ts';
 import { buildPolicy, type Policy, type PolicyOverrides } from './policy.ts';
 import { createQueues, type Queues } from './queues.ts';
@@ -42,9 +42,11 @@ export function redisConnection(url: string, commandTimeoutMs?: number): Redis {
 export interface ContextOptions {
   /** Where log lines go instead of stderr (tests count them). */
   log?: DestinationStream;
+  /** This process's metrics (ops/metrics.ts's createMetrics): the context watches its queues and dependencies with them. */
+  metrics: Metrics;
 }
 
-export function createContext(cfg: Config, name = 'portrait-batch', policyOverrides?: PolicyOverrides, options: ContextOptions = {}): Context {
+export function createContext(cfg: Config, name: string, policyOverrides: PolicyOverrides | undefined, options: ContextOptions): Context {
   const policy = buildPolicy(cfg, policyOverrides);
   const redis = redisConnection(cfg.REDIS_URL, policy.redisCommandTimeoutMs);
   const logger = createLogger(name, cfg.LOG_LEVEL, options.log ?? logDestination(cfg.LOG_FORMAT));
@@ -82,7 +84,7 @@ export function createContext(cfg: Config, name = 'portrait-batch', policyOverri
   // The queues share `redis`, whose outages the tracker says once; without a listener BullMQ prints
   // every reconnect error with its stack to stderr.
   for (const q of [queues.submit, queues.results, queues.control, queues.produce, queues.poll]) q.on('error', () => undefined);
-  const metrics = createMetrics(cfg.CURRENCY);
+  const { metrics } = options;
   metrics.watchQueues(queues);
   metrics.watchDependencies(() => dependencies.outages());
   const ctx: Context = {

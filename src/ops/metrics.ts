@@ -3,9 +3,10 @@
 // workers); webhook refusals are read from the receivers' own counters and queue depths from BullMQ,
 // both when scraped.
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { Metrics, ReceiverCounts } from '../core/metrics.ts';
 import type { Queues } from '../core/queues.ts';
 import { DEPENDENCIES, type Outage } from '../core/dependencies.ts';
-import { REFUSAL_CODES, type WebhookCounters } from '../webhook/refusals.ts';
+import { REFUSAL_CODES } from '../webhook/refusals.ts';
 
 /** BullMQ job states shown per queue. */
 export const QUEUE_STATES = ['waiting', 'active', 'delayed', 'prioritized', 'waiting-children', 'failed', 'completed', 'paused'] as const;
@@ -15,40 +16,10 @@ const QUEUE_COUNT_TIMEOUT_MS = 1000;
 
 const SECONDS_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600];
 
-export interface Metrics {
-  readonly registry: Registry;
-  /** Submit jobs by what became of them (submitted, rejected, failed, unknown, canceled, retry, …). */
-  readonly submits: Counter<'outcome'>;
-  /** Result jobs by what became of them (completed, failed, duplicate, retry, …). */
-  readonly stores: Counter<'outcome'>;
-  /** Jobs that failed a try and will be tried again, by queue. */
-  readonly retries: Counter<'queue'>;
-  readonly reconcilePolls: Counter;
-  readonly reconcileResubmits: Counter;
-  /** Estimated cost of the fal requests submitted (the same estimate the spend guard counts). */
-  readonly cost: Counter<'currency'>;
-  readonly falQueueSeconds: Histogram;
-  readonly falRunSeconds: Histogram;
-  readonly storedLatencySeconds: Histogram;
-  /** A submit job's outcome; a submission that reached fal adds its estimated cost. */
-  countSubmit(outcome: string, costMicros?: number): void;
-  /** Sums this receiver's counters into the webhook metrics from now on. */
-  trackWebhook(counters: WebhookCounters): void;
-  /** Reports these queues' job counts on every scrape. */
-  watchQueues(queues: Queues): void;
-  /** portrait_batch_dependency_up reads the outages from here on every scrape. */
-  watchDependencies(outages: () => Promise<Outage[]>): void;
-  /**
-   * A result stored for good: fal's own run time (payload.timings.inference, when fal gives it), the
-   * rest of submit→result as queue time, and result received→stored.
-   */
-  observeStored(t: { submittedAt?: number; receivedAt: number; payload?: unknown; now?: number }): void;
-}
-
 export function createMetrics(currency = 'USD'): Metrics {
   // Process metrics (CPU, memory, event loop) are added by the admin listener that serves them.
   const registry = new Registry();
-  const webhooks: WebhookCounters[] = [];
+  const webhooks: ReceiverCounts[] = [];
   const queueSets: Queues[] = [];
   let outages: (() => Promise<Outage[]>) | undefined;
   const reg = [registry];
@@ -63,7 +34,7 @@ export function createMetrics(currency = 'USD'): Metrics {
   const falRunSeconds = new Histogram({ name: 'portrait_batch_fal_run_seconds', help: 'fal’s own inference time of a request (payload timings)', buckets: SECONDS_BUCKETS, registers: reg });
   const storedLatencySeconds = new Histogram({ name: 'portrait_batch_stored_latency_seconds', help: 'Result received (webhook or poll) to images stored in S3', buckets: SECONDS_BUCKETS, registers: reg });
 
-  const sum = (pick: (c: WebhookCounters) => number) => webhooks.reduce((n, c) => n + pick(c), 0);
+  const sum = (pick: (c: ReceiverCounts) => number) => webhooks.reduce((n, c) => n + pick(c), 0);
   new Counter({
     name: 'portrait_batch_webhooks_received_total',
     help: 'Webhook deliveries received',
@@ -98,7 +69,7 @@ export function createMetrics(currency = 'USD'): Metrics {
     registers: reg,
     collect() {
       this.reset();
-      for (const reason of REFUSAL_CODES) this.inc({ reason }, sum((c) => c.refused[reason]));
+      for (const reason of REFUSAL_CODES) this.inc({ reason }, sum((c) => c.refused[reason] ?? 0));
     },
   });
   new Gauge({

@@ -1,5 +1,6 @@
 // Why the receiver refuses a webhook, as codes an operator can count (metrics) and the error that
 // lets the recording step refuse one it cannot place.
+import type { ReceiverCounts } from '../core/metrics.ts';
 
 export const REFUSAL_CODES = [
   'headers', // signature headers missing or malformed
@@ -15,11 +16,7 @@ export const REFUSAL_CODES = [
 ] as const;
 export type RefusalCode = (typeof REFUSAL_CODES)[number];
 
-export interface WebhookCounters {
-  received: number;
-  recorded: number;
-  /** Redis round trips that recorded them (recorded / batches = webhooks per round trip). */
-  batches: number;
+export interface WebhookCounters extends ReceiverCounts {
   refused: Record<RefusalCode, number>;
 }
 

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { loadConfig } from '../../src/core/config.ts';
 import { createContext, type Context } from '../../src/core/context.ts';
+import { createMetrics } from '../../src/ops/metrics.ts';
 import { runLayout } from '../../src/core/layout.ts';
 import { startFaultProxy, type RunningFaultProxy } from '../../src/local/faultProxy.ts';
 import { produceRun } from '../../src/producer/produce.ts';
@@ -20,7 +21,7 @@ before(async () => {
   t = await startTestStack({ workers: false, webhook: false });
   // Every GET through this proxy is answered 503/500; writes pass.
   proxy = await startFaultProxy({ target: t.local.cfg.S3_ENDPOINT!, failureRate: 1, methods: ['GET'] });
-  readsFail = createContext(loadConfig({ ...t.local.env, S3_ENDPOINT: proxy.url }), 'reads-fail');
+  readsFail = createContext(loadConfig({ ...t.local.env, S3_ENDPOINT: proxy.url }), 'reads-fail', undefined, { metrics: createMetrics() });
 });
 
 after(async () => {
