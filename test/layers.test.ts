@@ -15,7 +15,6 @@ const KNOWN_UPWARD: string[] = [
   'control/outputs.ts -> local/contactSheet.ts',
   'ops/adminServer.ts -> index.ts',
   'ops/dashboard/index.ts -> index.ts',
-  'producer/produce.ts -> worker/flush.ts',
   'triggers/cron.ts -> index.ts',
   'triggers/dropFolder.ts -> index.ts',
   'triggers/scheduler.ts -> index.ts',

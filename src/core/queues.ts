@@ -3,7 +3,7 @@
 import { Queue, type ConnectionOptions } from 'bullmq';
 import type { FalErrorInfo } from './falErrors.ts';
 import { jobOptions, type Policy } from './policy.ts';
-import type { RowData } from './rowState.ts';
+import type { Row, RowData } from './rowState.ts';
 
 export const QUEUE_NAMES = { submit: 'pb-submit', results: 'pb-results', control: 'pb-control', produce: 'pb-produce', poll: 'pb-poll' } as const;
 
@@ -102,4 +102,33 @@ export function resultJobOptions(policy: Policy, requestId: string, status: stri
   const opts = jobOptions(policy.results, 'results', { age: keep.ageSeconds, count: keep.count });
   // Failed ones are bounded by count too: they must not pile up in Redis whatever arrives.
   return { jobId: jobIds.result(requestId, status), ...opts, removeOnFail: { ...opts.removeOnFail, count: keep.count } };
+}
+
+/** What the queue helpers below need of a context (core/context.ts builds it; this file cannot import it back). */
+interface QueueUser {
+  queues: Queues;
+  policy: Policy;
+}
+
+/** A run's `produce` job: any worker streams its manifest, from the run's resume cursor. */
+export async function enqueueProduce(ctx: QueueUser, runId: string): Promise<void> {
+  await ctx.queues.produce.add('produce', { runId }, { jobId: jobIds.produce(runId), ...jobOptions(ctx.policy.produce, 'produce') });
+}
+
+/** A run's one finalize job (its id absorbs every worker that saw the last row end). */
+export async function enqueueFinalize(ctx: QueueUser, runId: string): Promise<void> {
+  await ctx.queues.control.add(
+    'finalize',
+    { runId },
+    { jobId: jobIds.finalize(runId), ...jobOptions(ctx.policy.finalize, 'finalize', { age: 86400, count: 10_000 }) },
+  );
+}
+
+/** A row's submit job for one generation. `delayMs`: a new attempt after fal failed the last one waits its backoff. */
+export async function addSubmitJob(ctx: QueueUser, row: Row, generation: number, delayMs = 0): Promise<void> {
+  await ctx.queues.submit.add(
+    'submit',
+    { runId: row.runId, key: row.key, line: row.line, row: row.data, costMicros: row.cost },
+    { jobId: jobIds.submit(row.runId, row.key, generation), ...submitJobOptions(ctx.policy), ...(delayMs > 0 ? { delay: Math.round(delayMs) } : {}) },
+  );
 }

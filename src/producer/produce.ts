@@ -9,13 +9,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Context } from '../core/context.ts';
 import { estimateRow } from '../core/cost.ts';
 import { runLayout } from '../core/layout.ts';
-import { jobOptions } from '../core/policy.ts';
-import { jobIds, submitJobOptions, type SubmitJob } from '../core/queues.ts';
+import { enqueueFinalize, enqueueProduce, jobIds, submitJobOptions, type SubmitJob } from '../core/queues.ts';
 import { lineSelected, type RunRecord } from '../core/rowState.ts';
 import { runPolicyFrom, toMicros, type RunPolicy } from '../core/runPolicy.ts';
 import { FACE_COLUMNS, ManifestError, decodeDataFace, isRejected, readManifest, readOptionsFor, type ManifestRow, type ValidRow } from '../manifest/index.ts';
 import { manifestSource, type ManifestSource } from '../manifest/source.ts';
-import { enqueueFinalize } from '../worker/flush.ts';
 import { deriveRunId, inspectManifest } from './inspect.ts';
 
 export interface StartRunOptions {
@@ -122,10 +120,6 @@ async function refusedLocalFaces(ctx: Context, facesRunId: string): Promise<Map<
 /** startRun, produced here: returns once every row is queued (the way the producer worked before it was a job). */
 export function produceRun(ctx: Context, source: string | ManifestSource, opts: StartRunOptions = {}): Promise<StartedRun> {
   return startRun(ctx, source, { ...opts, inline: true });
-}
-
-export async function enqueueProduce(ctx: Context, runId: string): Promise<void> {
-  await ctx.queues.produce.add('produce', { runId }, { jobId: jobIds.produce(runId), ...jobOptions(ctx.policy.produce, 'produce') });
 }
 
 /**

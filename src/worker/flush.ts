@@ -4,8 +4,7 @@ import type { Context } from '../core/context.ts';
 import { asS3Failure } from '../core/dependencies.ts';
 import { TERMINAL } from '../core/keys.ts';
 import { runLayout } from '../core/layout.ts';
-import { jobOptions } from '../core/policy.ts';
-import { jobIds } from '../core/queues.ts';
+import { enqueueFinalize } from '../core/queues.ts';
 import type { Row } from '../core/rowState.ts';
 import { logProgressMilestone } from '../ops/milestones.ts';
 import { addReportLine, flushReportParts, outcomeOf } from './reportParts.ts';
@@ -70,12 +69,4 @@ export async function flushRow(ctx: Context, runId: string, key: string, read?: 
     await flushReportParts(ctx, runId);
     await enqueueFinalize(ctx, runId);
   } else await logProgressMilestone(ctx, runId);
-}
-
-export async function enqueueFinalize(ctx: Context, runId: string): Promise<void> {
-  await ctx.queues.control.add(
-    'finalize',
-    { runId },
-    { jobId: jobIds.finalize(runId), ...jobOptions(ctx.policy.finalize, 'finalize', { age: 86400, count: 10_000 }) },
-  );
 }

@@ -13,7 +13,7 @@ import { falSlots } from '../core/falSlots.ts';
 import { TERMINAL } from '../core/keys.ts';
 import { resumeUnheldQueues } from '../core/outagePauses.ts';
 import { getPause } from '../core/pause.ts';
-import { jobIds, submitJobOptions } from '../core/queues.ts';
+import { addSubmitJob, enqueueProduce, jobIds } from '../core/queues.ts';
 import { addResultJob } from '../core/resultJobs.ts';
 import type { ErrorKind, Row } from '../core/rowState.ts';
 import type { RunPolicy } from '../core/runPolicy.ts';
@@ -21,7 +21,6 @@ import { flushRow } from './flush.ts';
 import { failExpired, lookAtRequest, schedulePoll } from './poll.ts';
 import { errorText } from './store.ts';
 import { cancelRequest } from './submit.ts';
-import { enqueueProduce } from '../producer/produce.ts';
 
 export interface SweepCounts {
   rows: number;
@@ -261,15 +260,6 @@ async function ensureProduceJob(ctx: Context, runId: string): Promise<void> {
   const state = job ? await job.getState() : 'missing';
   if (state === 'failed' || state === 'completed') await job!.remove();
   if (state === 'failed' || state === 'completed' || state === 'missing') await enqueueProduce(ctx, runId);
-}
-
-/** `delayMs`: a new attempt after fal failed the last one waits its backoff. */
-export async function addSubmitJob(ctx: Context, row: Row, generation: number, delayMs = 0): Promise<void> {
-  await ctx.queues.submit.add(
-    'submit',
-    { runId: row.runId, key: row.key, line: row.line, row: row.data, costMicros: row.cost },
-    { jobId: jobIds.submit(row.runId, row.key, generation), ...submitJobOptions(ctx.policy), ...(delayMs > 0 ? { delay: Math.round(delayMs) } : {}) },
-  );
 }
 
 
