@@ -3,7 +3,6 @@
 // that steer runs (startRun, status, listRuns, cancelRun, retryFailed, report — only Redis and S3) and
 // those that are the service (startWorkers, startWebhook). Nothing connects until it is used, and
 // close() stops whatever this handle started.
-import type { Readable } from 'node:stream';
 import type { DestinationStream } from 'pino';
 import { loadConfig, type Config } from './core/config.ts';
 import { createContext, type Context } from './core/context.ts';
@@ -14,14 +13,13 @@ import type { CancelResult } from './control/cancel.ts';
 import type { DownloadResult } from './control/outputs.ts';
 import type { RetryResult } from './control/retry.ts';
 import type { ManifestSource } from './manifest/source.ts';
-import type { AdminOptions, RunningAdmin } from './ops/adminServer.ts';
 import type { StartedRun, StartRunOptions } from './producer/produce.ts';
-import type { ErrorCategory } from './core/falErrors.ts';
 import { runListEntry, runStatus, type RunListEntry, type RunStatus } from './status.ts';
 import type { RunningWebhook } from './webhook/server.ts';
 import type { RunningWorkers } from './worker/index.ts';
+import type { AdminOptions, PortraitBatch, RunningAdmin } from './portraitBatch.ts';
 
-export type { AdminOptions, RunningAdmin };
+export type { AdminOptions, PortraitBatch, RunningAdmin };
 export type { CancelResult, Config, DownloadResult, ManifestSource, PolicyOverrides, RetryResult, RunListEntry, RunningWebhook, RunningWorkers, RunStatus, StartedRun, StartRunOptions };
 export { ConfigError, loadConfig } from './core/config.ts';
 export { ManifestError } from './manifest/index.ts';
@@ -38,34 +36,6 @@ export interface PortraitBatchOptions {
   policy?: PolicyOverrides;
   /** Where log lines go instead of stderr (tests count them). */
   log?: DestinationStream;
-}
-
-export interface PortraitBatch {
-  readonly config: Config;
-  /** The shared connections (Redis, S3, fal, queues), made on first use. */
-  readonly context: Context;
-  /** Records a run of a manifest (local path, s3://bucket/key, either also .gz) and enqueues its producer. */
-  startRun(source: string | ManifestSource, options?: StartRunOptions): Promise<StartedRun>;
-  status(runId: string): Promise<RunStatus | undefined>;
-  listRuns(): Promise<RunListEntry[]>;
-  cancelRun(runId: string): Promise<CancelResult>;
-  /** A new run of the failed rows of a finished run, linked to it both ways. */
-  /** `only`: the error categories whose failed rows are retried (default: every failed row). */
-  retryFailed(runId: string, opts?: { only?: readonly ErrorCategory[] }): Promise<RetryResult>;
-  /** The run's report.csv. */
-  report(runId: string): Promise<Readable>;
-  /** Images, report, summary, manifest and a contact sheet (index.html) into a folder. */
-  download(runId: string, dir: string): Promise<DownloadResult>;
-  /** Resolves with the run's status once its report is written. */
-  waitForRun(runId: string, options?: { timeoutMs?: number; onProgress?: (status: RunStatus) => void }): Promise<RunStatus>;
-  /** Lifts the pause that fal refusing the API key put on submissions. */
-  resume(): Promise<boolean>;
-  startWorkers(): Promise<RunningWorkers>;
-  startWebhook(options?: { port?: number; host?: string }): Promise<RunningWebhook>;
-  /** The admin listener (ADMIN_HOST:ADMIN_PORT): /metrics, /healthz, /readyz and, with DASHBOARD_TOKEN, the dashboard under /ui. */
-  startAdmin(options?: AdminOptions): Promise<RunningAdmin>;
-  /** Stops the workers and receivers this handle started, then its connections. */
-  close(): Promise<void>;
 }
 
 export function createPortraitBatch(config: Config | NodeJS.ProcessEnv = process.env, options: PortraitBatchOptions = {}): PortraitBatch {

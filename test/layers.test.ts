@@ -13,11 +13,6 @@ const SRC = join(ROOT, 'src');
 /** Arrows that still run back up, each to be turned down (issue #19); the test fails once one is fixed, so the list only shrinks. */
 const KNOWN_UPWARD: string[] = [
   'control/outputs.ts -> local/contactSheet.ts',
-  'ops/adminServer.ts -> index.ts',
-  'ops/dashboard/index.ts -> index.ts',
-  'triggers/cron.ts -> index.ts',
-  'triggers/dropFolder.ts -> index.ts',
-  'triggers/scheduler.ts -> index.ts',
   'worker/finalize.ts -> triggers/notify.ts',
   'worker/flush.ts -> ops/milestones.ts',
   'worker/index.ts -> triggers/notify.ts',

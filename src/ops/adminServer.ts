@@ -7,32 +7,10 @@ import express from 'express';
 import { collectDefaultMetrics } from 'prom-client';
 import { ConfigError, DASHBOARD_TOKEN_MIN } from '../core/config.ts';
 import { listenError } from '../core/reachability.ts';
-import type { PortraitBatch } from '../index.ts';
+import type { AdminOptions, PortraitBatch, RunningAdmin } from '../portraitBatch.ts';
 import { allowedAdminHosts, requireAllowedHost } from './allowedHosts.ts';
 import { dashboardRouter } from './dashboard/index.ts';
 import { readiness } from './health.ts';
-
-export interface AdminOptions {
-  port?: number;
-  host?: string;
-  /** The process role, shown by /healthz. */
-  role?: string;
-  /** Overrides DASHBOARD_TOKEN (the embedded stack passes the one it keeps in its data dir). */
-  dashboardToken?: string;
-}
-
-export interface RunningAdmin {
-  server: Server;
-  port: number;
-  host: string;
-  /** http://host:port */
-  url: string;
-  /** Whether /ui is served. */
-  dashboard: boolean;
-  /** /healthz answers 503 from now on: the process is shutting down. */
-  draining(): void;
-  close(): Promise<void>;
-}
 
 const registriesWithProcessMetrics = new WeakSet<object>();
 

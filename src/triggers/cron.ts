@@ -6,7 +6,7 @@ import { Queue, type Job } from 'bullmq';
 import type { Context } from '../core/context.ts';
 import { keys } from '../core/keys.ts';
 import { parseS3Url } from '../core/s3.ts';
-import type { PortraitBatch } from '../index.ts';
+import type { PortraitBatch } from '../portraitBatch.ts';
 import { ManifestError } from '../manifest/index.ts';
 import { triggerCommand } from './commands.ts';
 import { triggerKeys, TICKS_KEPT } from './keys.ts';

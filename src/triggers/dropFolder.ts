@@ -11,7 +11,7 @@ import { hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CopyObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import type { ListedObject } from '../core/s3.ts';
-import type { PortraitBatch } from '../index.ts';
+import type { PortraitBatch } from '../portraitBatch.ts';
 import { ManifestError } from '../manifest/index.ts';
 import { triggerCommand } from './commands.ts';
 import { triggerKeys } from './keys.ts';

@@ -3,7 +3,7 @@
 // Any number of schedulers may run: a tick fires once (BullMQ job schedulers) and a dropped upload is
 // claimed once (Redis). close() lets a tick or a claim in progress finish, then stops.
 import { Queue, Worker } from 'bullmq';
-import type { PortraitBatch } from '../index.ts';
+import type { PortraitBatch } from '../portraitBatch.ts';
 import { processTick, syncSchedules, TRIGGERS_QUEUE, type TickJob } from './cron.ts';
 import { startDropFolder, type RunningDropFolder } from './dropFolder.ts';
 import type { Schedule } from './schedulesFile.ts';
