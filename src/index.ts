@@ -27,7 +27,7 @@ export { manifestSource } from './manifest/source.ts';
 export { RunControlError } from './control/errors.ts';
 export { dryRun, type DryRun } from './producer/inspect.ts';
 /** For receivers of completion notices (NOTIFY_URL): checks X-Portrait-Batch-Signature and refuses stale ones. */
-export { NOTICE_TOLERANCE_SECONDS, signNotice, verifyNotice, type NoticeVerdict } from './triggers/notify.ts';
+export { NOTICE_TOLERANCE_SECONDS, signNotice, verifyNotice, type NoticeVerdict } from './outputs/notify.ts';
 
 export interface PortraitBatchOptions {
   /** Logger name (the process role). */

@@ -6,7 +6,7 @@ import { runLayout } from './core/layout.ts';
 import { keys } from './core/keys.ts';
 import { getPause } from './core/pause.ts';
 import type { RunRecord } from './core/rowState.ts';
-import { summaryOf } from './worker/finalize.ts';
+import { summaryOf } from './outputs/summary.ts';
 
 export async function runStatus(ctx: Context, runId: string, now = Date.now()) {
   const run = await ctx.rows.getRun(runId);

@@ -11,7 +11,7 @@ import { parse } from 'csv-parse/sync';
 import { auditRun } from '../src/audit.ts';
 import { runLayout } from '../src/core/layout.ts';
 import type { PortraitBatch } from '../src/index.ts';
-import type { Summary } from '../src/worker/finalize.ts';
+import type { Summary } from '../src/outputs/summary.ts';
 import type { RowMeta } from '../src/worker/flush.ts';
 import { faceDataUri, facePng } from './helpers/faces.ts';
 import { startTestStack, type TestStack } from './helpers/stack.ts';

@@ -13,7 +13,7 @@ import { Queue, type Job, type Worker } from 'bullmq';
 import { loadConfig } from '../src/core/config.ts';
 import { createLogger } from '../src/core/logger.ts';
 import { createPortraitBatch } from '../src/index.ts';
-import { enqueueRunNotice, NOTIFY_QUEUE, sendNotice, SIGNATURE_HEADER, startNotifier, verifyNotice, type NoticeJob } from '../src/triggers/notify.ts';
+import { enqueueRunNotice, NOTIFY_QUEUE, sendNotice, SIGNATURE_HEADER, startNotifier, verifyNotice, type NoticeJob } from '../src/outputs/notify.ts';
 import { writeRunReport } from '../src/worker/finalize.ts';
 import { faceDataUri } from './helpers/faces.ts';
 import { TEST_POLICY, startTestStack, type TestStack } from './helpers/stack.ts';

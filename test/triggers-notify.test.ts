@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import { Queue } from 'bullmq';
 import { produceRun } from '../src/producer/produce.ts';
-import { NOTIFY_QUEUE, verifyNotice } from '../src/triggers/notify.ts';
+import { NOTIFY_QUEUE, verifyNotice } from '../src/outputs/notify.ts';
 import { faceDataUri } from './helpers/faces.ts';
 import { startTestStack, type TestStack } from './helpers/stack.ts';
 import { until } from './security/helpers.ts';

@@ -3,7 +3,7 @@
 import type { Readable } from 'node:stream';
 import type { Context } from '../core/context.ts';
 import { runLayout } from '../core/layout.ts';
-import { copyRunToDir, writeContactSheet } from '../local/contactSheet.ts';
+import { copyRunToDir, writeContactSheet } from '../outputs/contactSheet.ts';
 import { RunControlError } from './errors.ts';
 
 export async function reportOf(ctx: Context, runId: string): Promise<Readable> {

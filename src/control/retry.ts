@@ -9,7 +9,7 @@ import { ERROR_CATEGORIES, type ErrorCategory } from '../core/falErrors.ts';
 import { keys } from '../core/keys.ts';
 import { manifestSource } from '../manifest/source.ts';
 import { startRun, type StartedRun } from '../producer/produce.ts';
-import { summaryOf } from '../worker/finalize.ts';
+import { summaryOf } from '../outputs/summary.ts';
 import { RunControlError } from './errors.ts';
 
 export interface RetryResult extends StartedRun {

@@ -2,14 +2,12 @@
 // order, rejected rows included) and summary.json. The report is built from the manifest copy in S3
 // and the rows' outcomes as written when they finished (batched report parts, and each row's metadata
 // object for a line no part holds), so it agrees with S3 by construction and any worker can write it.
-import { basename } from 'node:path';
 import { stringify } from 'csv-stringify';
 import type { Context } from '../core/context.ts';
 import { runLayout } from '../core/layout.ts';
-import { roundMoney } from '../core/cost.ts';
 import { lineSelected, type RunRecord } from '../core/rowState.ts';
-import { fromMicros } from '../core/runPolicy.ts';
-import { enqueueRunNotice } from '../triggers/notify.ts';
+import { enqueueRunNotice } from '../outputs/notify.ts';
+import { summaryOf, type Summary } from '../outputs/summary.ts';
 import { escapeCell, readManifest, type ManifestRow } from '../manifest/index.ts';
 import type { RowMeta } from './flush.ts';
 import { outcomeOf, partsReader, removeReportParts, type ReportOutcome } from './reportParts.ts';
@@ -20,39 +18,6 @@ export const REPORT_COLUMNS = ['line', 'id', 'row_key', 'face_url', 'status', 'r
 
 /** Rows looked up in S3 at once while writing the report. */
 const META_BATCH = 64;
-
-export function summaryOf(run: RunRecord, state: string) {
-  return {
-    runId: run.runId,
-    state,
-    total: run.total ?? run.queued + run.rejected,
-    completed: run.completed,
-    failed: run.failed,
-    /** Failed rows by their error's category (input, content_policy, fal_transient, timeout, canceled, storage, other). */
-    failedByCategory: run.failedByCategory,
-    rejected: run.rejected,
-    canceled: run.canceled,
-    startedAt: new Date(run.createdAt).toISOString(),
-    finishedAt: run.finishedAt ? new Date(run.finishedAt).toISOString() : null,
-    submits: run.submits,
-    // A local manifest by file name only (never the starter's paths); an S3 one by its URL.
-    manifest: run.manifest.startsWith('s3://') ? run.manifest : basename(run.manifest),
-    manifestSha256: typeof run.options.sha256 === 'string' ? run.options.sha256 : null,
-    stopReason: run.stopReason ?? null,
-    /** Estimated cost of the whole manifest when the run was started. */
-    estimatedCost: roundMoney(Number(run.options.estimatedCost ?? 0)),
-    /** Billed: the estimate of each submission fal accepted, less those fal failed without billing (server errors). */
-    cost: fromMicros(run.costMicros),
-    /** Every submission fal accepted, billed or not. */
-    submittedCost: fromMicros(run.submittedCostMicros),
-    maxCost: run.policy.maxCost,
-    currency: run.policy.currency,
-    /** Retries link both ways: the run this one retries, and the runs that retried this one. */
-    retryOf: (run.options.retryOf as string | undefined) ?? null,
-    retriedBy: run.retriedBy,
-  };
-}
-export type Summary = ReturnType<typeof summaryOf>;
 
 /**
  * What the report counts, set on the run as it finishes: the counters are kept in Redis as rows end, and

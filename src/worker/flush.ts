@@ -6,7 +6,7 @@ import { TERMINAL } from '../core/keys.ts';
 import { runLayout } from '../core/layout.ts';
 import { enqueueFinalize } from '../core/queues.ts';
 import type { Row } from '../core/rowState.ts';
-import { logProgressMilestone } from '../ops/milestones.ts';
+import { logProgressMilestone } from './milestones.ts';
 import { addReportLine, flushReportParts, outcomeOf } from './reportParts.ts';
 
 export function rowMeta(row: Row) {

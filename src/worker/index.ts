@@ -17,7 +17,7 @@ import { brakeOnErrors, isOutageFailure } from './errorBrake.ts';
 import { reconcileStaleRequests, sweepCanceledRun } from './reconcile.ts';
 import { processResult } from './store.ts';
 import { processSubmit } from './submit.ts';
-import { startNotifier } from '../triggers/notify.ts';
+import { startNotifier } from '../outputs/notify.ts';
 
 export interface RunningWorkers {
   workers: Worker[];

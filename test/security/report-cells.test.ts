@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { parse } from 'csv-parse/sync';
 import { runLayout } from '../../src/core/layout.ts';
-import { copyRunToDir, writeContactSheet } from '../../src/local/contactSheet.ts';
+import { copyRunToDir, writeContactSheet } from '../../src/outputs/contactSheet.ts';
 import { escapeCell, toRowKey, unescapeCell } from '../../src/manifest/index.ts';
 import { produceRun } from '../../src/producer/produce.ts';
 import { waitForRun } from '../../src/producer/wait.ts';
