@@ -13,6 +13,7 @@ import { freePort } from '../src/local/ports.ts';
 import { runStatus } from '../src/status.ts';
 import { createPortraitBatch } from '../src/index.ts';
 import type { RowMeta } from '../src/worker/flush.ts';
+import { eventually } from './helpers/eventually.ts';
 import { faceDataUri } from './helpers/faces.ts';
 import { TEST_POLICY, startTestStack, type TestStack } from './helpers/stack.ts';
 
@@ -38,7 +39,7 @@ test('429 and 5xx submits are retried with backoff and cost no attempt', async (
   try {
     // fal refuses every row twice (the test policy's backoff is short), then accepts.
     const lift = (async () => {
-      while (t.local.emulator!.stats().rejectedByFault < 6) await sleep(20);
+      await eventually(() => t.local.emulator!.stats().rejectedByFault >= 6, 'fal refusing six submits', 30_000, 20);
       t.local.emulator!.setFaults({ submitErrorRate: 0 });
     })();
     const { runId, run } = await runToEnd(t, 3);
@@ -64,8 +65,7 @@ test('connection refused is retried; the row completes once fal is reachable', a
       for (const k of ['r0', 'r1']) if (!/unreachable/.test((await t.ctx.redis.hget(`pb:row:${runId}:${k}`, 'lastError')) ?? '')) return false;
       return true;
     };
-    for (let i = 0; i < 200 && !(await released()); i++) await sleep(50);
-    assert.ok(await released(), 'both rows were refused by the unreachable fal and released');
+    await eventually(released, 'both rows refused by the unreachable fal and released', 10_000);
     assert.equal(t.local.emulator!.stats().submits, 0);
     assert.equal((await t.ctx.rows.getRun(runId))!.completed, 0);
     const proxy = await startFaultProxy({ target: t.local.emulator!.url, failureRate: 0, port });
@@ -96,8 +96,7 @@ test('422 at submit fails the row with fal\'s detail and is never retried', asyn
       { runId, key: 'forged', line: 999, row: { faceUrl: await faceDataUri(2), faceKind: 'data', input: { num_images: 9 }, extra: {} } },
       { jobId: jobIds.submit(runId, 'forged'), ...submitJobOptions(t.ctx.policy) },
     );
-    for (let i = 0; i < 100 && !(await meta(t, runId, 'forged')); i++) await sleep(100);
-    const m = (await meta(t, runId, 'forged'))!;
+    const m = await eventually(() => meta(t, runId, 'forged'), "the forged row's metadata in S3", 10_000);
     assert.equal(m.status, 'failed');
     assert.match(m.error!, /422.*num_images/);
     assert.equal(m.attempts, 0, 'a refused submission costs no attempt');
@@ -119,8 +118,7 @@ test('a bad input that only fal\'s runner refuses (accepted, then 422) fails its
       line: 999,
       row: { faceUrl: await faceDataUri(2), faceKind: 'data', input: { num_images: 9 }, extra: {} },
     });
-    for (let i = 0; i < 100 && !(await meta(t, runId, 'forged')); i++) await sleep(100);
-    const m = (await meta(t, runId, 'forged'))!;
+    const m = await eventually(() => meta(t, runId, 'forged'), "the forged row's metadata in S3", 10_000);
     assert.equal(m.status, 'failed');
     assert.match(m.error!, /422.*num_images/);
     assert.equal(m.attempts, 1, 'fal accepted it: one attempt');
@@ -135,7 +133,7 @@ test('401 pauses submissions with a reason in status; a worker with a good key r
   const t = await startTestStack({ emulator: { apiKeys: ['good-key'] } });
   try {
     const { runId } = await t.pb.startRun(await manifestOf(t, 4));
-    for (let i = 0; i < 100 && !(await getPause(t.ctx)); i++) await sleep(100);
+    await eventually(() => getPause(t.ctx), 'submissions paused', 10_000);
     const status = (await runStatus(t.ctx, runId))!;
     assert.equal(status.state, 'paused');
     assert.match(status.pauseReason!, /401/);
@@ -161,7 +159,7 @@ test('403 pauses submissions like 401: no row fails, a worker with a good key re
   const t = await startTestStack({ emulator: { forbiddenKeys: ['emulator-key'] } });
   try {
     const { runId } = await t.pb.startRun(await manifestOf(t, 4));
-    for (let i = 0; i < 100 && !(await getPause(t.ctx)); i++) await sleep(100);
+    await eventually(() => getPause(t.ctx), 'submissions paused', 10_000);
     const status = (await runStatus(t.ctx, runId))!;
     assert.equal(status.state, 'paused');
     assert.match(status.pauseReason!, /403/);
@@ -205,7 +203,7 @@ test('a lost submit answer whose webhook never comes is resubmitted after the gr
   const t = await startTestStack({ emulator: { faults: { ambiguousSubmitRate: 1, webhookDropRate: 1 } } });
   try {
     const { runId } = await t.pb.startRun(await manifestOf(t, 2));
-    for (let i = 0; i < 100 && t.local.emulator!.stats().answersLost < 2; i++) await sleep(50);
+    await eventually(() => t.local.emulator!.stats().answersLost >= 2, 'two submit answers lost', 5_000);
     t.local.emulator!.setFaults({ ambiguousSubmitRate: 0 });
     const run = await t.pb.waitForRun(runId, { timeoutMs: 60_000 });
     assert.equal(run.completed, 2);
@@ -224,7 +222,7 @@ test('poll mode: a lost submit answer cannot be told from a lost submit; resubmi
   const t = await startTestStack({ env: { RESULT_DELIVERY: 'poll' }, emulator: { faults: { ambiguousSubmitRate: 1 } } });
   try {
     const { runId } = await t.pb.startRun(await manifestOf(t, 2));
-    for (let i = 0; i < 100 && t.local.emulator!.stats().answersLost < 2; i++) await sleep(50);
+    await eventually(() => t.local.emulator!.stats().answersLost >= 2, 'two submit answers lost', 5_000);
     t.local.emulator!.setFaults({ ambiguousSubmitRate: 0 });
     const run = await t.pb.waitForRun(runId, { timeoutMs: 60_000 });
     assert.equal(run.completed, 2);
@@ -276,14 +274,18 @@ test('reconciler: a request still queued or running is looked at again later', a
   try {
     const { runId } = await t.pb.startRun(await manifestOf(t, 2));
     const seen = new Set<string>();
-    for (let i = 0; i < 80 && seen.size < 1; i++) {
-      for (const k of await t.ctx.rows.activeRowKeys(runId)) {
-        const st = (await t.ctx.redis.hget(`pb:row:${runId}:${k}`, 'falStatus')) ?? '';
-        if (st === 'IN_QUEUE' || st === 'IN_PROGRESS') seen.add(st);
-      }
-      await sleep(100);
-    }
-    assert.ok(seen.size >= 1, 'a poll saw the request queued or running');
+    await eventually(
+      async () => {
+        for (const k of await t.ctx.rows.activeRowKeys(runId)) {
+          const st = (await t.ctx.redis.hget(`pb:row:${runId}:${k}`, 'falStatus')) ?? '';
+          if (st === 'IN_QUEUE' || st === 'IN_PROGRESS') seen.add(st);
+        }
+        return seen.size >= 1;
+      },
+      'a poll seeing the request queued or running',
+      8_000,
+      100,
+    );
     const run = await t.pb.waitForRun(runId, { timeoutMs: 60_000 });
     assert.equal(run.completed, 2);
   } finally {
@@ -295,7 +297,7 @@ test('reconciler: a request fal lost (404) is resubmitted as a new attempt', asy
   const t = await startTestStack({ emulator: { faults: { lostRequestRate: 1 } } });
   try {
     const { runId } = await t.pb.startRun(await manifestOf(t, 2));
-    for (let i = 0; i < 100 && t.local.emulator!.stats().lost < 2; i++) await sleep(50);
+    await eventually(() => t.local.emulator!.stats().lost >= 2, 'fal losing two requests', 5_000);
     t.local.emulator!.setFaults({ lostRequestRate: 0 });
     const run = await t.pb.waitForRun(runId, { timeoutMs: 60_000 });
     assert.equal(run.completed, 2);

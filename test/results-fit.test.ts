@@ -2,12 +2,12 @@
 // with queue.result; a request that failed is described by fal's full answer from queue.result, not
 // the status call's summary; every submit carries the object lifecycle and start timeout.
 import assert from 'node:assert/strict';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
 import { runLayout } from '../src/core/layout.ts';
 import { produceRun } from '../src/producer/produce.ts';
 import { waitForRun } from '../src/producer/wait.ts';
 import type { RowMeta } from '../src/worker/flush.ts';
+import { eventually } from './helpers/eventually.ts';
 import { faceDataUri } from './helpers/faces.ts';
 import { startTestStack, type TestStack } from './helpers/stack.ts';
 
@@ -49,8 +49,7 @@ test("a request that failed at fal, found by polling, fails its row with fal's f
       row: { faceUrl: await faceDataUri(2), faceKind: 'data', input: { num_images: 9 }, extra: {} },
     });
     // (The run itself never finishes: the forged row is not one of its manifest's rows.)
-    for (let i = 0; i < 300 && !(await meta(t, runId, 'forged')); i++) await sleep(100);
-    const m = (await meta(t, runId, 'forged'))!;
+    const m = await eventually(() => meta(t, runId, 'forged'), "the forged row's metadata in S3", 30_000);
     assert.equal(m.status, 'failed');
     assert.match(m.error!, /\(422\): num_images: /, "fal's status code and its detail by field");
     const inspect = (await (await fetch(`${t.local.emulator!.url}/_emulator/requests/${m.request_id}`)).json()) as { status: string };
