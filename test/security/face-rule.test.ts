@@ -37,11 +37,13 @@ before(async () => {
   admin = await t.pb.startAdmin();
   const png = await facePng(7);
   for (const url of Object.values(faces)) await t.ctx.storage.putObject(url.slice(`s3://${bucket}/`.length), png, 'image/png');
+  // In the manifest's folder, but not an image: fal refuses it, so the row fails and can be retried.
+  await t.ctx.storage.putObject('incoming/teamA/faces/broken.png', 'not an image', 'image/png');
   // A link to our own S3, presigned with the service's credentials (as fal was once given): judged as the object it names.
   const presigned = await t.ctx.storage.presign('runs/victim/images/secret/0.png', 600);
   assert.match(presigned, /^http:\/\/127\.0\.0\.1:\d+\/portrait-test\/runs\/victim\/images\/secret\/0\.png\?/);
 
-  const rows = ['id,face_url', ...Object.entries(faces).map(([id, url]) => `${id},${url}`), `presigned-image,"${presigned}"`];
+  const rows = ['id,face_url', ...Object.entries(faces).map(([id, url]) => `${id},${url}`), `presigned-image,"${presigned}"`, `own-broken,s3://${bucket}/incoming/teamA/faces/broken.png`];
   const key = 'incoming/teamA/steal.csv';
   await t.ctx.storage.putObject(key, `${rows.join('\n')}\n`, 'text/csv');
   let etag = '';
@@ -56,7 +58,7 @@ before(async () => {
     await drop.close();
   }
   const run = await t.pb.waitForRun(runId, { timeoutMs: 60_000 });
-  assert.equal(run.total, 8);
+  assert.equal(run.total, 9);
   const { parse } = await import('csv-parse/sync');
   const text = (await (await t.ctx.storage.getStream(runLayout(t.ctx.cfg.S3_PREFIX, runId).report)).toArray()).join('');
   const parsed = parse(text, { columns: true }) as Record<string, string>[];
@@ -115,4 +117,14 @@ test('the dashboard shows no picture, and no presigned URL, of a face the run ma
   });
   for (const id of denied.filter((d) => faces[d])) assert.ok(dashboardFaceRefusal(t.ctx, run, faces[id]!), id);
   assert.equal(dashboardFaceRefusal(t.ctx, run, faces['own-folder']!), undefined);
+});
+
+test("a retry reads its faces by the original's rule (its manifest copy under runs/ is no face folder)", async () => {
+  assert.equal(report.get('own-broken')?.status, 'failed', report.get('own-broken')?.error);
+  const retry = await t.pb.retryFailed(runId);
+  const run = await t.pb.waitForRun(retry.runId, { timeoutMs: 60_000 });
+  assert.deepEqual([run.total, run.rejected], [1, 0], 'the retried row is not rejected');
+  assert.deepEqual((await t.ctx.rows.getRun(retry.runId))!.options.faces, (await t.ctx.rows.getRun(runId))!.options.faces);
+  // fal refusing a face stored in its storage gets the row one more upload (falFaceRefusal.ts): once or twice.
+  assert.ok((t.local.emulator!.stats().acceptedByRow[`${retry.runId}/own-broken`] ?? 0) >= 1, 'handed to fal again');
 });
