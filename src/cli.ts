@@ -9,7 +9,7 @@ import { Command, CommanderError, InvalidArgumentError } from 'commander';
 // here load no package but commander (keep it so: the start-up time is a bench figure, "CLI start-up").
 import { FAULT_NAMES, type FaultName } from './chaosFaults.ts';
 import { RunControlError } from './control/errors.ts';
-import { ContainmentError, outputFile } from './local/contained.ts';
+import { ContainmentError, outputFile } from './outputs/contained.ts';
 import type { DemoResult } from './demo.ts';
 import { ERROR_CATEGORIES, FAL_ERROR_TYPES, parseCategories, type ErrorCategory } from './core/falErrors.ts';
 import { redactText } from './core/redact.ts';

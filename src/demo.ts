@@ -4,7 +4,7 @@
 // contact sheet; with keepAlive it goes on serving until the callback resolves.
 import { rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { containedPath } from './local/contained.ts';
+import { containedPath } from './outputs/contained.ts';
 import { startEmbeddedService } from './local/embedded.ts';
 import type { PortraitBatch } from './index.ts';
 import { TOKEN_PARAM } from './ops/dashboard/auth.ts';

@@ -15,7 +15,7 @@ import type { Context } from '../../src/core/context.ts';
 import { runLayout } from '../../src/core/layout.ts';
 import type { ListedObject } from '../../src/core/s3.ts';
 import { downloadRun } from '../../src/control/outputs.ts';
-import { containedPath, outputFile, pathRefusal } from '../../src/local/contained.ts';
+import { containedPath, outputFile, pathRefusal } from '../../src/outputs/contained.ts';
 import { faceDataUri } from '../helpers/faces.ts';
 import { runCli } from '../helpers/cli.ts';
 import { startTestStack, type TestStack } from '../helpers/stack.ts';
