@@ -7,21 +7,26 @@
 // (COMPLETED, then 422 from result / an ERROR webhook); `slots` requests run at once and the rest
 // wait IN_QUEUE; webhooks are retried over 2 hours. Options bring back kinder behaviour where a test
 // needs it (validateAt: 'submit', more slots, timeScale).
+//
+// Split by protocol concern, as fal-js splits its client: submit.ts (submit), requests.ts (status,
+// result, cancel), auth.ts (the key check), storage.ts and files.ts (fal storage, /files),
+// webhooks.ts (signed delivery). This file holds the options, the wiring and the routing.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { parseJsonExactSeeds } from '../core/exactJson.ts';
 import type { Logger } from '../core/logger.ts';
-import { chance, randomStreams, seededRandom, type EmulatorFaults, type MsRange } from './faults.ts';
+import { keyCheck } from './auth.ts';
+import { randomStreams, seededRandom, type EmulatorFaults, type MsRange } from './faults.ts';
 import { FileStore } from './files.ts';
-import { readBody, sendJson } from './http.ts';
+import { sendJson } from './http.ts';
 import { RequestJournal } from './journal.ts';
 import { createSigningKey, type SigningKey } from './keys.ts';
 import { unreachableFromFal } from './network.ts';
 import { EmulatedQueue, type EmulatedRequest } from './queue.ts';
-import { validateInput } from './schema.ts';
+import { DEFAULT_RESULT_RETENTION, requestCalls, type ResultRetention } from './requests.ts';
 import { createStats, type EmulatorStats } from './stats.ts';
 import { StorageUploads } from './storage.ts';
+import { submitCall } from './submit.ts';
 import { DEFAULT_WEBHOOK_RETRY, WebhookSender, type WebhookRetry } from './webhooks.ts';
 
 export interface EmulatorOptions {
@@ -76,27 +81,6 @@ export interface EmulatorOptions {
   logger?: Logger;
 }
 
-/**
- * fal keeps a result 1 h after the request completes (6 min when it is 10 KB or more) unless payload
- * storage is on — on by default, 30 days; a submit's `X-Fal-Store-IO: 0` turns it off for that request.
- * After that the result call answers 404, while the status call still says COMPLETED.
- */
-export interface ResultRetention {
-  payloadStorage: boolean;
-  storedMs: number;
-  keptMs: number;
-  largeKeptMs: number;
-  largeBytes: number;
-}
-
-export const DEFAULT_RESULT_RETENTION: ResultRetention = {
-  payloadStorage: true,
-  storedMs: 30 * 86400_000,
-  keptMs: 3600_000,
-  largeKeptMs: 6 * 60_000,
-  largeBytes: 10 * 1024,
-};
-
 export interface RunningEmulator {
   /** Base URL, e.g. http://127.0.0.1:PORT: replace https://queue.fal.run with it. */
   url: string;
@@ -107,7 +91,6 @@ export interface RunningEmulator {
   close(): Promise<void>;
 }
 
-const MAX_BODY = 32 * 1024 * 1024;
 /** Endpoint namespaces the client puts before {owner}/{alias}. */
 const NAMESPACES = new Set(['workflows', 'comfy']);
 
@@ -152,147 +135,9 @@ export async function startEmulator(opts: EmulatorOptions = {}): Promise<Running
     logger: opts.logger,
   });
 
-  /** Whether the call may go on: 401 without a (known) key, 403 for a forbidden one. */
-  function authorized(req: IncomingMessage, res: ServerResponse): boolean {
-    const apiKey = /^Key\s+(\S.*)$/i.exec(req.headers.authorization ?? '')?.[1]?.trim();
-    if (!apiKey || (opts.apiKeys && !opts.apiKeys.includes(apiKey))) {
-      stats.unauthorized++;
-      req.resume();
-      sendJson(res, 401, { detail: apiKey ? 'Invalid API key' : 'Missing authorization header: use `Authorization: Key <your fal key>`' });
-      return false;
-    }
-    if (opts.forbiddenKeys?.includes(apiKey)) {
-      stats.unauthorized++;
-      req.resume();
-      sendJson(res, 403, { detail: 'User is locked. Reason: Exhausted balance. Top up your balance at fal.ai/dashboard/billing.' });
-      return false;
-    }
-    return true;
-  }
-
-  async function submit(req: IncomingMessage, res: ServerResponse, url: URL, parts: string[], ns: number): Promise<void> {
-    stats.submits++;
-    if (!authorized(req, res)) return;
-    const raw = await readBody(req, MAX_BODY);
-    if (raw === undefined) return sendJson(res, 413, { detail: 'Request body too large' });
-    if (chance(random.submit, faults.submitErrorRate)) {
-      stats.rejectedByFault++;
-      const r = random.submit();
-      if (r < 0.5) return sendJson(res, 429, { detail: 'Too many requests: rate limit exceeded' }, { 'retry-after': '1' });
-      return sendJson(res, r < 0.75 ? 500 : 503, { detail: r < 0.75 ? 'Internal Server Error' : 'Service temporarily unavailable' });
-    }
-    let body: unknown = {};
-    const text = raw.toString('utf8');
-    if (text.trim() !== '') {
-      try {
-        body = parseJsonExactSeeds(text);
-      } catch (err) {
-        stats.validationErrors++;
-        return sendJson(res, 422, { detail: [{ loc: ['body'], msg: `JSON decode error: ${(err as Error).message}`, type: 'json_invalid' }] });
-      }
-    }
-    const webhookUrl = url.searchParams.get('fal_webhook') ?? undefined;
-    if (webhookUrl !== undefined && !isHttpUrl(webhookUrl)) {
-      stats.validationErrors++;
-      return sendJson(res, 422, { detail: [{ loc: ['query', 'fal_webhook'], msg: 'Input should be a valid URL', type: 'url_parsing', input: webhookUrl }] });
-    }
-    let input;
-    if (opts.validateAt === 'submit') {
-      const v = validateInput(body);
-      if (!v.ok) {
-        stats.validationErrors++;
-        return sendJson(res, 422, { detail: v.detail });
-      }
-      input = v.input;
-    }
-    const app = parts.slice(0, ns + 2).join('/');
-    const falHeaders = Object.fromEntries(Object.entries(req.headers).filter(([k, v]) => k.startsWith('x-fal-') && typeof v === 'string')) as Record<string, string>;
-    const r = queue.accept(parts.join('/'), app, body, webhookUrl, input, falHeaders);
-    opts.logger?.debug({ requestId: r.id, endpoint: r.endpoint }, 'emulator: request accepted');
-    if (chance(random.ambiguous, faults.ambiguousSubmitRate)) {
-      // Accepted, then the answer is lost: the caller sees a reset connection, never the request id.
-      stats.answersLost++;
-      opts.logger?.debug({ requestId: r.id }, 'emulator: submit answer lost (fault)');
-      res.socket?.destroy();
-      return;
-    }
-    const urls = requestUrls(app, r.id);
-    sendJson(
-      res,
-      200,
-      { request_id: r.id, gateway_request_id: r.id, status: 'IN_QUEUE', queue_position: queue.queuePosition(r.id), ...urls },
-      { 'x-fal-request-id': r.id },
-    );
-  }
-
-  function requestUrls(app: string, id: string) {
-    const responseUrl = `${baseUrl}/${app}/requests/${id}`;
-    return { response_url: responseUrl, status_url: `${responseUrl}/status`, cancel_url: `${responseUrl}/cancel` };
-  }
-
-  /** status, result and cancel: {owner}/{alias}/requests/{id}[/status|/cancel] (no endpoint sub-path). */
-  function requestCall(req: IncomingMessage, res: ServerResponse, url: URL, parts: string[], ns: number): void {
-    const [id, action, ...rest] = parts.slice(ns + 3);
-    const method = req.method ?? 'GET';
-    if (!authorized(req, res)) return;
-    req.resume();
-    const app = parts.slice(0, ns + 2).join('/');
-    const r = id ? queue.get(id) : undefined;
-    if (!r || r.app !== app || rest.length > 0) return sendJson(res, 404, { detail: 'Request not found' });
-    const headers = { 'x-fal-request-id': r.id };
-    // Like fal: 202 while queued or running, 200 once completed.
-    if (action === 'status' && method === 'GET') {
-      stats.statusCalls++;
-      return sendJson(res, r.status === 'COMPLETED' ? 200 : 202, statusBody(r, url.searchParams.get('logs') === '1'), headers);
-    }
-    if (action === undefined && method === 'GET') {
-      stats.resultCalls++;
-      if (r.status !== 'COMPLETED') return sendJson(res, 400, { detail: 'Request is still in progress' }, headers);
-      if (resultExpired(r)) {
-        stats.resultsExpired++;
-        return sendJson(res, 404, { detail: 'Request result not found: it is no longer stored' }, headers);
-      }
-      if (r.failure) {
-        // Model errors: {detail: [typed entries]}; request errors: {detail: string, error_type}.
-        const body = r.failure.kind === 'request' ? { detail: r.failure.detail, error_type: r.failure.type } : { detail: r.failure.detail };
-        return sendJson(res, r.failure.status, body, {
-          ...headers,
-          'x-fal-error-type': r.failure.type,
-          'x-fal-retryable': String(r.failure.retryable ?? r.failure.status >= 500),
-          ...(r.failure.timeoutType ? { 'x-fal-request-timeout-type': r.failure.timeoutType } : {}),
-        });
-      }
-      return sendJson(res, 200, r.output, headers);
-    }
-    if (action === 'cancel' && method === 'PUT') {
-      stats.cancelCalls++;
-      const outcome = queue.cancel(r);
-      if (outcome === 'already_completed') return sendJson(res, 400, { status: 'ALREADY_COMPLETED' }, headers);
-      opts.logger?.debug({ requestId: r.id, outcome }, 'emulator: cancellation requested');
-      return sendJson(res, 202, { status: 'CANCELLATION_REQUESTED' }, headers);
-    }
-    if (action === undefined || action === 'status' || action === 'cancel') return sendJson(res, 405, { detail: 'Method Not Allowed' });
-    return sendJson(res, 404, { detail: 'Not Found' });
-  }
-
-  /** Whether fal no longer keeps this completed request's result (see ResultRetention). */
-  function resultExpired(r: EmulatedRequest, now = Date.now()): boolean {
-    if (!r.completedAt) return false;
-    const storeIo = (r.falHeaders['x-fal-store-io'] ?? '').trim().toLowerCase();
-    const stored = retention.payloadStorage ? storeIo !== '0' && storeIo !== 'false' : storeIo === '1' || storeIo === 'true';
-    if (stored) return now - r.completedAt > retention.storedMs;
-    const size = r.output ? Buffer.byteLength(JSON.stringify(r.output, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))) : 0;
-    return now - r.completedAt > (size >= retention.largeBytes ? retention.largeKeptMs : retention.keptMs);
-  }
-
-  function statusBody(r: EmulatedRequest, withLogs: boolean): Record<string, unknown> {
-    const body: Record<string, unknown> = { status: r.status, request_id: r.id, ...requestUrls(r.app, r.id) };
-    if (r.status === 'IN_QUEUE') body.queue_position = queue.queuePosition(r.id);
-    if (withLogs) body.logs = r.logs;
-    if (r.status === 'COMPLETED' && r.startedAt && r.completedAt) body.metrics = { inference_time: (r.completedAt - r.startedAt) / 1000 };
-    if (r.failure) Object.assign(body, { error: r.failure.message, error_type: r.failure.type });
-    return body;
-  }
+  const authorized = keyCheck(opts, stats);
+  const submit = submitCall({ queue, stats, authorized, random, faults: () => faults, validateAt: opts.validateAt, baseUrl: () => baseUrl, logger: opts.logger });
+  const requestCall = requestCalls({ queue, stats, authorized, baseUrl: () => baseUrl, retention, logger: opts.logger });
 
   /** GET /_emulator/requests/{id}: everything about a request, lost ones included. */
   function inspectBody(r: EmulatedRequest): Record<string, unknown> {
@@ -396,13 +241,4 @@ export async function startEmulator(opts: EmulatorOptions = {}): Promise<Running
       return closing;
     },
   };
-}
-
-function isHttpUrl(value: string): boolean {
-  try {
-    const u = new URL(value);
-    return u.protocol === 'http:' || u.protocol === 'https:';
-  } catch {
-    return false;
-  }
 }
