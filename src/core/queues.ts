@@ -11,6 +11,8 @@ export interface SubmitJob {
   runId: string;
   key: string;
   line: number;
+  /** The row's position among the manifest's data rows: its done bit (absent on jobs queued before it was kept). */
+  ordinal?: number;
   row: RowData;
   /** Estimated cost of one fal request for this row, in millionths of the run's currency. */
   costMicros?: number;

@@ -19,7 +19,7 @@ const COMMANDS = {
   supersede: { keys: 4, replies: ['resubmit', 'failed', 'noop', 'stale'] },
   markPolled: { keys: 1, replies: ['ok', 'noop'] },
   forgetRow: { keys: 3, replies: ['ok', 'open', 'runDone'] },
-  admitBatch: { keys: 4, replies: ['ok', 'replayed'] },
+  admitBatch: { keys: 3, replies: ['ok', 'replayed'] },
   finishProducing: { keys: 2, replies: ['ok', 'runDone'] },
   createRun: { keys: 3, replies: ['created', 'exists'] },
   cancelRun: { keys: 1, replies: ['canceled', 'already', 'finished', 'norun'] },
@@ -58,6 +58,8 @@ export interface Row {
   runId: string;
   key: string;
   line: number;
+  /** The row's position among the manifest's data rows: its done bit (absent on rows recorded before it was kept). */
+  ordinal?: number;
   state: RowState;
   attempt: number;
   requestId?: string;
@@ -308,25 +310,21 @@ export class RowStore {
     return Number(queued ?? 0) - Number(completed ?? 0) - Number(failed ?? 0) - Number(canceled ?? 0);
   }
 
+  /**
+   * Counts a batch the producer read up to manifest line `cursor`: `queuedCount` rows enqueued,
+   * `rejectedCount` rejected (their reasons are in the run's report parts, see producer/rejectedRows.ts),
+   * `canceled` rows read after the run was canceled or stopped (by ordinal, their line and reason).
+   */
   async admitBatch(
     runId: string,
     cursor: number,
     queuedCount: number,
-    rejected: { line: number; reason: string }[],
-    canceled: { line: number; reason: string }[] = [],
+    rejectedCount: number,
+    canceled: { line: number; ordinal: number; reason: string }[] = [],
   ): Promise<boolean> {
-    const pairs = [...rejected, ...canceled].flatMap((r) => [r.line, r.reason]);
-    const reply = await this.call.admitBatch(
-      [keys.run(runId), keys.done(runId), keys.rejected(runId), keys.canceled(runId)],
-      [cursor, queuedCount, rejected.length, ...pairs],
-    );
+    const triples = canceled.flatMap((r) => [r.ordinal, r.line, r.reason]);
+    const reply = await this.call.admitBatch([keys.run(runId), keys.done(runId), keys.canceled(runId)], [cursor, queuedCount, rejectedCount, ...triples]);
     return reply === 'ok';
-  }
-
-  /** Why rejected rows were rejected, by manifest line. */
-  async rejectedReasons(runId: string, lines: number[]): Promise<(string | null)[]> {
-    if (!lines.length) return [];
-    return this.redis.hmget(keys.rejected(runId), ...lines.map(String));
   }
 
   /** Why rows canceled before they were enqueued were canceled, by manifest line. */
@@ -359,8 +357,9 @@ export class RowStore {
     return this.redis.smembers(keys.active(runId));
   }
 
-  async isDone(runId: string, line: number): Promise<boolean> {
-    return (await this.redis.getbit(keys.done(runId), line)) === 1;
+  /** Whether the row at `ordinal` (its position among the manifest's data rows) has ended. */
+  async isDone(runId: string, ordinal: number): Promise<boolean> {
+    return (await this.redis.getbit(keys.done(runId), ordinal)) === 1;
   }
 
   // ---- rows -------------------------------------------------------------------------------
@@ -379,6 +378,7 @@ export class RowStore {
     line: number,
     data: RowData,
     costMicros = 0,
+    ordinal?: number,
   ): Promise<
     { outcome: 'submit' | 'adopted'; attempt: number; endpoint: string } | { outcome: 'terminal' | 'norun' | 'canceled' | 'failed' | 'inflight' | 'already'; detail?: string }
   > {
@@ -389,7 +389,7 @@ export class RowStore {
       (reqKeys, ids) =>
         this.call.claimSubmit(
           [...this.rowKeys(runId, key), keys.adopt(runId, key), ...reqKeys],
-          [line, key, Date.now(), JSON.stringify(data), Math.round(costMicros), ...ids],
+          [line, key, Date.now(), JSON.stringify(data), Math.round(costMicros), ordinal ?? '', ...ids],
         ),
       [],
     )) as unknown as [Exclude<Reply<'claimSubmit'>, 'stale'>, string | undefined, string | undefined];
@@ -411,7 +411,7 @@ export class RowStore {
     attempt: number,
     requestId: string,
     nextPollAt: number,
-    claimed?: { line: number; data: RowData; costMicros?: number },
+    claimed?: { line: number; ordinal?: number; data: RowData; costMicros?: number },
   ): Promise<Reply<'recordSubmit'>> {
     return this.call.recordSubmit(
       [keys.row(runId, key), keys.request(requestId), keys.run(runId), keys.done(runId), keys.active(runId)],
@@ -425,6 +425,7 @@ export class RowStore {
         key,
         claimed ? JSON.stringify(claimed.data) : '',
         Math.round(claimed?.costMicros ?? 0),
+        claimed?.ordinal ?? '',
       ],
     );
   }
@@ -433,10 +434,10 @@ export class RowStore {
    * After a Redis restart: writes back a claim this worker made shortly before (see reclaimSubmit.lua).
    * True when the row had lost it.
    */
-  async reclaimSubmit(runId: string, key: string, attempt: number, claimed: { line: number; data: RowData; costMicros?: number }): Promise<boolean> {
+  async reclaimSubmit(runId: string, key: string, attempt: number, claimed: { line: number; ordinal?: number; data: RowData; costMicros?: number }): Promise<boolean> {
     const reply = await this.call.reclaimSubmit(
       [keys.row(runId, key), keys.run(runId), keys.done(runId), keys.active(runId)],
-      [attempt, claimed.line, key, JSON.stringify(claimed.data), Math.round(claimed.costMicros ?? 0), Date.now()],
+      [attempt, claimed.line, key, JSON.stringify(claimed.data), Math.round(claimed.costMicros ?? 0), Date.now(), claimed.ordinal ?? ''],
     );
     return reply === 'adopted';
   }
@@ -568,6 +569,7 @@ function rowOf(runId: string, key: string, h: Record<string, string>): Row | und
     runId,
     key,
     line: Number(h.line),
+    ordinal: num(h.ordinal),
     state: h.state as RowState,
     attempt,
     requestId: h.requestId,

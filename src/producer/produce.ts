@@ -16,6 +16,7 @@ import { runPolicyFrom, toMicros, type RunPolicy } from '../core/runPolicy.ts';
 import { FACE_COLUMNS, ManifestError, decodeDataFace, isRejected, readManifest, readOptionsFor, type ManifestRow, type ValidRow } from '../manifest/index.ts';
 import { manifestSource, type ManifestSource } from '../manifest/source.ts';
 import { enqueueFinalize } from '../worker/flush.ts';
+import { writeRejectedPart } from '../worker/reportParts.ts';
 import { deriveRunId, inspectManifest } from './inspect.ts';
 
 export interface StartRunOptions {
@@ -124,6 +125,13 @@ export function produceRun(ctx: Context, source: string | ManifestSource, opts: 
   return startRun(ctx, source, { ...opts, inline: true });
 }
 
+/**
+ * Rejected rows gathered before their report part is written and they are counted. Larger than a batch
+ * of rows to enqueue: they wait on no window and cost one S3 object and one Redis call per part, so a
+ * manifest of a million rejected rows is read in a few dozen steps.
+ */
+const REJECTED_PART_ROWS = 20_000;
+
 export async function enqueueProduce(ctx: Context, runId: string): Promise<void> {
   await ctx.queues.produce.add('produce', { runId }, { jobId: jobIds.produce(runId), ...jobOptions(ctx.policy.produce, 'produce') });
 }
@@ -197,10 +205,12 @@ export async function produceRows(ctx: Context, runId: string, signal?: AbortSig
     }
     if (signal?.aborted) throw new ProducerInterrupted(`producer of ${runId} interrupted`);
     run = await ctx.rows.getRun(runId);
+    // Rejected rows' reasons go where finished rows' outcomes go (the report parts), before they are counted.
+    await writeRejectedPart(ctx, runId, rejected);
     if (!open(run)) {
       // Canceled or stopped: what was not enqueued is never submitted; it ends canceled now.
       const reason = `run ${run?.state ?? 'gone'} before this row was submitted: ${run?.stopReason ?? ''}`;
-      await ctx.rows.admitBatch(runId, lastLine, 0, rejected, batch.map((r) => ({ line: r.line, reason })));
+      await ctx.rows.admitBatch(runId, lastLine, 0, rejected.length, batch.map((r) => ({ line: r.line, ordinal: ordinalOf(r), reason })));
     } else {
       const dataFaces = await storeDataFaces(ctx, batch, layout);
       const jobs: SubmitJob[] = batch.map((row) => toSubmitJob(runId, row, facesLayout, priceMicros, dataFaces.get(row.key)));
@@ -208,7 +218,7 @@ export async function produceRows(ctx: Context, runId: string, signal?: AbortSig
       await ctx.queues.submit.addBulk(
         jobs.map((data) => ({ name: 'submit', data, opts: { jobId: jobIds.submit(runId, data.key), ...submitJobOptions(ctx.policy) } })),
       );
-      await ctx.rows.admitBatch(runId, lastLine, jobs.length, rejected);
+      await ctx.rows.admitBatch(runId, lastLine, jobs.length, rejected.length);
     }
     batch = [];
     rejected = [];
@@ -223,7 +233,7 @@ export async function produceRows(ctx: Context, runId: string, signal?: AbortSig
     lastLine = row.line;
     if (isRejected(row)) rejected.push({ line: row.line, reason: `${row.rejected.column}: ${row.rejected.reason}` });
     else batch.push(row);
-    if (batch.length + rejected.length >= batchSize) await flushBatch();
+    if (batch.length >= batchSize || rejected.length >= REJECTED_PART_ROWS) await flushBatch();
   }
   await flushBatch();
   ctx.logger.info({ runId, milestone: 'produced', total }, `run ${runId} produced: all ${total} rows read`);
@@ -268,9 +278,16 @@ function toSubmitJob(
     runId,
     key: row.key,
     line: row.line,
+    ordinal: ordinalOf(row),
     row: { id: row.id, faceUrl, faceKind: row.faceKind, faceObjectKey, input: row.input as Record<string, unknown>, extra: row.extra },
     costMicros: estimateRow(row.input as Record<string, unknown>).megapixels * priceMicros,
   };
+}
+
+/** A row's done bit: its position among the manifest's data rows (readManifest sets it on every row). */
+function ordinalOf(row: ManifestRow): number {
+  if (row.ordinal === undefined) throw new Error(`row on line ${row.line} has no ordinal`);
+  return row.ordinal;
 }
 
 function contentTypeOf(path: string): string {

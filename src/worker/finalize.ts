@@ -100,26 +100,26 @@ export async function writeRunReport(ctx: Context, runId: string): Promise<Summa
   const writing = (async () => {
     let batch: ManifestRow[] = [];
     const flush = async () => {
-      const lines = batch.map((r) => r.line);
-      const [reasons, cancels] = await Promise.all([ctx.rows.rejectedReasons(runId, lines), ctx.rows.canceledReasons(runId, lines)]);
+      // Rejected rows are in the parts (written by the producer); canceled-before-enqueued ones in Redis.
+      const cancels = await ctx.rows.canceledReasons(runId, batch.map((r) => r.line));
       const batched: (ReportOutcome | undefined)[] = [];
-      for (const [i, r] of batch.entries()) batched.push(reasons[i] || cancels[i] ? undefined : await parts.take(r.line));
+      for (const r of batch) batched.push(await parts.take(r.line));
+      const rejectedAt = (i: number) => batched[i]?.status === 'rejected';
       const metas = await Promise.all(
-        batch.map((r, i) => (reasons[i] || cancels[i] || batched[i] ? undefined : ctx.storage.getJson<RowMeta>(layout.meta(r.key)))),
+        batch.map((r, i) => (cancels[i] || batched[i] ? undefined : ctx.storage.getJson<RowMeta>(layout.meta(r.key)))),
       );
       batch.forEach((r, i) => {
         const meta = metas[i];
-        const reason = reasons[i];
-        const canceled = cancels[i];
+        const canceled = !rejectedAt(i) && cancels[i];
         const outcome = batched[i] ?? (meta ? outcomeOf(meta) : undefined);
-        const record: Record<string, string> = reason
-          ? { status: 'rejected', error: reason, error_type: 'rejected', error_category: 'input' }
+        const record: Record<string, string> = rejectedAt(i)
+          ? { status: 'rejected', error: batched[i]!.error, error_type: 'rejected', error_category: 'input' }
           : canceled
             ? { status: 'canceled', error: canceled, error_type: 'run_canceled', error_category: 'canceled' }
             : outcome
             ? { ...outcome }
             : { status: 'failed', error: 'no outcome was recorded for this row' };
-        tally.count(record, !reason && !canceled);
+        tally.count(record, !rejectedAt(i) && !canceled);
         const cells: Record<string, string> = { line: String(r.line), id: r.id ?? '', row_key: r.key, face_url: r.faceUrl, ...record };
         csv.write(Object.fromEntries(REPORT_COLUMNS.map((c) => [c, escapeCell(cells[c] ?? '')])));
       });

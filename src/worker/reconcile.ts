@@ -267,7 +267,7 @@ async function ensureProduceJob(ctx: Context, runId: string): Promise<void> {
 export async function addSubmitJob(ctx: Context, row: Row, generation: number, delayMs = 0): Promise<void> {
   await ctx.queues.submit.add(
     'submit',
-    { runId: row.runId, key: row.key, line: row.line, row: row.data, costMicros: row.cost },
+    { runId: row.runId, key: row.key, line: row.line, ordinal: row.ordinal, row: row.data, costMicros: row.cost },
     { jobId: jobIds.submit(row.runId, row.key, generation), ...submitJobOptions(ctx.policy), ...(delayMs > 0 ? { delay: Math.round(delayMs) } : {}) },
   );
 }
