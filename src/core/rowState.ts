@@ -23,7 +23,7 @@ const COMMANDS = {
   finishProducing: { keys: 2, replies: ['ok', 'runDone'] },
   createRun: { keys: 3, replies: ['created', 'exists'] },
   cancelRun: { keys: 1, replies: ['canceled', 'already', 'finished', 'norun'] },
-  finishRun: { keys: 3, replies: ['finished', 'already', 'open'] },
+  finishRun: { keys: 7, replies: ['finished', 'already', 'open'] },
   linkRetry: { keys: 1, replies: ['ok', 'norun'] },
 } as const;
 type CommandName = keyof typeof COMMANDS;
@@ -269,16 +269,22 @@ export class RowStore {
   /**
    * Marks the run over (report written) at `finishedAt` (the time its summary.json carries), its counters
    * set to `counters` (what the report counted): 'already' when it was, 'open' when rows are in flight
-   * again (Redis restarted without its last writes).
+   * again (Redis restarted without its last writes). Every key of the run expires `retentionMs` later
+   * (RUN_RETENTION; undefined keeps them).
    */
   async finishRun(
     runId: string,
     state: RunState,
     finishedAt = Date.now(),
     counters: Partial<Record<RunCounter, number>> = {},
+    retentionMs?: number,
   ): Promise<'finished' | 'already' | 'open'> {
     const pairs = Object.entries(counters).flatMap(([k, v]) => [k, Math.round(v)]);
-    return this.call.finishRun([keys.run(runId), keys.activeRuns(), keys.active(runId)], [runId, state, finishedAt, ...pairs]);
+    const retention = retentionMs === undefined ? '' : Math.max(1, Math.ceil(retentionMs / 1000));
+    return this.call.finishRun(
+      [keys.run(runId), keys.activeRuns(), keys.active(runId), keys.done(runId), keys.canceled(runId), keys.select(runId), keys.timing(runId)],
+      [runId, state, finishedAt, retention, ...pairs],
+    );
   }
 
   /** When each Redis restart was first seen while the run was in progress (see redisRestarts.ts). */

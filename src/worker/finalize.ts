@@ -151,7 +151,7 @@ export async function writeRunReport(ctx: Context, runId: string): Promise<Summa
   // Before the run is marked finished: a finalize that dies here runs again and removes them then.
   await removeReportParts(ctx, runId);
   // The run's finishedAt is the one summary.json holds: a notice or status built from the run agrees with it.
-  if ((await ctx.rows.finishRun(runId, state, finishedAt, counters)) === 'open') {
+  if ((await ctx.rows.finishRun(runId, state, finishedAt, counters, ctx.cfg.RUN_RETENTION)) === 'open') {
     // Redis took back the run's last second: its rows finish again, and this job (retried) or theirs writes the report then.
     throw new Error(`run ${runId} has rows in flight again (Redis restarted without its last writes); its report is written once they end`);
   }
