@@ -10,6 +10,8 @@ export const keys = {
    * have no bit: they are never enqueued; their reasons are in the run's report parts in S3.
    */
   done: (runId: string) => `pb:run:${runId}:done`,
+  /** String: the run's options (JSON), beside its hash so every field of the hash stays short (see createRun.lua). */
+  runOptions: (runId: string) => `pb:run:${runId}:options`,
   /** Hash: manifest line -> why the row was canceled before it was ever enqueued (run canceled or stopped). */
   canceled: (runId: string) => `pb:run:${runId}:canceled`,
   /** Bitmap by manifest line: the lines a run is made of, when it is a subset of its manifest (a retry). */

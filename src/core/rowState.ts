@@ -21,9 +21,9 @@ const COMMANDS = {
   forgetRow: { keys: 3, replies: ['ok', 'open', 'runDone'] },
   admitBatch: { keys: 3, replies: ['ok', 'replayed'] },
   finishProducing: { keys: 2, replies: ['ok', 'runDone'] },
-  createRun: { keys: 3, replies: ['created', 'exists'] },
+  createRun: { keys: 4, replies: ['created', 'exists'] },
   cancelRun: { keys: 1, replies: ['canceled', 'already', 'finished', 'norun'] },
-  finishRun: { keys: 7, replies: ['finished', 'already', 'open'] },
+  finishRun: { keys: 8, replies: ['finished', 'already', 'open'] },
   linkRetry: { keys: 1, replies: ['ok', 'norun'] },
 } as const;
 type CommandName = keyof typeof COMMANDS;
@@ -219,14 +219,23 @@ export class RowStore {
 
   /** Creates the run with its policy, atomically, if it does not exist; returns true when it was created. */
   async createRun(run: { runId: string; manifest: string; manifestKey: string; options: Record<string, unknown>; policy: RunPolicy }): Promise<boolean> {
-    const fields = { manifest: run.manifest, manifestKey: run.manifestKey, options: JSON.stringify(run.options), ...policyFields(run.policy) };
-    const reply = await this.call.createRun([keys.run(run.runId), keys.runs(), keys.activeRuns()], [run.runId, Date.now(), ...Object.entries(fields).flat()]);
+    const fields = { manifest: run.manifest, manifestKey: run.manifestKey, ...policyFields(run.policy) };
+    const reply = await this.call.createRun(
+      [keys.run(run.runId), keys.runs(), keys.activeRuns(), keys.runOptions(run.runId)],
+      [run.runId, Date.now(), JSON.stringify(run.options), ...Object.entries(fields).flat()],
+    );
     return reply === 'created';
   }
 
   async getRun(runId: string): Promise<RunRecord | undefined> {
-    const h = await this.redis.hgetall(keys.run(runId));
+    const [[, hash], [, options]] = (await this.redis.multi().hgetall(keys.run(runId)).get(keys.runOptions(runId)).exec()) as [
+      [Error | null, Record<string, string>],
+      [Error | null, string | null],
+    ];
+    const h = hash ?? {};
     if (!h.runId || !h.state) return undefined;
+    // Runs recorded before the options had their own key keep them in the hash.
+    const optionsJson = options ?? h.options;
     return {
       runId: h.runId,
       state: h.state as RunState,
@@ -252,7 +261,7 @@ export class RowStore {
       stopReason: h.stopReason,
       retriedBy: h.retriedBy ? h.retriedBy.split(',') : [],
       policy: policyOf(h),
-      options: h.options ? (JSON.parse(h.options) as Record<string, unknown>) : {},
+      options: optionsJson ? (JSON.parse(optionsJson) as Record<string, unknown>) : {},
     };
   }
 
@@ -282,7 +291,7 @@ export class RowStore {
     const pairs = Object.entries(counters).flatMap(([k, v]) => [k, Math.round(v)]);
     const retention = retentionMs === undefined ? '' : Math.max(1, Math.ceil(retentionMs / 1000));
     return this.call.finishRun(
-      [keys.run(runId), keys.activeRuns(), keys.active(runId), keys.done(runId), keys.canceled(runId), keys.select(runId), keys.timing(runId)],
+      [keys.run(runId), keys.activeRuns(), keys.active(runId), keys.runOptions(runId), keys.done(runId), keys.canceled(runId), keys.select(runId), keys.timing(runId)],
       [runId, state, finishedAt, retention, ...pairs],
     );
   }
@@ -299,6 +308,11 @@ export class RowStore {
   /** Adds a retry run to the run's retriedBy (atomically: retries started at once are all kept). */
   async linkRetry(runId: string, retryRunId: string): Promise<boolean> {
     return (await this.call.linkRetry([keys.run(runId)], [retryRunId])) === 'ok';
+  }
+
+  /** Replaces the run's options (kept until the run's keys expire, like the run). */
+  async setRunOptions(runId: string, options: Record<string, unknown>): Promise<void> {
+    await this.redis.set(keys.runOptions(runId), JSON.stringify(options), 'KEEPTTL');
   }
 
   /** Extra fields on the run (links between runs, estimates). */

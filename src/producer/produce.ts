@@ -76,7 +76,7 @@ export async function startRun(ctx: Context, source: string | ManifestSource, op
     ctx.logger.info({ runId, cursor: existing.cursor, producerDone: existing.producerDone }, 'resuming run');
     if (opts.inline) await produceRows(ctx, runId);
     else if (!existing.producerDone) {
-      if (existing.options.inline) await ctx.rows.annotateRun(runId, { options: JSON.stringify({ ...existing.options, inline: false }) });
+      if (existing.options.inline) await ctx.rows.setRunOptions(runId, { ...existing.options, inline: false });
       await enqueueProduce(ctx, runId);
     }
     return { runId, resumed: true, total: existing.total ?? inspection.rows, estimatedCost: Number(existing.options.estimatedCost ?? estimatedCost), currency: existing.policy.currency };

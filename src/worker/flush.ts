@@ -76,6 +76,9 @@ export async function enqueueFinalize(ctx: Context, runId: string): Promise<void
   await ctx.queues.control.add(
     'finalize',
     { runId },
-    { jobId: jobIds.finalize(runId), ...jobOptions(ctx.policy.finalize, 'finalize', { age: 86400, count: 10_000 }) },
+    // Removed once done: a finished run keeps nothing in Redis but its own keys (until RUN_RETENTION). A
+    // late duplicate trigger runs again harmlessly: the report is written once (finishedAt) and the
+    // notice keeps its own job id.
+    { jobId: jobIds.finalize(runId), ...jobOptions(ctx.policy.finalize, 'finalize') },
   );
 }

@@ -6,8 +6,8 @@
 -- are open again, and must not end their run under them.
 -- Every key of the run then expires after its retention (RUN_RETENTION): Redis keeps what is in
 -- flight, and a finished run only until then; `status` and `runs` answer from summary.json after.
--- KEYS[1] run, KEYS[2] active runs, KEYS[3] the run's active rows, KEYS[4..] the run's other keys (done
--- bitmap, canceled reasons, selection, timing). ARGV: runId, state, finishedAt, retentionSeconds ('' keeps
+-- KEYS[1] run, KEYS[2] active runs, KEYS[3] the run's active rows, KEYS[4..] the run's other keys (options,
+-- done bitmap, canceled reasons, selection, timing). ARGV: runId, state, finishedAt, retentionSeconds ('' keeps
 -- them), (counter, value)...
 -- Replies: finished | already | open
 if redis.call('HEXISTS', KEYS[1], 'finishedAt') == 1 then return 'already' end
@@ -18,9 +18,10 @@ redis.call('SREM', KEYS[2], ARGV[1])
 local retention = tonumber(ARGV[4])
 if retention then
   redis.call('EXPIRE', KEYS[1], retention)
-  -- A key with a shorter life of its own (timing) keeps it.
+  -- A key with a shorter life of its own keeps it; none outlives the run's retention.
   for i = 3, #KEYS do
-    if redis.call('TTL', KEYS[i]) == -1 then redis.call('EXPIRE', KEYS[i], retention) end
+    local ttl = redis.call('TTL', KEYS[i])
+    if ttl == -1 or ttl > retention then redis.call('EXPIRE', KEYS[i], retention) end
   end
 end
 return 'finished'
