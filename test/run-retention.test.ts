@@ -81,8 +81,8 @@ test('a gzip of a header, 64 MiB of blank lines and one row leaves under 2 KB in
   assert.equal(row?.status, 'completed', 'the report names the row by its line');
 });
 
-test('a retried row is not counted twice: its done bit holds across a replayed transition', async () => {
-  // Done bits by ordinal are still what makes counting idempotent (row-state.test.ts checks each transition).
+test('done bits are indexed by the rows\' ordinals, not their lines', async () => {
+  // They still make counting idempotent (row-state.test.ts checks each transition).
   const face = await faceDataUri(2);
   const manifest = await t.manifest('two.csv', `id,face_url\n\n\na,"${face}"\n\nb,"${face}"\n`);
   const { runId } = await t.pb.startRun(manifest);

@@ -347,6 +347,11 @@ export class RowStore {
     return reply === 'ok';
   }
 
+  /** Whether any row of the run was canceled before it was enqueued (most runs: none, and no lookups). */
+  async hasCanceledReasons(runId: string): Promise<boolean> {
+    return (await this.redis.exists(keys.canceled(runId))) === 1;
+  }
+
   /** Why rows canceled before they were enqueued were canceled, by manifest line. */
   async canceledReasons(runId: string, lines: number[]): Promise<(string | null)[]> {
     if (!lines.length) return [];

@@ -101,7 +101,7 @@ export async function writeRunReport(ctx: Context, runId: string): Promise<Summa
     let batch: ManifestRow[] = [];
     const flush = async () => {
       // Rejected rows are in the parts (written by the producer); canceled-before-enqueued ones in Redis.
-      const cancels = await ctx.rows.canceledReasons(runId, batch.map((r) => r.line));
+      const cancels = anyCanceled ? await ctx.rows.canceledReasons(runId, batch.map((r) => r.line)) : [];
       const batched: (ReportOutcome | undefined)[] = [];
       for (const r of batch) batched.push(await parts.take(r.line));
       const rejectedAt = (i: number) => batched[i]?.status === 'rejected';
@@ -126,6 +126,7 @@ export async function writeRunReport(ctx: Context, runId: string): Promise<Summa
       batch = [];
     };
     const selection = run.options.selected ? await ctx.rows.selectedLines(runId) : undefined;
+    const anyCanceled = await ctx.rows.hasCanceledReasons(runId);
     const parts = await partsReader(ctx, runId, await ctx.rows.redisRestartsSeen(runId));
     // Faces are not looked at again: each row's outcome is in Redis or its metadata already.
     const opts = { baseDir: run.options.baseDir as string | undefined, checkedLocalFaces: new Map<string, string>() };
