@@ -10,9 +10,9 @@ import { roundMoney } from '../core/cost.ts';
 import { lineSelected, type RunRecord } from '../core/rowState.ts';
 import { fromMicros } from '../core/runPolicy.ts';
 import { enqueueRunNotice } from '../triggers/notify.ts';
-import { escapeCell, readManifest, type ManifestRow } from '../manifest/index.ts';
+import { escapeCell, isRejected, readManifest, type ManifestRow } from '../manifest/index.ts';
 import type { RowMeta } from './flush.ts';
-import { outcomeOf, partsReader, removeReportParts, type ReportOutcome } from './reportParts.ts';
+import { outcomeOf, partsReader, rejectedOutcome, removeReportParts, type ReportOutcome } from './reportParts.ts';
 import { writeReportIndex } from './reportIndex.ts';
 import { uploadWhileWriting } from './uploadWhileWriting.ts';
 
@@ -111,7 +111,8 @@ export async function writeRunReport(ctx: Context, runId: string): Promise<Summa
       batch.forEach((r, i) => {
         const meta = metas[i];
         const canceled = !rejectedAt(i) && cancels[i];
-        const outcome = batched[i] ?? (meta ? outcomeOf(meta) : undefined);
+        // A rejected row whose part was lost (no metadata either): its verdict as the manifest gives it again.
+        const outcome = batched[i] ?? (meta ? outcomeOf(meta) : isRejected(r) ? rejectedOutcome(`${r.rejected.column}: ${r.rejected.reason}`) : undefined);
         const record: Record<string, string> = rejectedAt(i)
           ? { status: 'rejected', error: batched[i]!.error, error_type: 'rejected', error_category: 'input' }
           : canceled
