@@ -9,6 +9,7 @@ import { Command, CommanderError, InvalidArgumentError } from 'commander';
 // here load no package but commander (keep it so: the start-up time is a bench figure, "CLI start-up").
 import { FAULT_NAMES, type FaultName } from './chaosFaults.ts';
 import { RunControlError } from './control/errors.ts';
+import { ContainmentError, outputFile } from './local/contained.ts';
 import type { DemoResult } from './demo.ts';
 import { ERROR_CATEGORIES, FAL_ERROR_TYPES, parseCategories, type ErrorCategory } from './core/falErrors.ts';
 import { redactText } from './core/redact.ts';
@@ -210,7 +211,7 @@ program
   .action(async (runId: string, o: { out?: string }) => {
     await withLibrary('report', async (pb) => {
       const csv = await pb.report(runId);
-      await pipeline(csv, o.out ? createWriteStream(resolve(o.out)) : process.stdout, { end: Boolean(o.out) });
+      await pipeline(csv, o.out ? createWriteStream(outputFile(o.out)) : process.stdout, { end: Boolean(o.out) });
       if (o.out) say(`report of ${runId} written to ${o.out}`);
     }, { s3: true });
   });
@@ -224,6 +225,10 @@ program
   .action(async (runId: string, dir: string, o: { json?: boolean }) => {
     await withLibrary('download', async (pb) => {
       const res = await pb.download(runId, resolve(dir));
+      // Keys that name no file inside the folder were not written; the rest was (exit 4, with the count).
+      for (const r of res.refused) say(`refused: ${r.reason}`);
+      const refused = res.refused.length ? `; ${res.refused.length} keys refused (named above), not written` : '';
+      if (res.refused.length) throw new ExitError(`${res.files} files of run ${runId} in ${res.dir}${refused}; open ${res.contactSheet}`, 4);
       if (o.json) printJson(res);
       else print(`${res.files} files of run ${runId} in ${res.dir}; open ${res.contactSheet}`);
     }, { s3: true });
@@ -439,9 +444,11 @@ program
     const res = await runChaos({ rows: o.rows ?? 2000, log: say });
     for (const p of res.audit.problems) say(`  problem: ${p}`);
     say(`chaos: ${res.rows} rows, ${res.completed} completed, ${res.failed} failed, lost ${res.lost}, duplicated ${res.duplicated}, extra submits ${res.extraSubmits}, ambiguous submits ${res.ambiguousSubmits}, ${res.kills} kills, ${res.seconds} s`);
+    say(`  ${res.brokenFaces.failedToLoad} of the ${res.brokenFaces.rows} rows with an undecodable face failed with image_load_error, as they must`);
     const { audit: _audit, ...summary } = res;
     if (o.json) printJson(summary);
     if (res.lost || res.duplicated || res.extraSubmits) throw new ExitError('chaos run found lost, duplicated or extra-submitted rows', 1);
+    if (res.brokenFaces.failedToLoad !== res.brokenFaces.rows) throw new ExitError('chaos run: a row with an undecodable face did not fail with image_load_error', 1);
   });
 
 /** The exit code an error ends the command with. */
@@ -449,7 +456,7 @@ async function exitCodeOf(err: unknown): Promise<number> {
   if (err instanceof CommanderError) return err.code === 'commander.helpDisplayed' || err.code === 'commander.version' ? 0 : 2;
   // Imported only on this path: the error is one of theirs only if the command loaded them already.
   const [{ ConfigError }, { ManifestError }] = await Promise.all([import('./core/config.ts'), import('./manifest/index.ts')]);
-  if (err instanceof ManifestError || err instanceof RunControlError) return 2;
+  if (err instanceof ManifestError || err instanceof RunControlError || err instanceof ContainmentError) return 2;
   if (err instanceof ConfigError) return 3;
   if (err instanceof ExitError) return err.code;
   if (err instanceof InterruptedError) return err.exitCode;

@@ -7,7 +7,7 @@
 import { pipeline, Transform, type Readable } from 'node:stream';
 import { CsvError, Parser, type Options } from 'csv-parse';
 import { ManifestError, firstLine } from './errors.ts';
-import { s3FacePolicy } from './faces.ts';
+import { s3FacePolicy, type FaceRule, type FaceRuleSettings } from './faceRule.ts';
 import type { ManifestRow } from './row.ts';
 import { RowChecker, type RowCheckOptions } from './rowChecks.ts';
 
@@ -25,14 +25,6 @@ export interface ManifestLimits {
   rows: number;
 }
 
-/** How a deployment reads a manifest it will submit: its S3 face policy, row and manifest bounds, and the manifest's folder. */
-export function readOptionsFor(
-  cfg: { S3_BUCKET: string; S3_PREFIX: string; FACE_BUCKETS: readonly string[]; MAX_ROW_BYTES: number } & ManifestLimitVars,
-  baseDir: string | undefined,
-): ReadManifestOptions {
-  return { baseDir, s3: s3FacePolicy(cfg), maxRowBytes: cfg.MAX_ROW_BYTES, limits: manifestLimits(cfg) };
-}
-
 interface ManifestLimitVars {
   MAX_MANIFEST_BYTES: number;
   MAX_MANIFEST_ROWS: number;
@@ -40,6 +32,14 @@ interface ManifestLimitVars {
 
 export function manifestLimits(cfg: ManifestLimitVars): ManifestLimits {
   return { bytes: cfg.MAX_MANIFEST_BYTES, rows: cfg.MAX_MANIFEST_ROWS };
+}
+
+/**
+ * How a deployment reads a manifest it will submit: the run's face rule (stored with the run; without
+ * one, the deployment's), its row and manifest bounds, and the manifest's folder.
+ */
+export function readOptionsFor(cfg: FaceRuleSettings & { MAX_ROW_BYTES: number } & ManifestLimitVars, baseDir: string | undefined, faces?: FaceRule): ReadManifestOptions {
+  return { baseDir, s3: s3FacePolicy(cfg, faces), maxRowBytes: cfg.MAX_ROW_BYTES, limits: manifestLimits(cfg) };
 }
 
 const MAX_RECORD_BYTES = 16 * 1024 * 1024;
