@@ -6,7 +6,9 @@ import { runLayout } from './core/layout.ts';
 import { keys } from './core/keys.ts';
 import { getPause } from './core/pause.ts';
 import type { RunRecord } from './core/rowState.ts';
-import { summaryOf, type Summary } from './worker/finalize.ts';
+import { finishedSummary, summaryOf, type Summary } from './worker/finalize.ts';
+
+export { finishedSummary };
 
 export async function runStatus(ctx: Context, runId: string, now = Date.now()) {
   const run = await ctx.rows.getRun(runId);
@@ -54,13 +56,6 @@ async function expiredRunStatus(ctx: Context, runId: string) {
     runningAtFal: 0,
     report: `s3://${ctx.storage.bucket}/${runLayout(ctx.cfg.S3_PREFIX, runId).report}`,
   };
-}
-
-/** A run's summary.json (written when it finished), for a run Redis no longer holds. */
-export async function finishedSummary(ctx: Context, runId: string): Promise<Summary | undefined> {
-  // A run id that cannot be one never names a key (runs ids are checked when a run starts).
-  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(runId)) return undefined;
-  return (await ctx.storage.getJson<Summary>(runLayout(ctx.cfg.S3_PREFIX, runId).summary)) ?? undefined;
 }
 
 /**

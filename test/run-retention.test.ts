@@ -119,6 +119,13 @@ test('every key of a finished run expires after RUN_RETENTION; status and runs t
     const listed = (await s.pb.listRuns()).find((r) => r.runId === runId);
     assert.deepEqual([listed?.state, listed?.completed, listed?.rejected, listed?.finishedAt], ['finished', 1, 1, finished.finishedAt]);
     assert.equal(await s.pb.status('never-was'), undefined);
+
+    // The same manifest again is still that run: nothing is made or submitted again.
+    const submits = s.local.emulator!.stats().submits;
+    const again = await s.pb.startRun(manifest);
+    assert.deepEqual([again.runId, again.resumed, again.total], [runId, true, 2]);
+    assert.equal(await s.ctx.redis.exists(`pb:run:${runId}`), 0, 'no run recorded again');
+    assert.equal(s.local.emulator!.stats().submits, submits);
   } finally {
     await s.stop();
   }

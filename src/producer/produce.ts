@@ -27,6 +27,7 @@ import {
   type ValidRow,
 } from '../manifest/index.ts';
 import { manifestSource, type ManifestSource } from '../manifest/source.ts';
+import { finishedSummary } from '../worker/finalize.ts';
 import { enqueueFinalize } from '../worker/flush.ts';
 import { writeRejectedPart } from '../worker/reportParts.ts';
 import { deriveRunId, inspectManifest } from './inspect.ts';
@@ -96,6 +97,15 @@ export async function startRun(ctx: Context, source: string | ManifestSource, op
       await enqueueProduce(ctx, runId);
     }
     return { runId, resumed: true, total: existing.total ?? inspection.rows, estimatedCost: Number(existing.options.estimatedCost ?? estimatedCost), currency: existing.policy.currency };
+  }
+
+  // A run that finished and whose Redis keys expired (RUN_RETENTION) is still that run: never made again.
+  const finished = await finishedSummary(ctx, runId);
+  if (finished) {
+    if (finished.manifestSha256 !== inspection.sha256) {
+      throw new ManifestError(`run ${runId} was made of a different manifest (sha256 ${String(finished.manifestSha256).slice(0, 12)}…); use another --run-id`);
+    }
+    return { runId, resumed: true, total: finished.total, estimatedCost: finished.estimatedCost, currency: finished.currency };
   }
 
   const layout = runLayout(ctx.cfg.S3_PREFIX, runId);

@@ -54,6 +54,13 @@ export function summaryOf(run: RunRecord, state: string) {
 }
 export type Summary = ReturnType<typeof summaryOf>;
 
+/** A run's summary.json (written when it finished), for a run Redis no longer holds (RUN_RETENTION). */
+export async function finishedSummary(ctx: Context, runId: string): Promise<Summary | undefined> {
+  // A string that cannot be a run id never names an object (run ids are checked when a run starts).
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(runId)) return undefined;
+  return (await ctx.storage.getJson<Summary>(runLayout(ctx.cfg.S3_PREFIX, runId).summary)) ?? undefined;
+}
+
 /**
  * What the report counts, set on the run as it finishes: the counters are kept in Redis as rows end, and
  * a Redis that restarted without its last writes may have taken some back (a row ended again counts
