@@ -181,6 +181,37 @@ test('fal restarted without its requests: the forgotten requests are resubmitted
   }
 });
 
+test('fal restarted after finishing results not yet stored: their files are gone, so each is resubmitted as a new attempt, counted apart, never paid twice', async () => {
+  const t = await startTestStack();
+  let fal: RunningEmulator | undefined;
+  try {
+    // Results are recorded but not stored (their queue paused) while fal finishes every row, then fal restarts without them.
+    await t.ctx.queues.results.pause();
+    const { runId } = await produceRun(t.ctx, await manifestOf(t, 6));
+    await eventually(() => t.local.emulator!.stats().webhooksDelivered >= 6, 'every result delivered by webhook');
+    await eventually(async () => (await t.ctx.queues.results.getWaitingCount()) >= 6, 'every result job queued');
+    const first = t.local.emulator!.stats().acceptedByRow;
+    await t.local.emulator!.close();
+    fal = await restartEmulator(t);
+    await t.ctx.queues.results.resume();
+    const run = await waitForRun(t.ctx, runId, { timeoutMs: 90_000 });
+    assert.deepEqual([run.completed, run.failed], [6, 0]);
+    assert.equal(run.resubmittedForgotten, 6, 'each finished request fal forgot was resubmitted, counted apart');
+    // fal accepted each row once before its restart and again after: one request per recorded attempt, none paid twice.
+    for (let i = 0; i < 6; i++) {
+      const row = (await t.ctx.rows.getRow(runId, `r${i}`)) ?? undefined;
+      const key = `${runId}/r${i}`;
+      const accepted = (first[key] ?? 0) + (fal.stats().acceptedByRow[key] ?? 0);
+      assert.ok(row === undefined || accepted <= row.attempt, `row r${i}: ${accepted} accepted for ${row?.attempt} attempts`);
+      assert.equal(first[key], 1, `row r${i} was accepted once before the restart`);
+    }
+    assert.equal(run.submits, 6 + Object.values(fal.stats().acceptedByRow).reduce((a, b) => a + b, 0), 'every request fal accepted is a recorded submission');
+  } finally {
+    await t.stop();
+    await fal?.close();
+  }
+});
+
 test('webhook receiver down: the reconciler finds every result by polling fal', async () => {
   const t = await startTestStack();
   try {
