@@ -395,7 +395,8 @@ async function countLogLines(logFile: string, windows: PassResult['windows']): P
         if (!line.trim()) continue;
         lines++;
         const level = /"level":(\d+)/.exec(line)?.[1];
-        if (level === undefined || Number(level) >= 40) warnings++;
+        // The CLI's own plain lines (a process started, stopped) are not warnings; an error or a stack is.
+        if (level === undefined ? /^error|Error\b|^\s+at /.test(line) : Number(level) >= 40) warnings++;
       }
     }
   } finally {

@@ -3,6 +3,8 @@
 // wait instead of failing; an outage is one warning and one recovery line; /readyz, the metric and
 // `status` say what the run waits for while it lasts.
 import assert from 'node:assert/strict';
+import { rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type { DestinationStream } from 'pino';
@@ -209,6 +211,36 @@ test('fal restarted after finishing results not yet stored: their files are gone
   } finally {
     await t.stop();
     await fal?.close();
+  }
+});
+
+test('fal (and its file host) down while finished results are stored: the downloads wait it out without using up STORE_MAX_TRIES or logging per try', async () => {
+  const log = captureLog();
+  const stateDir = join(tmpdir(), `pb-fal-state-${process.pid}-${Date.now()}`);
+  const t = await startTestStack({ env: { LOG_LEVEL: 'info', STORE_MAX_TRIES: '2' }, emulator: { stateDir }, log });
+  let fal: RunningEmulator | undefined;
+  try {
+    await t.ctx.queues.results.pause();
+    const { runId } = await produceRun(t.ctx, await manifestOf(t, 6));
+    await eventually(() => t.local.emulator!.stats().webhooksDelivered >= 6, 'every result delivered by webhook');
+    await eventually(async () => (await t.ctx.queues.results.getWaitingCount()) >= 6, 'every result job queued');
+    await t.local.emulator!.close();
+    await t.ctx.queues.results.resume();
+    await eventually(() => t.ctx.dependencies.isDown('fal'), 'the fal outage noticed', 30_000);
+    // Two tries with the test backoff take well under a second: wait out several times that.
+    const since = Date.now();
+    await eventually(() => Date.now() - since > 4000, 'an outage longer than two store tries', 20_000, 250);
+    assert.equal((await t.ctx.rows.getRun(runId))!.failed, 0, 'no row failed while fal was down');
+    // Back with its requests and files (its state kept), as after a short outage.
+    fal = await restartEmulator(t, { stateDir });
+    const run = await waitForRun(t.ctx, runId, { timeoutMs: 60_000 });
+    assert.deepEqual([run.completed, run.failed, run.resubmittedForgotten], [6, 0, 0]);
+    assert.deepEqual(log.said(/job failed/), [], 'no line per failed download');
+    assert.equal(log.said(/^fal unreachable/).length, 1);
+  } finally {
+    await t.stop();
+    await fal?.close();
+    await rm(stateDir, { recursive: true, force: true });
   }
 });
 

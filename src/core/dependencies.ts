@@ -283,7 +283,8 @@ export class Dependencies {
    */
   error(what: string, err: unknown, bindings: Record<string, unknown> = {}): void {
     const message = describeFailure(err);
-    const key = `${what}\n${message}`;
+    // Repeats of one error differ only in ids (a job's, a request's, a port): one key for them all.
+    const key = `${what}\n${message.replace(/[\w~:.-]*\d[\w~:.-]*/g, '#')}`;
     const now = this.now();
     const seen = this.repeats.get(key);
     if (seen && now - seen.at < this.opts.policy.errorRepeatMs) {

@@ -115,6 +115,14 @@ async function placeAndStore(ctx: Context, job: Job<ResultJob>, r: ResultJob): P
     return 'completed';
   } catch (err) {
     if (outageOf(err)) throw err; // Redis, S3 or fal down: the job waits (processResult), no try counted
+    if (err instanceof DownloadError && !err.permanent && err.status === undefined) {
+      // No answer from the file's host (fal's): when fal itself is down too, this throws its outage and
+      // the job waits it out without counting a try; when fal answers, the download alone is tried again.
+      const endpoint = (await ctx.rows.getRun(row.runId))?.policy.endpoint || ctx.cfg.FAL_ENDPOINT;
+      await falKnowsRequest(ctx, endpoint, r.requestId).catch((raw: unknown) => {
+        if (outageOf(raw)) throw raw;
+      });
+    }
     if (isGoneResult(err)) {
       // Its files are gone: a fal that forgot the request (restarted) gets it again as a new attempt.
       const endpoint = (await ctx.rows.getRun(row.runId))?.policy.endpoint || ctx.cfg.FAL_ENDPOINT;
