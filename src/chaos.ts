@@ -8,11 +8,13 @@
 // audit, what fal was paid for beyond the attempts recorded, and the log lines it caused.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, statSync } from 'node:fs';
-import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import type { Readable } from 'node:stream';
+import { parse } from 'csv-parse';
 import sharp from 'sharp';
 import { auditRun, type AuditResult } from './audit.ts';
 import { loadConfig } from './core/config.ts';
@@ -50,6 +52,7 @@ export interface ChaosResult {
   kills: number;
   seconds: number;
   audit: AuditResult;
+  brokenFaces: BrokenFaces;
 }
 
 export interface FaultOptions extends ChaosOptions {
@@ -133,6 +136,13 @@ interface PassResult {
   windows: { start: number; end: number; fromByte: number; toByte: number }[];
   /** Log lines within the windows (to LOG_SETTLE_MS after each), warning or error lines among them, and the windows' seconds. */
   logged: { lines: number; warnings: number; seconds: number };
+  brokenFaces: BrokenFaces;
+}
+
+/** The rows whose face fal cannot decode, and how many of them the report shows failed with image_load_error. */
+export interface BrokenFaces {
+  rows: number;
+  failedToLoad: number;
 }
 
 /** The chaos run without --faults: every fal and S3 fault on at random, the worker and the receiver SIGKILLed twice each. */
@@ -151,6 +161,7 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<ChaosResult> {
     kills: res.kills,
     seconds: Math.round((Date.now() - started) / 100) / 10,
     audit: res.audit,
+    brokenFaces: res.brokenFaces,
   };
 }
 
@@ -302,7 +313,7 @@ async function chaosPass(opts: ChaosOptions & { rows: number; randomFaults: bool
   const logSize = () => statSync(logFile).size;
   try {
     await ctx.storage.ensureBucket();
-    const manifest = await writeChaosManifest(join(dataDir, 'manifest'), rows);
+    const manifest = await writeChaosManifest(join(dataDir, 'manifest'), rows, opts.randomFaults);
     startRole('webhook');
     startRole('worker');
     await waitHealthy();
@@ -351,7 +362,8 @@ async function chaosPass(opts: ChaosOptions & { rows: number; randomFaults: bool
     );
     const logged = await countLogLines(logFile, windows);
     const resubmittedForgotten = (await ctx.rows.getRun(runId))?.resubmittedForgotten ?? 0;
-    return { audit, seconds: Math.round((Date.now() - started) / 100) / 10, kills, falForgot: faults.falForgot, resubmittedForgotten, windows, logged };
+    const brokenFaces = opts.randomFaults ? await brokenFaceOutcomes(await pb.report(runId), rows) : { rows: 0, failedToLoad: 0 };
+    return { audit, seconds: Math.round((Date.now() - started) / 100) / 10, kills, falForgot: faults.falForgot, resubmittedForgotten, windows, logged, brokenFaces };
   } finally {
     for (const c of children.values()) c.kill('SIGTERM');
     await Promise.all([...children.values()].map((c) => (c.exitCode === null && c.signalCode === null ? new Promise((r) => c.once('exit', r)) : undefined)));
@@ -406,14 +418,44 @@ async function countLogLines(logFile: string, windows: PassResult['windows']): P
 }
 
 /** N rows over 8 local faces, with a mix of sizes, formats and image counts. */
-async function writeChaosManifest(dir: string, rows: number): Promise<string> {
+/** Rows of the chaos manifest whose face is a PNG fal cannot decode: one in every 50. */
+function isBrokenFaceRow(i: number): boolean {
+  return i % 50 === 25;
+}
+
+/** How many of the first `rows` rows of the chaos manifest have the broken face. */
+function brokenFaceRows(rows: number): number {
+  let n = 0;
+  for (let i = 0; i < rows; i++) if (isBrokenFaceRow(i)) n++;
+  return n;
+}
+
+async function brokenFaceOutcomes(report: Readable, rows: number): Promise<BrokenFaces> {
+  let failedToLoad = 0;
+  for await (const r of report.pipe(parse({ columns: true })) as AsyncIterable<Record<string, string>>) {
+    const i = Number(/^c(\d+)$/.exec(r.id ?? '')?.[1] ?? -1);
+    if (i >= 0 && isBrokenFaceRow(i) && r.status === 'failed' && r.error_type === 'image_load_error') failedToLoad++;
+  }
+  return { rows: brokenFaceRows(rows), failedToLoad };
+}
+
+async function writeChaosManifest(dir: string, rows: number, brokenFaces: boolean): Promise<string> {
   await mkdir(join(dir, 'faces'), { recursive: true });
   for (let i = 0; i < 8; i++) {
     const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64"><rect width="64" height="64" fill="hsl(${i * 45},40%,80%)"/><circle cx="32" cy="34" r="22" fill="hsl(${i * 45 + 20},50%,65%)"/></svg>`;
     await sharp(Buffer.from(svg)).png().toFile(join(dir, 'faces', `f${i}.png`));
   }
+  // With the random faults, a PNG cut after its header: it looks like an image to every sniffer, but
+  // fal's runner cannot decode it (image_load_error): its rows must fail, with that reason, whatever
+  // the random faults drew, so the run's failures are certain, not a draw. The fault runs have none
+  // (a row failed there is the service's fault).
+  const whole = await readFile(join(dir, 'faces', 'f0.png'));
+  await writeFile(join(dir, 'faces', 'broken.png'), whole.subarray(0, 60));
   const lines = ['id,face_url,num_images,output_format,image_size'];
-  for (let i = 0; i < rows; i++) lines.push(`c${i},faces/f${i % 8}.png,${(i % 2) + 1},${['png', 'jpeg', 'webp'][i % 3]},${i % 4 === 0 ? 'portrait_4_3' : ''}`);
+  for (let i = 0; i < rows; i++) {
+    const face = brokenFaces && isBrokenFaceRow(i) ? 'broken' : `f${i % 8}`;
+    lines.push(`c${i},faces/${face}.png,${(i % 2) + 1},${['png', 'jpeg', 'webp'][i % 3]},${i % 4 === 0 ? 'portrait_4_3' : ''}`);
+  }
   const file = join(dir, 'chaos.csv');
   await writeFile(file, `${lines.join('\n')}\n`);
   return file;

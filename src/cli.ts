@@ -441,9 +441,11 @@ program
     const res = await runChaos({ rows: o.rows ?? 2000, log: say });
     for (const p of res.audit.problems) say(`  problem: ${p}`);
     say(`chaos: ${res.rows} rows, ${res.completed} completed, ${res.failed} failed, lost ${res.lost}, duplicated ${res.duplicated}, extra submits ${res.extraSubmits}, ambiguous submits ${res.ambiguousSubmits}, ${res.kills} kills, ${res.seconds} s`);
+    say(`  ${res.brokenFaces.failedToLoad} of the ${res.brokenFaces.rows} rows with an undecodable face failed with image_load_error, as they must`);
     const { audit: _audit, ...summary } = res;
     if (o.json) printJson(summary);
     if (res.lost || res.duplicated || res.extraSubmits) throw new ExitError('chaos run found lost, duplicated or extra-submitted rows', 1, !!o.json);
+    if (res.brokenFaces.failedToLoad !== res.brokenFaces.rows) throw new ExitError('chaos run: a row with an undecodable face did not fail with image_load_error', 1, !!o.json);
   });
 
 /** The exit code an error ends the command with. */
