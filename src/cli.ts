@@ -9,6 +9,7 @@ import { Command, CommanderError, InvalidArgumentError } from 'commander';
 // here load no package but commander (keep it so: the start-up time is a bench figure, "CLI start-up").
 import { FAULT_NAMES, type FaultName } from './chaosFaults.ts';
 import { RunControlError } from './control/errors.ts';
+import { ContainmentError, outputFile } from './local/contained.ts';
 import type { DemoResult } from './demo.ts';
 import { ERROR_CATEGORIES, FAL_ERROR_TYPES, parseCategories, type ErrorCategory } from './core/falErrors.ts';
 import { redactText } from './core/redact.ts';
@@ -212,7 +213,7 @@ program
   .action(async (runId: string, o: { out?: string }) => {
     await withLibrary('report', async (pb) => {
       const csv = await pb.report(runId);
-      await pipeline(csv, o.out ? createWriteStream(resolve(o.out)) : process.stdout, { end: Boolean(o.out) });
+      await pipeline(csv, o.out ? createWriteStream(outputFile(o.out)) : process.stdout, { end: Boolean(o.out) });
       if (o.out) say(`report of ${runId} written to ${o.out}`);
     }, { s3: true });
   });
@@ -226,6 +227,10 @@ program
   .action(async (runId: string, dir: string, o: { json?: boolean }) => {
     await withLibrary('download', async (pb) => {
       const res = await pb.download(runId, resolve(dir));
+      // Keys that name no file inside the folder were not written; the rest was (exit 4, with the count).
+      for (const r of res.refused) say(`refused: ${r.reason}`);
+      const refused = res.refused.length ? `; ${res.refused.length} keys refused (named above), not written` : '';
+      if (res.refused.length) throw new ExitError(`${res.files} files of run ${runId} in ${res.dir}${refused}; open ${res.contactSheet}`, 4);
       if (o.json) printJson(res);
       else print(`${res.files} files of run ${runId} in ${res.dir}; open ${res.contactSheet}`);
     }, { s3: true });
@@ -453,7 +458,7 @@ async function exitCodeOf(err: unknown): Promise<number> {
   if (err instanceof CommanderError) return err.code === 'commander.helpDisplayed' || err.code === 'commander.version' ? 0 : 2;
   // Imported only on this path: the error is one of theirs only if the command loaded them already.
   const [{ ConfigError }, { ManifestError }] = await Promise.all([import('./core/config.ts'), import('./manifest/index.ts')]);
-  if (err instanceof ManifestError || err instanceof RunControlError) return 2;
+  if (err instanceof ManifestError || err instanceof RunControlError || err instanceof ContainmentError) return 2;
   if (err instanceof ConfigError) return 3;
   if (err instanceof ExitError) return err.code;
   if (err instanceof InterruptedError) return err.exitCode;

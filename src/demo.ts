@@ -4,6 +4,7 @@
 // contact sheet; with keepAlive it goes on serving until the callback resolves.
 import { rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import { containedPath } from './local/contained.ts';
 import { startEmbeddedService } from './local/embedded.ts';
 import type { PortraitBatch } from './index.ts';
 import { TOKEN_PARAM } from './ops/dashboard/auth.ts';
@@ -56,9 +57,10 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
     log(`${resumed ? 'resuming' : 'started'} run ${runId}`);
     if (admin && token) log(`dashboard: ${admin.url}/ui/runs/${encodeURIComponent(runId)} (token: DASHBOARD_TOKEN, or ${join(dataDir, 'dashboard-token')})`);
     const run = await interruption.race(pb.waitForRun(runId, { onProgress: opts.onProgress }));
-    const outputDir = join(dataDir, 'runs', runId);
+    const outputDir = containedPath(join(dataDir, 'runs'), runId);
     await rm(outputDir, { recursive: true, force: true });
-    const { contactSheet } = await pb.download(runId, outputDir);
+    const { contactSheet, refused } = await pb.download(runId, outputDir);
+    for (const r of refused) log(`refused: ${r.reason}`);
     log(`contact sheet: ${contactSheet}`);
     const result: DemoResult = {
       runId,

@@ -40,6 +40,14 @@ test('FACE_BUCKETS is a comma-separated list of bucket names (empty by default);
   assert.throws(() => loadConfig({ FACE_BUCKETS: 'ok-bucket,s3://Bad_Bucket' }), /FACE_BUCKETS: must be a comma-separated list of S3 bucket names/);
 });
 
+test('FACE_PREFIXES is a comma-separated list of s3://bucket/ or s3://bucket/prefix/ entries (empty by default)', () => {
+  assert.deepEqual(loadConfig({}).FACE_PREFIXES, []);
+  assert.deepEqual(loadConfig({ FACE_PREFIXES: 's3://faces/, s3://ours/teams/a/ ,' }).FACE_PREFIXES, ['s3://faces/', 's3://ours/teams/a/']);
+  for (const bad of ['s3://ours/teams', 'ours/teams/', 's3://Bad_Bucket/', 's3://ours/../runs/', 's3://ours//x/']) {
+    assert.throws(() => loadConfig({ FACE_PREFIXES: bad }), /FACE_PREFIXES: must be a comma-separated list of s3:\/\/bucket\/ or s3:\/\/bucket\/prefix\/ entries/, bad);
+  }
+});
+
 test('SUBMIT_RETRY_WINDOW and STORE_RETRY_WINDOW are durations within ROW_DEADLINE_MS; the defaults (2 h) are cut to a shorter deadline', () => {
   const cfg = loadConfig({});
   assert.equal(cfg.SUBMIT_RETRY_WINDOW, 2 * 3600_000);

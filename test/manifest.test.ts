@@ -22,6 +22,8 @@ import {
   ManifestError,
   decodeDataFace,
   isRejected,
+  faceRuleFor,
+  faceRuleRefusal,
   s3FacePolicy,
   s3FaceRefusal,
   isReservedId,
@@ -341,13 +343,22 @@ describe('face_url', () => {
     }
   });
 
-  test('s3:// faces are checked against the policy: our bucket under our prefix, and FACE_BUCKETS', async () => {
-    const s3 = { bucket: 'ours', prefix: 'p/', buckets: ['shared'] };
-    const rows = await collect(Readable.from([`face_url\ns3://ours/p/a.png\ns3://shared/any/b.png\ns3://ours/q/a.png\ns3://other/a.png\ns3://ours/p/../q/a.png\n`]), { s3 });
-    assert.deepEqual(rows.slice(0, 2).map((r) => valid(r).faceKind), ['s3', 's3']);
-    assert.equal(rejected(rows[2]).reason, '"s3://ours/q/a.png" is in a bucket faces may not come from (allowed: ours under p/, shared; add the bucket to FACE_BUCKETS)');
-    assert.match(rejected(rows[3]).reason, /"s3:\/\/other\/a.png" is in a bucket faces may not come from/);
-    assert.match(rejected(rows[4]).reason, /has \. or \.\. in its key/);
+  test("s3:// faces are checked against the run's rule: FACE_PREFIXES, FACE_BUCKETS and the manifest's folder", async () => {
+    const cfg = { S3_BUCKET: 'ours', S3_PREFIX: 'p/', FACE_BUCKETS: ['shared'], FACE_PREFIXES: ['s3://ours/faces/'], DROP_PREFIX: 'incoming/' };
+    const s3 = s3FacePolicy(cfg, faceRuleFor(cfg, 's3://ours/incoming/teamA/m.csv'));
+    const rows = await collect(
+      Readable.from([
+        `face_url\ns3://ours/faces/a.png\ns3://shared/any/b.png\ns3://ours/incoming/teamA/x/c.png\ns3://ours/p/a.png\ns3://other/a.png\ns3://ours/faces/../q/a.png\n`,
+      ]),
+      { s3 },
+    );
+    assert.deepEqual(rows.slice(0, 3).map((r) => valid(r).faceKind), ['s3', 's3', 's3']);
+    assert.equal(
+      rejected(rows[3]).reason,
+      `"s3://ours/p/a.png" is outside the faces this run may read (FACE_PREFIXES s3://ours/faces/, s3://shared/, or the manifest's folder s3://ours/incoming/teamA/)`,
+    );
+    assert.match(rejected(rows[4]).reason, /"s3:\/\/other\/a.png" is outside the faces this run may read/);
+    assert.match(rejected(rows[5]).reason, /has \. or \.\. in its key/);
   });
 
   test('MAX_ROW_BYTES: the id, the face URL (not a data: URI) and passthrough columns together, naming the column that crosses', async () => {
@@ -441,13 +452,30 @@ describe('faces checked elsewhere, s3 policy corners, MAX_ROW_BYTES at the limit
     assert.deepEqual([valid(rows[1]).faceKind, valid(rows[1]).localPath], ['local', '/srv/m/elsewhere/only-there.png']);
   });
 
-  test('s3:// policy: our prefix in another bucket is not ours; a . segment is refused like ..; the policy comes from the config', () => {
-    const policy = s3FacePolicy({ S3_BUCKET: 'ours', S3_PREFIX: 'p/', FACE_BUCKETS: ['shared'] });
-    assert.deepEqual(policy, { bucket: 'ours', prefix: 'p/', buckets: ['shared'] });
-    assert.equal(s3FaceRefusal('s3://ours/p/a.png', policy), undefined);
-    assert.match(s3FaceRefusal('s3://other/p/a.png', policy)!, /is in a bucket faces may not come from \(allowed: ours under p\/, shared;/);
+  test('the face rule: never-faces win over FACE_PREFIXES; a drop upload reads only its own folder; links to our own S3 are judged alike', () => {
+    const cfg = { S3_BUCKET: 'ours', S3_PREFIX: 'p/', FACE_BUCKETS: ['shared'], FACE_PREFIXES: ['s3://ours/'], DROP_PREFIX: 'in/coming/', S3_ENDPOINT: 'http://s3.internal:9000' };
+    assert.deepEqual(faceRuleFor(cfg, 's3://ours/in/coming/teamA/m.csv'), { prefixes: ['s3://ours/', 's3://shared/'], drop: 's3://ours/in/coming/', folder: 's3://ours/in/coming/teamA/' });
+    assert.equal(faceRuleFor(cfg, 's3://ours/in/coming/m.csv').folder, undefined, 'the top of the drop folder is every team\'s');
+    assert.equal(faceRuleFor(cfg, '/srv/m.csv').folder, undefined, 'a local manifest has no S3 folder');
+    const policy = s3FacePolicy(cfg, faceRuleFor(cfg, 's3://ours/in/coming/teamA/m.csv'));
+    assert.equal(s3FaceRefusal('s3://ours/anything/a.png', policy), undefined, 'FACE_PREFIXES s3://ours/');
+    assert.equal(s3FaceRefusal('s3://ours/in/coming/teamA/a.png', policy), undefined, "the manifest's folder");
+    assert.match(s3FaceRefusal('s3://ours/p/runs/r1/images/x/0.png', policy)!, /is in s3:\/\/ours\/p\/runs\/, where the service keeps its own files: never a face$/);
+    assert.match(s3FaceRefusal('s3://ours/in/failed/teamB/m.csv', policy)!, /is in s3:\/\/ours\/in\/failed\/, where the service keeps its own files/);
+    assert.match(s3FaceRefusal('s3://ours/in/processed/r/m.csv', policy)!, /is in s3:\/\/ours\/in\/processed\//);
+    assert.match(s3FaceRefusal('s3://ours/in/coming/teamB/a.png', policy)!, /is a drop-folder upload \(s3:\/\/ours\/in\/coming\/\) outside this manifest's folder s3:\/\/ours\/in\/coming\/teamA\/: never a face/);
     assert.match(s3FaceRefusal('s3://ours/p/./a.png', policy)!, /has \. or \.\. in its key/);
     assert.equal(s3FaceRefusal('https://ours/p/a.png', policy), '"https://ours/p/a.png" is not an s3://bucket/key URL');
+    // http(s) addresses of the service's own S3 (path-style, virtual-hosted, AWS) are judged as the object they name.
+    assert.match(faceRuleRefusal('http://s3.internal:9000/ours/p/runs/r1/inputs/a.png?X-Amz-Signature=x', policy)!, /reaches s3:\/\/ours\/p\/runs\/r1\/inputs\/a.png on the service's S3, which is in s3:\/\/ours\/p\/runs\//);
+    assert.match(faceRuleRefusal('http://ours.s3.internal:9000/in/coming/teamB/a.png', policy)!, /which is a drop-folder upload/);
+    assert.match(faceRuleRefusal('https://ours.s3.eu-west-1.amazonaws.com/p/runs/r/images/k/0.png', policy)!, /which is in s3:\/\/ours\/p\/runs\//);
+    assert.match(faceRuleRefusal('https://s3.amazonaws.com/ours/p/runs/r/images/k/0.png', policy)!, /which is in s3:\/\/ours\/p\/runs\//);
+    assert.match(faceRuleRefusal('http://s3.internal:9000/ours/p/runs%2Fr1/a.png', policy)!, /which is in s3:\/\/ours\/p\/runs\//, 'an encoded slash is the same key');
+    assert.equal(faceRuleRefusal('http://s3.internal:9000/ours/in/coming/teamA/a.png', policy), undefined);
+    assert.equal(faceRuleRefusal('http://s3.internal:9001/ours/p/runs/r1/a.png', policy), undefined, 'another port is another server');
+    assert.equal(faceRuleRefusal('https://other.s3.amazonaws.com/p/runs/a.png', policy), undefined, "another AWS bucket is not the service's");
+    assert.equal(faceRuleRefusal('https://cdn.example.com/ours/p/runs/a.png', policy), undefined);
   });
 
   test('MAX_ROW_BYTES is inclusive, and the face URL counts', async () => {

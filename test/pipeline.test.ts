@@ -18,7 +18,7 @@ let runId: string;
 
 before(async () => {
   // A grace period longer than the test: every result must come by webhook, none by polling.
-  t = await startTestStack({ env: { RECONCILE_GRACE_MS: '600000' } });
+  t = await startTestStack({ env: { RECONCILE_GRACE_MS: '600000', FACE_PREFIXES: 's3://portrait-test/inputs/' } });
   await writeFaces(join(t.dir, 'faces'), 4);
   // One face in S3, named by s3:// URL.
   await t.ctx.storage.upload('inputs/s3-face.png', Buffer.from((await faceDataUri(9)).split(',')[1]!, 'base64'), 'image/png');

@@ -17,6 +17,8 @@ export interface DownloadResult {
   runId: string;
   dir: string;
   files: number;
+  /** Keys under the run that name no file inside dir (`..`, absolute…): not written, each with its reason. */
+  refused: { key: string; reason: string }[];
   contactSheet: string;
 }
 
@@ -25,7 +27,8 @@ export async function downloadRun(ctx: Context, runId: string, dir: string): Pro
   if (!run) throw new RunControlError(`no run ${runId}`);
   if (!run.finishedAt) throw new RunControlError(`run ${runId} is still ${run.state}: download it once it has finished`);
   const prefix = runLayout(ctx.cfg.S3_PREFIX, runId).base;
-  const files = await copyRunToDir(ctx.storage, prefix, dir);
+  const { files, refused } = await copyRunToDir(ctx.storage, prefix, dir);
+  for (const r of refused) ctx.logger.warn({ runId, key: r.key }, `download: ${r.reason}`);
   const contactSheet = await writeContactSheet(dir, prefix, `portrait-batch run ${runId}`);
-  return { runId, dir, files, contactSheet };
+  return { runId, dir, files, refused, contactSheet };
 }

@@ -7,6 +7,7 @@ import type { Context } from '../core/context.ts';
 import { runLayout } from '../core/layout.ts';
 import { ERROR_CATEGORIES, type ErrorCategory } from '../core/falErrors.ts';
 import { keys } from '../core/keys.ts';
+import { faceRuleFor, storedFaceRule } from '../manifest/index.ts';
 import { manifestSource } from '../manifest/source.ts';
 import { startRun, type StartedRun } from '../producer/produce.ts';
 import { summaryOf } from '../worker/finalize.ts';
@@ -45,6 +46,8 @@ export async function retryFailed(ctx: Context, runId: string, opts: { only?: re
     runId: newId,
     lines,
     facesRunId: String(run.options.facesRunId ?? runId),
+    // The original's faces, by the original's rule (its manifest copy's folder is runs/, never a face folder).
+    faces: storedFaceRule(run.options) ?? faceRuleFor(ctx.cfg),
     policy: { ...run.policy, maxCost: null },
     extra: { retryOf: runId, manifestOf: run.manifest },
   });

@@ -41,6 +41,15 @@ const bucketList = z
   .transform((v) => v.split(',').map((b) => b.trim()).filter(Boolean))
   .refine((bs) => bs.every((b) => /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(b)), 'must be a comma-separated list of S3 bucket names');
 
+/** FACE_PREFIXES: `s3://bucket/` or `s3://bucket/some/prefix/` entries (a prefix ends with /, so it names a folder). */
+const s3PrefixList = z
+  .string()
+  .transform((v) => v.split(',').map((p) => p.trim()).filter(Boolean))
+  .refine(
+    (ps) => ps.every((p) => /^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\/([^/]+\/)*$/.test(p) && !p.split('/').slice(3).some((s) => s === '.' || s === '..')),
+    'must be a comma-separated list of s3://bucket/ or s3://bucket/prefix/ entries (each ending with /)',
+  );
+
 /** Shortest DASHBOARD_TOKEN accepted: a guessable token makes every other dashboard rule moot. */
 export const DASHBOARD_TOKEN_MIN = 32;
 
@@ -113,7 +122,13 @@ export const CONFIG_VARS = {
   REDIS_URL: { schema: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL'), default: 'redis://127.0.0.1:6379', doc: 'Redis for BullMQ queues and row state (use AOF persistence).', roles: ALL },
   S3_BUCKET: { schema: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be a valid S3 bucket name'), default: 'portrait-batch', doc: 'Bucket for images, metadata and reports.', roles: ALL },
   S3_PREFIX: { schema: z.string().regex(/^([\w.!*'()-]+\/)*$/, 'must be empty or end with / (e.g. portraits/)'), default: '', doc: 'Key prefix for everything the service writes.', roles: ALL },
-  FACE_BUCKETS: { schema: bucketList, default: '', doc: 'Other buckets s3:// faces may come from (comma-separated); S3_BUCKET under S3_PREFIX is always allowed, any other bucket is a rejected row.', roles: ['producer', 'worker'] },
+  FACE_PREFIXES: {
+    schema: s3PrefixList,
+    default: '',
+    doc: "Where s3:// faces may come from (comma-separated s3://bucket/prefix/ entries), besides an S3 manifest's own folder; frozen on each run when it starts. The service's own prefixes (runs/, processed/, failed/, the drop folder) are never faces.",
+    roles: ['producer', 'worker', 'scheduler'],
+  },
+  FACE_BUCKETS: { schema: bucketList, default: '', doc: 'Whole buckets s3:// faces may come from (comma-separated): each is an s3://bucket/ entry of FACE_PREFIXES.', roles: ['producer', 'worker', 'scheduler'] },
   S3_ENDPOINT: { schema: url, doc: 'S3-compatible endpoint (MinIO, s3rver); unset for AWS.', roles: ALL },
   S3_PUBLIC_ENDPOINT: {
     schema: url,

@@ -1,21 +1,40 @@
 // Copies a finished run out of S3 into a folder and writes index.html: each face beside its portraits.
 import { createWriteStream } from 'node:fs';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
-import { dirname, join, relative } from 'node:path';
+import { dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { parse } from 'csv-parse/sync';
 import type { Storage } from '../core/s3.ts';
 import { unescapeCell } from '../manifest/index.ts';
+import { ContainmentError, containedPath, pathRefusal } from './contained.ts';
 
-export async function copyRunToDir(storage: Storage, runPrefix: string, dir: string): Promise<number> {
-  let n = 0;
+/** What a copy of a run wrote: how many files, and the keys refused as paths (each with its reason). */
+export interface CopyResult {
+  files: number;
+  refused: { key: string; reason: string }[];
+}
+
+/**
+ * Copies every object under runPrefix into dir, each at its key less the prefix. A key that does not
+ * name a file inside dir (`..`, `.`, empty or absolute segments, a backslash, a drive letter) is
+ * refused with its name and the copy goes on with the others.
+ */
+export async function copyRunToDir(storage: Pick<Storage, 'list' | 'getStream'>, runPrefix: string, dir: string): Promise<CopyResult> {
+  const result: CopyResult = { files: 0, refused: [] };
   for await (const o of storage.list(runPrefix)) {
-    const dest = join(dir, o.key.slice(runPrefix.length));
+    let dest: string;
+    try {
+      dest = containedPath(dir, o.key.slice(runPrefix.length), o.key);
+    } catch (err) {
+      if (!(err instanceof ContainmentError)) throw err;
+      result.refused.push({ key: err.key, reason: err.message });
+      continue;
+    }
     await mkdir(dirname(dest), { recursive: true });
     await pipeline(await storage.getStream(o.key), createWriteStream(dest));
-    n++;
+    result.files++;
   }
-  return n;
+  return result;
 }
 
 const esc = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
@@ -34,7 +53,8 @@ interface ReportLine {
 /** Writes <dir>/index.html from <dir>/report.csv; image keys in the report are made relative to dir. */
 export async function writeContactSheet(dir: string, runPrefix: string, title: string): Promise<string> {
   const rows = parse(await readFile(join(dir, 'report.csv')), { columns: true, bom: true }) as ReportLine[];
-  const local = (key: string) => relative(dir, join(dir, key.slice(runPrefix.length)));
+  // A key that could not be copied (contained.ts) gets no link either.
+  const local = (key: string) => (key.startsWith(runPrefix) && !pathRefusal(key.slice(runPrefix.length)) ? key.slice(runPrefix.length) : '');
   const inputs = new Map<string, string>();
   try {
     for (const f of await readdir(join(dir, 'inputs'))) inputs.set(f.replace(/\.[^.]+$/, ''), `inputs/${f}`);
@@ -46,7 +66,12 @@ export async function writeContactSheet(dir: string, runPrefix: string, title: s
     const faceUrl = unescapeCell(r.face_url);
     const face = inputs.get(key) ?? (/^https?:|^data:image\//.test(faceUrl) ? faceUrl : '');
     const portraits = r.images
-      ? unescapeCell(r.images).split('|').map((k) => `<a href="${esc(local(k))}"><img class="portrait" src="${esc(local(k))}" alt="portrait"></a>`).join('')
+      ? unescapeCell(r.images)
+          .split('|')
+          .map(local)
+          .filter(Boolean)
+          .map((k) => `<a href="${esc(k)}"><img class="portrait" src="${esc(k)}" alt="portrait"></a>`)
+          .join('')
       : `<p class="why">${esc(unescapeCell(r.error) || r.status)}</p>`;
     return `<section class="row ${esc(r.status)}">
   <header>line ${esc(r.line)}${r.id ? ` · ${esc(unescapeCell(r.id))}` : ''} · <b>${esc(r.status)}</b>${r.seed ? ` · seed ${esc(r.seed)}` : ''}</header>

@@ -1,26 +1,20 @@
 // Face classification: what a face cell points at (http(s) URL, data: URI, s3:// object, local file),
 // or why it is refused. Faces a stranger's manifest could use to reach our files or buckets are
 // refused here: a local face must really be inside the manifest's folder (links followed), and an
-// s3:// face must be in a bucket the deployment allows (it is presigned with our credentials).
+// s3:// face — or an http(s) URL of the service's own S3 — must be one its run may read (faceRule.ts).
 import { realpathSync, statSync } from 'node:fs';
 import { isAbsolute, relative, resolve, sep } from 'node:path';
 import { show } from './errors.ts';
+import { faceRuleRefusal, s3FaceRefusal, type S3FacePolicy } from './faceRule.ts';
 
 export type FaceKind = 'http' | 'data' | 's3' | 'local';
 
 export type FaceVerdict = { faceKind: FaceKind; localPath?: string } | { reason: string };
 
-/** Where s3:// faces may come from: our bucket under our prefix, and whole buckets named in FACE_BUCKETS. */
-export interface S3FacePolicy {
-  bucket: string;
-  prefix: string;
-  buckets: readonly string[];
-}
-
 export interface FaceOptions {
   /** The manifest's folder: local faces must resolve (real path) inside it; without it they are rejected. */
   baseDir?: string;
-  /** Where s3:// faces may come from; without it s3:// faces are not checked here (the worker checks again). */
+  /** The faces the run may read from S3 (faceRule.ts); without it s3:// faces are not checked here (the worker checks again). */
   s3?: S3FacePolicy;
   /**
    * Set when the local faces were checked (and uploaded) on the machine the run was started from: face
@@ -30,32 +24,11 @@ export interface FaceOptions {
   checkedLocalFaces?: ReadonlyMap<string, string>;
 }
 
-/** The s3:// face policy of a deployment. */
-export const s3FacePolicy = (cfg: { S3_BUCKET: string; S3_PREFIX: string; FACE_BUCKETS: readonly string[] }): S3FacePolicy => ({
-  bucket: cfg.S3_BUCKET,
-  prefix: cfg.S3_PREFIX,
-  buckets: cfg.FACE_BUCKETS,
-});
-
 /** Names of the face column, in order of preference when several are present. */
 export const FACE_COLUMNS = ['face_url', 'image_url', 'url'] as const;
 /** Extensions a local face may have (the producer uploads it with the matching content type). */
 const LOCAL_IMAGE = /\.(png|jpe?g|webp)$/i;
 const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
-const S3_URL = /^s3:\/\/([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])\/(.+)$/;
-
-/** Why an s3:// face may not be presigned under the policy, or undefined when it may. */
-export function s3FaceRefusal(url: string, policy: S3FacePolicy): string | undefined {
-  const m = S3_URL.exec(url);
-  if (!m) return `${show(url)} is not an s3://bucket/key URL`;
-  const [, bucket, key] = m as unknown as [string, string, string];
-  // `.`/`..` segments could be normalised away by a client fetching the presigned URL.
-  if (key.split('/').some((s) => s === '.' || s === '..')) return `${show(url)} has . or .. in its key`;
-  if (policy.buckets.includes(bucket)) return undefined;
-  if (bucket === policy.bucket && key.startsWith(policy.prefix)) return undefined;
-  const ours = policy.prefix ? `${policy.bucket} under ${policy.prefix}` : policy.bucket;
-  return `${show(url)} is in a bucket faces may not come from (allowed: ${[ours, ...policy.buckets].join(', ')}; add the bucket to FACE_BUCKETS)`;
-}
 
 /**
  * The image in a data: face (already classified as one): its bytes and a content type to store it
@@ -84,7 +57,9 @@ export class FaceClassifier {
       } catch {
         host = '';
       }
-      return host ? { faceKind: 'http' } : { reason: `${show(url)} is not a valid URL` };
+      if (!host) return { reason: `${show(url)} is not a valid URL` };
+      const refused = this.opts.s3 && faceRuleRefusal(url, this.opts.s3);
+      return refused ? { reason: refused } : { faceKind: 'http' };
     }
     if (/^data:/i.test(url)) {
       const comma = url.indexOf(',');

@@ -2,7 +2,8 @@
 // into report cells. Shared by the producer, finalize and the contact sheet.
 export { escapeCell, unescapeCell } from './cells.ts';
 export { ManifestError } from './errors.ts';
-export { FACE_COLUMNS, FaceClassifier, decodeDataFace, s3FacePolicy, s3FaceRefusal, type FaceKind, type FaceOptions, type S3FacePolicy } from './faces.ts';
+export { FACE_COLUMNS, FaceClassifier, decodeDataFace, type FaceKind, type FaceOptions } from './faces.ts';
+export { faceRuleFor, faceRuleRefusal, s3FacePolicy, s3FaceRefusal, storedFaceRule, type FaceRule, type FaceRuleSettings, type S3FacePolicy } from './faceRule.ts';
 export { InputsDigest } from './inputsDigest.ts';
 export { readManifest, readOptionsFor, type ReadManifestOptions } from './reader.ts';
 export { isRejected, type ManifestRow, type RejectedRow, type ValidRow } from './row.ts';

@@ -7,18 +7,18 @@
 import { pipeline, type Readable } from 'node:stream';
 import { CsvError, Parser, type Options } from 'csv-parse';
 import { ManifestError, firstLine } from './errors.ts';
-import { s3FacePolicy } from './faces.ts';
+import { s3FacePolicy, type FaceRule, type FaceRuleSettings } from './faceRule.ts';
 import type { ManifestRow } from './row.ts';
 import { RowChecker, type RowCheckOptions } from './rowChecks.ts';
 
 export type ReadManifestOptions = RowCheckOptions;
 
-/** How a deployment reads a manifest it will submit: its S3 face policy and row bound, and the manifest's folder. */
-export function readOptionsFor(
-  cfg: { S3_BUCKET: string; S3_PREFIX: string; FACE_BUCKETS: readonly string[]; MAX_ROW_BYTES: number },
-  baseDir: string | undefined,
-): ReadManifestOptions {
-  return { baseDir, s3: s3FacePolicy(cfg), maxRowBytes: cfg.MAX_ROW_BYTES };
+/**
+ * How a deployment reads a manifest it will submit: the run's face rule (stored with the run; without
+ * one, the deployment's), its row bound, and the manifest's folder.
+ */
+export function readOptionsFor(cfg: FaceRuleSettings & { MAX_ROW_BYTES: number }, baseDir: string | undefined, faces?: FaceRule): ReadManifestOptions {
+  return { baseDir, s3: s3FacePolicy(cfg, faces), maxRowBytes: cfg.MAX_ROW_BYTES };
 }
 
 const MAX_RECORD_BYTES = 16 * 1024 * 1024;

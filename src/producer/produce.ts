@@ -13,7 +13,19 @@ import { jobOptions } from '../core/policy.ts';
 import { jobIds, submitJobOptions, type SubmitJob } from '../core/queues.ts';
 import { lineSelected, type RunRecord } from '../core/rowState.ts';
 import { runPolicyFrom, toMicros, type RunPolicy } from '../core/runPolicy.ts';
-import { FACE_COLUMNS, ManifestError, decodeDataFace, isRejected, readManifest, readOptionsFor, type ManifestRow, type ValidRow } from '../manifest/index.ts';
+import {
+  FACE_COLUMNS,
+  ManifestError,
+  decodeDataFace,
+  faceRuleFor,
+  isRejected,
+  readManifest,
+  readOptionsFor,
+  storedFaceRule,
+  type FaceRule,
+  type ManifestRow,
+  type ValidRow,
+} from '../manifest/index.ts';
 import { manifestSource, type ManifestSource } from '../manifest/source.ts';
 import { enqueueFinalize } from '../worker/flush.ts';
 import { deriveRunId, inspectManifest } from './inspect.ts';
@@ -25,6 +37,8 @@ export interface StartRunOptions {
   /** Make the run of only these manifest lines (a retry), with its faces where `facesRunId` uploaded them. */
   lines?: number[];
   facesRunId?: string;
+  /** The faces the run may read from S3, when not the rule of its manifest and this process's config (a retry keeps its original's). */
+  faces?: FaceRule;
   /** The run's policy, when not the one this process's config gives (a retry keeps its original's). */
   policy?: RunPolicy;
   /**
@@ -58,7 +72,9 @@ export async function startRun(ctx: Context, source: string | ManifestSource, op
   const selected = opts.lines ? new Set(opts.lines) : undefined;
   // A retry's local faces were checked and uploaded by the run it retries, maybe on another machine.
   const checkedLocalFaces = opts.facesRunId ? await refusedLocalFaces(ctx, opts.facesRunId) : undefined;
-  const inspection = await inspectManifest(src, { read: { ...readOptionsFor(ctx.cfg, src.baseDir), checkedLocalFaces }, lines: selected });
+  // Decided once, here, and stored with the run: every later reader of its faces applies this rule.
+  const faces = opts.faces ?? faceRuleFor(ctx.cfg, src.kind === 's3' ? src.url : undefined);
+  const inspection = await inspectManifest(src, { read: { ...readOptionsFor(ctx.cfg, src.baseDir, faces), checkedLocalFaces }, lines: selected });
   const runId = opts.runId ?? deriveRunId(src.name, inspection.sha256, ctx.cfg.FAL_ENDPOINT, inspection.inputsSha256);
   checkRunId(runId);
   const policy = opts.policy ?? runPolicyFrom(ctx.cfg, { maxCost: opts.maxCost });
@@ -87,7 +103,7 @@ export async function startRun(ctx: Context, source: string | ManifestSource, op
   // on another machine.
   await ctx.storage.upload(layout.manifest, await src.open(), 'text/csv');
   const facesRunId = opts.facesRunId ?? runId;
-  const localFaces = src.kind === 'local' && !opts.facesRunId ? await uploadLocalFaces(ctx, src, runId, selected) : 0;
+  const localFaces = src.kind === 'local' && !opts.facesRunId ? await uploadLocalFaces(ctx, src, runId, faces, selected) : 0;
   if (selected) await ctx.rows.selectLines(runId, [...selected]);
   const created = await ctx.rows.createRun({
     runId,
@@ -99,6 +115,7 @@ export async function startRun(ctx: Context, source: string | ManifestSource, op
       sha256: inspection.sha256,
       inputsSha256: inspection.inputsSha256,
       baseDir: src.baseDir,
+      faces,
       facesRunId,
       localFaces: localFaces > 0 || Boolean(opts.facesRunId),
       rows: inspection.rows,
@@ -132,12 +149,12 @@ export async function enqueueProduce(ctx: Context, runId: string): Promise<void>
  * Uploads every local face the manifest names (where the files are: this machine), and records the
  * local faces it refused, so a worker on another machine reads the rows the same way.
  */
-async function uploadLocalFaces(ctx: Context, src: ManifestSource, runId: string, selected?: Set<number>): Promise<number> {
+async function uploadLocalFaces(ctx: Context, src: ManifestSource, runId: string, faces: FaceRule, selected?: Set<number>): Promise<number> {
   const layout = runLayout(ctx.cfg.S3_PREFIX, runId);
   const refused: Record<string, string> = {};
   let uploads: Promise<void>[] = [];
   let n = 0;
-  for await (const row of readManifest(await src.open(), readOptionsFor(ctx.cfg, src.baseDir))) {
+  for await (const row of readManifest(await src.open(), readOptionsFor(ctx.cfg, src.baseDir, faces))) {
     if (selected && !selected.has(row.line)) continue;
     if (isRejected(row)) {
       if ((FACE_COLUMNS as readonly string[]).includes(row.rejected.column)) refused[row.faceUrl] = row.rejected.reason;
@@ -215,7 +232,7 @@ export async function produceRows(ctx: Context, runId: string, signal?: AbortSig
   };
 
   const stream = await ctx.storage.getStream(layout.manifest);
-  const readOptions = { ...readOptionsFor(ctx.cfg, run.options.baseDir as string | undefined), checkedLocalFaces };
+  const readOptions = { ...readOptionsFor(ctx.cfg, run.options.baseDir as string | undefined, storedFaceRule(run.options)), checkedLocalFaces };
   for await (const row of readManifest(stream, readOptions)) {
     if (!isSelected(row.line)) continue;
     total++;

@@ -19,10 +19,26 @@ import type { SubmitJob } from '../core/queues.ts';
 import { UnexpectedReplyError, type RowData } from '../core/rowState.ts';
 import { parseS3Url } from '../core/s3.ts';
 import { mintWebhookToken, TOKEN_PARAM } from '../core/webhookToken.ts';
-import { s3FacePolicy, s3FaceRefusal } from '../manifest/index.ts';
+import { faceRuleRefusal, s3FacePolicy, storedFaceRule, type S3FacePolicy } from '../manifest/index.ts';
 import { falFaceCacheKey, isFaceRefusal } from './falFaceRefusal.ts';
 import { flushRow } from './flush.ts';
 import { firstPollDelay, runTiming, schedulePoll } from './poll.ts';
+
+/** Face policies of recent runs, per config: a run's stored rule never changes, so one read of the run serves all its rows. */
+const facePolicies = new WeakMap<object, Map<string, S3FacePolicy>>();
+
+async function facePolicyOf(ctx: Context, runId: string): Promise<S3FacePolicy> {
+  let cache = facePolicies.get(ctx.cfg);
+  if (!cache) facePolicies.set(ctx.cfg, (cache = new Map()));
+  const known = cache.get(runId);
+  if (known) return known;
+  const run = await ctx.rows.getRun(runId);
+  const policy = s3FacePolicy(ctx.cfg, run && storedFaceRule(run.options));
+  if (!run) return policy;
+  if (cache.size >= 256) cache.delete(cache.keys().next().value!);
+  cache.set(runId, policy);
+  return policy;
+}
 
 /**
  * fal keeps what it generated (result images on its CDN) this long: longer than any retry of a
@@ -103,9 +119,10 @@ export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: s
   // Redis went away since the claim: it is written back (if lost) before fal is called.
   await restarts.whenClear();
 
-  // The producer already refused s3:// faces outside the allowed buckets; a row queued by another
-  // producer (older, or with other settings) is checked again before our credentials presign it.
-  const refused = row.faceKind === 's3' ? s3FaceRefusal(row.faceUrl, s3FacePolicy(ctx.cfg)) : undefined;
+  // The producer already refused faces outside the run's face rule; a row queued by another producer
+  // (older, or with other settings) is checked again, by the rule stored with the run, before our
+  // credentials presign it (or fal is handed a link to our own S3).
+  const refused = row.faceKind === 's3' || row.faceKind === 'http' ? faceRuleRefusal(row.faceUrl, await facePolicyOf(ctx, runId)) : undefined;
   if (refused) {
     await ctx.rows.releaseSubmit(runId, key, attempt, refused);
     restarts.released(runId, key, attempt);

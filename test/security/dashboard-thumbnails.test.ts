@@ -28,14 +28,14 @@ before(async () => {
   });
   cdn.listen(0, '127.0.0.1');
   await once(cdn, 'listening');
-  t = await startTestStack({ env: { S3_PREFIX: PREFIX }, policy: { dashboard: { thumbnailMaxBytes: MAX_BYTES } } });
+  t = await startTestStack({ env: { S3_PREFIX: PREFIX, FACE_PREFIXES: `s3://portrait-test/${PREFIX}faces/` }, policy: { dashboard: { thumbnailMaxBytes: MAX_BYTES } } });
   admin = await t.pb.startAdmin();
   const small = await facePng(1);
   assert.ok(small.length < MAX_BYTES, `a small face (${small.length} bytes)`);
   await t.ctx.storage.putObject(`${PREFIX}faces/small.png`, small, 'image/png');
   await t.ctx.storage.putObject(`${PREFIX}faces/large.png`, Buffer.concat([small, Buffer.alloc(MAX_BYTES)]), 'image/png');
   await t.ctx.storage.putObject(`${PREFIX}faces/script.png`, '<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>', 'image/png');
-  // Same bucket, outside S3_PREFIX: another team's file, never a face of this run.
+  // Same bucket, outside FACE_PREFIXES: another team's file, never a face of this run.
   await t.ctx.storage.putObject('private/other-team.png', small, 'image/png');
   const bucket = t.ctx.storage.bucket;
   const loopback = `http://127.0.0.1:${(cdn.address() as AddressInfo).port}/face.png`;

@@ -21,10 +21,33 @@ export function signedHeaders(key: SigningKey, w: SignedWebhook): Record<string,
   };
 }
 
-export async function postSigned(url: string, key: SigningKey, w: SignedWebhook, extraHeaders: Record<string, string> = {}): Promise<{ status: number; error?: string }> {
-  const res = await fetch(url, { method: 'POST', headers: { ...signedHeaders(key, w), ...extraHeaders }, body: w.body });
-  const json = (await res.json().catch(() => ({}))) as { error?: string };
-  return { status: res.status, error: json.error };
+/**
+ * POSTs a signed webhook on a connection of its own (no keep-alive pool): a pooled connection the
+ * receiver closes as idle (Node's 5 s keep-alive) while a large body is being built would reset the
+ * POST, a race of the test's client, not of the receiver.
+ */
+export function postSigned(url: string, key: SigningKey, w: SignedWebhook, extraHeaders: Record<string, string> = {}): Promise<{ status: number; error?: string }> {
+  const u = new URL(url);
+  const body = Buffer.from(w.body);
+  const headers = { ...signedHeaders(key, w), ...extraHeaders, 'content-length': String(body.length) };
+  return new Promise((resolve, reject) => {
+    const req = request({ host: u.hostname, port: u.port, path: `${u.pathname}${u.search}`, method: 'POST', headers, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('error', reject);
+      res.on('end', () => {
+        let json: { error?: string } = {};
+        try {
+          json = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { error?: string };
+        } catch {
+          // not JSON: no reason to read
+        }
+        resolve({ status: res.statusCode ?? 0, error: json.error });
+      });
+    });
+    req.on('error', (err) => reject(new Error(`POST ${u.origin}${u.pathname} failed: ${err.message}`)));
+    req.end(body);
+  });
 }
 
 /** fal's webhook body. */

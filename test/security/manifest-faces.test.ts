@@ -1,5 +1,5 @@
 // Manifests that reach outside: a face may name only files inside the manifest's folder (links
-// followed) and s3:// objects in buckets the deployment allows. Anything else is a rejected row that
+// followed) and s3:// objects under the prefixes the run may read (FACE_PREFIXES, FACE_BUCKETS). Anything else is a rejected row that
 // is never uploaded, presigned or handed to fal. Real redis-server, s3rver, emulator and workers.
 import assert from 'node:assert/strict';
 import { mkdir, symlink, writeFile } from 'node:fs/promises';
@@ -15,7 +15,7 @@ import { startTestStack, type TestStack } from '../helpers/stack.ts';
 let t: TestStack;
 
 before(async () => {
-  t = await startTestStack({ env: { S3_PREFIX: 'pfx/', FACE_BUCKETS: 'shared-faces' } });
+  t = await startTestStack({ env: { S3_PREFIX: 'pfx/', FACE_BUCKETS: 'shared-faces', FACE_PREFIXES: 's3://portrait-test/pfx/faces/' } });
 });
 after(() => t.stop());
 
@@ -70,10 +70,10 @@ test('local faces outside the manifest folder (../, absolute, symlinks out) are 
   const inputs = await objectsUnder(`${runLayout(t.ctx.cfg.S3_PREFIX, runId).base}inputs/`);
   assert.deepEqual(inputs.map((k) => k.split('/').pop()).sort(), ['inner.png', 'ok.png'], 'only faces inside the folder were uploaded');
   const submitted = Object.keys(t.local.emulator!.stats().acceptedByRow);
-  for (const id of ['dotdot', 'absolute', 'link', 'sneaky']) assert.ok(!submitted.includes(id), `${id} was handed to fal`);
+  for (const id of ['dotdot', 'absolute', 'link', 'sneaky']) assert.ok(!submitted.includes(`${runId}/${id}`), `${id} was handed to fal`);
 });
 
-test('s3:// faces only from S3_BUCKET under S3_PREFIX and FACE_BUCKETS; others are rejected rows, never presigned', async () => {
+test('s3:// faces only under FACE_PREFIXES and FACE_BUCKETS; others are rejected rows, never presigned', async () => {
   const png = await facePng(2);
   for (const bucket of ['other-bucket', 'shared-faces']) await t.ctx.storage.client.send(new CreateBucketCommand({ Bucket: bucket }));
   const put = (Bucket: string, Key: string) => t.ctx.storage.client.send(new PutObjectCommand({ Bucket, Key, Body: png, ContentType: 'image/png' }));
@@ -99,23 +99,25 @@ test('s3:// faces only from S3_BUCKET under S3_PREFIX and FACE_BUCKETS; others a
   const report = await reportOf(runId);
   assert.equal(report.get('own')!.status, 'completed');
   assert.equal(report.get('shared')!.status, 'completed');
-  assert.match(report.get('other')!.error, /^face_url: "s3:\/\/other-bucket\/secret.png" is in a bucket faces may not come from \(allowed: portrait-test under pfx\/, shared-faces; add the bucket to FACE_BUCKETS\)$/);
-  assert.match(report.get('unprefixed')!.error, /^face_url: .* is in a bucket faces may not come from/);
+  assert.equal(
+    report.get('other')!.error,
+    `face_url: "s3://other-bucket/secret.png" is outside the faces this run may read (FACE_PREFIXES s3://portrait-test/pfx/faces/, s3://shared-faces/, or the manifest's folder: none, the manifest is not in S3)`,
+  );
+  assert.match(report.get('unprefixed')!.error, /^face_url: .* is outside the faces this run may read/);
   assert.match(report.get('dots')!.error, /^face_url: .* has \. or \.\. in its key/);
   const submitted = Object.keys(t.local.emulator!.stats().acceptedByRow);
-  for (const id of ['other', 'unprefixed', 'dots']) assert.ok(!submitted.includes(id), `${id} was handed to fal`);
+  for (const id of ['other', 'unprefixed', 'dots']) assert.ok(!submitted.includes(`${runId}/${id}`), `${id} was handed to fal`);
 });
 
-test('a worker refuses to presign an s3:// face its own FACE_BUCKETS does not allow, even when a producer queued it', async () => {
-  await t.ctx.storage.client.send(new CreateBucketCommand({ Bucket: 'lenient-bucket' }));
-  await t.ctx.storage.client.send(new PutObjectCommand({ Bucket: 'lenient-bucket', Key: 'b.png', Body: await facePng(3), ContentType: 'image/png' }));
-  const manifest = await t.manifest('lenient.csv', 'id,face_url\nfrom-lenient,s3://lenient-bucket/b.png\n');
-  // A producer configured with another FACE_BUCKETS than the workers.
-  const producer = { ...t.ctx, cfg: { ...t.ctx.cfg, FACE_BUCKETS: ['lenient-bucket'] } };
+test("a worker refuses to presign a face its own drop folder says is another team's upload, even when a producer queued it", async () => {
+  await t.ctx.storage.putObject('incoming/teamB/b.png', await facePng(3), 'image/png');
+  const manifest = await t.manifest('lenient.csv', 'id,face_url\nfrom-lenient,s3://portrait-test/incoming/teamB/b.png\n');
+  // A producer configured with another drop folder and a whole-bucket FACE_PREFIXES: it allows the face.
+  const producer = { ...t.ctx, cfg: { ...t.ctx.cfg, DROP_PREFIX: 'elsewhere/', FACE_PREFIXES: ['s3://portrait-test/'] } };
   const { runId } = await produceRun(producer, manifest);
   const run = await waitForRun(t.ctx, runId, { timeoutMs: 60_000 });
   assert.deepEqual([run.completed, run.failed], [0, 1]);
   const report = await reportOf(runId);
-  assert.match(report.get('from-lenient')!.error, /^face_url: "s3:\/\/lenient-bucket\/b.png" is in a bucket faces may not come from/);
-  assert.ok(!Object.keys(t.local.emulator!.stats().acceptedByRow).includes('from-lenient'));
+  assert.match(report.get('from-lenient')!.error, /^face_url: "s3:\/\/portrait-test\/incoming\/teamB\/b.png" is a drop-folder upload \(s3:\/\/portrait-test\/incoming\/\) outside this manifest's folder: never a face$/);
+  assert.ok(!Object.keys(t.local.emulator!.stats().acceptedByRow).includes(`${runId}/from-lenient`));
 });

@@ -7,7 +7,7 @@ import { pipeline, Transform } from 'node:stream';
 import type { Context } from '../../core/context.ts';
 import { runLayout } from '../../core/layout.ts';
 import { lineSelected, type RunRecord } from '../../core/rowState.ts';
-import { readManifest, readOptionsFor } from '../../manifest/index.ts';
+import { readManifest, readOptionsFor, storedFaceRule } from '../../manifest/index.ts';
 import type { RowMeta } from '../../worker/flush.ts';
 import { FailureGroups, forgetReportIndex, reportIndexOf, reportPage, type FailureGroup, type ReportRow } from '../../worker/reportIndex.ts';
 
@@ -95,7 +95,7 @@ function scanBudget(): { stream: Transform; cut: () => boolean } {
 async function* liveRows(ctx: Context, run: RunRecord): AsyncGenerator<RowView | typeof SCAN_CUT> {
   const layout = runLayout(ctx.cfg.S3_PREFIX, run.runId);
   const selection = run.options.selected ? await ctx.rows.selectedLines(run.runId) : undefined;
-  const opts = { ...readOptionsFor(ctx.cfg, run.options.baseDir as string | undefined), checkedLocalFaces: new Map<string, string>() };
+  const opts = { ...readOptionsFor(ctx.cfg, run.options.baseDir as string | undefined, storedFaceRule(run.options)), checkedLocalFaces: new Map<string, string>() };
   let batch: { line: number; key: string; id?: string; faceUrl: string }[] = [];
   const lookUp = async (): Promise<RowView[]> => {
     const lines = batch.map((r) => r.line);

@@ -16,7 +16,8 @@ import type { Context } from '../../core/context.ts';
 import { DownloadError } from '../../core/errors.ts';
 import { runLayout } from '../../core/layout.ts';
 import type { RunRecord } from '../../core/rowState.ts';
-import { decodeDataFace, s3FacePolicy, s3FaceRefusal } from '../../manifest/faces.ts';
+import { faceRuleRefusal, s3FacePolicy, storedFaceRule } from '../../manifest/faceRule.ts';
+import { decodeDataFace } from '../../manifest/faces.ts';
 import { openImage } from '../../worker/download.ts';
 import { contentTypeOf, sniffImageFormat, SNIFF_BYTES, type ImageFormat } from '../../worker/imageType.ts';
 import type { RowView } from './rows.ts';
@@ -25,8 +26,8 @@ import type { RowView } from './rows.ts';
  * The face rule of the dashboard: why this run may not read an s3:// face, or undefined when it may.
  * The same rule as the producer and the worker apply (one call, so a change of the rule changes all).
  */
-export function dashboardFaceRefusal(ctx: Context, _run: RunRecord, faceUrl: string): string | undefined {
-  return s3FaceRefusal(faceUrl, s3FacePolicy(ctx.cfg));
+export function dashboardFaceRefusal(ctx: Context, run: RunRecord, faceUrl: string): string | undefined {
+  return faceRuleRefusal(faceUrl, s3FacePolicy(ctx.cfg, storedFaceRule(run.options)));
 }
 
 /** A face's source as the page names it: an http(s) or s3:// URL, or `input:<ext>` for the stored copy of a data: or local face. */
@@ -65,7 +66,7 @@ export function thumbnails(key: string): Thumbnails {
     faceSrc(ctx, run, row) {
       const src = faceSource(run, row);
       if (!src || !ROW_KEY.test(row.key)) return undefined;
-      if (src.startsWith('s3://') && dashboardFaceRefusal(ctx, run, src)) return undefined;
+      if (dashboardFaceRefusal(ctx, run, src)) return undefined;
       const q = new URLSearchParams({ src, sig: sign(run.runId, row.key, src) });
       return `/ui/runs/${encodeURIComponent(run.runId)}/faces/${encodeURIComponent(row.key)}?${q}`;
     },
@@ -107,6 +108,8 @@ interface Image {
 
 async function openFace(ctx: Context, run: RunRecord, rowKey: string, src: string, maxBytes: number, timeoutMs: number): Promise<Image> {
   if (/^https?:\/\//i.test(src)) {
+    const refused = dashboardFaceRefusal(ctx, run, src);
+    if (refused) throw new DownloadError(refused, true);
     const opened = await openImage(src, { allowedHosts: [], anyPublicHost: true, maxBytes, timeoutMs });
     return { body: opened.body, format: opened.format };
   }
