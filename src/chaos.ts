@@ -77,6 +77,8 @@ export interface FaultReport {
   extraPaid: number;
   /** Requests a restarted fal forgot (resubmitted as new attempts: counted apart, not as extra paid). */
   falForgot: number;
+  /** Requests fal no longer knew (404), resubmitted by the service as new attempts (the run's resubmittedForgotten). */
+  resubmittedForgotten: number;
   ambiguousSubmits: number;
   seconds: number;
   /** How long the fault lasted. */
@@ -129,6 +131,7 @@ interface PassResult {
   seconds: number;
   kills: number;
   falForgot: number;
+  resubmittedForgotten: number;
   /** Start and end (ms) of each step, and the log file's size at those moments. */
   windows: { start: number; end: number; fromByte: number; toByte: number }[];
   /** Log lines within the windows (to LOG_SETTLE_MS after each), warning or error lines among them, and the windows' seconds. */
@@ -184,6 +187,7 @@ export async function runChaosFaults(opts: FaultOptions): Promise<FaultReport[]>
       duplicated: res.audit.duplicated,
       extraPaid: res.audit.extraSubmits,
       falForgot: res.falForgot,
+      resubmittedForgotten: res.resubmittedForgotten,
       ambiguousSubmits: res.audit.ambiguousSubmits,
       seconds: Math.round((Date.now() - started) / 100) / 10,
       faultSeconds: Math.round(res.windows.reduce((t, w) => t + w.end - w.start, 0) / 100) / 10,
@@ -255,7 +259,6 @@ async function chaosPass(opts: ChaosOptions & { rows: number; randomFaults: bool
       SUBMIT_CONCURRENCY: '16',
       SUBMIT_RATE_PER_SECOND: '500',
       STORE_CONCURRENCY: '16',
-      SUBMIT_MAX_TRIES: '12',
       STORE_MAX_TRIES: '10',
       MAX_ATTEMPTS: '5',
       RUN_WINDOW: '400',
@@ -358,8 +361,9 @@ async function chaosPass(opts: ChaosOptions & { rows: number; randomFaults: bool
       Promise.reject(new Error(`audit failed: ${err.name}: ${err.message}`)),
     );
     const logged = await countLogLines(logFile, windows);
+    const resubmittedForgotten = (await ctx.rows.getRun(runId))?.resubmittedForgotten ?? 0;
     const brokenFaces = opts.randomFaults ? await brokenFaceOutcomes(await pb.report(runId), rows) : { rows: 0, failedToLoad: 0 };
-    return { audit, seconds: Math.round((Date.now() - started) / 100) / 10, kills, falForgot: faults.falForgot, windows, logged, brokenFaces };
+    return { audit, seconds: Math.round((Date.now() - started) / 100) / 10, kills, falForgot: faults.falForgot, resubmittedForgotten, windows, logged, brokenFaces };
   } finally {
     for (const c of children.values()) c.kill('SIGTERM');
     await Promise.all([...children.values()].map((c) => (c.exitCode === null && c.signalCode === null ? new Promise((r) => c.once('exit', r)) : undefined)));
@@ -403,7 +407,8 @@ async function countLogLines(logFile: string, windows: PassResult['windows']): P
         if (!line.trim()) continue;
         lines++;
         const level = /"level":(\d+)/.exec(line)?.[1];
-        if (level === undefined || Number(level) >= 40) warnings++;
+        // The CLI's own plain lines (a process started, stopped) are not warnings; an error or a stack is.
+        if (level === undefined ? /^error|Error\b|^\s+at /.test(line) : Number(level) >= 40) warnings++;
       }
     }
   } finally {

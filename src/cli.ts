@@ -23,6 +23,8 @@ class ExitError extends Error {
   constructor(
     message: string,
     readonly code: number,
+    /** Its command already printed its --json object (which says what went wrong): no second one. */
+    readonly jsonPrinted = false,
   ) {
     super(message);
   }
@@ -434,11 +436,11 @@ program
         for (const p of r.problems) say(`  ${r.fault} problem: ${p}`);
         say(
           `chaos ${r.fault}: ${r.rows} rows, ${r.completed} completed, ${r.failed} failed, lost ${r.lost}, duplicated ${r.duplicated}, extra paid ${r.extraPaid}, ` +
-            `forgotten by fal ${r.falForgot}, fault ${r.faultSeconds} s, ${r.logLinesPerSecond} log lines/s, ${r.warnings} warning lines, ${r.seconds} s`,
+            `forgotten by fal ${r.falForgot} (resubmitted ${r.resubmittedForgotten}), fault ${r.faultSeconds} s, ${r.logLinesPerSecond} log lines/s, ${r.warnings} warning lines, ${r.seconds} s`,
         );
       }
       if (o.json) printJson({ faults: reports });
-      if (reports.some((r) => r.lost || r.duplicated || r.extraPaid || r.failed)) throw new ExitError('a fault run lost, duplicated, failed or paid twice for rows', 1);
+      if (reports.some((r) => r.lost || r.duplicated || r.extraPaid || r.failed)) throw new ExitError('a fault run lost, duplicated, failed or paid twice for rows', 1, !!o.json);
       return;
     }
     const res = await runChaos({ rows: o.rows ?? 2000, log: say });
@@ -447,8 +449,8 @@ program
     say(`  ${res.brokenFaces.failedToLoad} of the ${res.brokenFaces.rows} rows with an undecodable face failed with image_load_error, as they must`);
     const { audit: _audit, ...summary } = res;
     if (o.json) printJson(summary);
-    if (res.lost || res.duplicated || res.extraSubmits) throw new ExitError('chaos run found lost, duplicated or extra-submitted rows', 1);
-    if (res.brokenFaces.failedToLoad !== res.brokenFaces.rows) throw new ExitError('chaos run: a row with an undecodable face did not fail with image_load_error', 1);
+    if (res.lost || res.duplicated || res.extraSubmits) throw new ExitError('chaos run found lost, duplicated or extra-submitted rows', 1, !!o.json);
+    if (res.brokenFaces.failedToLoad !== res.brokenFaces.rows) throw new ExitError('chaos run: a row with an undecodable face did not fail with image_load_error', 1, !!o.json);
   });
 
 /** The exit code an error ends the command with. */
@@ -476,6 +478,6 @@ try {
     else say(`error: ${err instanceof Error ? (debug ? (err.stack ?? err.message) : err.message) : String(err)}`);
   }
   // With --json, stdout still holds exactly one JSON object.
-  if (process.argv.includes('--json') && code !== 0) printJson({ error: err instanceof Error ? err.message : String(err), exitCode: code });
+  if (process.argv.includes('--json') && code !== 0 && !(err instanceof ExitError && err.jsonPrinted)) printJson({ error: err instanceof Error ? err.message : String(err), exitCode: code });
   process.exit(code);
 }

@@ -3,6 +3,8 @@
 // wait instead of failing; an outage is one warning and one recovery line; /readyz, the metric and
 // `status` say what the run waits for while it lasts.
 import assert from 'node:assert/strict';
+import { rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type { DestinationStream } from 'pino';
@@ -138,7 +140,8 @@ test('fal unreachable for longer than the old 8 tries: rows that never reached f
     await t.local.emulator!.close();
     const { runId } = await produceRun(t.ctx, await manifestOf(t, 10));
     await eventually(() => t.ctx.dependencies.isDown('fal'), 'the fal outage noticed');
-    assert.equal(await t.ctx.queues.submit.isPaused(), true);
+    // The pause follows the outage's record in Redis (the tracker's hook): awaited, not assumed.
+    await eventually(() => t.ctx.queues.submit.isPaused(), 'submissions paused');
     assert.deepEqual((await runStatus(t.ctx, runId))!.waitingFor.map((w) => w.dependency), ['fal']);
     assert.equal(await dependencyUp(t, 'fal'), '0');
     // Eight tries with the test backoff (0.1 s doubling to 0.8 s) took under 4 s: wait out twice that.
@@ -179,6 +182,67 @@ test('fal restarted without its requests: the forgotten requests are resubmitted
   } finally {
     await t.stop();
     await fal?.close();
+  }
+});
+
+test('fal restarted after finishing results not yet stored: their files are gone, so each is resubmitted as a new attempt, counted apart, never paid twice', async () => {
+  const t = await startTestStack();
+  let fal: RunningEmulator | undefined;
+  try {
+    // Results are recorded but not stored (their queue paused) while fal finishes every row, then fal restarts without them.
+    await t.ctx.queues.results.pause();
+    const { runId } = await produceRun(t.ctx, await manifestOf(t, 6));
+    await eventually(() => t.local.emulator!.stats().webhooksDelivered >= 6, 'every result delivered by webhook');
+    await eventually(async () => (await t.ctx.queues.results.getWaitingCount()) >= 6, 'every result job queued');
+    const first = t.local.emulator!.stats().acceptedByRow;
+    await t.local.emulator!.close();
+    fal = await restartEmulator(t);
+    await t.ctx.queues.results.resume();
+    const run = await waitForRun(t.ctx, runId, { timeoutMs: 90_000 });
+    assert.deepEqual([run.completed, run.failed], [6, 0]);
+    assert.equal(run.resubmittedForgotten, 6, 'each finished request fal forgot was resubmitted, counted apart');
+    // fal accepted each row once before its restart and again after: one request per recorded attempt, none paid twice.
+    for (let i = 0; i < 6; i++) {
+      const row = (await t.ctx.rows.getRow(runId, `r${i}`)) ?? undefined;
+      const key = `${runId}/r${i}`;
+      const accepted = (first[key] ?? 0) + (fal.stats().acceptedByRow[key] ?? 0);
+      assert.ok(row === undefined || accepted <= row.attempt, `row r${i}: ${accepted} accepted for ${row?.attempt} attempts`);
+      assert.equal(first[key], 1, `row r${i} was accepted once before the restart`);
+    }
+    assert.equal(run.submits, 6 + Object.values(fal.stats().acceptedByRow).reduce((a, b) => a + b, 0), 'every request fal accepted is a recorded submission');
+  } finally {
+    await t.stop();
+    await fal?.close();
+  }
+});
+
+test('fal (and its file host) down while finished results are stored: the downloads wait it out without using up STORE_MAX_TRIES or logging per try', async () => {
+  const log = captureLog();
+  const stateDir = join(tmpdir(), `pb-fal-state-${process.pid}-${Date.now()}`);
+  const t = await startTestStack({ env: { LOG_LEVEL: 'info', STORE_MAX_TRIES: '2' }, emulator: { stateDir }, log });
+  let fal: RunningEmulator | undefined;
+  try {
+    await t.ctx.queues.results.pause();
+    const { runId } = await produceRun(t.ctx, await manifestOf(t, 6));
+    await eventually(() => t.local.emulator!.stats().webhooksDelivered >= 6, 'every result delivered by webhook');
+    await eventually(async () => (await t.ctx.queues.results.getWaitingCount()) >= 6, 'every result job queued');
+    await t.local.emulator!.close();
+    await t.ctx.queues.results.resume();
+    await eventually(() => t.ctx.dependencies.isDown('fal'), 'the fal outage noticed', 30_000);
+    // Two tries with the test backoff take well under a second: wait out several times that.
+    const since = Date.now();
+    await eventually(() => Date.now() - since > 4000, 'an outage longer than two store tries', 20_000, 250);
+    assert.equal((await t.ctx.rows.getRun(runId))!.failed, 0, 'no row failed while fal was down');
+    // Back with its requests and files (its state kept), as after a short outage.
+    fal = await restartEmulator(t, { stateDir });
+    const run = await waitForRun(t.ctx, runId, { timeoutMs: 60_000 });
+    assert.deepEqual([run.completed, run.failed, run.resubmittedForgotten], [6, 0, 0]);
+    assert.deepEqual(log.said(/job failed/), [], 'no line per failed download');
+    assert.equal(log.said(/^fal unreachable/).length, 1);
+  } finally {
+    await t.stop();
+    await fal?.close();
+    await rm(stateDir, { recursive: true, force: true });
   }
 });
 

@@ -34,7 +34,7 @@ describe('pending rows whose submit job is gone', () => {
   let t: TestStack;
   before(async () => {
     // Submissions that keep being refused (429/5xx) put their rows back to pending between tries.
-    t = await startTestStack({ env: { ...QUIET, SUBMIT_MAX_TRIES: '100' } });
+    t = await startTestStack({ env: QUIET });
   });
   after(() => t.stop());
 

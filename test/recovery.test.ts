@@ -84,8 +84,9 @@ test('connection refused is retried; the row completes once fal is reachable', a
 
 test('422 at submit fails the row with fal\'s detail and is never retried', async () => {
   // An endpoint that refuses at submit (the kind emulator; fal itself validates in the runner, below).
-  // Two tries at most, so a wrongly retried 422 ends the row (as "failed after 2 tries") within the test.
-  const t = await startTestStack({ env: { SUBMIT_MAX_TRIES: '2' }, emulator: { validateAt: 'submit' } });
+  // A wrongly retried 422 would be tried again until SUBMIT_RETRY_WINDOW: the row would not fail with
+  // fal's detail within the test.
+  const t = await startTestStack({ emulator: { validateAt: 'submit' } });
   try {
     const { runId } = await t.pb.startRun(await manifestOf(t, 1));
     await t.pb.waitForRun(runId, { timeoutMs: 30_000 });

@@ -113,3 +113,38 @@ test('redis-stall: Redis stopped (SIGSTOP) for 3 s mid-run: the run goes on afte
     await faults.stop();
   }
 });
+
+test('a row back in submitted after a rollback whose result job had finished: the reconciler runs the result again instead of waiting on the finished job', async () => {
+  // The state a host crash leaves (chaos redis-crash, 500 rows): the result job finished (its
+  // completion reached Redis) while the row it completed was rolled back to `submitted`. Made here
+  // by hand: the result job is finished by a worker of the test's own before the sweep looks.
+  const t = await startTestStack({ webhook: false });
+  const { Worker } = await import('bullmq');
+  const { jobIds, QUEUE_NAMES } = await import('../src/core/queues.ts');
+  const connection = t.ctx.redis.duplicate();
+  const own = new Worker(QUEUE_NAMES.results, null, { connection });
+  try {
+    await t.ctx.queues.control.pause(); // no sweep until the job is finished
+    const results = t.workers!.workers.find((w) => w.name === QUEUE_NAMES.results)!;
+    await results.pause(true);
+    const { runId } = await t.pb.startRun(await manifestOf(t, 1));
+    let requestId = '';
+    await eventually(async () => {
+      const row = await t.ctx.rows.getRow(runId, 'r0');
+      requestId = row?.state === 'submitted' ? (row.requestId ?? '') : '';
+      return requestId !== '';
+    }, 'the row submitted');
+    await t.ctx.queues.results.add('result', { requestId, status: 'OK', payload: { images: [] }, source: 'poll', receivedAt: Date.now() }, { jobId: jobIds.result(requestId, 'OK') });
+    const job = (await own.getNextJob('test-token'))!;
+    assert.equal(job.id, jobIds.result(requestId, 'OK'));
+    await job.moveToCompleted('completed', 'test-token', false);
+    results.resume();
+    await t.ctx.queues.control.resume();
+    const run = await waitForRun(t.ctx, runId, { timeoutMs: 60_000 });
+    assert.deepEqual([run.completed, run.failed], [1, 0]);
+  } finally {
+    await own.close();
+    connection.disconnect();
+    await t.stop();
+  }
+});

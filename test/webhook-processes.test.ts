@@ -119,3 +119,29 @@ test('WEBHOOK_PROCESSES=2: two receivers share the port and record every webhook
     await cli.stop('SIGKILL');
   }
 });
+
+test('webhooks Redis refuses while it is full are one outage warning and one recovery line, not a line per webhook', async () => {
+  const lines: { level: number; msg: string }[] = [];
+  const log = { write: (s: string) => void lines.push(...s.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { level: number; msg: string })) };
+  const own = await startTestStack({ workers: false, emulator: { signingKey: key }, env: { LOG_LEVEL: 'info' }, log });
+  const saved = t;
+  t = own; // ourWebhook mints tokens with this stack's secret
+  try {
+    const hooks = Array.from({ length: 8 }, () => ourWebhook(own.ctx.cfg.webhookUrl));
+    await own.ctx.redis.config('SET', 'maxmemory-policy', 'noeviction');
+    await own.ctx.redis.config('SET', 'maxmemory', '1');
+    try {
+      for (const h of hooks) assert.equal(await post(h.url, h.headers, h.body), 503);
+    } finally {
+      await own.ctx.redis.config('SET', 'maxmemory', '0');
+    }
+    await until(() => lines.some((l) => /^Redis reachable again/.test(l.msg)), 'the recovery line');
+    const warned = lines.filter((l) => l.level >= 40).map((l) => l.msg);
+    assert.equal(warned.length, 2, `two lines in all:\n${warned.join('\n')}`);
+    assert.match(warned[0]!, /^Redis unreachable \(REDIS_URL /);
+    assert.match(warned[1]!, /^Redis reachable again after \d+s/);
+  } finally {
+    t = saved;
+    await own.stop();
+  }
+});

@@ -139,6 +139,8 @@ export class Dependencies {
   private readonly state = new Map<Dependency, LocalState>();
   private readonly hooks: DependencyHooks[] = [];
   private readonly repeats = new Map<string, { at: number; suppressed: number }>();
+  /** When the last outage this process saw ended. */
+  private lastRecoveryAt = 0;
   private closed = false;
 
   constructor(
@@ -165,6 +167,14 @@ export class Dependencies {
 
   isDown(dep: Dependency): boolean {
     return this.state.has(dep);
+  }
+
+  /**
+   * An outage is going on here, or ended less than `withinMs` ago: errors that follow from it (a job
+   * lock not renewed while Redis stalled) belong to its one warning, not lines of their own.
+   */
+  inOutageAftermath(withinMs = this.opts.policy.errorRepeatMs): boolean {
+    return this.state.size > 0 || this.now() - this.lastRecoveryAt < withinMs;
   }
 
   /** The outages this process sees itself. */
@@ -263,6 +273,7 @@ export class Dependencies {
   private async recovered(st: LocalState): Promise<void> {
     const dep = st.dependency;
     this.state.delete(dep);
+    this.lastRecoveryAt = this.now();
     let reporter = st.reporter;
     if (dep !== 'redis') {
       // Whoever removes the record says so; a process that only adopted the outage stays quiet.
@@ -283,7 +294,8 @@ export class Dependencies {
    */
   error(what: string, err: unknown, bindings: Record<string, unknown> = {}): void {
     const message = describeFailure(err);
-    const key = `${what}\n${message}`;
+    // Repeats of one error differ only in ids (a job's, a request's, a port): one key for them all.
+    const key = `${what}\n${message.replace(/[\w~:.-]*\d[\w~:.-]*/g, '#')}`;
     const now = this.now();
     const seen = this.repeats.get(key);
     if (seen && now - seen.at < this.opts.policy.errorRepeatMs) {

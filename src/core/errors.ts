@@ -64,6 +64,8 @@ export class DownloadError extends Error {
     readonly permanent: boolean,
     /** The row's error type when this failure ends it (falErrors.ts LOCAL_ERROR_TYPES), e.g. result_expired. */
     readonly errorType?: string,
+    /** The HTTP status the image's server answered, when it answered one (a 404 on a fal file: see falForgot.ts). */
+    readonly status?: number,
   ) {
     super(message);
   }

@@ -152,7 +152,8 @@ function watchRestarts(ctx: Pick<Context, 'redis' | 'rows' | 'policy' | 'logger'
     } catch (err) {
       logger.warn({ err: errorMessage(err) }, 'could not mark the runs in progress after the Redis restart');
     }
-    logger.warn(
+    // A warning only when it found writes Redis had lost: the outage and its end were said already.
+    logger[adopted > 0 ? 'warn' : 'info'](
       { claimsRemembered: mine.length, claimsWrittenBack: adopted, holdMs },
       `Redis restarted (new run_id): it may have lost its last writes; ${adopted} of this process's ${mine.length} recent claims were written back, submissions wait ${Math.round(holdMs / 1000)} s`,
     );

@@ -9,8 +9,15 @@ import { resultJobOptions, type ResultJob } from './queues.ts';
 export const INLINE_PAYLOAD_MAX_BYTES = 8 * 1024;
 
 /** Adds the result job for a request of run `runId` (a duplicate of a job that exists is a no-op). */
-export async function addResultJob(ctx: Context, runId: string, job: ResultJob, payloadJson?: string): Promise<void> {
+export async function addResultJob(ctx: Context, runId: string, job: ResultJob, payloadJson?: string, opt: { replaceFinished?: boolean } = {}): Promise<void> {
   const opts = resultJobOptions(ctx.policy, job.requestId, job.status);
+  if (opt.replaceFinished) {
+    // The row still waits for this result although its job already finished: the job's outcome was
+    // lost (Redis restarted without its last writes). A job id that exists would make the add a no-op.
+    const prior = await ctx.queues.results.getJob(opts.jobId);
+    const state = prior ? await prior.getState() : undefined;
+    if (state === 'completed' || state === 'failed') await prior!.remove();
+  }
   if (job.payload !== undefined) {
     const json = payloadJson ?? JSON.stringify(job.payload);
     if (Buffer.byteLength(json) > INLINE_PAYLOAD_MAX_BYTES) {

@@ -140,6 +140,8 @@ export interface RunRecord {
   rejected: number;
   canceled: number;
   submits: number;
+  /** Requests fal no longer knew (404 for the request: it restarted or lost it), resubmitted as new attempts. */
+  resubmittedForgotten: number;
   /** Estimated cost billed so far: submissions fal accepted, less those it failed without billing (millionths). */
   costMicros: number;
   /** Estimated cost of every submission fal accepted, billed or not (millionths). */
@@ -252,6 +254,7 @@ export class RowStore {
       rejected: Number(h.rejected ?? 0),
       canceled: Number(h.canceled ?? 0),
       submits: Number(h.submits ?? 0),
+      resubmittedForgotten: Number(h.resubmittedForgotten ?? 0),
       costMicros: Number(h.costMicros ?? 0),
       // Runs created before it was counted: what they counted as cost was what they submitted.
       submittedCostMicros: Number(h.submittedCostMicros ?? h.costMicros ?? 0),
@@ -548,18 +551,23 @@ export class RowStore {
     return reply === 'ok';
   }
 
-  /** Gives up the current attempt: 'resubmit', or 'failed' at the run's attempt limit. */
+  /**
+   * Gives up the current attempt: 'resubmit', or 'failed' at the run's attempt limit. `forgotten`: fal
+   * no longer knows the request (it restarted, or lost it): the resubmission is counted apart in the
+   * run's `resubmittedForgotten`. From 'storing' only for the current attempt's request.
+   */
   async supersede(
     runId: string,
     key: string,
-    from: 'submitting' | 'submitted',
+    from: 'submitting' | 'submitted' | 'storing',
     attempt: number,
     requestId: string | undefined,
     reason: string,
     kind: ErrorKind = { type: 'lost', category: 'fal_transient' },
+    forgotten = false,
   ): Promise<'resubmit' | 'failed' | 'noop'> {
     return (await this.ending(runId, key, (reqKeys, ids) =>
-      this.call.supersede([...this.rowKeys(runId, key), ...reqKeys], [from, attempt, requestId ?? '', reason, Date.now(), kind.type, kind.category, ...ids]),
+      this.call.supersede([...this.rowKeys(runId, key), ...reqKeys], [from, attempt, requestId ?? '', reason, Date.now(), kind.type, kind.category, forgotten ? '1' : '', ...ids]),
     )) as 'resubmit' | 'failed' | 'noop';
   }
 

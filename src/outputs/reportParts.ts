@@ -6,6 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import type { Context } from '../core/context.ts';
+import { DependencyError, asS3Failure, outageOf } from '../core/dependencies.ts';
 import { runLayout } from '../core/layout.ts';
 import type { Storage } from '../core/s3.ts';
 import { errorMessage } from '../core/errors.ts';
@@ -133,10 +134,12 @@ async function writePart(ctx: Context, runs: Map<string, Pending>, runId: string
   try {
     // A run whose report is written needs no more parts (they would outlive their removal).
     if (await ctx.rows.runField(runId, 'finishedAt')) return;
-    await ctx.storage.putObject(key, `${body}\n`, 'application/x-ndjson');
+    await ctx.storage.putObject(key, `${body}\n`, 'application/x-ndjson').catch((e: unknown) => Promise.reject(asS3Failure(e)));
   } catch (err) {
-    // The report reads these rows' metadata instead.
-    ctx.logger.warn({ runId, err: errorMessage(err) }, 'a batch of report lines could not be written; the report reads those rows from their metadata');
+    // The report reads these rows' metadata instead. S3 or Redis down: that outage is the one line said.
+    const down = outageOf(err);
+    if (down) ctx.dependencies.down(down, err instanceof DependencyError ? err.cause : err);
+    ctx.logger[down ? 'debug' : 'warn']({ runId, err: errorMessage(err) }, 'a batch of report lines could not be written; the report reads those rows from their metadata');
   }
 }
 

@@ -10,6 +10,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CopyObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { isRedisOutage } from '../core/dependencies.ts';
 import type { ListedObject } from '../core/s3.ts';
 import type { PortraitBatch } from '../portraitBatch.ts';
 import { ManifestError } from '../manifest/index.ts';
@@ -197,7 +198,10 @@ export function startDropFolder(pb: PortraitBatch, opts: DropFolderOptions): Run
   const stopping = new AbortController();
   const loop = (async () => {
     while (opts.loop !== false && !stopping.signal.aborted) {
-      await pollOnce().catch((err: Error) => log.error({ err: err.message }, 'drop folder poll failed'));
+      // Redis down: said once by the tracker; anything else (S3 down included) at most once per errorRepeatMs, with a count.
+      await pollOnce().catch((err: Error) =>
+        isRedisOutage(err) ? ctx.dependencies.down('redis', err) : ctx.dependencies.error('drop folder poll failed', err, { dropFolder: `s3://${storage.bucket}/${opts.prefix}` }),
+      );
       await sleep(opts.pollMs, undefined, { signal: stopping.signal }).catch(() => undefined);
     }
   })();

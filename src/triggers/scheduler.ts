@@ -3,6 +3,7 @@
 // Any number of schedulers may run: a tick fires once (BullMQ job schedulers) and a dropped upload is
 // claimed once (Redis). close() lets a tick or a claim in progress finish, then stops.
 import { Queue, Worker } from 'bullmq';
+import { isRedisOutage } from '../core/dependencies.ts';
 import type { PortraitBatch } from '../portraitBatch.ts';
 import { processTick, syncSchedules, TRIGGERS_QUEUE, type TickJob } from './cron.ts';
 import { startDropFolder, type RunningDropFolder } from './dropFolder.ts';
@@ -36,8 +37,14 @@ export async function startScheduler(pb: PortraitBatch, opts: SchedulerOptions =
     stalledInterval: policy.jobs.stalledIntervalMs,
     maxStalledCount: 1000,
   });
-  worker.on('failed', (job, err) => ctx.logger.warn({ schedule: job?.data.schedule.name, attempts: job?.attemptsMade, err: err.message }, 'tick failed'));
-  worker.on('error', (err) => ctx.logger.error({ err: err.message }, 'scheduler worker error'));
+  worker.on('failed', (job, err) => {
+    // A tick that failed because Redis is down: the outage is said once by the tracker.
+    if (isRedisOutage(err)) return ctx.dependencies.down('redis', err);
+    ctx.logger.warn({ schedule: job?.data.schedule.name, attempts: job?.attemptsMade, err: err.message }, 'tick failed');
+  });
+  // Connection errors come once per reconnect: through the tracker (one line per outage, others rate-limited).
+  worker.on('error', (err) => (isRedisOutage(err, true) ? ctx.dependencies.down('redis', err) : ctx.dependencies.error('scheduler worker error', err)));
+  queue.on('error', (err) => (isRedisOutage(err, true) ? ctx.dependencies.down('redis', err) : ctx.dependencies.error('scheduler queue error', err)));
   await worker.waitUntilReady();
   const dropFolder =
     opts.dropFolder === false

@@ -36,6 +36,11 @@ export interface WebhookAppOptions {
   /** Stores a verified webhook durably; throws WebhookRefused for one that must not be stored. */
   record: (d: WebhookDelivery) => Promise<void>;
   logger: Logger;
+  /**
+   * A verified webhook could not be recorded (fal delivers it again): says so. Default: one error line
+   * each; the receiver passes the dependency tracker's, so a Redis outage is one line, not one per webhook.
+   */
+  onRecordFailure?: (err: unknown, requestId: string) => void;
   isReady?: () => Promise<boolean>;
   /** When set, webhooks signed for any other fal user are refused (FAL_USER_ID). */
   falUserId?: string;
@@ -149,7 +154,8 @@ export function createWebhookApp(opts: WebhookAppOptions): express.Express {
       await opts.record(delivery);
     } catch (err) {
       if (err instanceof WebhookRefused) return refuse(req, res, err.status, err.code, err.message);
-      logger.error({ requestId: verdict.requestId, err: (err as Error).message }, 'could not record webhook; fal will re-deliver');
+      if (opts.onRecordFailure) opts.onRecordFailure(err, verdict.requestId);
+      else logger.error({ requestId: verdict.requestId, err: (err as Error).message }, 'could not record webhook; fal will re-deliver');
       return void res.status(503).json({ error: 'could not record the result, retry later' });
     }
     counters.recorded++;

@@ -5,6 +5,7 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { requireVar } from '../core/config.ts';
 import type { Context } from '../core/context.ts';
+import { DependencyError, outageOf } from '../core/dependencies.ts';
 import { resultJobOptions, type ResultJob } from '../core/queues.ts';
 import { redisRestarts } from '../core/redisRestarts.ts';
 import { addResultJob, INLINE_PAYLOAD_MAX_BYTES } from '../core/resultJobs.ts';
@@ -99,6 +100,12 @@ export async function startWebhookServer(ctx: Context, port = ctx.cfg.WEBHOOK_PO
     falUserId: ctx.cfg.FAL_USER_ID,
     counters,
     isReady: async () => (await ctx.redis.ping()) === 'PONG',
+    onRecordFailure: (err, requestId) => {
+      // Redis (or S3, for a staged payload) down: said once by the tracker; fal delivers again.
+      const dep = outageOf(err);
+      if (dep) ctx.dependencies.down(dep, err instanceof DependencyError ? err.cause : err);
+      else ctx.dependencies.error('could not record webhook; fal will re-deliver', err, { requestId });
+    },
     record: async (d) => {
       const placed = await placeDelivery(d, secret, ctx.rows);
       await record(placed.runId, resultJobFrom(d, placed.hint));

@@ -126,7 +126,7 @@ async function readImage(res: IncomingMessage, href: string, maxBytes: number, d
   if (status < 200 || status >= 300) {
     res.destroy();
     const permanent = status >= 400 && status < 500 && status !== 408 && status !== 429;
-    throw new DownloadError(`download of ${href} answered ${status}`, permanent);
+    throw new DownloadError(`download of ${href} answered ${status}`, permanent, undefined, status);
   }
   const claimed = String(res.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
   const refusal = claimedTypeRefusal(href, claimed);

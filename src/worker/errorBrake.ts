@@ -11,6 +11,9 @@ import { backoffDelay } from '../core/policy.ts';
 
 type Hold = 'brake' | 'redis';
 
+/** BullMQ's errors for a job whose lock ran out (not renewed in time, or taken over). */
+const LOCK_LOST = /could not renew lock for job|Missing lock for job/;
+
 export interface ErrorBrake {
   /** Stops every timer; workers are left as they are (they are being closed). */
   close(): void;
@@ -54,6 +57,9 @@ export function brakeOnErrors(ctx: Context, workers: Worker[]): ErrorBrake {
   for (const w of workers) {
     w.on('error', (err) => {
       if (isRedisOutage(err, true)) ctx.dependencies.down('redis', err);
+      // A job lock lost during an outage (or just after it) is part of that outage: its job runs again
+      // (stalled-job recovery) and the row state machine keeps the outcome single.
+      else if (LOCK_LOST.test(String(err?.message)) && ctx.dependencies.inOutageAftermath()) ctx.logger.debug({ queue: w.name, err: err.message }, 'job lock lost during an outage');
       else ctx.dependencies.error('worker error', err, { queue: w.name });
       brake(w);
     });

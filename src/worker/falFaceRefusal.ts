@@ -63,7 +63,8 @@ export async function resubmitAfterFaceRefusal(
     await flushRow(ctx, row.runId, row.key);
     return 'failed';
   }
-  ctx.logger.warn({ runId: row.runId, row: row.key, attempt: row.attempt, requestId }, 'fal refused the face copy in its storage: uploading it again as a new attempt');
+  // Info: one line per row after a fal restart would drown its one warning; the row recovers by itself.
+  ctx.logger.info({ runId: row.runId, row: row.key, attempt: row.attempt, requestId }, 'fal refused the face copy in its storage: uploading it again as a new attempt');
   await ctx.queues.submit.add(
     'submit',
     { runId: row.runId, key: row.key, line: row.line, ordinal: row.ordinal, row: row.data, costMicros: row.cost },

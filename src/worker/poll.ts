@@ -236,7 +236,7 @@ export async function lookAtRequest(ctx: Context, endpoint: string, row: Row, re
   const hint = { runId: row.runId, key: row.key, attempt: row.requestIds.indexOf(requestId) + 1 || row.attempt };
   try {
     const result = await ctx.fal.queue.result(endpoint, { requestId });
-    await addResultJob(ctx, row.runId, { requestId, status: 'OK', payload: result.data, hint, source: 'poll', receivedAt: now });
+    await addResultJob(ctx, row.runId, { requestId, status: 'OK', payload: result.data, hint, source: 'poll', receivedAt: now }, undefined, { replaceFinished: true });
   } catch (raw) {
     const err = classifyFalError(raw);
     // Status said COMPLETED: a 404 now is a result fal no longer keeps, not a lost request.
@@ -248,7 +248,7 @@ export async function lookAtRequest(ctx: Context, endpoint: string, row: Row, re
     // fal's full detail comes from the result call; the status call's error is only a summary.
     const error = answered ? errorMessage(err) : [status.error, status.error_type].filter(Boolean).join(': ');
     const falError: FalErrorInfo | undefined = answered ? (err as { fal?: FalErrorInfo }).fal : status.error_type ? { type: status.error_type } : undefined;
-    await addResultJob(ctx, row.runId, { requestId, status: 'ERROR', error, falError, hint, source: 'poll', receivedAt: now });
+    await addResultJob(ctx, row.runId, { requestId, status: 'ERROR', error, falError, hint, source: 'poll', receivedAt: now }, undefined, { replaceFinished: true });
   }
   return { status: 'done' };
 }

@@ -17,6 +17,7 @@ import { addSubmitJob, enqueueProduce, jobIds } from '../core/queues.ts';
 import { addResultJob } from '../core/resultJobs.ts';
 import type { ErrorKind, Row } from '../core/rowState.ts';
 import type { RunPolicy } from '../core/runPolicy.ts';
+import { falKnowsRequest, resubmitForgotten } from './falForgot.ts';
 import { flushRow } from './flush.ts';
 import { failExpired, lookAtRequest, schedulePoll } from './poll.ts';
 import { errorText } from './store.ts';
@@ -103,7 +104,7 @@ async function reconcileRow(ctx: Context, policy: RunPolicy, row: Row, now: numb
       if (!row.requestId || now < (row.nextPollAt ?? 0)) return;
       if (ctx.cfg.delivery.mode === 'poll') {
         // Its poll job found fal had lost it (404) and handed it over: a new attempt.
-        if (row.falStatus === 'LOST') return resubmit(ctx, row, 'submitted', row.requestId, `fal lost request ${row.requestId} (404)`, counts);
+        if (row.falStatus === 'LOST') return resubmit(ctx, row, 'submitted', row.requestId, `fal lost request ${row.requestId} (404)`, counts, undefined, true);
         // Its poll job found the result expired, and RESUBMIT_EXPIRED=true: a new attempt, by choice.
         if (row.falStatus === 'EXPIRED') {
           return resubmit(ctx, row, 'submitted', row.requestId, `result expired: fal no longer keeps the result of ${row.requestId}; resubmitted (RESUBMIT_EXPIRED=true)`, counts, {
@@ -204,7 +205,7 @@ async function pollRequest(ctx: Context, endpoint: string, row: Row, requestId: 
   counts.polled++;
   const seen = await lookAtRequest(ctx, endpoint, row, requestId, now);
   if (seen.status === 'done') return;
-  if (seen.status === 'LOST') return resubmit(ctx, row, 'submitted', requestId, `fal lost request ${requestId} (404)`, counts);
+  if (seen.status === 'LOST') return resubmit(ctx, row, 'submitted', requestId, `fal lost request ${requestId} (404)`, counts, undefined, true);
   if (seen.status === 'EXPIRED') {
     // Only by choice (RESUBMIT_EXPIRED=true): fal ran and billed it once already.
     if (!ctx.cfg.RESUBMIT_EXPIRED) return failExpired(ctx, row, requestId);
@@ -231,13 +232,15 @@ async function resubmit(
   reason: string,
   counts: SweepCounts,
   kind?: ErrorKind,
+  /** fal answered 404 for the request: it no longer knows it (counted apart, see falForgot.ts). */
+  forgotten = false,
 ): Promise<void> {
-  const outcome = await ctx.rows.supersede(row.runId, row.key, from, row.attempt, requestId, reason, kind);
+  const outcome = await ctx.rows.supersede(row.runId, row.key, from, row.attempt, requestId, reason, kind, forgotten);
   if (outcome !== 'noop') await falSlots(ctx).release(row.runId, row.key);
   if (outcome === 'failed') await flushRow(ctx, row.runId, row.key);
   if (outcome === 'resubmit') {
     counts.resubmitted++;
-    ctx.logger.warn({ runId: row.runId, row: row.key, attempt: row.attempt, reason }, 'resubmitting as a new attempt');
+    ctx.logger.info({ runId: row.runId, row: row.key, attempt: row.attempt, reason }, 'resubmitting as a new attempt');
     await addSubmitJob(ctx, row, row.attempt);
   }
 }
@@ -283,6 +286,15 @@ async function redriveStore(ctx: Context, endpoint: string, row: Row, requestId:
     const err = classifyFalError(raw);
     if (err instanceof FalTransientError || err.name === 'FalAmbiguousError') return; // next sweep
     const expired = err instanceof FalNotFoundError;
+    // A 404 from a fal that no longer knows the request at all (it restarted): a new attempt, not a failure.
+    if (expired) {
+      const known = await falKnowsRequest(ctx, endpoint, requestId).catch(() => undefined);
+      if (known === undefined) return; // fal did not say: next sweep
+      if (!known) {
+        if ((await resubmitForgotten(ctx, row, requestId, 'its result is gone and its store job died')) !== 'noop') counts.resubmitted++;
+        return;
+      }
+    }
     const reason = expired
       ? `result expired: fal no longer keeps the result of ${requestId} (404) and its store job died`
       : `the result of ${requestId} could not be fetched again: ${errorText({ error: errorMessage(err) })}`;

@@ -18,6 +18,7 @@ import { verdictOf, webhookErrorInfo, type FalErrorInfo } from '../core/falError
 import { backoffDelay } from '../core/policy.ts';
 import { openImage, type DownloadPolicy } from './download.ts';
 import { resubmitAfterFaceRefusal } from './falFaceRefusal.ts';
+import { falKnowsRequest, isGoneResult, resubmitForgotten } from './falForgot.ts';
 import { flushRow } from './flush.ts';
 import { uploadWhileWriting } from './uploadWhileWriting.ts';
 import { observeRunTime } from './poll.ts';
@@ -113,6 +114,23 @@ async function placeAndStore(ctx: Context, job: Job<ResultJob>, r: ResultJob): P
     return 'completed';
   } catch (err) {
     if (outageOf(err)) throw err; // Redis, S3 or fal down: the job waits (processResult), no try counted
+    if (err instanceof DownloadError && !err.permanent && err.status === undefined) {
+      // No answer from the file's host (fal's): when fal itself is down too, this throws its outage and
+      // the job waits it out without counting a try; when fal answers, the download alone is tried again.
+      const endpoint = (await ctx.rows.getRun(row.runId))?.policy.endpoint || ctx.cfg.FAL_ENDPOINT;
+      await falKnowsRequest(ctx, endpoint, r.requestId).catch((raw: unknown) => {
+        if (outageOf(raw)) throw raw;
+      });
+    }
+    if (isGoneResult(err)) {
+      // Its files are gone: a fal that forgot the request (restarted) gets it again as a new attempt.
+      const endpoint = (await ctx.rows.getRun(row.runId))?.policy.endpoint || ctx.cfg.FAL_ENDPOINT;
+      if (!(await falKnowsRequest(ctx, endpoint, r.requestId))) {
+        await removeImages(ctx, row);
+        const outcome = await resubmitForgotten(ctx, row, r.requestId, errorMessage(err));
+        if (outcome !== 'noop') return outcome;
+      }
+    }
     const permanent = err instanceof DownloadError && err.permanent;
     if (!permanent && !lastTry) throw err;
     const reason = permanent ? errorMessage(err) : `${errorMessage(err)} (tried ${tries} times, STORE_MAX_TRIES)`;

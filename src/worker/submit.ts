@@ -146,7 +146,8 @@ export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: s
       // storage): upload it again, once, instead of handing fal the same dead URL.
       const cacheKey = falFaceCacheKey(ctx, row);
       if (!cacheKey || !isFaceRefusal(classifyFalError(raw))) throw raw;
-      ctx.logger.warn({ runId, row: key, err: errorMessage(raw) }, 'fal refused the face copy in its storage: uploading it again');
+      // Info: it follows a fal restart or an expiry, and costs nothing but the upload; the row goes on.
+      ctx.logger.info({ runId, row: key, err: errorMessage(raw) }, 'fal refused the face copy in its storage: uploading it again');
       await ctx.redis.del(cacheKey);
       return submitWith();
     });
@@ -181,7 +182,8 @@ export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: s
     if (err instanceof FalAmbiguousError) {
       // fal may have accepted it: its webhook names this row and attempt. Paying again now could pay
       // twice; the reconciler resubmits only if nothing arrives within the grace period.
-      ctx.logger.warn({ runId, row: key, attempt, err: err.message }, 'submission outcome unknown; waiting for a webhook');
+      // Per row only at info while fal is down: the outage itself is the warning, said once.
+      ctx.logger[down ? 'info' : 'warn']({ runId, row: key, attempt, err: err.message }, 'submission outcome unknown; waiting for a webhook');
       return 'unknown';
     }
     await ctx.rows.releaseSubmit(runId, key, attempt, err.message);
