@@ -1,6 +1,6 @@
 // `npm run bench [-- --quick] [--json] [figure…]`: runs every figure (or the named ones: fal-calls,
 // time, service-cost, webhook, ingest, redis, store-latency, scale-out, cli-startup, durability,
-// profile, dashboard-page), prints each table on stderr, and — full sizes only — saves each figure
+// profile, dashboard-page, redis-rejected), prints each table on stderr, and — full sizes only — saves each figure
 // under bench/results/ and rewrites bench/RESULTS.md.
 // With --json the last stdout line is one JSON object with every key below (null if not measured).
 import { figure as cliStartup } from './cli-startup.ts';
@@ -11,6 +11,7 @@ import { figure as ingest } from './ingest.ts';
 import { createContext, FIGURE_ORDER, log, parseArgs, runFigure, saveFigure, writeResultsMd, type Figure, type JsonFigures } from './lib/figure.ts';
 import { figure as profile } from './profile.ts';
 import { figure as redis } from './redis.ts';
+import { figure as redisRejected } from './redis-rejected.ts';
 import { figure as scaleOut } from './scale-out.ts';
 import { figure as serviceCost } from './service-cost.ts';
 import { figure as storeLatency } from './store-latency.ts';
@@ -36,9 +37,10 @@ export const JSON_KEYS = [
   'ingestPeakRssMb',
   'redisBytesPerCompletedRow',
   'storeLatencyP99Ms',
+  'redisBytesRejectedRun',
 ] as const;
 
-const FIGURES: Figure[] = [falCalls, time, serviceCost, webhook, ingest, redis, storeLatency, scaleOut, cliStartup, durability, profile, dashboardPage];
+const FIGURES: Figure[] = [falCalls, time, serviceCost, webhook, ingest, redis, storeLatency, scaleOut, cliStartup, durability, profile, dashboardPage, redisRejected];
 
 const { quick, json, names } = parseArgs(process.argv.slice(2));
 const unknown = names.filter((n) => !FIGURES.some((f) => f.id === n));

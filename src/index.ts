@@ -14,7 +14,7 @@ import type { DownloadResult } from './control/outputs.ts';
 import type { RetryResult } from './control/retry.ts';
 import type { ManifestSource } from './manifest/source.ts';
 import type { StartedRun, StartRunOptions } from './producer/produce.ts';
-import { runListEntry, runStatus, type RunListEntry, type RunStatus } from './status.ts';
+import { finishedSummary, listEntryOf, runListEntry, runStatus, type RunListEntry, type RunStatus } from './status.ts';
 import type { RunningWebhook } from './webhook/server.ts';
 import type { RunningWorkers } from './worker/index.ts';
 import type { AdminOptions, PortraitBatch, RunningAdmin } from './portraitBatch.ts';
@@ -54,8 +54,16 @@ export function createPortraitBatch(config: Config | NodeJS.ProcessEnv = process
     status: (runId) => runStatus(context(), runId),
     async listRuns() {
       const c = context();
-      const runs = await Promise.all((await c.rows.runIds()).map((id) => c.rows.getRun(id)));
-      return runs.filter((r) => r !== undefined).map(runListEntry);
+      // A finished run whose keys expired (RUN_RETENTION) is listed from its summary.json.
+      const runs = await Promise.all(
+        (await c.rows.runIds()).map(async (id) => {
+          const run = await c.rows.getRun(id);
+          if (run) return runListEntry(run);
+          const summary = await finishedSummary(c, id);
+          return summary ? listEntryOf(summary) : undefined;
+        }),
+      );
+      return runs.filter((r) => r !== undefined);
     },
     cancelRun: async (runId) => (await import('./control/cancel.ts')).cancelRun(context(), runId),
     retryFailed: async (runId, opts) => (await import('./control/retry.ts')).retryFailed(context(), runId, opts),

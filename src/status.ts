@@ -6,11 +6,13 @@ import { runLayout } from './core/layout.ts';
 import { keys } from './core/keys.ts';
 import { getPause } from './core/pause.ts';
 import type { RunRecord } from './core/rowState.ts';
-import { summaryOf } from './outputs/summary.ts';
+import { finishedSummary, summaryOf, type Summary } from './outputs/summary.ts';
+
+export { finishedSummary };
 
 export async function runStatus(ctx: Context, runId: string, now = Date.now()) {
   const run = await ctx.rows.getRun(runId);
-  if (!run) return undefined;
+  if (!run) return expiredRunStatus(ctx, runId);
   const pause = await getPause(ctx);
   // Redis, S3 or fal unreachable as any process recorded it: the run waits for it.
   const waitingFor = run.finishedAt ? [] : (await ctx.dependencies.outages()).map(({ dependency, since, reason }) => ({ dependency, since: new Date(since).toISOString(), reason }));
@@ -30,6 +32,32 @@ export async function runStatus(ctx: Context, runId: string, now = Date.now()) {
     report: run.finishedAt ? `s3://${ctx.storage.bucket}/${layout.report}` : null,
   };
 }
+/**
+ * A finished run whose Redis keys expired (RUN_RETENTION): what its summary.json says, nothing in
+ * flight. Undefined when there is no such run (or its summary was never written).
+ */
+async function expiredRunStatus(ctx: Context, runId: string) {
+  const summary = await finishedSummary(ctx, runId);
+  if (!summary) return undefined;
+  const done = summary.completed + summary.failed + summary.rejected + summary.canceled;
+  const elapsedSeconds = summary.finishedAt ? Math.max(0, (Date.parse(summary.finishedAt) - Date.parse(summary.startedAt)) / 1000) : 0;
+  return {
+    ...summary,
+    pauseReason: null,
+    waitingFor: [],
+    queued: summary.total - summary.rejected,
+    inFlight: 0,
+    done,
+    elapsedSeconds: round1(elapsedSeconds),
+    rowsPerSecond: round1(elapsedSeconds > 0 ? done / elapsedSeconds : 0),
+    etaSeconds: 0,
+    waitingForFal: 0,
+    queuedAtFal: 0,
+    runningAtFal: 0,
+    report: `s3://${ctx.storage.bucket}/${runLayout(ctx.cfg.S3_PREFIX, runId).report}`,
+  };
+}
+
 /**
  * Where the run's rows in flight are: waiting here for a place on fal (FAL_CONCURRENCY), queued at
  * fal (submitted, not yet seen running), or running at fal (a poll saw it IN_PROGRESS). With webhooks,
@@ -78,7 +106,11 @@ const round1 = (v: number) => Math.round(v * 10) / 10;
 
 /** One run in `runs`: state, counts, started/finished, cost. */
 export function runListEntry(run: RunRecord) {
-  const s = summaryOf(run, run.state);
+  return listEntryOf(summaryOf(run, run.state));
+}
+
+/** A run in `runs` from its summary (a finished run whose Redis keys expired reads its summary.json). */
+export function listEntryOf(s: Summary) {
   return {
     runId: s.runId,
     state: s.state,

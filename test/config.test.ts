@@ -73,3 +73,19 @@ test('DASHBOARD_TOKEN needs 32 characters; TRUST_PROXY is Express trust proxy; A
   assert.deepEqual(loadConfig({ ADMIN_ALLOWED_HOSTS: 'Webhook, *.internal.example, [::1]' }).ADMIN_ALLOWED_HOSTS, ['webhook', '*.internal.example', '::1']);
   assert.throws(() => loadConfig({ ADMIN_ALLOWED_HOSTS: 'http://x.example/' }), /ADMIN_ALLOWED_HOSTS/);
 });
+
+test('MAX_MANIFEST_BYTES (512 MiB), MAX_MANIFEST_ROWS (10^6) and RUN_RETENTION (7 days): defaults, and bad values named', () => {
+  const cfg = loadConfig({});
+  assert.deepEqual([cfg.MAX_MANIFEST_BYTES, cfg.MAX_MANIFEST_ROWS, cfg.RUN_RETENTION], [512 * 2 ** 20, 1_000_000, 7 * 86_400_000]);
+  assert.equal(loadConfig({ RUN_RETENTION: '36h' }).RUN_RETENTION, 36 * 3_600_000);
+  assert.throws(
+    () => loadConfig({ MAX_MANIFEST_BYTES: '0', MAX_MANIFEST_ROWS: 'many', RUN_RETENTION: 'forever' }),
+    (err: Error) => {
+      assert.ok(err instanceof ConfigError);
+      assert.match(err.message, /MAX_MANIFEST_BYTES: must be at least 1/);
+      assert.match(err.message, /MAX_MANIFEST_ROWS: must be a whole number/);
+      assert.match(err.message, /RUN_RETENTION: must be a duration/);
+      return true;
+    },
+  );
+});

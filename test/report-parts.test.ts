@@ -99,9 +99,11 @@ test('lines whose batch never reached S3 are read from the rows’ metadata, and
   await t.ctx.storage.deletePrefix(runLayout(t.ctx.cfg.S3_PREFIX, runId).reportParts);
   metaReads = 0;
   await writeRunReport(viaProxy, runId);
-  assert.equal(metaReads, 5);
+  // Five completed rows and the rejected one: its reason was in a (lost) part too, and it has no metadata.
+  assert.equal(metaReads, 6);
   const fromMeta = await reportOf(runId);
   const lines = fromMeta.trimEnd().split('\n');
   assert.equal(lines.length, 7);
+  assert.match(lines[6]!, /^7,bad,bad,ftp:\/\/nope,rejected,,,,,"face_url/, 'the rejected row keeps its reason, from the manifest');
   assert.match(lines[5]!, new RegExp(`^6,e,e,.*,completed,req-${runId}-e,1,runs/${runId}/images/e/0\\.png,1004,,,$`));
 });

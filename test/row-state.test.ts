@@ -210,17 +210,17 @@ test('finishRow only acts from the states its caller owns', async () => {
   assert.equal(await rows.finishRow(run, 'a', 'failed', 'download', ['storing'], 'req-1'), true);
 });
 
-test('admitBatch counts a batch once; rejected rows are terminal with their reason', async () => {
-  assert.equal(await rows.admitBatch(run, 10, 5, [{ line: 4, reason: 'image_size: bad' }]), true);
-  assert.equal(await rows.admitBatch(run, 10, 5, [{ line: 4, reason: 'image_size: bad' }]), false, 'a replayed batch');
+test('admitBatch counts a batch once; rejected rows are only counted (their reasons are in S3), with no done bit', async () => {
+  assert.equal(await rows.admitBatch(run, 10, 5, 1), true);
+  assert.equal(await rows.admitBatch(run, 10, 5, 1), false, 'a replayed batch');
   const r = (await rows.getRun(run))!;
   assert.deepEqual([r.cursor, r.queued, r.rejected], [10, 5, 1]);
-  assert.deepEqual(await rows.rejectedReasons(run, [4, 5]), ['image_size: bad', null]);
-  assert.equal(await rows.isDone(run, 4), true);
+  assert.equal(await redis.exists(`pb:run:${run}:rejected`), 0, 'no rejected-reasons hash');
+  assert.equal(await redis.exists(`pb:run:${run}:done`), 0, 'no done bit for a rejected row');
 });
 
 test('the run is done only when the producer finished and every queued row is terminal and flushed', async () => {
-  await rows.admitBatch(run, 3, 2, []);
+  await rows.admitBatch(run, 3, 2, 0);
   await submitted('a', 2, 'req-a');
   await submitted('b', 3, 'req-b');
   assert.equal(await rows.finishProducing(run, 2), false);
@@ -280,7 +280,7 @@ test('cancelRun stops submitting; finishRun ends the run once; a finished run ca
   assert.equal((await rows.claimSubmit(run, 'b', 3, data)).outcome, 'canceled');
   assert.match((await rows.getRow(run, 'b'))!.error!, /run canceled before this row was submitted: canceled by request/);
   assert.equal(await rows.finishRun(run, 'canceled'), 'open', 'never under rows in flight (a finalize replayed on a Redis that lost its last writes)');
-  await rows.admitBatch(run, 3, 2, []);
+  await rows.admitBatch(run, 3, 2, 0);
   await rows.finishRow(run, 'a', 'canceled', 'run canceled', ['submitted']);
   for (const k of ['a', 'b']) await rows.forgetRow(run, k);
   await rows.finishProducing(run, 2);
@@ -323,9 +323,8 @@ test('the read side: a run and its rows read back as the transitions wrote them'
   );
   assert.equal(await rows.getRun('no-such-run'), undefined);
   assert.ok((await rows.activeRunIds()).includes(run));
-  assert.deepEqual(await rows.rejectedReasons(run, []), []);
 
-  await rows.admitBatch(run, 5, 3, []);
+  await rows.admitBatch(run, 5, 3, 0);
   assert.equal(await rows.getRow(run, 'a'), undefined, 'no row before its claim');
   await submitted('a', 2, 'req-1');
   await rows.supersede(run, 'a', 'submitted', 1, 'req-1', 'lost');
@@ -479,10 +478,10 @@ test('the smaller answers: a created run, a claim in flight, fal\'s error withou
 });
 
 test('canceled rows that were never enqueued keep their reason; a run whose rows all ended is done when producing ends', async () => {
-  assert.equal(await rows.admitBatch(run, 8, 1, [{ line: 4, reason: 'seed: bad' }], [{ line: 6, reason: 'run canceled before this row was queued' }]), true);
+  assert.equal(await rows.admitBatch(run, 8, 1, 1, [{ line: 6, ordinal: 3, reason: 'run canceled before this row was queued' }]), true);
   assert.deepEqual(await rows.canceledReasons(run, [6, 7]), ['run canceled before this row was queued', null]);
   assert.deepEqual(await rows.canceledReasons(run, []), []);
-  assert.deepEqual([await rows.isDone(run, 4), await rows.isDone(run, 6)], [true, true]);
+  assert.deepEqual([await rows.isDone(run, 3), await rows.isDone(run, 6)], [true, false], 'the done bit is the ordinal, not the line');
   await submitted('a', 2, 'req-a');
   await rows.recordResult(run, 'a', { requestId: 'req-a', status: 'ERROR', error: 'x' });
   assert.equal(await rows.forgetRow(run, 'a'), false, 'the producer has not finished');

@@ -157,7 +157,7 @@ export async function runAlone(fig: Figure, argv = process.argv.slice(2)): Promi
 }
 
 /** The figures in RESULTS.md's order (their ids are the file names under bench/). */
-export const FIGURE_ORDER = ['fal-calls', 'time', 'service-cost', 'webhook', 'ingest', 'redis', 'store-latency', 'scale-out', 'cli-startup', 'durability', 'profile', 'dashboard-page'];
+export const FIGURE_ORDER = ['fal-calls', 'time', 'service-cost', 'webhook', 'ingest', 'redis', 'store-latency', 'scale-out', 'cli-startup', 'durability', 'profile', 'dashboard-page', 'redis-rejected'];
 
 async function loadSaved(): Promise<Map<string, SavedFigure>> {
   const out = new Map<string, SavedFigure>();

@@ -4,10 +4,14 @@ export const keys = {
   run: (runId: string) => `pb:run:${runId}`,
   /** Set of row keys that have row state and are not yet flushed to S3. */
   active: (runId: string) => `pb:run:${runId}:active`,
-  /** Bitmap by manifest line: 1 once the row reached a terminal state (makes counting idempotent). */
+  /**
+   * Bitmap by row ordinal (position among the manifest's data rows, not its line: blank lines cost no
+   * bits): 1 once an enqueued row reached a terminal state (makes counting idempotent). Rejected rows
+   * have no bit: they are never enqueued; their reasons are in the run's report parts in S3.
+   */
   done: (runId: string) => `pb:run:${runId}:done`,
-  /** Hash: manifest line -> why the row was rejected (only rejected rows; read by the report). */
-  rejected: (runId: string) => `pb:run:${runId}:rejected`,
+  /** String: the run's options (JSON), beside its hash so every field of the hash stays short (see createRun.lua). */
+  runOptions: (runId: string) => `pb:run:${runId}:options`,
   /** Hash: manifest line -> why the row was canceled before it was ever enqueued (run canceled or stopped). */
   canceled: (runId: string) => `pb:run:${runId}:canceled`,
   /** Bitmap by manifest line: the lines a run is made of, when it is a subset of its manifest (a retry). */

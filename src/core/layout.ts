@@ -12,6 +12,8 @@ export function runLayout(prefix: string, runId: string) {
     /** Report lines of finished rows, batched while the run goes (named by their first line); removed once the report is written. */
     reportParts: `${base}report-parts/`,
     reportPart: (firstLine: number, id: string) => `${base}report-parts/${String(firstLine).padStart(10, '0')}-${id}.jsonl`,
+    /** Rejected rows' report lines, gzipped, written by the producer; named by their first line only, so a replayed batch rewrites its own part. */
+    rejectedPart: (firstLine: number) => `${base}report-parts/${String(firstLine).padStart(10, '0')}-rejected.jsonl.gz`,
     summary: `${base}summary.json`,
     /** Where each report line is, by status, and the failures by reason: a dashboard page reads only its rows (worker/reportIndex.ts). */
     reportIndex: `${base}report-index/`,

@@ -11,6 +11,8 @@ export interface SubmitJob {
   runId: string;
   key: string;
   line: number;
+  /** The row's position among the manifest's data rows: its done bit (absent on jobs queued before it was kept). */
+  ordinal?: number;
   row: RowData;
   /** Estimated cost of one fal request for this row, in millionths of the run's currency. */
   costMicros?: number;
@@ -120,7 +122,10 @@ export async function enqueueFinalize(ctx: QueueUser, runId: string): Promise<vo
   await ctx.queues.control.add(
     'finalize',
     { runId },
-    { jobId: jobIds.finalize(runId), ...jobOptions(ctx.policy.finalize, 'finalize', { age: 86400, count: 10_000 }) },
+    // Removed once done: a finished run keeps nothing in Redis but its own keys (until RUN_RETENTION). A
+    // late duplicate trigger runs again harmlessly: the report is written once (finishedAt) and the
+    // notice keeps its own job id.
+    { jobId: jobIds.finalize(runId), ...jobOptions(ctx.policy.finalize, 'finalize') },
   );
 }
 
@@ -128,7 +133,7 @@ export async function enqueueFinalize(ctx: QueueUser, runId: string): Promise<vo
 export async function addSubmitJob(ctx: QueueUser, row: Row, generation: number, delayMs = 0): Promise<void> {
   await ctx.queues.submit.add(
     'submit',
-    { runId: row.runId, key: row.key, line: row.line, row: row.data, costMicros: row.cost },
+    { runId: row.runId, key: row.key, line: row.line, ordinal: row.ordinal, row: row.data, costMicros: row.cost },
     { jobId: jobIds.submit(row.runId, row.key, generation), ...submitJobOptions(ctx.policy), ...(delayMs > 0 ? { delay: Math.round(delayMs) } : {}) },
   );
 }

@@ -23,6 +23,7 @@ interface Claim {
   runId: string;
   key: string;
   line: number;
+  ordinal?: number;
   data: RowData;
   costMicros?: number;
   attempt: number;
@@ -134,7 +135,7 @@ function watchRestarts(ctx: Pick<Context, 'redis' | 'rows' | 'policy' | 'logger'
     const nextPollAt = ctx.cfg.delivery.mode === 'poll' ? now : now + ctx.policy.reconcile.graceMs;
     for (const c of mine) {
       try {
-        const claimed = { line: c.line, data: c.data, costMicros: c.costMicros };
+        const claimed = { line: c.line, ordinal: c.ordinal, data: c.data, costMicros: c.costMicros };
         const reply = c.requestId
           ? await ctx.rows.recordSubmit(c.runId, c.key, c.attempt, c.requestId, nextPollAt, claimed)
           : (await ctx.rows.reclaimSubmit(c.runId, c.key, c.attempt, claimed))

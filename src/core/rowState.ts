@@ -19,11 +19,11 @@ const COMMANDS = {
   supersede: { keys: 4, replies: ['resubmit', 'failed', 'noop', 'stale'] },
   markPolled: { keys: 1, replies: ['ok', 'noop'] },
   forgetRow: { keys: 3, replies: ['ok', 'open', 'runDone'] },
-  admitBatch: { keys: 4, replies: ['ok', 'replayed'] },
+  admitBatch: { keys: 3, replies: ['ok', 'replayed'] },
   finishProducing: { keys: 2, replies: ['ok', 'runDone'] },
-  createRun: { keys: 3, replies: ['created', 'exists'] },
+  createRun: { keys: 4, replies: ['created', 'exists'] },
   cancelRun: { keys: 1, replies: ['canceled', 'already', 'finished', 'norun'] },
-  finishRun: { keys: 3, replies: ['finished', 'already', 'open'] },
+  finishRun: { keys: 8, replies: ['finished', 'already', 'open'] },
   linkRetry: { keys: 1, replies: ['ok', 'norun'] },
 } as const;
 type CommandName = keyof typeof COMMANDS;
@@ -58,6 +58,8 @@ export interface Row {
   runId: string;
   key: string;
   line: number;
+  /** The row's position among the manifest's data rows: its done bit (absent on rows recorded before it was kept). */
+  ordinal?: number;
   state: RowState;
   attempt: number;
   requestId?: string;
@@ -217,14 +219,23 @@ export class RowStore {
 
   /** Creates the run with its policy, atomically, if it does not exist; returns true when it was created. */
   async createRun(run: { runId: string; manifest: string; manifestKey: string; options: Record<string, unknown>; policy: RunPolicy }): Promise<boolean> {
-    const fields = { manifest: run.manifest, manifestKey: run.manifestKey, options: JSON.stringify(run.options), ...policyFields(run.policy) };
-    const reply = await this.call.createRun([keys.run(run.runId), keys.runs(), keys.activeRuns()], [run.runId, Date.now(), ...Object.entries(fields).flat()]);
+    const fields = { manifest: run.manifest, manifestKey: run.manifestKey, ...policyFields(run.policy) };
+    const reply = await this.call.createRun(
+      [keys.run(run.runId), keys.runs(), keys.activeRuns(), keys.runOptions(run.runId)],
+      [run.runId, Date.now(), JSON.stringify(run.options), ...Object.entries(fields).flat()],
+    );
     return reply === 'created';
   }
 
   async getRun(runId: string): Promise<RunRecord | undefined> {
-    const h = await this.redis.hgetall(keys.run(runId));
+    const [[, hash], [, options]] = (await this.redis.multi().hgetall(keys.run(runId)).get(keys.runOptions(runId)).exec()) as [
+      [Error | null, Record<string, string>],
+      [Error | null, string | null],
+    ];
+    const h = hash ?? {};
     if (!h.runId || !h.state) return undefined;
+    // Runs recorded before the options had their own key keep them in the hash.
+    const optionsJson = options ?? h.options;
     return {
       runId: h.runId,
       state: h.state as RunState,
@@ -250,7 +261,7 @@ export class RowStore {
       stopReason: h.stopReason,
       retriedBy: h.retriedBy ? h.retriedBy.split(',') : [],
       policy: policyOf(h),
-      options: h.options ? (JSON.parse(h.options) as Record<string, unknown>) : {},
+      options: optionsJson ? (JSON.parse(optionsJson) as Record<string, unknown>) : {},
     };
   }
 
@@ -267,16 +278,22 @@ export class RowStore {
   /**
    * Marks the run over (report written) at `finishedAt` (the time its summary.json carries), its counters
    * set to `counters` (what the report counted): 'already' when it was, 'open' when rows are in flight
-   * again (Redis restarted without its last writes).
+   * again (Redis restarted without its last writes). Every key of the run expires `retentionMs` later
+   * (RUN_RETENTION; undefined keeps them).
    */
   async finishRun(
     runId: string,
     state: RunState,
     finishedAt = Date.now(),
     counters: Partial<Record<RunCounter, number>> = {},
+    retentionMs?: number,
   ): Promise<'finished' | 'already' | 'open'> {
     const pairs = Object.entries(counters).flatMap(([k, v]) => [k, Math.round(v)]);
-    return this.call.finishRun([keys.run(runId), keys.activeRuns(), keys.active(runId)], [runId, state, finishedAt, ...pairs]);
+    const retention = retentionMs === undefined ? '' : Math.max(1, Math.ceil(retentionMs / 1000));
+    return this.call.finishRun(
+      [keys.run(runId), keys.activeRuns(), keys.active(runId), keys.runOptions(runId), keys.done(runId), keys.canceled(runId), keys.select(runId), keys.timing(runId)],
+      [runId, state, finishedAt, retention, ...pairs],
+    );
   }
 
   /** When each Redis restart was first seen while the run was in progress (see redisRestarts.ts). */
@@ -291,6 +308,11 @@ export class RowStore {
   /** Adds a retry run to the run's retriedBy (atomically: retries started at once are all kept). */
   async linkRetry(runId: string, retryRunId: string): Promise<boolean> {
     return (await this.call.linkRetry([keys.run(runId)], [retryRunId])) === 'ok';
+  }
+
+  /** Replaces the run's options (kept until the run's keys expire, like the run). */
+  async setRunOptions(runId: string, options: Record<string, unknown>): Promise<void> {
+    await this.redis.set(keys.runOptions(runId), JSON.stringify(options), 'KEEPTTL');
   }
 
   /** Extra fields on the run (links between runs, estimates). */
@@ -308,25 +330,26 @@ export class RowStore {
     return Number(queued ?? 0) - Number(completed ?? 0) - Number(failed ?? 0) - Number(canceled ?? 0);
   }
 
+  /**
+   * Counts a batch the producer read up to manifest line `cursor`: `queuedCount` rows enqueued,
+   * `rejectedCount` rejected (their reasons are in the run's report parts, see producer/rejectedRows.ts),
+   * `canceled` rows read after the run was canceled or stopped (by ordinal, their line and reason).
+   */
   async admitBatch(
     runId: string,
     cursor: number,
     queuedCount: number,
-    rejected: { line: number; reason: string }[],
-    canceled: { line: number; reason: string }[] = [],
+    rejectedCount: number,
+    canceled: { line: number; ordinal: number; reason: string }[] = [],
   ): Promise<boolean> {
-    const pairs = [...rejected, ...canceled].flatMap((r) => [r.line, r.reason]);
-    const reply = await this.call.admitBatch(
-      [keys.run(runId), keys.done(runId), keys.rejected(runId), keys.canceled(runId)],
-      [cursor, queuedCount, rejected.length, ...pairs],
-    );
+    const triples = canceled.flatMap((r) => [r.ordinal, r.line, r.reason]);
+    const reply = await this.call.admitBatch([keys.run(runId), keys.done(runId), keys.canceled(runId)], [cursor, queuedCount, rejectedCount, ...triples]);
     return reply === 'ok';
   }
 
-  /** Why rejected rows were rejected, by manifest line. */
-  async rejectedReasons(runId: string, lines: number[]): Promise<(string | null)[]> {
-    if (!lines.length) return [];
-    return this.redis.hmget(keys.rejected(runId), ...lines.map(String));
+  /** Whether any row of the run was canceled before it was enqueued (most runs: none, and no lookups). */
+  async hasCanceledReasons(runId: string): Promise<boolean> {
+    return (await this.redis.exists(keys.canceled(runId))) === 1;
   }
 
   /** Why rows canceled before they were enqueued were canceled, by manifest line. */
@@ -359,8 +382,9 @@ export class RowStore {
     return this.redis.smembers(keys.active(runId));
   }
 
-  async isDone(runId: string, line: number): Promise<boolean> {
-    return (await this.redis.getbit(keys.done(runId), line)) === 1;
+  /** Whether the row at `ordinal` (its position among the manifest's data rows) has ended. */
+  async isDone(runId: string, ordinal: number): Promise<boolean> {
+    return (await this.redis.getbit(keys.done(runId), ordinal)) === 1;
   }
 
   // ---- rows -------------------------------------------------------------------------------
@@ -379,6 +403,7 @@ export class RowStore {
     line: number,
     data: RowData,
     costMicros = 0,
+    ordinal?: number,
   ): Promise<
     { outcome: 'submit' | 'adopted'; attempt: number; endpoint: string } | { outcome: 'terminal' | 'norun' | 'canceled' | 'failed' | 'inflight' | 'already'; detail?: string }
   > {
@@ -389,7 +414,7 @@ export class RowStore {
       (reqKeys, ids) =>
         this.call.claimSubmit(
           [...this.rowKeys(runId, key), keys.adopt(runId, key), ...reqKeys],
-          [line, key, Date.now(), JSON.stringify(data), Math.round(costMicros), ...ids],
+          [line, key, Date.now(), JSON.stringify(data), Math.round(costMicros), ordinal ?? '', ...ids],
         ),
       [],
     )) as unknown as [Exclude<Reply<'claimSubmit'>, 'stale'>, string | undefined, string | undefined];
@@ -411,7 +436,7 @@ export class RowStore {
     attempt: number,
     requestId: string,
     nextPollAt: number,
-    claimed?: { line: number; data: RowData; costMicros?: number },
+    claimed?: { line: number; ordinal?: number; data: RowData; costMicros?: number },
   ): Promise<Reply<'recordSubmit'>> {
     return this.call.recordSubmit(
       [keys.row(runId, key), keys.request(requestId), keys.run(runId), keys.done(runId), keys.active(runId)],
@@ -425,6 +450,7 @@ export class RowStore {
         key,
         claimed ? JSON.stringify(claimed.data) : '',
         Math.round(claimed?.costMicros ?? 0),
+        claimed?.ordinal ?? '',
       ],
     );
   }
@@ -433,10 +459,10 @@ export class RowStore {
    * After a Redis restart: writes back a claim this worker made shortly before (see reclaimSubmit.lua).
    * True when the row had lost it.
    */
-  async reclaimSubmit(runId: string, key: string, attempt: number, claimed: { line: number; data: RowData; costMicros?: number }): Promise<boolean> {
+  async reclaimSubmit(runId: string, key: string, attempt: number, claimed: { line: number; ordinal?: number; data: RowData; costMicros?: number }): Promise<boolean> {
     const reply = await this.call.reclaimSubmit(
       [keys.row(runId, key), keys.run(runId), keys.done(runId), keys.active(runId)],
-      [attempt, claimed.line, key, JSON.stringify(claimed.data), Math.round(claimed.costMicros ?? 0), Date.now()],
+      [attempt, claimed.line, key, JSON.stringify(claimed.data), Math.round(claimed.costMicros ?? 0), Date.now(), claimed.ordinal ?? ''],
     );
     return reply === 'adopted';
   }
@@ -568,6 +594,7 @@ function rowOf(runId: string, key: string, h: Record<string, string>): Row | und
     runId,
     key,
     line: Number(h.line),
+    ordinal: num(h.ordinal),
     state: h.state as RowState,
     attempt,
     requestId: h.requestId,

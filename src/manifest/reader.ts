@@ -4,21 +4,42 @@
 //
 // The result depends only on the bytes read (and, for local faces, on which files exist): the run
 // resumes by reading the manifest again and relies on getting the same lines, keys and verdicts.
-import { pipeline, type Readable } from 'node:stream';
+import { pipeline, Transform, type Readable } from 'node:stream';
 import { CsvError, Parser, type Options } from 'csv-parse';
 import { ManifestError, firstLine } from './errors.ts';
 import { s3FacePolicy, type FaceRule, type FaceRuleSettings } from './faceRule.ts';
 import type { ManifestRow } from './row.ts';
 import { RowChecker, type RowCheckOptions } from './rowChecks.ts';
 
-export type ReadManifestOptions = RowCheckOptions;
+export interface ReadManifestOptions extends RowCheckOptions {
+  /**
+   * The manifest's bounds: `bytes` of CSV text (decompressed, counted as it streams, blank lines and
+   * comments included) and data `rows`. Past either the read throws ManifestError naming the variable,
+   * so a small gzip of blank lines or of a million rejected rows costs a bounded read, never more.
+   */
+  limits?: ManifestLimits;
+}
+
+export interface ManifestLimits {
+  bytes: number;
+  rows: number;
+}
+
+interface ManifestLimitVars {
+  MAX_MANIFEST_BYTES: number;
+  MAX_MANIFEST_ROWS: number;
+}
+
+export function manifestLimits(cfg: ManifestLimitVars): ManifestLimits {
+  return { bytes: cfg.MAX_MANIFEST_BYTES, rows: cfg.MAX_MANIFEST_ROWS };
+}
 
 /**
  * How a deployment reads a manifest it will submit: the run's face rule (stored with the run; without
- * one, the deployment's), its row bound, and the manifest's folder.
+ * one, the deployment's), its row and manifest bounds, and the manifest's folder.
  */
-export function readOptionsFor(cfg: FaceRuleSettings & { MAX_ROW_BYTES: number }, baseDir: string | undefined, faces?: FaceRule): ReadManifestOptions {
-  return { baseDir, s3: s3FacePolicy(cfg, faces), maxRowBytes: cfg.MAX_ROW_BYTES };
+export function readOptionsFor(cfg: FaceRuleSettings & { MAX_ROW_BYTES: number } & ManifestLimitVars, baseDir: string | undefined, faces?: FaceRule): ReadManifestOptions {
+  return { baseDir, s3: s3FacePolicy(cfg, faces), maxRowBytes: cfg.MAX_ROW_BYTES, limits: manifestLimits(cfg) };
 }
 
 const MAX_RECORD_BYTES = 16 * 1024 * 1024;
@@ -34,8 +55,10 @@ export async function* readManifest(source: NodeJS.ReadableStream | Readable, op
   source.on('error', (err: Error) => {
     sourceError ??= err;
   });
+  const limits = opts.limits;
   // pipeline, not .pipe: an error on either side destroys the other (a bare pipe forwards none).
-  pipeline(source, parser, () => undefined);
+  if (limits) pipeline(source, byteBound(limits.bytes), parser, () => undefined);
+  else pipeline(source, parser, () => undefined);
 
   let checker: RowChecker | undefined;
   let rows = 0;
@@ -47,7 +70,10 @@ export async function* readManifest(source: NodeJS.ReadableStream | Readable, op
         continue;
       }
       rows++;
-      yield checker.check(parsed.record, parsed.line);
+      if (limits && rows > limits.rows) throw new ManifestError(`the manifest has more than MAX_MANIFEST_ROWS (${limits.rows}) rows; split it into smaller manifests`);
+      const row = checker.check(parsed.record, parsed.line);
+      row.ordinal = rows;
+      yield row;
     }
     finished = true;
   } catch (err) {
@@ -65,6 +91,21 @@ export async function* readManifest(source: NodeJS.ReadableStream | Readable, op
   }
   if (!checker) throw new ManifestError('the manifest is empty: a header row with a face_url column is required');
   if (rows === 0) throw new ManifestError('the manifest has a header but no rows');
+}
+
+/**
+ * Passes the manifest's text on while counting its bytes; past `max` it fails the read with
+ * ManifestError naming MAX_MANIFEST_BYTES (the source behind it is destroyed by the pipeline).
+ */
+function byteBound(max: number): Transform {
+  let seen = 0;
+  return new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      seen += chunk.length;
+      if (seen <= max) return done(null, chunk);
+      done(new ManifestError(`the manifest is larger than MAX_MANIFEST_BYTES (${max} bytes of CSV text, after gunzip); split it into smaller manifests`));
+    },
+  });
 }
 
 interface Parsed {

@@ -6,6 +6,12 @@ import type { FaceKind } from './faces.ts';
 interface RowBase {
   /** Line the record starts on (the header is line 1; a quoted field spanning lines pushes later rows down). */
   line: number;
+  /**
+   * The row's position among the manifest's data rows (1 for the first; blank lines and the header
+   * are not rows), set by readManifest. A row's done bit in Redis is indexed by it, not by its line:
+   * a file of blank lines would otherwise make a bitmap as long as the file.
+   */
+  ordinal?: number;
   /** Row key: the id made S3-safe, or `line-N` for rows without an id (and rows whose id is refused). */
   key: string;
   /** The id cell, trimmed; absent when the row has none. */

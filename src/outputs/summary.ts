@@ -1,6 +1,8 @@
 // A run's summary (summary.json, `status --json`, the completion notice): its counts, cost and links,
 // from the run record. Finalize writes it; status, retry and the notice read the same object.
 import { basename } from 'node:path';
+import type { Context } from '../core/context.ts';
+import { runLayout } from '../core/layout.ts';
 import { roundMoney } from '../core/cost.ts';
 import type { RunRecord } from '../core/rowState.ts';
 import { fromMicros } from '../core/runPolicy.ts';
@@ -37,3 +39,10 @@ export function summaryOf(run: RunRecord, state: string) {
   };
 }
 export type Summary = ReturnType<typeof summaryOf>;
+
+/** A run's summary.json (written when it finished), for a run Redis no longer holds (RUN_RETENTION). */
+export async function finishedSummary(ctx: Context, runId: string): Promise<Summary | undefined> {
+  // A string that cannot be a run id never names an object (run ids are checked when a run starts).
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(runId)) return undefined;
+  return (await ctx.storage.getJson<Summary>(runLayout(ctx.cfg.S3_PREFIX, runId).summary)) ?? undefined;
+}

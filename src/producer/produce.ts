@@ -26,6 +26,8 @@ import {
   type ValidRow,
 } from '../manifest/index.ts';
 import { manifestSource, type ManifestSource } from '../manifest/source.ts';
+import { finishedSummary } from '../outputs/summary.ts';
+import { writeRejectedPart } from '../outputs/reportParts.ts';
 import { deriveRunId, inspectManifest } from './inspect.ts';
 
 export interface StartRunOptions {
@@ -89,10 +91,19 @@ export async function startRun(ctx: Context, source: string | ManifestSource, op
     ctx.logger.info({ runId, cursor: existing.cursor, producerDone: existing.producerDone }, 'resuming run');
     if (opts.inline) await produceRows(ctx, runId);
     else if (!existing.producerDone) {
-      if (existing.options.inline) await ctx.rows.annotateRun(runId, { options: JSON.stringify({ ...existing.options, inline: false }) });
+      if (existing.options.inline) await ctx.rows.setRunOptions(runId, { ...existing.options, inline: false });
       await enqueueProduce(ctx, runId);
     }
     return { runId, resumed: true, total: existing.total ?? inspection.rows, estimatedCost: Number(existing.options.estimatedCost ?? estimatedCost), currency: existing.policy.currency };
+  }
+
+  // A run that finished and whose Redis keys expired (RUN_RETENTION) is still that run: never made again.
+  const finished = await finishedSummary(ctx, runId);
+  if (finished) {
+    if (finished.manifestSha256 !== inspection.sha256) {
+      throw new ManifestError(`run ${runId} was made of a different manifest (sha256 ${String(finished.manifestSha256).slice(0, 12)}…); use another --run-id`);
+    }
+    return { runId, resumed: true, total: finished.total, estimatedCost: finished.estimatedCost, currency: finished.currency };
   }
 
   const layout = runLayout(ctx.cfg.S3_PREFIX, runId);
@@ -138,6 +149,13 @@ async function refusedLocalFaces(ctx: Context, facesRunId: string): Promise<Map<
 export function produceRun(ctx: Context, source: string | ManifestSource, opts: StartRunOptions = {}): Promise<StartedRun> {
   return startRun(ctx, source, { ...opts, inline: true });
 }
+
+/**
+ * Rejected rows gathered before their report part is written and they are counted. Larger than a batch
+ * of rows to enqueue: they wait on no window and cost one S3 object and one Redis call per part, so a
+ * manifest of a million rejected rows is read in a few dozen steps.
+ */
+const REJECTED_PART_ROWS = 20_000;
 
 /**
  * Uploads every local face the manifest names (where the files are: this machine), and records the
@@ -208,10 +226,12 @@ export async function produceRows(ctx: Context, runId: string, signal?: AbortSig
     }
     if (signal?.aborted) throw new ProducerInterrupted(`producer of ${runId} interrupted`);
     run = await ctx.rows.getRun(runId);
+    // Rejected rows' reasons go where finished rows' outcomes go (the report parts), before they are counted.
+    await writeRejectedPart(ctx, runId, rejected);
     if (!open(run)) {
       // Canceled or stopped: what was not enqueued is never submitted; it ends canceled now.
       const reason = `run ${run?.state ?? 'gone'} before this row was submitted: ${run?.stopReason ?? ''}`;
-      await ctx.rows.admitBatch(runId, lastLine, 0, rejected, batch.map((r) => ({ line: r.line, reason })));
+      await ctx.rows.admitBatch(runId, lastLine, 0, rejected.length, batch.map((r) => ({ line: r.line, ordinal: ordinalOf(r), reason })));
     } else {
       const dataFaces = await storeDataFaces(ctx, batch, layout);
       const jobs: SubmitJob[] = batch.map((row) => toSubmitJob(runId, row, facesLayout, priceMicros, dataFaces.get(row.key)));
@@ -219,7 +239,7 @@ export async function produceRows(ctx: Context, runId: string, signal?: AbortSig
       await ctx.queues.submit.addBulk(
         jobs.map((data) => ({ name: 'submit', data, opts: { jobId: jobIds.submit(runId, data.key), ...submitJobOptions(ctx.policy) } })),
       );
-      await ctx.rows.admitBatch(runId, lastLine, jobs.length, rejected);
+      await ctx.rows.admitBatch(runId, lastLine, jobs.length, rejected.length);
     }
     batch = [];
     rejected = [];
@@ -234,7 +254,7 @@ export async function produceRows(ctx: Context, runId: string, signal?: AbortSig
     lastLine = row.line;
     if (isRejected(row)) rejected.push({ line: row.line, reason: `${row.rejected.column}: ${row.rejected.reason}` });
     else batch.push(row);
-    if (batch.length + rejected.length >= batchSize) await flushBatch();
+    if (batch.length >= batchSize || rejected.length >= REJECTED_PART_ROWS) await flushBatch();
   }
   await flushBatch();
   ctx.logger.info({ runId, milestone: 'produced', total }, `run ${runId} produced: all ${total} rows read`);
@@ -279,9 +299,16 @@ function toSubmitJob(
     runId,
     key: row.key,
     line: row.line,
+    ordinal: ordinalOf(row),
     row: { id: row.id, faceUrl, faceKind: row.faceKind, faceObjectKey, input: row.input as Record<string, unknown>, extra: row.extra },
     costMicros: estimateRow(row.input as Record<string, unknown>).megapixels * priceMicros,
   };
+}
+
+/** A row's done bit: its position among the manifest's data rows (readManifest sets it on every row). */
+function ordinalOf(row: ManifestRow): number {
+  if (row.ordinal === undefined) throw new Error(`row on line ${row.line} has no ordinal`);
+  return row.ordinal;
 }
 
 function contentTypeOf(path: string): string {

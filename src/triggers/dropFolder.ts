@@ -15,6 +15,7 @@ import type { PortraitBatch } from '../portraitBatch.ts';
 import { ManifestError } from '../manifest/index.ts';
 import { triggerCommand } from './commands.ts';
 import { triggerKeys } from './keys.ts';
+import { finishedSummary } from '../outputs/summary.ts';
 
 const MANIFEST = /\.csv(\.gz)?$/i;
 const STARTED = 'started';
@@ -131,10 +132,12 @@ export function startDropFolder(pb: PortraitBatch, opts: DropFolderOptions): Run
     const runId = dropRunId(storage.bucket, o.key, o.etag);
     const claimKey = triggerKeys.dropClaim(runId);
     const run = await ctx.rows.getRun(runId);
-    if (run?.finishedAt) {
+    // A run whose Redis keys expired (RUN_RETENTION) ended: its summary.json says so.
+    const ended = run?.finishedAt ? run : run ? undefined : await finishedSummary(ctx, runId);
+    if (ended) {
       await moveTo(o, layout.processed(runId, o.key));
       await redis.del(claimKey);
-      log.info({ key: o.key, runId, state: run.state }, 'run of dropped manifest ended: moved to processed/');
+      log.info({ key: o.key, runId, state: ended.state }, 'run of dropped manifest ended: moved to processed/');
       return 'settled';
     }
     // Taken by nobody else: not started and running (`started`), nor being started by a live scheduler

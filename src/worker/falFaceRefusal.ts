@@ -66,7 +66,7 @@ export async function resubmitAfterFaceRefusal(
   ctx.logger.warn({ runId: row.runId, row: row.key, attempt: row.attempt, requestId }, 'fal refused the face copy in its storage: uploading it again as a new attempt');
   await ctx.queues.submit.add(
     'submit',
-    { runId: row.runId, key: row.key, line: row.line, row: row.data, costMicros: row.cost },
+    { runId: row.runId, key: row.key, line: row.line, ordinal: row.ordinal, row: row.data, costMicros: row.cost },
     { jobId: jobIds.submit(row.runId, row.key, row.attempt), ...submitJobOptions(ctx.policy) },
   );
   return 'resubmitted';

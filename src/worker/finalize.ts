@@ -8,9 +8,9 @@ import { runLayout } from '../core/layout.ts';
 import { lineSelected, type RunRecord } from '../core/rowState.ts';
 import { enqueueRunNotice } from '../outputs/notify.ts';
 import { summaryOf, type Summary } from '../outputs/summary.ts';
-import { escapeCell, readManifest, type ManifestRow } from '../manifest/index.ts';
+import { escapeCell, isRejected, readManifest, type ManifestRow } from '../manifest/index.ts';
 import type { RowMeta } from './flush.ts';
-import { outcomeOf, partsReader, removeReportParts, type ReportOutcome } from './reportParts.ts';
+import { outcomeOf, partsReader, rejectedOutcome, removeReportParts, type ReportOutcome } from '../outputs/reportParts.ts';
 import { writeReportIndex } from './reportIndex.ts';
 import { uploadWhileWriting } from './uploadWhileWriting.ts';
 
@@ -65,32 +65,34 @@ export async function writeRunReport(ctx: Context, runId: string): Promise<Summa
   const writing = (async () => {
     let batch: ManifestRow[] = [];
     const flush = async () => {
-      const lines = batch.map((r) => r.line);
-      const [reasons, cancels] = await Promise.all([ctx.rows.rejectedReasons(runId, lines), ctx.rows.canceledReasons(runId, lines)]);
+      // Rejected rows are in the parts (written by the producer); canceled-before-enqueued ones in Redis.
+      const cancels = anyCanceled ? await ctx.rows.canceledReasons(runId, batch.map((r) => r.line)) : [];
       const batched: (ReportOutcome | undefined)[] = [];
-      for (const [i, r] of batch.entries()) batched.push(reasons[i] || cancels[i] ? undefined : await parts.take(r.line));
+      for (const r of batch) batched.push(await parts.take(r.line));
+      const rejectedAt = (i: number) => batched[i]?.status === 'rejected';
       const metas = await Promise.all(
-        batch.map((r, i) => (reasons[i] || cancels[i] || batched[i] ? undefined : ctx.storage.getJson<RowMeta>(layout.meta(r.key)))),
+        batch.map((r, i) => (cancels[i] || batched[i] ? undefined : ctx.storage.getJson<RowMeta>(layout.meta(r.key)))),
       );
       batch.forEach((r, i) => {
         const meta = metas[i];
-        const reason = reasons[i];
-        const canceled = cancels[i];
-        const outcome = batched[i] ?? (meta ? outcomeOf(meta) : undefined);
-        const record: Record<string, string> = reason
-          ? { status: 'rejected', error: reason, error_type: 'rejected', error_category: 'input' }
+        const canceled = !rejectedAt(i) && cancels[i];
+        // A rejected row whose part was lost (no metadata either): its verdict as the manifest gives it again.
+        const outcome = batched[i] ?? (meta ? outcomeOf(meta) : isRejected(r) ? rejectedOutcome(`${r.rejected.column}: ${r.rejected.reason}`) : undefined);
+        const record: Record<string, string> = rejectedAt(i)
+          ? { status: 'rejected', error: batched[i]!.error, error_type: 'rejected', error_category: 'input' }
           : canceled
             ? { status: 'canceled', error: canceled, error_type: 'run_canceled', error_category: 'canceled' }
             : outcome
             ? { ...outcome }
             : { status: 'failed', error: 'no outcome was recorded for this row' };
-        tally.count(record, !reason && !canceled);
+        tally.count(record, !rejectedAt(i) && !canceled);
         const cells: Record<string, string> = { line: String(r.line), id: r.id ?? '', row_key: r.key, face_url: r.faceUrl, ...record };
         csv.write(Object.fromEntries(REPORT_COLUMNS.map((c) => [c, escapeCell(cells[c] ?? '')])));
       });
       batch = [];
     };
     const selection = run.options.selected ? await ctx.rows.selectedLines(runId) : undefined;
+    const anyCanceled = await ctx.rows.hasCanceledReasons(runId);
     const parts = await partsReader(ctx, runId, await ctx.rows.redisRestartsSeen(runId));
     // Faces are not looked at again: each row's outcome is in Redis or its metadata already.
     const opts = { baseDir: run.options.baseDir as string | undefined, checkedLocalFaces: new Map<string, string>() };
@@ -116,7 +118,7 @@ export async function writeRunReport(ctx: Context, runId: string): Promise<Summa
   // Before the run is marked finished: a finalize that dies here runs again and removes them then.
   await removeReportParts(ctx, runId);
   // The run's finishedAt is the one summary.json holds: a notice or status built from the run agrees with it.
-  if ((await ctx.rows.finishRun(runId, state, finishedAt, counters)) === 'open') {
+  if ((await ctx.rows.finishRun(runId, state, finishedAt, counters, ctx.cfg.RUN_RETENTION)) === 'open') {
     // Redis took back the run's last second: its rows finish again, and this job (retried) or theirs writes the report then.
     throw new Error(`run ${runId} has rows in flight again (Redis restarted without its last writes); its report is written once they end`);
   }

@@ -7,7 +7,7 @@ import { runLayout } from '../core/layout.ts';
 import { enqueueFinalize } from '../core/queues.ts';
 import type { Row } from '../core/rowState.ts';
 import { logProgressMilestone } from './milestones.ts';
-import { addReportLine, flushReportParts, outcomeOf } from './reportParts.ts';
+import { addReportLine, flushReportParts, outcomeOf } from '../outputs/reportParts.ts';
 
 export function rowMeta(row: Row) {
   return {

@@ -91,7 +91,7 @@ async function s3FaceForFal(ctx: Context, bucket: string, key: string): Promise<
 }
 
 export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: string): Promise<string> {
-  const { runId, key, line, row } = job.data;
+  const { runId, key, line, ordinal, row } = job.data;
   const restarts = redisRestarts(ctx);
   // Just after a Redis restart: rows whose claims it lost are written back first (redisRestarts.ts).
   if (restarts.holding()) return delay(ctx, job, token, restarts.holdEndsAt());
@@ -103,7 +103,7 @@ export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: s
     await ctx.queues.submit.rateLimit(await slotWaitMs(ctx, runId));
     throw new RateLimitError();
   }
-  const claim = await ctx.rows.claimSubmit(runId, key, line, row, job.data.costMicros ?? 0);
+  const claim = await ctx.rows.claimSubmit(runId, key, line, row, job.data.costMicros ?? 0, ordinal);
   if (claim.outcome === 'canceled' || claim.outcome === 'failed') await flushRow(ctx, runId, key);
   if (claim.outcome === 'adopted') {
     // fal has this attempt already (its webhook named it while Redis had lost the row): follow it, never pay again.
@@ -115,7 +115,7 @@ export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: s
     return claim.outcome;
   }
   const { attempt, endpoint } = claim;
-  restarts.claimed({ runId, key, line, data: row, costMicros: job.data.costMicros, attempt });
+  restarts.claimed({ runId, key, line, ordinal, data: row, costMicros: job.data.costMicros, attempt });
   // Redis went away since the claim: it is written back (if lost) before fal is called.
   await restarts.whenClear();
 
@@ -156,7 +156,7 @@ export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: s
     const firstPoll = polling ? await firstPollDelay(ctx, runId, endpoint, res.queue_position).catch(() => ctx.policy.poll.coldFirstMs) : 0;
     const now = Date.now();
     const nextPollAt = polling ? now + firstPoll + ctx.policy.poll.safetyMs : now + ctx.policy.reconcile.graceMs;
-    const claimed = { line, data: row, costMicros: job.data.costMicros };
+    const claimed = { line, ordinal, data: row, costMicros: job.data.costMicros };
     const recorded = await untilRecorded(() => ctx.rows.recordSubmit(runId, key, attempt, res.request_id, nextPollAt, claimed));
     if ((recorded === 'ok' || recorded === 'adopted') && polling) {
       await schedulePoll(ctx, { runId, key, requestId: res.request_id, queuePosition: res.queue_position }, 0, firstPoll);

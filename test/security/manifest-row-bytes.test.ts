@@ -9,6 +9,7 @@ import { jobIds } from '../../src/core/queues.ts';
 import { produceRun } from '../../src/producer/produce.ts';
 import { facePng } from '../helpers/faces.ts';
 import { startTestStack, type TestStack } from '../helpers/stack.ts';
+import { partsReader } from '../../src/outputs/reportParts.ts';
 
 let t: TestStack;
 before(async () => {
@@ -33,7 +34,10 @@ test('a row over MAX_ROW_BYTES is rejected naming the column and the limit, and 
   const run = (await t.ctx.rows.getRun(runId))!;
   assert.deepEqual([run.queued, run.rejected], [1, 3]);
 
-  const reasons = await t.ctx.rows.rejectedReasons(runId, [2, 3, 4, 5]);
+  // Rejected rows' reasons are in the run's report parts (S3), not in Redis.
+  const parts = await partsReader(t.ctx, runId);
+  const reasons: (string | null)[] = [];
+  for (const line of [2, 3, 4, 5]) reasons.push((await parts.take(line))?.error ?? null);
   assert.equal(reasons[0], null);
   assert.equal(reasons[1], 'notes: takes the row above MAX_ROW_BYTES (4096 bytes for the id, the face URL and the passthrough columns together): keep large data out of the manifest');
   assert.match(reasons[2]!, /^team: takes the row above MAX_ROW_BYTES \(4096 bytes/);

@@ -28,11 +28,18 @@ local function coversRequests(rowKey, reqKeys)
   return true
 end
 
+-- A row's done bit: its ordinal (its position among the manifest's data rows), so the bitmap is as long
+-- as the manifest has rows, however many blank lines it holds. Rows recorded before ordinals were
+-- kept have only their line.
+local function doneBit(rowKey)
+  return tonumber(redis.call('HGET', rowKey, 'ordinal') or redis.call('HGET', rowKey, 'line'))
+end
+
 -- Ends a row: the only place terminal states and run counters are written. Counting is guarded by
--- the done bit of the row's manifest line, so a repeated transition can never count twice. The
+-- the row's done bit (doneBit), so a repeated transition can never count twice. The
 -- failure threshold is the run's own (written when the run was created), not the caller's.
 local function terminate(rowKey, runKey, doneKey, reqKeys, outcome, reason, now)
-  local line = tonumber(redis.call('HGET', rowKey, 'line'))
+  local bit = doneBit(rowKey)
   redis.call('HSET', rowKey, 'state', outcome, 'finishedAt', now)
   if reason and reason ~= '' then redis.call('HSET', rowKey, 'error', reason) end
   local attempt = tonumber(redis.call('HGET', rowKey, 'attempt') or '0')
@@ -40,7 +47,7 @@ local function terminate(rowKey, runKey, doneKey, reqKeys, outcome, reason, now)
     local rid = redis.call('HGET', rowKey, 'req' .. i)
     if rid and reqKeys[rid] then redis.call('EXPIRE', reqKeys[rid], MAPPING_TTL) end
   end
-  if redis.call('SETBIT', doneKey, line, 1) == 0 then
+  if redis.call('SETBIT', doneKey, bit, 1) == 0 then
     redis.call('HINCRBY', runKey, outcome, 1)
     -- Failed rows by the category of their error (failedByCategory); set by the caller before this.
     if outcome == 'failed' then
@@ -69,17 +76,20 @@ end
 -- Evidence that attempt `n` of a row was submitted (fal's request id for it, a claim its worker still
 -- remembers, a webhook whose URL token names it) when the row says less: Redis restarted from an AOF
 -- that missed its last writes. The attempt is written back rather than made again, which would pay fal
--- twice: a row that is gone (and whose line is not done) is made again from `data`, its attempt is
+-- twice: a row that is gone (and whose done bit is not set) is made again from `data`, its attempt is
 -- raised to `n` (state submitting), and the run's submits and cost count the attempts it had lost.
+-- `ordinal` is the row's done bit ('' for a job queued before ordinals were kept: its line is).
 -- False when the row is at or past attempt n, storing or ended, or its run is gone.
-local function adoptAttempt(rowKey, runKey, doneKey, activeKey, n, line, key, data, cost, now)
+local function adoptAttempt(rowKey, runKey, doneKey, activeKey, n, line, key, data, cost, now, ordinal)
   local state = redis.call('HGET', rowKey, 'state')
   local attempt = 0
   if not state then
-    if not line or line == '' or redis.call('GETBIT', doneKey, tonumber(line)) == 1 then return false end
+    if not line or line == '' then return false end
+    if not ordinal or ordinal == '' then ordinal = line end
+    if redis.call('GETBIT', doneKey, tonumber(ordinal)) == 1 then return false end
     local deadlineMs = redis.call('HGET', runKey, 'deadlineMs')
     if not deadlineMs then return false end
-    redis.call('HSET', rowKey, 'line', line, 'key', key, 'state', 'pending', 'attempt', 0, 'createdAt', now,
+    redis.call('HSET', rowKey, 'line', line, 'ordinal', ordinal, 'key', key, 'state', 'pending', 'attempt', 0, 'createdAt', now,
       'deadlineAt', now + tonumber(deadlineMs), 'data', data, 'cost', cost or 0)
     redis.call('SADD', activeKey, key)
   else

@@ -3,19 +3,21 @@
 -- attempt limit, the deadline, the cost cap and the endpoint are the run's own.
 -- A row whose attempt fal has but Redis lost (a webhook's token named it while the row was gone: the
 -- adoption note, KEYS[5]) takes that attempt back as submitted instead ('adopted'): never paid twice.
--- KEYS: row, run, done, active, adoption note, request mappings... ARGV: line, rowKey, now, dataJson, costMicros, requestIds...
+-- KEYS: row, run, done, active, adoption note, request mappings...
+-- ARGV: line, rowKey, now, dataJson, costMicros, ordinal (the done bit; '' for a job queued before ordinals: its line), requestIds...
 -- Replies: submit (attempt, endpoint) | adopted (attempt, endpoint) | terminal | norun | canceled | failed
 --   | inflight (attempt) | already (state) | stale
 local line, rowKey, now, cost = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[5])
+local ordinal = tonumber(ARGV[6]) or line
 local reqs = requestKeys(6)
 if not coversRequests(KEYS[1], reqs) then return {'stale'} end
-if redis.call('GETBIT', KEYS[3], line) == 1 then return {'terminal'} end
+if redis.call('GETBIT', KEYS[3], ordinal) == 1 then return {'terminal'} end
 local run = redis.call('HMGET', KEYS[2], 'state', 'maxAttempts', 'deadlineMs', 'maxCostMicros', 'costMicros', 'stopReason', 'endpoint', 'currency')
 local runState = run[1]
 if not runState then return {'norun'} end
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then
-  redis.call('HSET', KEYS[1], 'line', line, 'key', rowKey, 'state', 'pending', 'attempt', 0,
+  redis.call('HSET', KEYS[1], 'line', line, 'ordinal', ordinal, 'key', rowKey, 'state', 'pending', 'attempt', 0,
     'createdAt', now, 'deadlineAt', now + tonumber(run[3]), 'data', ARGV[4])
   redis.call('SADD', KEYS[4], rowKey)
   state = 'pending'

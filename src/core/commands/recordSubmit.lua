@@ -4,9 +4,9 @@
 -- last writes) takes the attempt back from this answer ('adopted', see adoptAttempt), so the submit job
 -- that Redis restored finds it submitted instead of paying fal again.
 -- KEYS[1] row, KEYS[2] request mapping, KEYS[3] run, KEYS[4] done, KEYS[5] active.
--- ARGV: requestId, attempt, now, mappingValue, nextPollAt, line, rowKey, dataJson, costMicros
+-- ARGV: requestId, attempt, now, mappingValue, nextPollAt, line, rowKey, dataJson, costMicros, ordinal
 -- Replies: ok | adopted | late (the row moved on) | gone (the row ended and was flushed) | canceled
-local adopted = adoptAttempt(KEYS[1], KEYS[3], KEYS[4], KEYS[5], tonumber(ARGV[2]), ARGV[6], ARGV[7], ARGV[8], ARGV[9], tonumber(ARGV[3]))
+local adopted = adoptAttempt(KEYS[1], KEYS[3], KEYS[4], KEYS[5], tonumber(ARGV[2]), ARGV[6], ARGV[7], ARGV[8], ARGV[9], tonumber(ARGV[3]), ARGV[10])
 redis.call('SET', KEYS[2], ARGV[4])
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then

@@ -9,6 +9,7 @@ import { runLayout } from '../../core/layout.ts';
 import { lineSelected, type RunRecord } from '../../core/rowState.ts';
 import { readManifest, readOptionsFor, storedFaceRule } from '../../manifest/index.ts';
 import type { RowMeta } from '../../worker/flush.ts';
+import { partsReader } from '../../outputs/reportParts.ts';
 import { FailureGroups, forgetReportIndex, reportIndexOf, reportPage, type FailureGroup, type ReportRow } from '../../worker/reportIndex.ts';
 
 export type RowView = ReportRow;
@@ -91,15 +92,20 @@ function scanBudget(): { stream: Transform; cut: () => boolean } {
   return { stream, cut: () => cut };
 }
 
-/** A run in progress, in manifest order: rejected and canceled rows from their hashes, rows in flight from Redis, finished ones from S3. */
+/** A run in progress, in manifest order: rejected rows from the report parts, canceled ones from their hash, rows in flight from Redis, finished ones from S3. */
 async function* liveRows(ctx: Context, run: RunRecord): AsyncGenerator<RowView | typeof SCAN_CUT> {
   const layout = runLayout(ctx.cfg.S3_PREFIX, run.runId);
   const selection = run.options.selected ? await ctx.rows.selectedLines(run.runId) : undefined;
   const opts = { ...readOptionsFor(ctx.cfg, run.options.baseDir as string | undefined, storedFaceRule(run.options)), checkedLocalFaces: new Map<string, string>() };
   let batch: { line: number; key: string; id?: string; faceUrl: string }[] = [];
+  const parts = await partsReader(ctx, run.runId);
   const lookUp = async (): Promise<RowView[]> => {
-    const lines = batch.map((r) => r.line);
-    const [rejected, canceled] = await Promise.all([ctx.rows.rejectedReasons(run.runId, lines), ctx.rows.canceledReasons(run.runId, lines)]);
+    const canceled = await ctx.rows.canceledReasons(run.runId, batch.map((r) => r.line));
+    const rejected: (string | undefined)[] = [];
+    for (const r of batch) {
+      const o = await parts.take(r.line);
+      rejected.push(o?.status === 'rejected' ? o.error : undefined);
+    }
     const views = await Promise.all(
       batch.map(async (r, i): Promise<RowView> => {
         const base = { line: r.line, id: r.id ?? '', key: r.key, faceUrl: r.faceUrl, images: [] as string[], category: '' };

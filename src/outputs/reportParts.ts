@@ -4,6 +4,7 @@
 // batch, or another worker's batch is still being gathered) is read from the row's metadata, so a
 // lost batch costs reads, never a line. The parts are removed once the report is written.
 import { randomUUID } from 'node:crypto';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import type { Context } from '../core/context.ts';
 import { runLayout } from '../core/layout.ts';
 import type { Storage } from '../core/s3.ts';
@@ -43,6 +44,24 @@ export function outcomeOf(meta: {
     error_type: meta.error_type ?? '',
     error_category: meta.error_category ?? '',
   };
+}
+
+/** A rejected row's report line: rejected by the manifest's own bytes, never submitted. */
+export function rejectedOutcome(reason: string): ReportOutcome {
+  return { status: 'rejected', request_id: '', attempts: '', images: '', seed: '', error: reason, error_type: 'rejected', error_category: 'input' };
+}
+
+/**
+ * The report lines of a batch of rejected rows, written by the producer before it counts them
+ * (admitBatch.lua), so Redis holds nothing per rejected row. Gzipped: a manifest of a million rows
+ * rejected for the same reason is a small object. Named by its first line only: a producer that died
+ * before counting the batch writes the same object again when it replays it. A failure throws (the
+ * produce job is tried again): unlike a worker's part, no metadata object stands behind these lines.
+ */
+export async function writeRejectedPart(ctx: Context, runId: string, rows: { line: number; reason: string }[]): Promise<void> {
+  if (!rows.length) return;
+  const body = rows.map((r) => JSON.stringify({ line: r.line, ...rejectedOutcome(r.reason) })).join('\n');
+  await ctx.storage.putObject(runLayout(ctx.cfg.S3_PREFIX, runId).rejectedPart(rows[0]!.line), gzipSync(`${body}\n`), 'application/gzip');
 }
 
 /** A batch is written at this many lines, or this long after its first line, whichever comes first. */
@@ -151,10 +170,14 @@ export async function partsReader(
     async take(line: number) {
       while (next < parts.length && parts[next]!.first <= line) {
         const part = parts[next++]!;
-        const text = await ctx.storage.getText(part.key);
+        const text = part.key.endsWith('.gz') ? gunzipSync((await ctx.storage.getBytes(part.key)).bytes).toString('utf8') : await ctx.storage.getText(part.key);
         for (const l of (text ?? '').split('\n')) {
           const parsed = parsedLine(l);
-          if (parsed) held.set(parsed.line, part.suspect || held.has(parsed.line) ? null : parsed.outcome);
+          if (!parsed) continue;
+          // A rejected line follows from the manifest's bytes alone: no Redis rollback can make it wrong,
+          // and a replayed batch writes it again alike.
+          if (parsed.outcome.status === 'rejected') held.set(parsed.line, parsed.outcome);
+          else held.set(parsed.line, part.suspect || held.has(parsed.line) ? null : parsed.outcome);
         }
       }
       const o = held.get(line);
