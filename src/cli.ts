@@ -227,8 +227,8 @@ program
 
 /** A long-running role (src/roles.ts) on a handle of its own: it checks, connects, serves and stops. */
 async function runRole(name: 'webhook' | 'worker' | 'scheduler'): Promise<void> {
-  const [{ createPortraitBatch, loadConfig }, roles] = await Promise.all([import('./index.ts'), import('./roles.ts')]);
-  const run = { webhook: roles.runWebhook, worker: roles.runWorker, scheduler: roles.runScheduler }[name];
+  const { createPortraitBatch, loadConfig, runScheduler, runWebhook, runWorker } = await import('./index.ts');
+  const run = { webhook: runWebhook, worker: runWorker, scheduler: runScheduler }[name];
   await run(createPortraitBatch(loadConfig(), { name }), { log: say });
 }
 

@@ -93,6 +93,7 @@ export async function runScheduler(pb: PortraitBatch, opts: RoleOptions = {}): P
   const log = opts.log ?? stderrLine;
   const [{ loadSchedulesFile }, { startScheduler }] = await Promise.all([import('./triggers/schedulesFile.ts'), import('./triggers/scheduler.ts')]);
   const cfg = pb.config;
+  requireRoleVars(cfg, 'scheduler');
   const file = cfg.SCHEDULES_FILE;
   const schedules = file ? await orClose(pb, () => loadSchedulesFile(file)) : undefined;
   await assertReachableOrClose(pb, { s3: true });
