@@ -4,6 +4,8 @@ import type { Context } from './core/context.ts';
 import { DEPENDENCY_NAMES, formatDuration, type Outage } from './core/dependencies.ts';
 import { runLayout } from './core/layout.ts';
 import { keys } from './core/keys.ts';
+import { errorMessage } from './core/errors.ts';
+import { RunControlError } from './control/errors.ts';
 import { getPause } from './core/pause.ts';
 import type { RunRecord } from './core/rowState.ts';
 import { finishedSummary, summaryOf, type Summary } from './outputs/summary.ts';
@@ -37,7 +39,11 @@ export async function runStatus(ctx: Context, runId: string, now = Date.now()) {
  * flight. Undefined when there is no such run (or its summary was never written).
  */
 async function expiredRunStatus(ctx: Context, runId: string) {
-  const summary = await finishedSummary(ctx, runId);
+  // Redis has no such run: only S3 can tell an expired run from none. When S3 cannot be asked, say so
+  // in the answer instead of a bare S3 error (or a "no run" that may be wrong).
+  const summary = await finishedSummary(ctx, runId).catch((err: unknown) => {
+    throw new RunControlError(`no run ${runId} in Redis, and S3 (where an expired run's summary.json would be) could not be read: ${errorMessage(err)}`);
+  });
   if (!summary) return undefined;
   const done = summary.completed + summary.failed + summary.rejected + summary.canceled;
   const elapsedSeconds = summary.finishedAt ? Math.max(0, (Date.parse(summary.finishedAt) - Date.parse(summary.startedAt)) / 1000) : 0;

@@ -595,8 +595,8 @@ describe('row shape', () => {
 
   test('items have exactly the documented fields', async () => {
     const [ok, bad] = await read(`id,face_url,seed,team\nr1,face.png,7,red\nr2,${F},x,blue\n`);
-    assert.deepEqual(ok, { line: 2, key: 'r1', id: 'r1', faceUrl: 'face.png', faceKind: 'local', localPath: join(dir, 'face.png'), input: { seed: 7 }, extra: { team: 'red' } });
-    assert.deepEqual(bad, { line: 3, key: 'r2', id: 'r2', faceUrl: F, rejected: { column: 'seed', reason: '"x" is not a number' } });
+    assert.deepEqual(ok, { line: 2, key: 'r1', id: 'r1', faceUrl: 'face.png', faceKind: 'local', localPath: join(dir, 'face.png'), input: { seed: 7 }, extra: { team: 'red' }, ordinal: 1 });
+    assert.deepEqual(bad, { line: 3, key: 'r2', id: 'r2', faceUrl: F, rejected: { column: 'seed', reason: '"x" is not a number' }, ordinal: 2 });
   });
 
   test('reading the same bytes twice gives the same items', async () => {
