@@ -13,7 +13,7 @@ import { ContainmentError, outputFile } from './outputs/contained.ts';
 import type { DemoResult } from './demo.ts';
 import { ERROR_CATEGORIES, FAL_ERROR_TYPES, parseCategories, type ErrorCategory } from './core/falErrors.ts';
 import { redactText } from './core/redact.ts';
-import type { PortraitBatch, RunningAdmin } from './index.ts';
+import type { PortraitBatch } from './index.ts';
 import { manifestSource } from './manifest/source.ts';
 import { progressReporter } from './progress.ts';
 import { InterruptedError, stopOnSignal } from './signals.ts';
@@ -46,30 +46,9 @@ async function withLibrary<T>(name: string, fn: (pb: PortraitBatch) => Promise<T
   }
 }
 
-/** The start-up check of a long-running role; its connections are closed when it fails. */
-async function reachableOrClose(pb: PortraitBatch, needs: { s3?: boolean } = {}): Promise<void> {
-  const { assertReachable } = await import('./core/reachability.ts');
-  try {
-    await assertReachable(pb.context, needs);
-  } catch (err) {
-    await pb.close();
-    throw err;
-  }
-}
-
-/** Keeps a long-running role up until SIGINT/SIGTERM, then closes it (within the grace period; see signals.ts). */
-async function serveUntilSignal(close: () => Promise<void>, admin?: RunningAdmin): Promise<void> {
-  await stopOnSignal(close, { log: say, onSignal: () => admin?.draining() });
-}
-
-/** The admin listener of a long-running role; the role is closed again when it cannot listen. */
-async function startAdminOrClose(pb: PortraitBatch, role: string): Promise<RunningAdmin> {
-  try {
-    return await pb.startAdmin({ role });
-  } catch (err) {
-    await pb.close();
-    throw err;
-  }
+/** Keeps the emulator or the demo up until SIGINT/SIGTERM, then closes it (within the grace period; see signals.ts). */
+async function serveUntilSignal(close: () => Promise<void>): Promise<void> {
+  await stopOnSignal(close, { log: say });
 }
 
 const port = (v: string) => {
@@ -248,89 +227,27 @@ program
     });
   });
 
+/** A long-running role (src/roles.ts) on a handle of its own: it checks, connects, serves and stops. */
+async function runRole(name: 'webhook' | 'worker' | 'scheduler'): Promise<void> {
+  const { createPortraitBatch, loadConfig, runScheduler, runWebhook, runWorker } = await import('./index.ts');
+  const run = { webhook: runWebhook, worker: runWorker, scheduler: runScheduler }[name];
+  await run(createPortraitBatch(loadConfig(), { name }), { log: say });
+}
+
 program
   .command('webhook')
   .description('run the webhook receiver (POST /fal/webhook)')
-  .action(async () => {
-    const [{ createPortraitBatch, loadConfig }, { requireVar }, { listenError }, { isReceiverProcess, serveAsReceiver }] = await Promise.all([
-      import('./index.ts'),
-      import('./core/config.ts'),
-      import('./core/reachability.ts'),
-      import('./webhook/processes.ts'),
-    ]);
-    const cfg = loadConfig();
-    // Configuration first (exit 3), then whether Redis is there (exit 1).
-    requireVar(cfg, 'WEBHOOK_SECRET', 'by the webhook receiver: it verifies the tokens in webhook URLs');
-    const pb = createPortraitBatch(cfg, { name: 'webhook' });
-    await reachableOrClose(pb);
-    // WEBHOOK_PROCESSES > 1: this process is the primary of that many receivers (src/webhook/processes.ts).
-    if (cfg.WEBHOOK_PROCESSES > 1 && !isReceiverProcess()) return serveReceiverProcesses(pb);
-    const hook = await pb.startWebhook({ host: '0.0.0.0' }).catch(async (err: unknown) => {
-      await pb.close();
-      throw listenError(err, 'WEBHOOK_PORT', pb.config.WEBHOOK_PORT);
-    });
-    if (isReceiverProcess()) return serveAsReceiver(hook, () => pb.close(), say);
-    const admin = await startAdminOrClose(pb, 'webhook');
-    say(`webhook receiver listening on :${hook.port}; admin on ${admin.url}`);
-    await serveUntilSignal(() => pb.close(), admin);
-  });
-
-/** The primary of WEBHOOK_PROCESSES receivers: the admin listener, the signals, the receivers' lives. */
-async function serveReceiverProcesses(pb: PortraitBatch): Promise<void> {
-  const [{ listenError }, { assertPortFree, startReceiverProcesses }] = await Promise.all([import('./core/reachability.ts'), import('./webhook/processes.ts')]);
-  const { WEBHOOK_PORT: port, WEBHOOK_PROCESSES: n } = pb.config;
-  const receivers = await assertPortFree(port, '0.0.0.0')
-    .then(() => startReceiverProcesses(n, { log: say, track: (c) => pb.context.metrics.trackWebhook(c), registry: pb.context.metrics.registry }))
-    .catch(async (err: unknown) => {
-      await pb.close();
-      throw listenError(err, 'WEBHOOK_PORT', port);
-    });
-  const admin = await startAdminOrClose(pb, 'webhook');
-  say(`webhook receiver listening on :${receivers.port} in ${n} processes (pids ${receivers.pids().join(', ')}); admin on ${admin.url}`);
-  await serveUntilSignal(async () => {
-    await receivers.stop();
-    await pb.close();
-  }, admin);
-}
+  .action(() => runRole('webhook'));
 
 program
   .command('worker')
   .description('run produce, submit, store and reconcile workers')
-  .action(async () => {
-    const [{ createPortraitBatch, loadConfig }, { requireVar }] = await Promise.all([import('./index.ts'), import('./core/config.ts')]);
-    const cfg = loadConfig();
-    requireVar(cfg, 'FAL_KEY', 'by the worker: it calls fal');
-    requireVar(cfg, 'WEBHOOK_SECRET', 'by the worker: it signs the webhook URLs given to fal');
-    const pb = createPortraitBatch(cfg, { name: 'worker' });
-    await reachableOrClose(pb, { s3: true });
-    await pb.startWorkers();
-    const admin = await startAdminOrClose(pb, 'worker');
-    say(`workers running; admin on ${admin.url}`);
-    await serveUntilSignal(() => pb.close(), admin);
-  });
+  .action(() => runRole('worker'));
 
 program
   .command('scheduler')
   .description('run the cron schedules (SCHEDULES_FILE) and poll the S3 drop folder (DROP_PREFIX); starts runs, workers produce them')
-  .action(async () => {
-    const [{ createPortraitBatch, loadConfig }, { loadSchedulesFile }, { startScheduler }] = await Promise.all([
-      import('./index.ts'),
-      import('./triggers/schedulesFile.ts'),
-      import('./triggers/scheduler.ts'),
-    ]);
-    const cfg = loadConfig();
-    // A bad schedules file is refused before anything is connected to (exit 3).
-    const schedules = cfg.SCHEDULES_FILE ? await loadSchedulesFile(cfg.SCHEDULES_FILE) : undefined;
-    const pb = createPortraitBatch(cfg, { name: 'scheduler' });
-    await reachableOrClose(pb, { s3: true });
-    const admin = await startAdminOrClose(pb, 'scheduler');
-    const scheduler = await startScheduler(pb, { schedules });
-    say(`scheduler running: ${schedules ? `${schedules.length} schedules` : 'no SCHEDULES_FILE'}, drop folder s3://${cfg.S3_BUCKET}/${cfg.DROP_PREFIX}; admin on ${admin.url}`);
-    await serveUntilSignal(async () => {
-      await scheduler.close();
-      await pb.close();
-    }, admin);
-  });
+  .action(() => runRole('scheduler'));
 
 program
   .command('schedules')

@@ -106,6 +106,8 @@ export function createPortraitBatch(config: Config | NodeJS.ProcessEnv = process
   return handle;
 }
 
+// The long-running roles, each one call: variable checks, reachability, admin listener, signals.
+export { runScheduler, runWebhook, runWorker, type RoleOptions } from './roles.ts';
 // Triggers: the scheduler role (cron schedules, drop folder) and its schedules file.
 export { startScheduler, type RunningScheduler, type SchedulerOptions } from './triggers/scheduler.ts';
 export { loadSchedulesFile, type Schedule } from './triggers/schedulesFile.ts';

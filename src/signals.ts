@@ -1,6 +1,7 @@
 // Graceful shutdown in one place: the first SIGINT/SIGTERM asks the running command to stop cleanly
 // (workers finish what they hold, the embedded Redis is stopped after them); a second one exits at
-// once (the embedded Redis still goes with the process: see src/local/redisServer.ts).
+// once (the embedded Redis still goes with the process: see src/local/redisServer.ts), with one rule
+// for every command: exit 128 + the signal's number, as a shell reports a process a signal ended.
 
 /** A command stopped by a signal: one sentence and exit 130 (SIGINT) or 143 (SIGTERM). */
 export class InterruptedError extends Error {
@@ -16,6 +17,14 @@ export class InterruptedError extends Error {
 
 const signal128 = (s: NodeJS.Signals) => 128 + (s === 'SIGINT' ? 2 : s === 'SIGTERM' ? 15 : 1);
 
+/** The second signal: nothing more is waited for (130 after SIGINT, 143 after SIGTERM). */
+function exitAtOnce(signal: NodeJS.Signals, log: (line: string) => void): never {
+  log(`${signal} again: exiting at once`);
+  process.exit(signal128(signal));
+}
+
+const stderrLine = (line: string) => process.stderr.write(`${line}\n`);
+
 export interface Interruption {
   /** Rejects with InterruptedError as soon as a signal came, else settles like `p`. */
   race<T>(p: Promise<T>): Promise<T>;
@@ -30,10 +39,7 @@ export function watchInterruption(onFirst?: (signal: NodeJS.Signals) => void): I
   let wake: ((s: NodeJS.Signals) => void) | undefined;
   const signalled = new Promise<NodeJS.Signals>((resolve) => (wake = resolve));
   const handler = (signal: NodeJS.Signals) => {
-    if (got) {
-      process.stderr.write(`${signal} again: exiting at once\n`);
-      process.exit(signal128(signal));
-    }
+    if (got) exitAtOnce(signal, stderrLine);
     got = signal;
     process.stderr.write(`${signal}: stopping cleanly (again to exit at once)…\n`);
     onFirst?.(signal);
@@ -58,7 +64,7 @@ export function watchInterruption(onFirst?: (signal: NodeJS.Signals) => void): I
 // stops them taking work and closes them in order — workers finish what they hold (a producer hands
 // its run back), receivers stop listening, Redis is closed. If that cannot finish within the grace
 // period (Redis or S3 unreachable), the process still exits 0 in time: a job it still held is taken
-// up by another worker once its lock lapses, so nothing is lost. A second signal exits at once.
+// up by another worker once its lock lapses, so nothing is lost. A second signal exits at once (exitAtOnce).
 
 /** Within the 10 s an orchestrator usually allows between SIGTERM and SIGKILL. */
 export const SHUTDOWN_GRACE_MS = 8000;
@@ -90,12 +96,9 @@ export async function stopOnSignal(stop: () => Promise<void>, opts: ShutdownOpti
 }
 
 export async function stopWithin(stop: () => Promise<void>, signal: NodeJS.Signals, opts: ShutdownOptions = {}): Promise<void> {
-  const log = opts.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const log = opts.log ?? stderrLine;
   const graceMs = opts.graceMs ?? SHUTDOWN_GRACE_MS;
-  const again = (s: NodeJS.Signals) => {
-    log(`${s} again: exiting at once`);
-    process.exit(0);
-  };
+  const again = (s: NodeJS.Signals) => exitAtOnce(s, log);
   for (const sig of SIGNALS) process.once(sig, again);
   log(`${signal}: stopping — no new work; finishing or handing back what is in hand (at most ${graceMs / 1000} s)…`);
   opts.onSignal?.(signal);

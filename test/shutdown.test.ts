@@ -106,3 +106,32 @@ test('with Redis down, SIGTERM still ends the worker and the webhook receiver wi
     await t.stop();
   }
 });
+
+test('a second SIGTERM while a role is still stopping exits at once with 143, as a second signal does in every command', { timeout: 120_000 }, async () => {
+  const t = await startTestStack({ workers: false, webhook: false });
+  let worker: Role | undefined;
+  try {
+    worker = await startRole(t, 'worker');
+    // With Redis gone the worker cannot finish stopping before its grace period: the second signal lands while it tries.
+    await t.local.redis!.stop();
+    const ready = await fetch(`${worker.adminUrl}/readyz`);
+    assert.equal(ready.status, 503);
+    const exited = once(worker.child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
+    const stopping = new Promise<void>((resolve) => {
+      const seen = () => /SIGTERM: stopping/.test(worker!.stderr()) && resolve();
+      worker!.child.stderr!.on('data', seen);
+      seen();
+    });
+    worker.child.kill('SIGTERM');
+    await stopping;
+    worker.child.kill('SIGTERM');
+    const [code, signal] = await exited;
+    assert.deepEqual([code, signal], [143, null], worker.stderr());
+    assert.match(worker.stderr(), /SIGTERM again: exiting at once/);
+    assert.doesNotMatch(worker.stderr(), /not stopped within/, 'it did not wait out the grace period');
+    worker = undefined;
+  } finally {
+    worker?.child.kill('SIGKILL');
+    await t.stop();
+  }
+});

@@ -77,19 +77,24 @@ const trustProxy = z
     return list;
   });
 
+/** The long-running processes and the commands that steer runs (the logger name of each). */
+export type Role = 'producer' | 'webhook' | 'worker' | 'scheduler';
+
 interface VarSpec {
   schema: z.ZodType;
   default?: string;
   doc: string;
   /** Where the variable is read: every process, or only some roles. */
-  roles: ReadonlyArray<'producer' | 'webhook' | 'worker' | 'scheduler'>;
+  roles: ReadonlyArray<Role>;
+  /** Roles that cannot start without it (no default), each with the reason given when it is missing. */
+  requiredBy?: Partial<Record<Role, string>>;
 }
 
 const ALL = ['producer', 'webhook', 'worker'] as const;
 
 /** Every environment variable the service reads. */
 export const CONFIG_VARS = {
-  FAL_KEY: { schema: z.string().min(1), doc: 'fal API key (`Key` credentials). Required by workers that talk to fal.', roles: ['worker'] },
+  FAL_KEY: { schema: z.string().min(1), doc: 'fal API key (`Key` credentials). Required by workers that talk to fal.', roles: ['worker'], requiredBy: { worker: 'by the worker: it calls fal' } },
   FAL_ENDPOINT: { schema: z.string().regex(/^[\w.-]+\/[\w.-]+(\/[\w./-]+)?$/, 'must look like owner/alias[/path]'), default: DEFAULT_ENDPOINT, doc: 'Model endpoint id.', roles: ['producer', 'worker'] },
   FAL_QUEUE_URL: { schema: url, default: FAL_QUEUE_HOST, doc: "fal queue base URL; point it at the emulator (e.g. http://127.0.0.1:8090) to run offline.", roles: ['worker'] },
   FAL_JWKS_URL: { schema: url, default: FAL_JWKS, doc: "JWKS with fal's ED25519 webhook keys (cached 24 h, re-fetched on an unknown key).", roles: ['webhook'] },
@@ -105,6 +110,7 @@ export const CONFIG_VARS = {
     schema: z.string().min(1),
     doc: 'Secret for the HMAC token in every webhook URL: only webhooks whose URL token verifies may name their row (others only by a request id we recorded). Required by webhook and worker, the same in both (e.g. `openssl rand -hex 32`); the embedded stack generates one into its data dir.',
     roles: ['webhook', 'worker'],
+    requiredBy: { webhook: 'by the webhook receiver: it verifies the tokens in webhook URLs', worker: 'by the worker: it signs the webhook URLs given to fal' },
   },
   FAL_USER_ID: { schema: z.string().min(1), doc: "Optional: your fal user id; webhooks whose `x-fal-webhook-user-id` differs are refused.", roles: ['webhook'] },
   WEBHOOK_PROCESSES: {
@@ -326,9 +332,24 @@ export function resultDelivery(cfg: Pick<Config, 'RESULT_DELIVERY' | 'WEBHOOK_PU
   return url ? { mode: 'poll', why, warning: `${unreachable}; polling instead. To receive webhooks, ${fix}; to silence this, RESULT_DELIVERY=poll.` } : { mode: 'poll', why };
 }
 
-/** Fails with a clear message when a role needs a variable that has no default. */
-export function requireVar<K extends ConfigVar>(cfg: Config, name: K, why: string): NonNullable<Config[K]> {
+/**
+ * The one check of the variables a role cannot start without (`requiredBy` in the table): one
+ * ConfigError (exit 3) naming each that is missing and why the role needs it. Each role calls it
+ * once, before it connects to anything.
+ */
+export function requireRoleVars(cfg: Config, role: Role): void {
+  const problems = (Object.entries(CONFIG_VARS) as [ConfigVar, VarSpec][])
+    .filter(([name, spec]) => spec.requiredBy?.[role] !== undefined && (cfg[name] === undefined || cfg[name] === null))
+    .map(([name, spec]) => `${name}: is required ${spec.requiredBy![role]!}`);
+  if (problems.length) throw new ConfigError(problems);
+}
+
+/** A variable `role` requires, read after `requireRoleVars` checked it (a missing one is the same ConfigError). */
+export function requiredVar<K extends ConfigVar>(cfg: Config, name: K, role: Role): NonNullable<Config[K]> {
   const v = cfg[name];
-  if (v === undefined || v === null) throw new ConfigError([`${name}: is required ${why}`]);
+  if (v === undefined || v === null) {
+    requireRoleVars(cfg, role);
+    throw new ConfigError([`${name}: is required by the ${role}`]);
+  }
   return v as NonNullable<Config[K]>;
 }

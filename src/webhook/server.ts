@@ -3,7 +3,7 @@
 // placeDelivery). Downloads happen later, in the result workers.
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { requireVar } from '../core/config.ts';
+import { requiredVar } from '../core/config.ts';
 import type { Context } from '../core/context.ts';
 import { DependencyError, outageOf } from '../core/dependencies.ts';
 import { resultJobOptions, type ResultJob } from '../core/queues.ts';
@@ -80,7 +80,7 @@ function recentResults(ctx: Context): { push(runId: string, job: ResultJob): voi
 }
 
 export async function startWebhookServer(ctx: Context, port = ctx.cfg.WEBHOOK_PORT, host = '0.0.0.0'): Promise<RunningWebhook> {
-  const secret = requireVar(ctx.cfg, 'WEBHOOK_SECRET', 'by the webhook receiver: it verifies the tokens in webhook URLs');
+  const secret = requiredVar(ctx.cfg, 'WEBHOOK_SECRET', 'webhook');
   const counters = newWebhookCounters();
   ctx.metrics.trackWebhook(counters);
   // Results that arrive together share one Redis round trip (see resultBatch.ts).

@@ -2,7 +2,7 @@
 // control (reconcile, finalize) workers, and the job scheduler that runs the reconciler. Retry timing
 // comes from ctx.policy.
 import { DelayedError, Worker } from 'bullmq';
-import { requireVar } from '../core/config.ts';
+import { requireRoleVars } from '../core/config.ts';
 import { withLogBindings, type Context } from '../core/context.ts';
 import { FalTransientError } from '../core/errors.ts';
 import { resumeIfKeyChanged } from '../core/pause.ts';
@@ -37,7 +37,7 @@ function backoffStrategy(b: Backoff) {
 
 export async function startWorkers(ctx: Context): Promise<RunningWorkers> {
   const { cfg, policy } = ctx;
-  requireVar(cfg, 'WEBHOOK_SECRET', 'by the worker: it signs the webhook URLs given to fal');
+  requireRoleVars(cfg, 'worker');
   await resumeIfKeyChanged(ctx);
   redisRestarts(ctx); // watched from the start: a restart must be noticed before the next claim
   // Once at start: how results come back, and a setting that cannot work with real fal.

@@ -5,7 +5,7 @@
 // (401/403), or wait and let the reconciler decide (the call may have reached fal).
 import { basename } from 'node:path';
 import { DelayedError, RateLimitError, type Job } from 'bullmq';
-import { requireVar } from '../core/config.ts';
+import { requiredVar } from '../core/config.ts';
 import type { Context } from '../core/context.ts';
 import { DependencyError, DEPENDENCY_NAMES, asS3Failure, formatDuration, isRedisOutage, outageOf } from '../core/dependencies.ts';
 import { FalAmbiguousError, FalAuthError, FalRejectedError, FalTransientError, errorMessage } from '../core/errors.ts';
@@ -49,7 +49,7 @@ export const FAL_OBJECT_EXPIRES_SECONDS = 48 * 3600;
 
 /** Our webhook URL for one attempt of a row: its run/row/attempt, with a token only we can mint for them. */
 export function webhookUrlFor(ctx: Context, runId: string, key: string, attempt: number): string {
-  const secret = requireVar(ctx.cfg, 'WEBHOOK_SECRET', 'by the worker: it signs the webhook URLs given to fal');
+  const secret = requiredVar(ctx.cfg, 'WEBHOOK_SECRET', 'worker');
   const token = mintWebhookToken(secret, { runId, key, attempt });
   const q = new URLSearchParams({ run: runId, row: key, attempt: String(attempt), [TOKEN_PARAM]: token });
   return `${ctx.cfg.webhookUrl}?${q}`;

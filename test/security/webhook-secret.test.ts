@@ -8,7 +8,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { ConfigError, loadConfig, requireRoleVars } from '../../src/core/config.ts';
 import { verifiedTarget } from '../../src/core/webhookToken.ts';
+import { createPortraitBatch, runWebhook, runWorker } from '../../src/index.ts';
 import { startLocalStack } from '../../src/local/stack.ts';
 import { webhookSecretFor, WEBHOOK_SECRET_FILE } from '../../src/local/secret.ts';
 import type { Context } from '../../src/core/context.ts';
@@ -52,4 +54,23 @@ test('in production the webhook and worker roles refuse to start without WEBHOOK
     assert.match(r.stderr, /WEBHOOK_SECRET: is required/);
     assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
   }
+});
+
+test('the roles as library calls: the variables a role needs are checked once, together, before anything is connected to', async () => {
+  // Redis on port 1 answers nothing: a ConfigError (not a connection error) shows nothing was tried.
+  const env = { REDIS_URL: 'redis://127.0.0.1:1', S3_ENDPOINT: 'http://127.0.0.1:1' };
+  const refused = (role: string, problems: string[]) => (err: unknown) => {
+    assert.ok(err instanceof ConfigError, `${role}: ${String(err)}`);
+    assert.deepEqual(err.problems, problems);
+    return true;
+  };
+  await assert.rejects(
+    runWorker(createPortraitBatch(env, { name: 'worker' }), { log: () => undefined }),
+    refused('worker', ['FAL_KEY: is required by the worker: it calls fal', 'WEBHOOK_SECRET: is required by the worker: it signs the webhook URLs given to fal']),
+  );
+  await assert.rejects(
+    runWebhook(createPortraitBatch({ ...env, FAL_KEY: 'k' }, { name: 'webhook' }), { log: () => undefined }),
+    refused('webhook', ['WEBHOOK_SECRET: is required by the webhook receiver: it verifies the tokens in webhook URLs']),
+  );
+  assert.doesNotThrow(() => requireRoleVars(loadConfig(env), 'scheduler'), 'the scheduler needs neither');
 });
