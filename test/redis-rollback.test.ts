@@ -123,10 +123,12 @@ test('a row back in submitted after a rollback whose result job had finished: th
   const { jobIds, QUEUE_NAMES } = await import('../src/core/queues.ts');
   const connection = t.ctx.redis.duplicate();
   const own = new Worker(QUEUE_NAMES.results, null, { connection });
+  let more: Awaited<ReturnType<typeof t.pb.startWorkers>> | undefined;
   try {
     await t.ctx.queues.control.pause(); // no sweep until the job is finished
-    const results = t.workers!.workers.find((w) => w.name === QUEUE_NAMES.results)!;
-    await results.pause(true);
+    // The stack's result worker is closed, not paused: a paused worker blocked waiting for a job can
+    // still take the first one that arrives (BullMQ), and this job must be finished by the test alone.
+    await t.workers!.workers.find((w) => w.name === QUEUE_NAMES.results)!.close();
     const { runId } = await t.pb.startRun(await manifestOf(t, 1));
     let requestId = '';
     await eventually(async () => {
@@ -138,11 +140,12 @@ test('a row back in submitted after a rollback whose result job had finished: th
     const job = (await own.getNextJob('test-token'))!;
     assert.equal(job.id, jobIds.result(requestId, 'OK'));
     await job.moveToCompleted('completed', 'test-token', false);
-    results.resume();
+    more = await t.pb.startWorkers(); // a result worker again, for the job the reconciler adds
     await t.ctx.queues.control.resume();
     const run = await waitForRun(t.ctx, runId, { timeoutMs: 60_000 });
     assert.deepEqual([run.completed, run.failed], [1, 0]);
   } finally {
+    await more?.close();
     await own.close();
     connection.disconnect();
     await t.stop();
