@@ -273,6 +273,13 @@ test('createRun records the run and its policy in one step, and refuses an id th
   assert.equal((await rows.getRun(run))!.policy.maxAttempts, 3, 'the first policy stays');
 });
 
+test('the index of runs keeps the newest ones only: runs started one after another never grow it past its bound', async () => {
+  const ids = ['idx-a', 'idx-b', 'idx-c', 'idx-d'];
+  for (const id of ids) assert.equal(await rows.createRun({ runId: id, manifest: 'm.csv', manifestKey: 'k', options: {}, policy }, 2), true);
+  assert.deepEqual(await rows.runIds(), ['idx-d', 'idx-c'], 'the two newest, newest first');
+  assert.ok((await rows.getRun('idx-a'))?.runId, 'a run dropped from the index is itself untouched');
+});
+
 test('cancelRun stops submitting; finishRun ends the run once; a finished run cannot be canceled', async () => {
   await submitted('a', 2, 'req-a');
   assert.equal(await rows.cancelRun(run, 'canceled by request'), 'canceled');

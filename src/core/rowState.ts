@@ -160,6 +160,11 @@ export type RunCounter = 'completed' | 'failed' | 'rejected' | 'canceled' | 'sub
 
 const num = (v: string | undefined) => (v === undefined || v === '' ? undefined : Number(v));
 
+/** How many runs `runs` lists, newest first. */
+const RUNS_LISTED = 1000;
+/** How many runs the index of runs keeps (10 × what is listed); older entries are dropped as runs start. */
+export const RUNS_INDEX_MAX = 10 * RUNS_LISTED;
+
 export class RowStore {
   private readonly call: { [N in CommandName]: (keys: string[], args: (string | number)[]) => Promise<Reply<N>> };
 
@@ -219,12 +224,18 @@ export class RowStore {
 
   // ---- runs -------------------------------------------------------------------------------
 
-  /** Creates the run with its policy, atomically, if it does not exist; returns true when it was created. */
-  async createRun(run: { runId: string; manifest: string; manifestKey: string; options: Record<string, unknown>; policy: RunPolicy }): Promise<boolean> {
+  /**
+   * Creates the run with its policy, atomically, if it does not exist; returns true when it was created.
+   * The index of runs keeps the newest `indexMax` (RUNS_INDEX_MAX) of them.
+   */
+  async createRun(
+    run: { runId: string; manifest: string; manifestKey: string; options: Record<string, unknown>; policy: RunPolicy },
+    indexMax = RUNS_INDEX_MAX,
+  ): Promise<boolean> {
     const fields = { manifest: run.manifest, manifestKey: run.manifestKey, ...policyFields(run.policy) };
     const reply = await this.call.createRun(
       [keys.run(run.runId), keys.runs(), keys.activeRuns(), keys.runOptions(run.runId)],
-      [run.runId, Date.now(), JSON.stringify(run.options), ...Object.entries(fields).flat()],
+      [run.runId, Date.now(), JSON.stringify(run.options), indexMax, ...Object.entries(fields).flat()],
     );
     return reply === 'created';
   }
@@ -269,7 +280,7 @@ export class RowStore {
   }
 
   /** Run ids, newest first. */
-  async runIds(limit = 1000): Promise<string[]> {
+  async runIds(limit = RUNS_LISTED): Promise<string[]> {
     return this.redis.zrevrange(keys.runs(), 0, limit - 1);
   }
 
