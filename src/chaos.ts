@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import type { Readable } from 'node:stream';
+import { pipeline, type Readable } from 'node:stream';
 import { parse } from 'csv-parse';
 import sharp from 'sharp';
 import { auditRun, type AuditResult } from './audit.ts';
@@ -432,7 +432,10 @@ function brokenFaceRows(rows: number): number {
 
 async function brokenFaceOutcomes(report: Readable, rows: number): Promise<BrokenFaces> {
   let failedToLoad = 0;
-  for await (const r of report.pipe(parse({ columns: true })) as AsyncIterable<Record<string, string>>) {
+  const parser = parse({ columns: true });
+  // Through pipeline: a report stream that fails ends the parser with its error, and the loop throws it.
+  pipeline(report, parser, () => undefined);
+  for await (const r of parser as AsyncIterable<Record<string, string>>) {
     const i = Number(/^c(\d+)$/.exec(r.id ?? '')?.[1] ?? -1);
     if (i >= 0 && isBrokenFaceRow(i) && r.status === 'failed' && r.error_type === 'image_load_error') failedToLoad++;
   }
