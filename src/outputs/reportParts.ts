@@ -47,22 +47,34 @@ export function outcomeOf(meta: {
   };
 }
 
-/** A rejected row's report line: rejected by the manifest's own bytes, never submitted. */
-export function rejectedOutcome(reason: string): ReportOutcome {
-  return { status: 'rejected', request_id: '', attempts: '', images: '', seed: '', error: reason, error_type: 'rejected', error_category: 'input' };
+/**
+ * A rejected row's report line, never submitted: rejected by the manifest's own bytes (type `rejected`),
+ * or by preflight's look at its face (`face_unreachable`, `face_not_image`, `face_too_small`, `face_too_large`).
+ */
+export function rejectedOutcome(reason: string, errorType = 'rejected'): ReportOutcome {
+  return { status: 'rejected', request_id: '', attempts: '', images: '', seed: '', error: reason, error_type: errorType, error_category: 'input' };
+}
+
+/** A rejected row of a producer's batch: its line, why, and the error type when not the manifest's `rejected`. */
+export interface RejectedLine {
+  line: number;
+  reason: string;
+  errorType?: string;
 }
 
 /**
  * The report lines of a batch of rejected rows, written by the producer before it counts them
  * (admitBatch.lua), so Redis holds nothing per rejected row. Gzipped: a manifest of a million rows
- * rejected for the same reason is a small object. Named by its first line only: a producer that died
- * before counting the batch writes the same object again when it replays it. A failure throws (the
- * produce job is tried again): unlike a worker's part, no metadata object stands behind these lines.
+ * rejected for the same reason is a small object. Named by its first line, or `partLine` (the first
+ * line of the producer's batch, when which rows are rejected may change between tries: preflight), so
+ * a producer that died before counting the batch writes the same object again when it replays it. A
+ * failure throws (the produce job is tried again): unlike a worker's part, no metadata object stands
+ * behind these lines.
  */
-export async function writeRejectedPart(ctx: Context, runId: string, rows: { line: number; reason: string }[]): Promise<void> {
-  if (!rows.length) return;
-  const body = rows.map((r) => JSON.stringify({ line: r.line, ...rejectedOutcome(r.reason) })).join('\n');
-  await ctx.storage.putObject(runLayout(ctx.cfg.S3_PREFIX, runId).rejectedPart(rows[0]!.line), gzipSync(`${body}\n`), 'application/gzip');
+export async function writeRejectedPart(ctx: Context, runId: string, rows: RejectedLine[], partLine = rows[0]?.line): Promise<void> {
+  if (!rows.length || partLine === undefined) return;
+  const body = rows.map((r) => JSON.stringify({ line: r.line, ...rejectedOutcome(r.reason, r.errorType) })).join('\n');
+  await ctx.storage.putObject(runLayout(ctx.cfg.S3_PREFIX, runId).rejectedPart(partLine), gzipSync(`${body}\n`), 'application/gzip');
 }
 
 /** A batch is written at this many lines, or this long after its first line, whichever comes first. */
