@@ -10,9 +10,12 @@ import { after, before, test } from 'node:test';
 import { join } from 'node:path';
 import { parse } from 'csv-parse/sync';
 import sharp from 'sharp';
+import { createHash } from 'node:crypto';
 import { loadConfig } from '../src/core/config.ts';
+import { runLayout } from '../src/core/layout.ts';
 import type { PortraitBatch } from '../src/index.ts';
 import { dryRun } from '../src/producer/inspect.ts';
+import type { RowMeta } from '../src/worker/flush.ts';
 import { runCli } from './helpers/cli.ts';
 import { faceDataUri, facePng } from './helpers/faces.ts';
 import { freePort } from '../src/local/ports.ts';
@@ -131,7 +134,13 @@ test('faces that cannot be read, are not images, or are too small or too large a
     assert.match(r.error!, /^face_url: /, `row ${id} names its column`);
     assert.match(r.error!, reason, `row ${id}: ${r.error}`);
   }
-  assert.equal(report.get('good')!.status, 'completed');
+  // What preflight read of a face that passed is in the report and the row's metadata.
+  const good = report.get('good')!;
+  const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+  assert.deepEqual([good.status, good.face_width, good.face_height, good.face_sha256], ['completed', '96', '96', sha(await facePng(3))]);
+  const meta = (await t.ctx.storage.getJson<RowMeta>(runLayout(t.ctx.cfg.S3_PREFIX, runId).meta('good-data')))!;
+  const dataPng = Buffer.from((await faceDataUri(4)).split(',')[1]!, 'base64');
+  assert.deepEqual([meta.face_width, meta.face_height, meta.face_bytes, meta.face_sha256], [96, 96, dataPng.length, sha(dataPng)]);
 
   // Only the first bytes of a face were asked for, and the heavy one's 25 MiB were never sent.
   const heavyGets = seen.filter((s) => s.path === '/heavy.png');

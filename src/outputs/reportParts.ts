@@ -22,6 +22,10 @@ export interface ReportOutcome {
   /** The error's type (fal's error_type, or ours) and its category (falErrors.ts); '' for a completed row. */
   error_type: string;
   error_category: string;
+  /** What preflight read of the face; '' when it looked at none. */
+  face_width: string;
+  face_height: string;
+  face_sha256: string;
 }
 
 /** The outcome of a row as its metadata object tells it (RowMeta's fields the report shows). */
@@ -34,6 +38,9 @@ export function outcomeOf(meta: {
   error: string | null;
   error_type?: string | null;
   error_category?: string | null;
+  face_width?: number | null;
+  face_height?: number | null;
+  face_sha256?: string | null;
 }): ReportOutcome {
   return {
     status: meta.status,
@@ -44,6 +51,9 @@ export function outcomeOf(meta: {
     error: meta.error ?? '',
     error_type: meta.error_type ?? '',
     error_category: meta.error_category ?? '',
+    face_width: meta.face_width == null ? '' : String(meta.face_width),
+    face_height: meta.face_height == null ? '' : String(meta.face_height),
+    face_sha256: meta.face_sha256 ?? '',
   };
 }
 
@@ -52,7 +62,7 @@ export function outcomeOf(meta: {
  * or by preflight's look at its face (`face_unreachable`, `face_not_image`, `face_too_small`, `face_too_large`).
  */
 export function rejectedOutcome(reason: string, errorType = 'rejected'): ReportOutcome {
-  return { status: 'rejected', request_id: '', attempts: '', images: '', seed: '', error: reason, error_type: errorType, error_category: 'input' };
+  return { status: 'rejected', request_id: '', attempts: '', images: '', seed: '', error: reason, error_type: errorType, error_category: 'input', face_width: '', face_height: '', face_sha256: '' };
 }
 
 /** A rejected row of a producer's batch: its line, why, and the error type when not the manifest's `rejected`. */
@@ -216,8 +226,9 @@ function parsedLine(text: string): { line: number; outcome: ReportOutcome } | un
     const { line, ...o } = JSON.parse(text) as ReportOutcome & { line: number };
     const cells = [o.status, o.request_id, o.attempts, o.images, o.seed, o.error];
     if (!Number.isInteger(line) || cells.some((c) => typeof c !== 'string')) return undefined;
-    // error_type/error_category: parts written before they existed have none.
-    const kind = { error_type: typeof o.error_type === 'string' ? o.error_type : '', error_category: typeof o.error_category === 'string' ? o.error_category : '' };
+    // error_type/error_category and the face's columns: parts written before they existed have none.
+    const str = (v: unknown) => (typeof v === 'string' ? v : '');
+    const kind = { error_type: str(o.error_type), error_category: str(o.error_category), face_width: str(o.face_width), face_height: str(o.face_height), face_sha256: str(o.face_sha256) };
     return { line, outcome: { status: o.status, request_id: o.request_id, attempts: o.attempts, images: o.images, seed: o.seed, error: o.error, ...kind } };
   } catch {
     return undefined;

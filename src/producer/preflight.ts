@@ -188,7 +188,10 @@ async function readHead(source: FaceSource, settings: PreflightSettings, storage
   }
 }
 
-/** Reads a body until its header is complete or `n` bytes are in, then lets go of the rest. */
+/**
+ * Reads a body's first `n` bytes, or all of it when shorter (so a small face is read whole and gets its
+ * sha256), then lets go of the rest: a server that ignores the range is cut off there.
+ */
 async function firstBytesOf(body: Readable, n: number): Promise<{ head: Buffer; ended: boolean }> {
   const chunks: Buffer[] = [];
   let length = 0;
@@ -196,7 +199,7 @@ async function firstBytesOf(body: Readable, n: number): Promise<{ head: Buffer; 
     for await (const chunk of body) {
       chunks.push(chunk as Buffer);
       length += (chunk as Buffer).length;
-      if (length >= n || readImageHeader(Buffer.concat(chunks)) !== 'more') return { head: Buffer.concat(chunks).subarray(0, n), ended: false };
+      if (length >= n) return { head: Buffer.concat(chunks).subarray(0, n), ended: false };
     }
     return { head: Buffer.concat(chunks), ended: true };
   } finally {

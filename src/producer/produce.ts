@@ -316,7 +316,15 @@ function toSubmitJob(
     key: row.key,
     line: row.line,
     ordinal: ordinalOf(row),
-    row: { id: row.id, faceUrl, faceKind: row.faceKind, faceObjectKey, input: row.input as Record<string, unknown>, extra: row.extra },
+    row: {
+      id: row.id,
+      faceUrl,
+      faceKind: row.faceKind,
+      faceObjectKey,
+      input: row.input as Record<string, unknown>,
+      extra: row.extra,
+      ...(face ? { face: { width: face.width, height: face.height, bytes: face.bytes, sha256: face.sha256 } } : {}),
+    },
     // What the spend guard counts when the row is claimed: without image_size, the face's own size.
     costMicros: estimateRow(row.input as Record<string, unknown>, face).megapixels * priceMicros,
   };

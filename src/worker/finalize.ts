@@ -14,7 +14,7 @@ import { outcomeOf, partsReader, rejectedOutcome, removeReportParts, type Report
 import { writeReportIndex } from './reportIndex.ts';
 import { uploadWhileWriting } from './uploadWhileWriting.ts';
 
-export const REPORT_COLUMNS = ['line', 'id', 'row_key', 'face_url', 'status', 'request_id', 'attempts', 'images', 'seed', 'error', 'error_type', 'error_category'] as const;
+export const REPORT_COLUMNS = ['line', 'id', 'row_key', 'face_url', 'status', 'request_id', 'attempts', 'images', 'seed', 'error', 'error_type', 'error_category', 'face_width', 'face_height', 'face_sha256'] as const;
 
 /** Rows looked up in S3 at once while writing the report. */
 const META_BATCH = 64;
