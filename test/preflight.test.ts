@@ -49,6 +49,11 @@ before(async () => {
     seen.push({ path: req.url ?? '', headers: req.headers });
     const path = req.url ?? '';
     if (path === '/good.png') return void res.writeHead(200, { 'content-type': 'image/png' }).end(good);
+    // Busy once, then the face: preflight tries a 503 again.
+    if (path === '/flaky.png') {
+      const first = seen.filter((s) => s.path === path).length === 1;
+      return void (first ? res.writeHead(503).end() : res.writeHead(200, { 'content-type': 'application/octet-stream' }).end(good));
+    }
     // An error page (or a login page) served under an image's name and type.
     if (path === '/html.png') return void res.writeHead(200, { 'content-type': 'image/png' }).end('<!doctype html><html><body>Sign in to see this photo</body></html>');
     if (path === '/tiny.png') return void res.writeHead(200, { 'content-type': 'image/png' }).end(tiny);
@@ -100,6 +105,7 @@ test('faces that cannot be read, are not images, or are too small or too large a
     'id,face_url',
     `good,${faceBase}/good.png`,
     `good-data,"${await faceDataUri(4)}"`,
+    `flaky,${faceBase}/flaky.png`,
     `unreachable,${deadBase}/gone.png`,
     `missing,${faceBase}/missing.png`,
     `html,${faceBase}/html.png`,
@@ -112,10 +118,12 @@ test('faces that cannot be read, are not images, or are too small or too large a
   ];
   const { runId } = await t.pb.startRun(await t.manifest('faces.csv', `${rows.join('\n')}\n`));
   const run = await t.pb.waitForRun(runId, { timeoutMs: 60_000 });
-  assert.deepEqual([run.state, run.completed, run.failed, run.rejected], ['finished', 2, 0, 8]);
+  assert.deepEqual([run.state, run.completed, run.failed, run.rejected], ['finished', 3, 0, 8]);
 
-  assert.deepEqual(acceptedRows(runId).sort(), ['good', 'good-data'], 'fal was given only the rows whose faces passed');
-  assert.equal(t.local.emulator!.stats().submits - submitsBefore, 2, '0 fal calls for the rejected rows');
+  assert.deepEqual(acceptedRows(runId).sort(), ['flaky', 'good', 'good-data'], 'fal was given only the rows whose faces passed');
+  assert.equal(t.local.emulator!.stats().submits - submitsBefore, 3, '0 fal calls for the rejected rows');
+  // Preflight's GETs ask for a range; fal's own fetch of the face (the emulator's) does not.
+  assert.equal(seen.filter((s) => s.path === '/flaky.png' && s.headers.range).length, 2, 'a 503 is tried again; the bytes decide, not the claimed type');
 
   const report = new Map((await reportOf(t.pb, runId)).map((r) => [r.id!, r]));
   const expect: Record<string, [string, RegExp]> = {
