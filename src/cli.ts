@@ -96,16 +96,22 @@ program
   .option('--run-id <id>', 'run id (default: derived from the manifest content, so a rerun resumes the run)')
   .option('--wait', 'follow the run until every row is finished and the report is written')
   .option('--dry-run', 'validate and estimate the cost only: needs no Redis, S3 or fal')
+  .option('--preflight', 'with --dry-run: look at every face (reachable, an image, its size), so unsized rows are estimated at their face\'s size')
   .option('--max-cost <amount>', 'stop submitting once the estimated cost of submitted work would pass this', money)
   .option('--json', 'print one JSON object on stdout')
-  .action(async (manifest: string, o: { runId?: string; wait?: boolean; dryRun?: boolean; maxCost?: number; json?: boolean }) => {
+  .action(async (manifest: string, o: { runId?: string; wait?: boolean; dryRun?: boolean; preflight?: boolean; maxCost?: number; json?: boolean }) => {
+    if (o.preflight && !o.dryRun) throw new ExitError('--preflight goes with --dry-run (a run looks at every face anyway, unless PREFLIGHT=off)', 2, false);
     if (o.dryRun) {
       const [{ dryRun }, { loadConfig }] = await Promise.all([import('./producer/inspect.ts'), import('./core/config.ts')]);
-      const est = await dryRun(manifest, loadConfig());
+      // One line rewritten in place on a terminal: how many faces were looked at.
+      const onLooked = o.preflight && process.stderr.isTTY ? (n: number) => process.stderr.write(`\rpreflight: ${n} faces looked at`) : undefined;
+      const est = await dryRun(manifest, loadConfig(), { preflight: o.preflight, onLooked });
+      if (onLooked) process.stderr.write('\n');
       if (o.json) printJson(est);
       else {
         print(`${est.rows} rows: ${est.valid} valid, ${est.rejected} rejected · ${est.images} images · ${est.megapixels} MP · estimated ${est.estimatedCost.toFixed(2)} ${est.currency}`);
-        if (est.unsizedRows) say(`  ${est.unsizedRows} rows give no image_size and are estimated at 1 MP an image`);
+        if (est.preflight) say(`  preflight looked at ${est.preflight.looked} faces: ${est.preflight.refused} refused (counted in rejected)`);
+        if (est.unsizedRows) say(`  ${est.unsizedRows} rows give no image_size and are estimated at 1 MP an image (--preflight reads their faces' sizes)`);
       }
       return;
     }

@@ -47,7 +47,8 @@ test('a person sees the run: thumbnails loaded, the failed row and its reason, f
     t.skip(`chromium could not be launched from ${CHROMIUM} (${browser}); run scripts/setup.sh to install it`);
     return;
   }
-  const stack = await startTestStack();
+  // PREFLIGHT off: the dead face is for fal to fail, so the page shows a failed row (preflight would reject it).
+  const stack = await startTestStack({ env: { PREFLIGHT: 'off' } });
   try {
     const admin = await stack.pb.startAdmin();
     const dead = `http://127.0.0.1:${await freePort()}/missing-face.png`;

@@ -4,7 +4,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { after, before, test } from 'node:test';
 import { freePort } from '../src/local/ports.ts';
-import { hostAllowed, openImage, type DownloadPolicy } from '../src/worker/download.ts';
+import { hostAllowed, openImage, type DownloadPolicy } from '../src/core/download.ts';
 import { refused } from './helpers/refused.ts';
 
 /** A body that starts like a PNG: the downloader checks the first bytes, not only the content type. */

@@ -90,7 +90,8 @@ test('10% runner_server_error, MAX_ATTEMPTS=3: every row completes; the extra at
 
 test('422 image_load_error and content_policy_violation fail at once with their category; retry --only picks categories', async () => {
   const t = await startTestStack({
-    env: { MAX_ATTEMPTS: '3', PRICE_PER_MEGAPIXEL: '1', FAL_CONCURRENCY: '8' },
+    // PREFLIGHT off: the face is on loopback, which preflight refuses; here fal's own verdict is the subject.
+    env: { MAX_ATTEMPTS: '3', PRICE_PER_MEGAPIXEL: '1', FAL_CONCURRENCY: '8', PREFLIGHT: 'off' },
     emulator: { seed: 7, faults: { errorRates: { image_load_error: 0.3, content_policy_violation: 0.3 } } },
   });
   try {
@@ -206,7 +207,7 @@ test('RESUBMIT_EXPIRED=true: an expired result is resubmitted as a new attempt, 
 test('poll mode reads the same from the result call: server errors become new attempts, 422s fail at once', async () => {
   const rows = 12;
   const t = await startTestStack({
-    env: { RESULT_DELIVERY: 'poll', MAX_ATTEMPTS: '3', FAL_CONCURRENCY: '8' },
+    env: { RESULT_DELIVERY: 'poll', MAX_ATTEMPTS: '3', FAL_CONCURRENCY: '8', PREFLIGHT: 'off' },
     emulator: { seed: 5, faults: { errorRates: { runner_server_error: 0.2, image_load_error: 0.15 } } },
   });
   try {

@@ -24,7 +24,8 @@ async function manifest(t: TestStack, rows: number, extra = ''): Promise<string>
 }
 
 test('/metrics after a run: submits, stores, webhooks, cost, timings and queue depths match the run', async () => {
-  const t = await startTestStack();
+  // PREFLIGHT off: the dead face is for fal to fail (preflight would reject it first).
+  const t = await startTestStack({ env: { PREFLIGHT: 'off' } });
   try {
     const admin = await t.pb.startAdmin();
     // One rejected row (bad image_size) and one that fal fails (its face cannot be downloaded).

@@ -62,7 +62,7 @@ test('a 62-row manifest ends with every row stored or rejected, and S3 holds exa
   const chunks: Buffer[] = [];
   for await (const c of await t.ctx.storage.getStream(layout.report)) chunks.push(c as Buffer);
   const report = parse(Buffer.concat(chunks), { columns: true }) as Record<string, string>[];
-  assert.deepEqual(Object.keys(report[0]!), ['line', 'id', 'row_key', 'face_url', 'status', 'request_id', 'attempts', 'images', 'seed', 'error', 'error_type', 'error_category']);
+  assert.deepEqual(Object.keys(report[0]!), ['line', 'id', 'row_key', 'face_url', 'status', 'request_id', 'attempts', 'images', 'seed', 'error', 'error_type', 'error_category', 'face_width', 'face_height', 'face_sha256']);
   assert.equal(report.length, 62);
   const bad = report.find((r) => r.id === 'bad-size')!;
   assert.equal(bad.status, 'rejected');

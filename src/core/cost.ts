@@ -1,6 +1,7 @@
 // What a run is expected to cost: fal bills this endpoint per output megapixel. Each image's size comes
 // from the row's image_size (a preset or WIDTHxHEIGHT) and is rounded up to whole megapixels of
-// 1024×1024 pixels, as fal bills; a row without image_size is estimated at 1 MP.
+// 1024×1024 pixels, as fal bills; a row without image_size gets the face's own size from the model,
+// so it is estimated at its face's size once preflight has read it, and at 1 MP before.
 import { effectiveNumImages, type ImageSizePreset } from './modelInput.ts';
 
 export const PRESET_PIXELS: Record<ImageSizePreset, { width: number; height: number }> = {
@@ -22,11 +23,12 @@ export function megapixelsOf(size: { width: number; height: number }): number {
 export interface RowEstimate {
   images: number;
   megapixels: number;
-  /** False when the row gave no image_size (estimated at 1 MP an image). */
+  /** False when neither the row's image_size nor its face's size was known (estimated at 1 MP an image). */
   sized: boolean;
 }
 
-export function estimateRow(input: Readonly<Record<string, unknown>>): RowEstimate {
+/** `face`: the face's pixel size as preflight read it, the output's size when the row gives no image_size. */
+export function estimateRow(input: Readonly<Record<string, unknown>>, face?: { width: number; height: number }): RowEstimate {
   const images = effectiveNumImages(input);
   const size = input.image_size;
   if (typeof size === 'string' && size in PRESET_PIXELS) {
@@ -35,6 +37,7 @@ export function estimateRow(input: Readonly<Record<string, unknown>>): RowEstima
   if (size && typeof size === 'object' && 'width' in size && 'height' in size) {
     return { images, megapixels: images * megapixelsOf(size as { width: number; height: number }), sized: true };
   }
+  if (face) return { images, megapixels: images * megapixelsOf(face), sized: true };
   return { images, megapixels: images, sized: false };
 }
 

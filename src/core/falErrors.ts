@@ -67,6 +67,14 @@ export const LOCAL_ERROR_TYPES = {
   store_failed: 'storage',
   /** The face was refused before it was sent (an s3:// face outside the allowed buckets). */
   face_refused: 'input',
+  /** Preflight could not read the face (unreachable, 4xx, a private address): the row is rejected, never sent. */
+  face_unreachable: 'input',
+  /** Preflight found no PNG, JPEG or WEBP header in the face. */
+  face_not_image: 'input',
+  /** Preflight read a face under MIN_FACE_PX on a side. */
+  face_too_small: 'input',
+  /** Preflight read a face over MAX_FACE_MEGAPIXELS or MAX_FACE_BYTES. */
+  face_too_large: 'input',
   /** fal lost the request, or a submission's fate stayed unknown, on every attempt. */
   lost: 'fal_transient',
   /** fal refused the submission itself (429/5xx) on every try. */

@@ -50,6 +50,16 @@ export interface Policy {
     uploadConcurrency: number;
   };
   finalize: { tries: number; backoff: Backoff };
+  /** Preflight's look at one face (producer/preflight.ts). */
+  preflight: {
+    /** Tries of a face whose server stalled, refused the connection or answered 5xx/408/429. */
+    tries: number;
+    backoff: Backoff;
+    /** One look, every redirect hop and the bytes read included. */
+    timeoutMs: number;
+    /** First bytes asked for (a ranged GET), and the most read: a JPEG's size may follow its metadata. */
+    headerBytes: number;
+  };
   reconcile: {
     /** RECONCILE_INTERVAL_MS */
     intervalMs: number;
@@ -187,6 +197,7 @@ export function buildPolicy(cfg: Config, overrides: PolicyOverrides = {}): Polic
       uploadConcurrency: 16,
     },
     finalize: { tries: 10, backoff: { baseMs: 1000, capMs: 60_000, jitter: 0 } },
+    preflight: { tries: 3, backoff: { baseMs: 500, capMs: 5000, jitter: 0.5 }, timeoutMs: 15_000, headerBytes: 256 * 1024 },
     reconcile: {
       intervalMs: cfg.RECONCILE_INTERVAL_MS,
       graceMs: cfg.RECONCILE_GRACE_MS,

@@ -52,6 +52,16 @@ export interface RowData {
   faceObjectKey?: string;
   input: Record<string, unknown>;
   extra: Record<string, string>;
+  /** What preflight read of the face (absent when the run looks at no face). */
+  face?: FaceFacts;
+}
+
+/** A face as preflight read it: pixel size, file size when known, sha256 when the whole face was read. */
+export interface FaceFacts {
+  width: number;
+  height: number;
+  bytes?: number;
+  sha256?: string;
 }
 
 export interface Row {

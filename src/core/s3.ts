@@ -109,6 +109,18 @@ export class Storage {
     return Buffer.from(await res.Body.transformToByteArray());
   }
 
+  /**
+   * An object's first `n` bytes and its whole size: one ranged GET (the total is after the slash of
+   * its Content-Range), bounded by `signal`. Preflight reads a face's header this way.
+   */
+  async getFirstBytes(key: string, n: number, bucket: string, signal?: AbortSignal): Promise<{ bytes: Buffer; size?: number }> {
+    const res = await this.client.send(new GetObjectCommand({ Bucket: bucket, Key: key, Range: `bytes=0-${n - 1}` }), { abortSignal: signal });
+    if (!res.Body) throw new Error(`s3://${bucket}/${key} has no body`);
+    const total = /\/(\d+)\s*$/.exec(res.ContentRange ?? '')?.[1];
+    const bytes = Buffer.from(await res.Body.transformToByteArray());
+    return { bytes: bytes.subarray(0, n), size: total !== undefined ? Number(total) : res.ContentLength };
+  }
+
   /** A small object whole (a face to hand to fal storage), with its content type. */
   async getBytes(key: string, bucket = this.bucket): Promise<{ bytes: Buffer; contentType: string }> {
     const res = await this.client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));

@@ -99,6 +99,11 @@ function startTimedOut(seconds: number): RequestFailure {
   return { status: 504, type: 'request_timeout', message: msg, detail: msg, kind: 'request', retryable: false, timeoutType: 'user' };
 }
 
+/** fal's price unit for this endpoint: output megapixels of 1024×1024, each image rounded up to a whole one. */
+function billedMegapixels(size: { width: number; height: number }): number {
+  return Math.max(1, Math.ceil((size.width * size.height) / (1024 * 1024)));
+}
+
 export type CancelOutcome = 'removed' | 'signalled' | 'already_completed';
 
 export class EmulatedQueue {
@@ -334,6 +339,7 @@ export class EmulatedQueue {
       this.finish(req);
       stats.completed++;
       stats.billed++;
+      stats.billedMegapixels += input.num_images * billedMegapixels(input.size ?? face);
       if (req.cancelRequested) {
         stats.cancelIgnored++;
         this.log(req, 'The runner finished despite the cancellation');

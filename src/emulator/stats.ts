@@ -21,6 +21,11 @@ export interface EmulatorStats {
   cancelIgnored: number;
   /** Requests that ran to an output: what fal bills. */
   billed: number;
+  /**
+   * Output megapixels of those requests, as fal bills them: each image's requested size (image_size),
+   * or the face's own size when the request gave none, rounded up to whole megapixels of 1024×1024.
+   */
+  billedMegapixels: number;
   /** Webhooks sent as payload null + payload_error (payload over the size limit). */
   webhookPayloadErrors: number;
   /** Webhooks handed to delivery (a duplicate counts twice). */
@@ -74,6 +79,7 @@ export function createStats(): EmulatorStats {
     canceled: 0,
     cancelIgnored: 0,
     billed: 0,
+    billedMegapixels: 0,
     webhookPayloadErrors: 0,
     webhooksSent: 0,
     webhooksDelivered: 0,

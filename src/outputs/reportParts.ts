@@ -22,6 +22,10 @@ export interface ReportOutcome {
   /** The error's type (fal's error_type, or ours) and its category (falErrors.ts); '' for a completed row. */
   error_type: string;
   error_category: string;
+  /** What preflight read of the face; '' when it looked at none. */
+  face_width: string;
+  face_height: string;
+  face_sha256: string;
 }
 
 /** The outcome of a row as its metadata object tells it (RowMeta's fields the report shows). */
@@ -34,6 +38,9 @@ export function outcomeOf(meta: {
   error: string | null;
   error_type?: string | null;
   error_category?: string | null;
+  face_width?: number | null;
+  face_height?: number | null;
+  face_sha256?: string | null;
 }): ReportOutcome {
   return {
     status: meta.status,
@@ -44,25 +51,40 @@ export function outcomeOf(meta: {
     error: meta.error ?? '',
     error_type: meta.error_type ?? '',
     error_category: meta.error_category ?? '',
+    face_width: meta.face_width == null ? '' : String(meta.face_width),
+    face_height: meta.face_height == null ? '' : String(meta.face_height),
+    face_sha256: meta.face_sha256 ?? '',
   };
 }
 
-/** A rejected row's report line: rejected by the manifest's own bytes, never submitted. */
-export function rejectedOutcome(reason: string): ReportOutcome {
-  return { status: 'rejected', request_id: '', attempts: '', images: '', seed: '', error: reason, error_type: 'rejected', error_category: 'input' };
+/**
+ * A rejected row's report line, never submitted: rejected by the manifest's own bytes (type `rejected`),
+ * or by preflight's look at its face (`face_unreachable`, `face_not_image`, `face_too_small`, `face_too_large`).
+ */
+export function rejectedOutcome(reason: string, errorType = 'rejected'): ReportOutcome {
+  return { status: 'rejected', request_id: '', attempts: '', images: '', seed: '', error: reason, error_type: errorType, error_category: 'input', face_width: '', face_height: '', face_sha256: '' };
+}
+
+/** A rejected row of a producer's batch: its line, why, and the error type when not the manifest's `rejected`. */
+export interface RejectedLine {
+  line: number;
+  reason: string;
+  errorType?: string;
 }
 
 /**
  * The report lines of a batch of rejected rows, written by the producer before it counts them
  * (admitBatch.lua), so Redis holds nothing per rejected row. Gzipped: a manifest of a million rows
- * rejected for the same reason is a small object. Named by its first line only: a producer that died
- * before counting the batch writes the same object again when it replays it. A failure throws (the
- * produce job is tried again): unlike a worker's part, no metadata object stands behind these lines.
+ * rejected for the same reason is a small object. Named by its first line, or `partLine` (the first
+ * line of the producer's batch, when which rows are rejected may change between tries: preflight), so
+ * a producer that died before counting the batch writes the same object again when it replays it. A
+ * failure throws (the produce job is tried again): unlike a worker's part, no metadata object stands
+ * behind these lines.
  */
-export async function writeRejectedPart(ctx: Context, runId: string, rows: { line: number; reason: string }[]): Promise<void> {
-  if (!rows.length) return;
-  const body = rows.map((r) => JSON.stringify({ line: r.line, ...rejectedOutcome(r.reason) })).join('\n');
-  await ctx.storage.putObject(runLayout(ctx.cfg.S3_PREFIX, runId).rejectedPart(rows[0]!.line), gzipSync(`${body}\n`), 'application/gzip');
+export async function writeRejectedPart(ctx: Context, runId: string, rows: RejectedLine[], partLine = rows[0]?.line): Promise<void> {
+  if (!rows.length || partLine === undefined) return;
+  const body = rows.map((r) => JSON.stringify({ line: r.line, ...rejectedOutcome(r.reason, r.errorType) })).join('\n');
+  await ctx.storage.putObject(runLayout(ctx.cfg.S3_PREFIX, runId).rejectedPart(partLine), gzipSync(`${body}\n`), 'application/gzip');
 }
 
 /** A batch is written at this many lines, or this long after its first line, whichever comes first. */
@@ -204,8 +226,9 @@ function parsedLine(text: string): { line: number; outcome: ReportOutcome } | un
     const { line, ...o } = JSON.parse(text) as ReportOutcome & { line: number };
     const cells = [o.status, o.request_id, o.attempts, o.images, o.seed, o.error];
     if (!Number.isInteger(line) || cells.some((c) => typeof c !== 'string')) return undefined;
-    // error_type/error_category: parts written before they existed have none.
-    const kind = { error_type: typeof o.error_type === 'string' ? o.error_type : '', error_category: typeof o.error_category === 'string' ? o.error_category : '' };
+    // error_type/error_category and the face's columns: parts written before they existed have none.
+    const str = (v: unknown) => (typeof v === 'string' ? v : '');
+    const kind = { error_type: str(o.error_type), error_category: str(o.error_category), face_width: str(o.face_width), face_height: str(o.face_height), face_sha256: str(o.face_sha256) };
     return { line, outcome: { status: o.status, request_id: o.request_id, attempts: o.attempts, images: o.images, seed: o.seed, error: o.error, ...kind } };
   } catch {
     return undefined;

@@ -5,8 +5,11 @@ import { createHash } from 'node:crypto';
 import { Transform, pipeline } from 'node:stream';
 import { loadConfig, type Config } from '../core/config.ts';
 import { estimateRow, roundMoney } from '../core/cost.ts';
-import { InputsDigest, isRejected, readManifest, type ReadManifestOptions } from '../manifest/index.ts';
+import { buildPolicy } from '../core/policy.ts';
+import type { Storage } from '../core/s3.ts';
+import { InputsDigest, isRejected, readManifest, s3FacePolicy, type ReadManifestOptions, type ValidRow } from '../manifest/index.ts';
 import { manifestSource, type ManifestSource } from '../manifest/source.ts';
+import { faceSourceOf, lookAtFaces, preflightSettings, type PreflightSettings } from './preflight.ts';
 
 export interface ManifestInspection {
   sha256: string;
@@ -18,15 +21,31 @@ export interface ManifestInspection {
   /** Images fal would return (num_images of every valid row). */
   images: number;
   megapixels: number;
-  /** Valid rows without image_size, estimated at 1 MP an image. */
+  /** Valid rows without image_size whose face's size is not known (not preflighted), estimated at 1 MP an image. */
   unsizedRows: number;
+  /** With preflight: faces looked at, and the rows (counted in `rejected`) whose face failed. */
+  preflight?: { looked: number; refused: number };
 }
+
+/** How a dry run looks at faces: the limits, S3 for s3:// faces, and a count of faces looked at so far. */
+export interface InspectPreflight {
+  settings: PreflightSettings;
+  s3: { bucket: string; endpoints: readonly string[] };
+  storage?: () => Storage;
+  onLooked?: (looked: number) => void;
+}
+
+/** Rows whose faces are looked at together (at most PREFLIGHT_CONCURRENCY at once). */
+const PREFLIGHT_BATCH = 256;
 
 /**
  * Reads the whole manifest once (streaming). The hash covers every byte; the counts cover `lines` only
  * when given (a retry's selection).
  */
-export async function inspectManifest(source: ManifestSource, opts: { read?: ReadManifestOptions; lines?: ReadonlySet<number> } = {}): Promise<ManifestInspection> {
+export async function inspectManifest(
+  source: ManifestSource,
+  opts: { read?: ReadManifestOptions; lines?: ReadonlySet<number>; preflight?: InspectPreflight } = {},
+): Promise<ManifestInspection> {
   const hash = createHash('sha256');
   const tap = new Transform({
     transform(chunk: Buffer, _enc, cb) {
@@ -36,22 +55,45 @@ export async function inspectManifest(source: ManifestSource, opts: { read?: Rea
   });
   // pipeline, not .pipe: an error of the source reaches the reader through the tap.
   pipeline(await source.open(), tap, () => undefined);
-  const res = { rows: 0, valid: 0, rejected: 0, images: 0, megapixels: 0, unsizedRows: 0 };
+  const res: Omit<ManifestInspection, 'sha256' | 'inputsSha256'> = { rows: 0, valid: 0, rejected: 0, images: 0, megapixels: 0, unsizedRows: 0 };
   const read = opts.read ?? { baseDir: source.baseDir };
   const inputs = read.checkedLocalFaces ? undefined : new InputsDigest();
+  const count = (row: ValidRow, face?: { width: number; height: number }) => {
+    res.valid++;
+    const e = estimateRow(row.input as Record<string, unknown>, face);
+    res.images += e.images;
+    res.megapixels += e.megapixels;
+    if (!e.sized) res.unsizedRows++;
+  };
+  const pf = opts.preflight;
+  if (pf) res.preflight = { looked: 0, refused: 0 };
+  let pending: ValidRow[] = [];
+  const lookAtPending = async () => {
+    if (!pf || !pending.length) return;
+    const verdicts = await lookAtFaces(pending.map((row) => faceSourceOf(row, pf.s3)), pf.settings, pf.storage, () => {
+      res.preflight!.looked++;
+      pf.onLooked?.(res.preflight!.looked);
+    });
+    pending.forEach((row, i) => {
+      const v = verdicts[i]!;
+      if ('refused' in v) {
+        res.rejected++;
+        res.preflight!.refused++;
+      } else count(row, v.face);
+    });
+    pending = [];
+  };
   for await (const row of readManifest(tap, read)) {
     await inputs?.add(row);
     if (opts.lines && !opts.lines.has(row.line)) continue;
     res.rows++;
     if (isRejected(row)) res.rejected++;
-    else {
-      res.valid++;
-      const e = estimateRow(row.input as Record<string, unknown>);
-      res.images += e.images;
-      res.megapixels += e.megapixels;
-      if (!e.sized) res.unsizedRows++;
-    }
+    else if (pf) {
+      pending.push(row);
+      if (pending.length >= PREFLIGHT_BATCH) await lookAtPending();
+    } else count(row);
   }
+  await lookAtPending();
   return { sha256: hash.digest('hex'), inputsSha256: inputs?.digest(), ...res };
 }
 
@@ -77,6 +119,7 @@ export function dryRunReport(i: ManifestInspection, pricePerMegapixel: number, c
     estimatedCost: roundMoney(i.megapixels * pricePerMegapixel),
     currency,
     unsizedRows: i.unsizedRows,
+    ...(i.preflight ? { preflight: i.preflight } : {}),
   };
 }
 
@@ -86,10 +129,13 @@ export type DryRun = ReturnType<typeof dryRunReport>;
  * Validates and estimates a manifest without Redis, S3 or fal (an S3 manifest needs S3 to be read).
  * Here rather than in index.ts so that `run --dry-run` loads none of the service (see cli.ts).
  */
-export async function dryRun(source: string | ManifestSource, config: Config = loadConfig()): Promise<DryRun> {
-  const src =
-    typeof source === 'string'
-      ? manifestSource(source, /^s3:\/\//i.test(source) ? new (await import('../core/s3.ts')).Storage(config) : undefined)
-      : source;
-  return dryRunReport(await inspectManifest(src), config.PRICE_PER_MEGAPIXEL, config.CURRENCY);
+export async function dryRun(source: string | ManifestSource, config: Config = loadConfig(), opts: { preflight?: boolean; onLooked?: (looked: number) => void } = {}): Promise<DryRun> {
+  let storage: Storage | undefined;
+  const s3 = async () => (storage ??= new (await import('../core/s3.ts')).Storage(config));
+  const src = typeof source === 'string' ? manifestSource(source, /^s3:\/\//i.test(source) ? await s3() : undefined) : source;
+  // s3:// faces need S3; the client is made up front (it connects to nothing until used).
+  const preflight: InspectPreflight | undefined = opts.preflight
+    ? { settings: preflightSettings(config, buildPolicy(config).preflight), s3: s3FacePolicy(config), storage: ((client) => () => client)(await s3()), onLooked: opts.onLooked }
+    : undefined;
+  return dryRunReport(await inspectManifest(src, { preflight }), config.PRICE_PER_MEGAPIXEL, config.CURRENCY);
 }

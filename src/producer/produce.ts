@@ -20,6 +20,7 @@ import {
   isRejected,
   readManifest,
   readOptionsFor,
+  s3FacePolicy,
   storedFaceRule,
   type FaceRule,
   type ManifestRow,
@@ -27,8 +28,9 @@ import {
 } from '../manifest/index.ts';
 import { manifestSource, type ManifestSource } from '../manifest/source.ts';
 import { finishedSummary } from '../outputs/summary.ts';
-import { writeRejectedPart } from '../outputs/reportParts.ts';
+import { writeRejectedPart, type RejectedLine } from '../outputs/reportParts.ts';
 import { deriveRunId, inspectManifest } from './inspect.ts';
+import { faceSourceOf, lookAtFaces, preflightSettings, type FaceLook, type PreflightSettings } from './preflight.ts';
 
 export interface StartRunOptions {
   runId?: string;
@@ -131,6 +133,8 @@ export async function startRun(ctx: Context, source: string | ManifestSource, op
       estimatedCost,
       selected: Boolean(selected),
       inline: Boolean(opts.inline),
+      // Frozen on the run, like its policy: every producer of it looks at faces alike.
+      preflight: ctx.cfg.PREFLIGHT === 'on' ? { minPx: ctx.cfg.MIN_FACE_PX, maxMegapixels: ctx.cfg.MAX_FACE_MEGAPIXELS, maxBytes: ctx.cfg.MAX_FACE_BYTES } : false,
       ...opts.extra,
     },
   });
@@ -211,9 +215,11 @@ export async function produceRows(ctx: Context, runId: string, signal?: AbortSig
   const priceMicros = toMicros(run.policy.pricePerMegapixel);
   const cursor = run.cursor;
 
+  const preflight = runPreflight(ctx, run);
+
   let total = 0;
   let batch: ValidRow[] = [];
-  let rejected: { line: number; reason: string }[] = [];
+  let rejected: RejectedLine[] = [];
   let lastLine = cursor;
   const open = (r: RunRecord | undefined) => r?.state === 'running';
 
@@ -226,15 +232,24 @@ export async function produceRows(ctx: Context, runId: string, signal?: AbortSig
     }
     if (signal?.aborted) throw new ProducerInterrupted(`producer of ${runId} interrupted`);
     run = await ctx.rows.getRun(runId);
+    // The batch's first line names its rejected part when preflight decides some of it: a replay may decide otherwise.
+    const partLine = Math.min(batch[0]?.line ?? Infinity, rejected[0]?.line ?? Infinity);
+    let faces = new Map<string, FaceLook>();
+    if (preflight && open(run) && batch.length) {
+      const looked = await preflightBatch(ctx, runId, preflight, batch, facesLayout);
+      faces = looked.faces;
+      batch = looked.passed;
+      rejected = [...rejected, ...looked.refused].sort((a, b) => a.line - b.line);
+    }
     // Rejected rows' reasons go where finished rows' outcomes go (the report parts), before they are counted.
-    await writeRejectedPart(ctx, runId, rejected);
+    await writeRejectedPart(ctx, runId, rejected, preflight ? partLine : undefined);
     if (!open(run)) {
       // Canceled or stopped: what was not enqueued is never submitted; it ends canceled now.
       const reason = `run ${run?.state ?? 'gone'} before this row was submitted: ${run?.stopReason ?? ''}`;
       await ctx.rows.admitBatch(runId, lastLine, 0, rejected.length, batch.map((r) => ({ line: r.line, ordinal: ordinalOf(r), reason })));
     } else {
       const dataFaces = await storeDataFaces(ctx, batch, layout);
-      const jobs: SubmitJob[] = batch.map((row) => toSubmitJob(runId, row, facesLayout, priceMicros, dataFaces.get(row.key)));
+      const jobs: SubmitJob[] = batch.map((row) => toSubmitJob(runId, row, facesLayout, priceMicros, dataFaces.get(row.key), faces.get(row.key)));
       // Jobs first, then the cursor: a crash in between replays the batch, and the job ids absorb it.
       await ctx.queues.submit.addBulk(
         jobs.map((data) => ({ name: 'submit', data, opts: { jobId: jobIds.submit(runId, data.key), ...submitJobOptions(ctx.policy) } })),
@@ -288,6 +303,7 @@ function toSubmitJob(
   faces: ReturnType<typeof runLayout>,
   priceMicros: number,
   dataFace?: { key: string; bytes: number },
+  face?: FaceLook,
 ): SubmitJob {
   let faceObjectKey = row.faceKind === 'local' && row.localPath ? faces.input(row.key, extname(row.localPath).toLowerCase()) : undefined;
   let faceUrl = row.faceUrl;
@@ -300,9 +316,57 @@ function toSubmitJob(
     key: row.key,
     line: row.line,
     ordinal: ordinalOf(row),
-    row: { id: row.id, faceUrl, faceKind: row.faceKind, faceObjectKey, input: row.input as Record<string, unknown>, extra: row.extra },
-    costMicros: estimateRow(row.input as Record<string, unknown>).megapixels * priceMicros,
+    row: {
+      id: row.id,
+      faceUrl,
+      faceKind: row.faceKind,
+      faceObjectKey,
+      input: row.input as Record<string, unknown>,
+      extra: row.extra,
+      ...(face ? { face: { width: face.width, height: face.height, bytes: face.bytes, sha256: face.sha256 } } : {}),
+    },
+    // What the spend guard counts when the row is claimed: without image_size, the face's own size.
+    costMicros: estimateRow(row.input as Record<string, unknown>, face).megapixels * priceMicros,
   };
+}
+
+/** The run's preflight settings (its frozen limits, this worker's reach), or undefined when the run looks at no face. */
+function runPreflight(ctx: Context, run: RunRecord): PreflightSettings | undefined {
+  const frozen = run.options.preflight as { minPx: number; maxMegapixels: number; maxBytes: number } | false | undefined;
+  if (!frozen) return undefined;
+  return { ...preflightSettings(ctx.cfg, ctx.policy.preflight), minPx: frozen.minPx, maxMegapixels: frozen.maxMegapixels, maxBytes: frozen.maxBytes };
+}
+
+/**
+ * Looks at the faces of a batch before any of it is queued: the rows whose face fails are rejected
+ * (their reasons for the report), the others go on with what was read of their face.
+ */
+async function preflightBatch(
+  ctx: Context,
+  runId: string,
+  settings: PreflightSettings,
+  batch: ValidRow[],
+  faces: ReturnType<typeof runLayout>,
+): Promise<{ passed: ValidRow[]; refused: RejectedLine[]; faces: Map<string, FaceLook> }> {
+  const s3 = s3FacePolicy(ctx.cfg);
+  // A local face is read where the run uploaded it: this worker may not have the starter's disk.
+  const sources = batch.map((row) =>
+    faceSourceOf(row, s3, row.faceKind === 'local' && row.localPath ? { bucket: ctx.storage.bucket, key: faces.input(row.key, extname(row.localPath).toLowerCase()) } : undefined),
+  );
+  const verdicts = await lookAtFaces(sources, settings, () => ctx.storage);
+  const passed: ValidRow[] = [];
+  const refused: RejectedLine[] = [];
+  const looks = new Map<string, FaceLook>();
+  batch.forEach((row, i) => {
+    const v = verdicts[i]!;
+    if ('refused' in v) refused.push({ line: row.line, reason: `face_url: ${v.refused.reason}`, errorType: v.refused.errorType });
+    else {
+      passed.push(row);
+      looks.set(row.key, v.face);
+    }
+  });
+  if (refused.length) ctx.logger.info({ runId, refused: refused.length, rows: batch.length }, `preflight refused ${refused.length} of ${batch.length} faces`);
+  return { passed, refused, faces: looks };
 }
 
 /** A row's done bit: its position among the manifest's data rows (readManifest sets it on every row). */

@@ -14,7 +14,7 @@ import { outcomeOf, partsReader, rejectedOutcome, removeReportParts, type Report
 import { writeReportIndex } from './reportIndex.ts';
 import { uploadWhileWriting } from './uploadWhileWriting.ts';
 
-export const REPORT_COLUMNS = ['line', 'id', 'row_key', 'face_url', 'status', 'request_id', 'attempts', 'images', 'seed', 'error', 'error_type', 'error_category'] as const;
+export const REPORT_COLUMNS = ['line', 'id', 'row_key', 'face_url', 'status', 'request_id', 'attempts', 'images', 'seed', 'error', 'error_type', 'error_category', 'face_width', 'face_height', 'face_sha256'] as const;
 
 /** Rows looked up in S3 at once while writing the report. */
 const META_BATCH = 64;
@@ -79,7 +79,7 @@ export async function writeRunReport(ctx: Context, runId: string): Promise<Summa
         // A rejected row whose part was lost (no metadata either): its verdict as the manifest gives it again.
         const outcome = batched[i] ?? (meta ? outcomeOf(meta) : isRejected(r) ? rejectedOutcome(`${r.rejected.column}: ${r.rejected.reason}`) : undefined);
         const record: Record<string, string> = rejectedAt(i)
-          ? { status: 'rejected', error: batched[i]!.error, error_type: 'rejected', error_category: 'input' }
+          ? { status: 'rejected', error: batched[i]!.error, error_type: batched[i]!.error_type || 'rejected', error_category: 'input' }
           : canceled
             ? { status: 'canceled', error: canceled, error_type: 'run_canceled', error_category: 'canceled' }
             : outcome

@@ -22,6 +22,11 @@ export function rowMeta(row: Row) {
     attempt_errors: row.attemptErrors,
     input: { face_url: row.data.faceUrl, ...row.data.input },
     extra: row.data.extra,
+    // What preflight read of the face (null when the run looked at none).
+    face_width: row.data.face?.width ?? null,
+    face_height: row.data.face?.height ?? null,
+    face_bytes: row.data.face?.bytes ?? null,
+    face_sha256: row.data.face?.sha256 ?? null,
     request_id: row.requestId ?? null,
     request_ids: row.requestIds,
     attempts: row.attempt,

@@ -16,7 +16,7 @@ import { dropStagedPayload, resultPayload } from '../core/resultJobs.ts';
 import type { ResultVerdict, Row, RunRecord, StoredImage } from '../core/rowState.ts';
 import { verdictOf, webhookErrorInfo, type FalErrorInfo } from '../core/falErrors.ts';
 import { backoffDelay } from '../core/policy.ts';
-import { openImage, type DownloadPolicy } from './download.ts';
+import { openImage, type DownloadPolicy } from '../core/download.ts';
 import { resubmitAfterFaceRefusal } from './falFaceRefusal.ts';
 import { falKnowsRequest, isGoneResult, resubmitForgotten } from './falForgot.ts';
 import { flushRow } from './flush.ts';

@@ -37,8 +37,9 @@ before(async () => {
   admin = await t.pb.startAdmin();
   const png = await facePng(7);
   for (const url of Object.values(faces)) await t.ctx.storage.putObject(url.slice(`s3://${bucket}/`.length), png, 'image/png');
-  // In the manifest's folder, but not an image: fal refuses it, so the row fails and can be retried.
-  await t.ctx.storage.putObject('incoming/teamA/faces/broken.png', 'not an image', 'image/png');
+  // In the manifest's folder, a PNG cut after its header: preflight reads its size, fal cannot decode it,
+  // so the row fails and can be retried.
+  await t.ctx.storage.putObject('incoming/teamA/faces/broken.png', png.subarray(0, 60), 'image/png');
   // A link to our own S3, presigned with the service's credentials (as fal was once given): judged as the object it names.
   const presigned = await t.ctx.storage.presign('runs/victim/images/secret/0.png', 600);
   assert.match(presigned, /^http:\/\/127\.0\.0\.1:\d+\/portrait-test\/runs\/victim\/images\/secret\/0\.png\?/);

@@ -60,7 +60,7 @@ describe('report.csv', () => {
     for (const cell of cellsInAnyLocale(text)) assert.doesNotMatch(cell, TRIGGER, `a cell starts a formula: ${JSON.stringify(cell)}`);
 
     const report = parse(text, { columns: true }) as Record<string, string>[];
-    assert.deepEqual(Object.keys(report[0]!), ['line', 'id', 'row_key', 'face_url', 'status', 'request_id', 'attempts', 'images', 'seed', 'error', 'error_type', 'error_category']);
+    assert.deepEqual(Object.keys(report[0]!), ['line', 'id', 'row_key', 'face_url', 'status', 'request_id', 'attempts', 'images', 'seed', 'error', 'error_type', 'error_category', 'face_width', 'face_height', 'face_sha256']);
     assert.deepEqual(report.map((r) => unescapeCell(r.id!)), ids);
     assert.deepEqual(report.map((r) => unescapeCell(r.row_key!)), ids.map(toRowKey));
     assert.equal(report[0]!.id, "x;'=1+2");

@@ -11,7 +11,7 @@ import { runLayout } from '../../src/core/layout.ts';
 import type { RunRecord } from '../../src/core/rowState.ts';
 import { produceRun } from '../../src/producer/produce.ts';
 import { waitForRun } from '../../src/producer/wait.ts';
-import { openImage } from '../../src/worker/download.ts';
+import { openImage } from '../../src/core/download.ts';
 import type { RowMeta } from '../../src/worker/flush.ts';
 import { faceDataUri } from '../helpers/faces.ts';
 import { refused } from '../helpers/refused.ts';

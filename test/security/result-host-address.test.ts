@@ -6,8 +6,8 @@ import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
-import { openImage } from '../../src/worker/download.ts';
-import { hostAllowed, isPublicAddress } from '../../src/worker/resultHosts.ts';
+import { openImage } from '../../src/core/download.ts';
+import { hostAllowed, isPublicAddress } from '../../src/core/resultHosts.ts';
 import { refused } from '../helpers/refused.ts';
 
 const PNG = Buffer.concat([Buffer.from('89504e470d0a1a0a', 'hex'), Buffer.alloc(56, 1)]);

@@ -18,8 +18,8 @@ import { runLayout } from '../../core/layout.ts';
 import type { RunRecord } from '../../core/rowState.ts';
 import { faceRuleRefusal, s3FacePolicy, storedFaceRule } from '../../manifest/faceRule.ts';
 import { decodeDataFace } from '../../manifest/faces.ts';
-import { openImage } from '../../worker/download.ts';
-import { contentTypeOf, sniffImageFormat, SNIFF_BYTES, type ImageFormat } from '../../worker/imageType.ts';
+import { openImage } from '../../core/download.ts';
+import { contentTypeOf, sniffImageFormat, SNIFF_BYTES, type ImageFormat } from '../../core/imageType.ts';
 import type { RowView } from './rows.ts';
 
 /**

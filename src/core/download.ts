@@ -7,7 +7,7 @@ import { request as httpRequest, type ClientRequest, type IncomingMessage } from
 import { request as httpsRequest } from 'node:https';
 import { isIP } from 'node:net';
 import { Readable } from 'node:stream';
-import { DownloadError, errorMessage } from '../core/errors.ts';
+import { DownloadError, errorMessage } from './errors.ts';
 import { contentTypeOf, notAnImage, sniffImageFormat, SNIFF_BYTES, type ImageFormat } from './imageType.ts';
 import { bareHost, hostAllowed, isPublicAddress, publicOnlyLookup } from './resultHosts.ts';
 
@@ -19,11 +19,21 @@ export interface DownloadPolicy {
   /**
    * Any host instead, as long as it is at a public address: a name must resolve only to public
    * addresses (checked in the connection's lookup), an IP literal must be one (the dashboard's face
-   * thumbnails: a manifest's face may name any host, never this machine or its network).
+   * thumbnails, preflight: a manifest's face may name any host, never this machine or its network).
+   * allowedHosts then lists IP addresses allowed although they are private.
    */
   anyPublicHost?: boolean;
   maxBytes: number;
   timeoutMs: number;
+  /**
+   * Ask for only this many first bytes (a ranged GET: preflight reads a face's header, not the face).
+   * A server that ignores the range sends the whole body; the reader stops when it has what it needs.
+   */
+  firstBytes?: number;
+  /** Judge the body by its first bytes only, whatever type the server claims (faces: buckets often say application/octet-stream). */
+  bytesOnly?: boolean;
+  /** The variable maxBytes comes from, named in refusals (default MAX_IMAGE_BYTES). */
+  maxBytesName?: string;
 }
 
 export interface OpenedImage {
@@ -31,6 +41,16 @@ export interface OpenedImage {
   /** The real format, from the first bytes (whatever the server or the data: URI claimed). */
   format: ImageFormat;
   contentType: string;
+  /** The whole file's size when the server said it (Content-Length, or the total of a Content-Range). */
+  size?: number;
+}
+
+/** The server answered, with something that is not a PNG, JPEG or WEBP image (by its claimed type or its first bytes). */
+export class NotAnImageError extends DownloadError {
+  override name = 'NotAnImageError';
+  constructor(message: string) {
+    super(message, true);
+  }
 }
 
 const MAX_REDIRECTS = 5;
@@ -62,7 +82,7 @@ class Deadline {
 }
 
 export async function openImage(url: string, policy: DownloadPolicy): Promise<OpenedImage> {
-  if (url.startsWith('data:')) return decodeDataUri(url, policy.maxBytes);
+  if (url.startsWith('data:')) return decodeDataUri(url, policy.maxBytes, policy.maxBytesName);
   const deadline = new Deadline(policy.timeoutMs);
   let href = url;
   try {
@@ -71,7 +91,7 @@ export async function openImage(url: string, policy: DownloadPolicy): Promise<Op
       if (hop > MAX_REDIRECTS) throw new DownloadError(`more than ${MAX_REDIRECTS} redirects from ${url}`, true);
       const target = checkedUrl(href, policy);
       href = target.href;
-      res = await get(target, deadline);
+      res = await get(target, deadline, policy.firstBytes);
       const status = res.statusCode ?? 0;
       if (status < 300 || status >= 400) break;
       const location = res.headers.location;
@@ -79,7 +99,7 @@ export async function openImage(url: string, policy: DownloadPolicy): Promise<Op
       if (!location) throw new DownloadError(`redirect without Location from ${href}`, true);
       href = new URL(location, target).href;
     }
-    return await readImage(res, href, policy.maxBytes, deadline);
+    return await readImage(res, href, policy, deadline);
   } catch (err) {
     deadline.clear();
     throw deadline.explain(err, href);
@@ -98,7 +118,9 @@ function checkedUrl(href: string, policy: DownloadPolicy): URL {
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new DownloadError(`refusing ${url.protocol} URL ${url.href}`, true);
   if (policy.anyPublicHost) {
     const host = bareHost(url);
-    if (isIP(host) !== 0 && !isPublicAddress(host)) throw new DownloadError(`refusing to download from ${url.host}: ${host} is not a public address`, true);
+    // An IP address:port in allowedHosts is the operator's deliberate allowance (PREFLIGHT_PRIVATE_HOSTS);
+    // a name listed there is still resolved and checked like any other.
+    if (isIP(host) !== 0 && !isPublicAddress(host) && !hostAllowed(url, allowedHosts)) throw new DownloadError(`refusing to download from ${url.host}: ${host} is not a public address`, true);
     return url;
   }
   if (!hostAllowed(url, allowedHosts)) {
@@ -108,12 +130,14 @@ function checkedUrl(href: string, policy: DownloadPolicy): URL {
 }
 
 /** One GET. A name is resolved by publicOnlyLookup, and the socket connects to the address it checked. */
-function get(url: URL, deadline: Deadline): Promise<IncomingMessage> {
+function get(url: URL, deadline: Deadline, firstBytes?: number): Promise<IncomingMessage> {
   return new Promise((resolve, reject) => {
     const literal = isIP(bareHost(url)) !== 0;
     const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
     // agent: false: a fresh connection per download, never a pooled socket resolved for something else.
-    const req = send(url, { agent: false, lookup: literal ? undefined : publicOnlyLookup, headers: { accept: 'image/png, image/jpeg, image/webp' } }, resolve);
+    const headers: Record<string, string> = { accept: 'image/png, image/jpeg, image/webp' };
+    if (firstBytes) headers.range = `bytes=0-${firstBytes - 1}`;
+    const req = send(url, { agent: false, lookup: literal ? undefined : publicOnlyLookup, headers }, resolve);
     deadline.request = req;
     // Stays attached: once the response has arrived, its body stream reports what goes wrong.
     req.on('error', reject);
@@ -121,7 +145,8 @@ function get(url: URL, deadline: Deadline): Promise<IncomingMessage> {
   });
 }
 
-async function readImage(res: IncomingMessage, href: string, maxBytes: number, deadline: Deadline): Promise<OpenedImage> {
+async function readImage(res: IncomingMessage, href: string, policy: DownloadPolicy, deadline: Deadline): Promise<OpenedImage> {
+  const { maxBytes, maxBytesName: limit = 'MAX_IMAGE_BYTES' } = policy;
   const status = res.statusCode ?? 0;
   if (status < 200 || status >= 300) {
     res.destroy();
@@ -129,18 +154,20 @@ async function readImage(res: IncomingMessage, href: string, maxBytes: number, d
     throw new DownloadError(`download of ${href} answered ${status}`, permanent, undefined, status);
   }
   const claimed = String(res.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
-  const refusal = claimedTypeRefusal(href, claimed);
+  const refusal = policy.bytesOnly ? undefined : claimedTypeRefusal(href, claimed);
   if (refusal) {
     res.destroy();
-    throw new DownloadError(refusal, true);
+    throw new NotAnImageError(refusal);
   }
-  const declared = Number(res.headers['content-length'] ?? NaN);
+  // A ranged answer (206) says the whole file's size after the slash of its Content-Range.
+  const ranged = status === 206 ? /\/(\d+)\s*$/.exec(String(res.headers['content-range'] ?? ''))?.[1] : undefined;
+  const declared = Number(status === 206 ? (ranged ?? NaN) : (res.headers['content-length'] ?? NaN));
   if (declared > maxBytes) {
     res.destroy();
-    throw new DownloadError(`${href} is ${declared} bytes, over the ${maxBytes}-byte limit (MAX_IMAGE_BYTES)`, true);
+    throw new DownloadError(`${href} is ${declared} bytes, over the ${maxBytes}-byte limit (${limit})`, true);
   }
   const chunks = res[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
-  const count = byteCounter(maxBytes, href);
+  const count = byteCounter(maxBytes, href, limit);
   // The first bytes say what the body really is, before anything of it is stored.
   const head: Buffer[] = [];
   try {
@@ -159,7 +186,7 @@ async function readImage(res: IncomingMessage, href: string, maxBytes: number, d
   const format = sniffImageFormat(first);
   if (!format) {
     await chunks.return?.();
-    throw new DownloadError(notAnImage(href, claimed, first.subarray(0, 16)), true);
+    throw new NotAnImageError(notAnImage(href, claimed, first.subarray(0, 16)));
   }
   async function* rest(): AsyncGenerator<Buffer> {
     try {
@@ -185,7 +212,7 @@ async function readImage(res: IncomingMessage, href: string, maxBytes: number, d
     res.destroy();
     endIterable(err, cb);
   };
-  return { body, format, contentType: contentTypeOf(format) };
+  return { body, format, contentType: contentTypeOf(format), ...(Number.isFinite(declared) ? { size: declared } : {}) };
 }
 
 /** Why a claimed content type is refused before any byte is read, or undefined. */
@@ -195,24 +222,24 @@ function claimedTypeRefusal(what: string, claimed: string): string | undefined {
   return undefined;
 }
 
-function decodeDataUri(uri: string, maxBytes: number): OpenedImage {
+function decodeDataUri(uri: string, maxBytes: number, limit = 'MAX_IMAGE_BYTES'): OpenedImage {
   const comma = uri.indexOf(',');
   const header = /^data:(image\/[a-z0-9.+-]+)(?:;[a-z0-9=.+-]+)*;base64$/i.exec(comma > 0 ? uri.slice(0, comma) : '');
   if (!header) throw new DownloadError('result is a data: URI that is not a base64 image', true);
   const claimed = header[1]!.toLowerCase();
   const refusal = claimedTypeRefusal('the inline (data: URI) image', claimed);
-  if (refusal) throw new DownloadError(refusal, true);
+  if (refusal) throw new NotAnImageError(refusal);
   const buf = Buffer.from(uri.slice(comma + 1), 'base64');
-  if (buf.length > maxBytes) throw new DownloadError(`inline image is ${buf.length} bytes, over the ${maxBytes}-byte limit (MAX_IMAGE_BYTES)`, true);
+  if (buf.length > maxBytes) throw new DownloadError(`inline image is ${buf.length} bytes, over the ${maxBytes}-byte limit (${limit})`, true);
   const format = sniffImageFormat(buf);
-  if (!format) throw new DownloadError(notAnImage('the inline (data: URI) image', claimed, buf.subarray(0, 16)), true);
+  if (!format) throw new NotAnImageError(notAnImage('the inline (data: URI) image', claimed, buf.subarray(0, 16)));
   return { body: Readable.from([buf], { objectMode: false }), format, contentType: contentTypeOf(format) };
 }
 
-function byteCounter(max: number, what: string): (chunk: Buffer) => void {
+function byteCounter(max: number, what: string, limit: string): (chunk: Buffer) => void {
   let seen = 0;
   return (chunk) => {
     seen += chunk.length;
-    if (seen > max) throw new DownloadError(`${what} exceeded the ${max}-byte limit (MAX_IMAGE_BYTES)`, true);
+    if (seen > max) throw new DownloadError(`${what} exceeded the ${max}-byte limit (${limit})`, true);
   };
 }

@@ -5,7 +5,7 @@
 // on 127.0.0.1:<port>) and is not address-checked; a wildcard never matches an IP literal.
 import { lookup as dnsLookup, type LookupAddress, type LookupOptions } from 'node:dns';
 import { BlockList, isIP } from 'node:net';
-import { DownloadError } from '../core/errors.ts';
+import { DownloadError } from './errors.ts';
 
 /** Ports a RESULT_HOSTS entry without one allows. */
 const DEFAULT_PORTS = new Set(['80', '443']);
