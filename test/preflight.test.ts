@@ -15,6 +15,9 @@ import { loadConfig } from '../src/core/config.ts';
 import { runLayout } from '../src/core/layout.ts';
 import type { PortraitBatch } from '../src/index.ts';
 import { dryRun } from '../src/producer/inspect.ts';
+import { lookAtFace, lookAtFaces, type PreflightSettings } from '../src/producer/preflight.ts';
+import { DependencyError } from '../src/core/dependencies.ts';
+import { Storage } from '../src/core/s3.ts';
 import type { RowMeta } from '../src/worker/flush.ts';
 import { runCli } from './helpers/cli.ts';
 import { faceDataUri, facePng } from './helpers/faces.ts';
@@ -229,4 +232,27 @@ test('run --dry-run --preflight --json looks at every face with nothing running;
   const alone = await runCli(['run', manifest, '--preflight']).exited;
   assert.equal(alone.code, 2);
   assert.match(alone.stderr, /--preflight goes with --dry-run/);
+});
+
+test('our own S3 not answering is no verdict on a face: preflight throws an S3 outage (the batch waits) instead of refusing the row; a closing worker stops it', async () => {
+  const settings: PreflightSettings = {
+    minPx: 64,
+    maxMegapixels: 50,
+    maxBytes: 20 * 1024 * 1024,
+    privateHosts: [],
+    concurrency: 2,
+    policy: { tries: 2, backoff: { baseMs: 10, capMs: 20, jitter: 0 }, timeoutMs: 2000, headerBytes: 1024 },
+  };
+  // An S3 endpoint on a loopback port nobody listens on: S3 is down.
+  const down = new Storage({ S3_BUCKET: 'faces', S3_PREFIX: '', S3_ENDPOINT: deadBase, S3_REGION: 'us-east-1', S3_FORCE_PATH_STYLE: true });
+  await assert.rejects(
+    lookAtFace({ kind: 's3', bucket: 'faces', key: 'team-a/face.png' }, settings, () => down),
+    (err: unknown) => err instanceof DependencyError && err.dependency === 's3',
+  );
+  // The same face on a working S3 that has no such object: a verdict on the face (the row is refused).
+  const verdict = await lookAtFace({ kind: 's3', bucket: t.ctx.storage.bucket, key: 'no/such/face.png' }, settings, () => t.ctx.storage);
+  assert.ok('refused' in verdict && verdict.refused.errorType === 'face_unreachable', JSON.stringify(verdict));
+  // A closing worker: no face is started once the signal is aborted.
+  const closing = AbortSignal.abort(new Error('closing'));
+  await assert.rejects(lookAtFaces([{ kind: 'url', url: `${faceBase}/good.png` }], settings, undefined, undefined, closing), /closing/);
 });

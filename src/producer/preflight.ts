@@ -13,6 +13,7 @@ import { open } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Config } from '../core/config.ts';
+import { DependencyError } from '../core/dependencies.ts';
 import { openImage, NotAnImageError } from '../core/download.ts';
 import { DownloadError, errorMessage } from '../core/errors.ts';
 import { readImageHeader, type HeaderVerdict } from '../core/imageHeader.ts';
@@ -96,6 +97,9 @@ export async function lookAtFace(source: FaceSource, settings: PreflightSettings
     read = await withTries(settings.policy, () => readHead(source, settings, storage));
   } catch (err) {
     if (err instanceof NotAnImageError) return refuse('face_not_image', `the face is not an image: ${err.message}`);
+    // Our own S3 not answering says nothing about the face: the batch waits for S3 (the producer's
+    // job is tried again and resumes from its cursor), it is not refused.
+    if (source.kind === 's3' && err instanceof DownloadError && !err.permanent) throw new DependencyError('s3', err);
     return refuse('face_unreachable', `the face could not be read: ${errorMessage(err)}`);
   }
   const size = read.whole ? read.head.length : read.size;
@@ -125,12 +129,22 @@ export async function lookAtFace(source: FaceSource, settings: PreflightSettings
   return { face };
 }
 
-/** Looks at many faces, at most `settings.concurrency` at once; verdicts in the order of `sources`. */
-export async function lookAtFaces(sources: FaceSource[], settings: PreflightSettings, storage?: () => Storage, onDone?: () => void): Promise<FaceVerdict[]> {
+/**
+ * Looks at many faces, at most `settings.concurrency` at once; verdicts in the order of `sources`.
+ * Once `signal` is aborted (the worker is closing) no further face is started and it throws.
+ */
+export async function lookAtFaces(
+  sources: FaceSource[],
+  settings: PreflightSettings,
+  storage?: () => Storage,
+  onDone?: () => void,
+  signal?: AbortSignal,
+): Promise<FaceVerdict[]> {
   const verdicts: FaceVerdict[] = new Array(sources.length);
   let next = 0;
   const lane = async () => {
     while (next < sources.length) {
+      signal?.throwIfAborted();
       const i = next++;
       verdicts[i] = await lookAtFace(sources[i]!, settings, storage);
       onDone?.();

@@ -236,7 +236,9 @@ export async function produceRows(ctx: Context, runId: string, signal?: AbortSig
     const partLine = Math.min(batch[0]?.line ?? Infinity, rejected[0]?.line ?? Infinity);
     let faces = new Map<string, FaceLook>();
     if (preflight && open(run) && batch.length) {
-      const looked = await preflightBatch(ctx, runId, preflight, batch, facesLayout);
+      const looked = await preflightBatch(ctx, runId, preflight, batch, facesLayout, signal).catch((err: unknown) => {
+        throw signal?.aborted ? new ProducerInterrupted(`producer of ${runId} interrupted`) : err;
+      });
       faces = looked.faces;
       batch = looked.passed;
       rejected = [...rejected, ...looked.refused].sort((a, b) => a.line - b.line);
@@ -347,13 +349,14 @@ async function preflightBatch(
   settings: PreflightSettings,
   batch: ValidRow[],
   faces: ReturnType<typeof runLayout>,
+  signal?: AbortSignal,
 ): Promise<{ passed: ValidRow[]; refused: RejectedLine[]; faces: Map<string, FaceLook> }> {
   const s3 = s3FacePolicy(ctx.cfg);
   // A local face is read where the run uploaded it: this worker may not have the starter's disk.
   const sources = batch.map((row) =>
     faceSourceOf(row, s3, row.faceKind === 'local' && row.localPath ? { bucket: ctx.storage.bucket, key: faces.input(row.key, extname(row.localPath).toLowerCase()) } : undefined),
   );
-  const verdicts = await lookAtFaces(sources, settings, () => ctx.storage);
+  const verdicts = await lookAtFaces(sources, settings, () => ctx.storage, undefined, signal);
   const passed: ValidRow[] = [];
   const refused: RejectedLine[] = [];
   const looks = new Map<string, FaceLook>();
