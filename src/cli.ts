@@ -13,7 +13,7 @@ import { ContainmentError, outputFile } from './outputs/contained.ts';
 import type { DemoResult } from './demo.ts';
 import { ERROR_CATEGORIES, FAL_ERROR_TYPES, parseCategories, type ErrorCategory } from './core/falErrors.ts';
 import { redactText } from './core/redact.ts';
-import type { PortraitBatch } from './index.ts';
+import type { PortraitBatch } from './portraitBatch.ts';
 import { manifestSource } from './manifest/source.ts';
 import { progressReporter } from './progress.ts';
 import { InterruptedError, stopOnSignal } from './signals.ts';
@@ -36,7 +36,9 @@ const printJson = (value: unknown) => print(JSON.stringify(value));
 
 /** The library for one command, after its start-up check (Redis, and S3 when `needs.s3`). */
 async function withLibrary<T>(name: string, fn: (pb: PortraitBatch) => Promise<T>, needs: { s3?: boolean } = {}): Promise<T> {
-  const [{ createPortraitBatch, loadConfig }, { assertReachable }] = await Promise.all([import('./index.ts'), import('./core/reachability.ts')]);
+  // The handle alone, not index.ts (which also exports the roles, the scheduler and the notice): a
+  // command that reads Redis loads Redis and what it reads (the context builds S3, fal and BullMQ on first use).
+  const [{ createPortraitBatch }, { loadConfig }, { assertReachable }] = await Promise.all([import('./createPortraitBatch.ts'), import('./core/config.ts'), import('./core/reachability.ts')]);
   const pb = createPortraitBatch(loadConfig(), { name });
   try {
     await assertReachable(pb.context, needs);
