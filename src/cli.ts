@@ -48,7 +48,7 @@ async function withLibrary<T>(name: string, fn: (pb: PortraitBatch) => Promise<T
   }
 }
 
-/** Keeps the emulator or the demo up until SIGINT/SIGTERM, then closes it (within the grace period; see signals.ts). */
+/** Keeps the emulator up until SIGINT/SIGTERM, then closes it (within the grace period; see signals.ts). */
 async function serveUntilSignal(close: () => Promise<void>): Promise<void> {
   await stopOnSignal(close, { log: say });
 }
@@ -298,7 +298,7 @@ program
   .option('--keep-alive', 'then keep serving the dashboard, metrics and health until SIGTERM/SIGINT (with the scheduler when SCHEDULES_FILE or DROP_PREFIX is set)')
   .option('--json', 'print one JSON object on stdout')
   .action(async (o: { manifest: string; dataDir: string; keepAlive?: boolean; json?: boolean }) => {
-    const [{ runDemo }, { loadSchedulesFile }, { startScheduler }] = await Promise.all([import('./demo.ts'), import('./triggers/schedulesFile.ts'), import('./triggers/scheduler.ts')]);
+    const [{ runDemo }, { loadSchedulesFile }, { runKeepAlive }] = await Promise.all([import('./demo.ts'), import('./triggers/schedulesFile.ts'), import('./roles.ts')]);
     // With triggers configured, a bad schedules file is refused before the stack starts (exit 3).
     const triggers = o.keepAlive && Boolean(process.env.SCHEDULES_FILE || process.env.DROP_PREFIX);
     const schedules = triggers && process.env.SCHEDULES_FILE ? await loadSchedulesFile(process.env.SCHEDULES_FILE) : undefined;
@@ -316,12 +316,11 @@ program
       if (o.json) printJson(res);
     };
     let reported = false;
+    // After the run: served as a role (src/roles.ts) until SIGTERM/SIGINT, then the demo stops its stack.
     const keepAlive = async (pb: PortraitBatch, res: DemoResult) => {
       report(res);
       reported = true;
-      const scheduler = triggers ? await startScheduler(pb, { schedules }) : undefined;
-      say(`serving the dashboard, metrics and health${scheduler ? ' and the scheduler' : ''} until SIGTERM/SIGINT`);
-      await serveUntilSignal(async () => scheduler?.close());
+      await runKeepAlive(pb, { scheduler: triggers, schedules, log: say });
     };
     const res = await runDemo({ manifest: o.manifest, dataDir: o.dataDir, log, onProgress: (s) => progress.update(s), keepAlive: o.keepAlive ? keepAlive : undefined });
     if (!reported) report(res);
