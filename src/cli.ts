@@ -13,7 +13,7 @@ import { ContainmentError, outputFile } from './outputs/contained.ts';
 import type { DemoResult } from './demo.ts';
 import { ERROR_CATEGORIES, FAL_ERROR_TYPES, parseCategories, type ErrorCategory } from './core/falErrors.ts';
 import { redactText } from './core/redact.ts';
-import type { PortraitBatch } from './index.ts';
+import type { PortraitBatch } from './portraitBatch.ts';
 import { manifestSource } from './manifest/source.ts';
 import { progressReporter } from './progress.ts';
 import { InterruptedError, stopOnSignal } from './signals.ts';
@@ -36,7 +36,9 @@ const printJson = (value: unknown) => print(JSON.stringify(value));
 
 /** The library for one command, after its start-up check (Redis, and S3 when `needs.s3`). */
 async function withLibrary<T>(name: string, fn: (pb: PortraitBatch) => Promise<T>, needs: { s3?: boolean } = {}): Promise<T> {
-  const [{ createPortraitBatch, loadConfig }, { assertReachable }] = await Promise.all([import('./index.ts'), import('./core/reachability.ts')]);
+  // The handle alone, not index.ts (which also exports the roles, the scheduler and the notice): a
+  // command that reads Redis loads Redis and what it reads (the context builds S3, fal and BullMQ on first use).
+  const [{ createPortraitBatch }, { loadConfig }, { assertReachable }] = await Promise.all([import('./createPortraitBatch.ts'), import('./core/config.ts'), import('./core/reachability.ts')]);
   const pb = createPortraitBatch(loadConfig(), { name });
   try {
     await assertReachable(pb.context, needs);
@@ -46,7 +48,7 @@ async function withLibrary<T>(name: string, fn: (pb: PortraitBatch) => Promise<T
   }
 }
 
-/** Keeps the emulator or the demo up until SIGINT/SIGTERM, then closes it (within the grace period; see signals.ts). */
+/** Keeps the emulator up until SIGINT/SIGTERM, then closes it (within the grace period; see signals.ts). */
 async function serveUntilSignal(close: () => Promise<void>): Promise<void> {
   await stopOnSignal(close, { log: say });
 }
@@ -302,7 +304,7 @@ program
   .option('--keep-alive', 'then keep serving the dashboard, metrics and health until SIGTERM/SIGINT (with the scheduler when SCHEDULES_FILE or DROP_PREFIX is set)')
   .option('--json', 'print one JSON object on stdout')
   .action(async (o: { manifest: string; dataDir: string; keepAlive?: boolean; json?: boolean }) => {
-    const [{ runDemo }, { loadSchedulesFile }, { startScheduler }] = await Promise.all([import('./demo.ts'), import('./triggers/schedulesFile.ts'), import('./triggers/scheduler.ts')]);
+    const [{ runDemo }, { loadSchedulesFile }, { runKeepAlive }] = await Promise.all([import('./demo.ts'), import('./triggers/schedulesFile.ts'), import('./roles.ts')]);
     // With triggers configured, a bad schedules file is refused before the stack starts (exit 3).
     const triggers = o.keepAlive && Boolean(process.env.SCHEDULES_FILE || process.env.DROP_PREFIX);
     const schedules = triggers && process.env.SCHEDULES_FILE ? await loadSchedulesFile(process.env.SCHEDULES_FILE) : undefined;
@@ -320,12 +322,11 @@ program
       if (o.json) printJson(res);
     };
     let reported = false;
+    // After the run: served as a role (src/roles.ts) until SIGTERM/SIGINT, then the demo stops its stack.
     const keepAlive = async (pb: PortraitBatch, res: DemoResult) => {
       report(res);
       reported = true;
-      const scheduler = triggers ? await startScheduler(pb, { schedules }) : undefined;
-      say(`serving the dashboard, metrics and health${scheduler ? ' and the scheduler' : ''} until SIGTERM/SIGINT`);
-      await serveUntilSignal(async () => scheduler?.close());
+      await runKeepAlive(pb, { scheduler: triggers, schedules, log: say });
     };
     const res = await runDemo({ manifest: o.manifest, dataDir: o.dataDir, log, onProgress: (s) => progress.update(s), keepAlive: o.keepAlive ? keepAlive : undefined });
     if (!reported) report(res);

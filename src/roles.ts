@@ -3,10 +3,12 @@
 // admin listener, and the wait for SIGTERM/SIGINT (signals.ts) — so `cli.ts` only parses arguments.
 // Each takes a handle that has connected to nothing yet, resolves once the role has stopped, and
 // closes the handle when start-up fails. The heavy parts are imported when called: loading the
-// library loads no receiver processes and no scheduler.
+// library loads no receiver processes and no scheduler. `demo --keep-alive` serves the same way once
+// its run has ended (runKeepAlive), on the demo's embedded stack.
 import { requireRoleVars } from './core/config.ts';
 import type { PortraitBatch, RunningAdmin } from './portraitBatch.ts';
 import { stopOnSignal } from './signals.ts';
+import type { Schedule } from './triggers/schedulesFile.ts';
 
 export interface RoleOptions {
   /** One line for the operator (start-up, shutdown); default stderr. */
@@ -104,4 +106,16 @@ export async function runScheduler(pb: PortraitBatch, opts: RoleOptions = {}): P
     await scheduler.close();
     await pb.close();
   }, admin, log);
+}
+
+/**
+ * `portrait-batch demo --keep-alive`, once the demo's run has ended: its embedded stack goes on serving
+ * the dashboard, metrics and health — and the scheduler, when `scheduler` is set (SCHEDULES_FILE or
+ * DROP_PREFIX) — until SIGTERM/SIGINT. The stack stays the demo's to stop, after this resolves.
+ */
+export async function runKeepAlive(pb: PortraitBatch, opts: RoleOptions & { scheduler?: boolean; schedules?: Schedule[] } = {}): Promise<void> {
+  const log = opts.log ?? stderrLine;
+  const scheduler = opts.scheduler ? await (await import('./triggers/scheduler.ts')).startScheduler(pb, { schedules: opts.schedules }) : undefined;
+  log(`serving the dashboard, metrics and health${scheduler ? ' and the scheduler' : ''} until SIGTERM/SIGINT`);
+  await stopOnSignal(async () => scheduler?.close(), { log });
 }

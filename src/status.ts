@@ -31,7 +31,8 @@ export async function runStatus(ctx: Context, runId: string, now = Date.now()) {
     inFlight,
     ...pace(run, now),
     ...atFal,
-    report: run.finishedAt ? `s3://${ctx.storage.bucket}/${layout.report}` : null,
+    // The bucket from the config: a running run's status builds no S3 client.
+    report: run.finishedAt ? `s3://${ctx.cfg.S3_BUCKET}/${layout.report}` : null,
   };
 }
 /**

@@ -7,13 +7,12 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { createFal } from '../src/core/fal.ts';
-import { runLayout } from '../src/core/layout.ts';
 import type { Row } from '../src/core/rowState.ts';
 import { produceRun } from '../src/producer/produce.ts';
 import { waitForRun } from '../src/producer/wait.ts';
-import type { RowMeta } from '../src/worker/flush.ts';
 import { reconcileStaleRequests } from '../src/worker/reconcile.ts';
 import { faceDataUri } from './helpers/faces.ts';
+import { meta } from './helpers/runOutputs.ts';
 import { startTestStack, type TestStack } from './helpers/stack.ts';
 import { until } from './security/helpers.ts';
 
@@ -34,7 +33,6 @@ async function twoRows(t: TestStack, name: string) {
   return { runId, read };
 }
 
-const meta = (t: TestStack, runId: string, key: string) => t.ctx.storage.getJson<RowMeta>(runLayout(t.ctx.cfg.S3_PREFIX, runId).meta(key));
 const stateAt = async (t: TestStack, runId: string, key: string) => (await t.ctx.rows.getRow(runId, key))?.state ?? (await meta(t, runId, key))?.status;
 
 describe('webhook mode', () => {

@@ -7,13 +7,11 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, test } from 'node:test';
-import { parse } from 'csv-parse/sync';
 import { auditRun } from '../src/audit.ts';
 import { runLayout } from '../src/core/layout.ts';
-import type { PortraitBatch } from '../src/index.ts';
 import type { Summary } from '../src/outputs/summary.ts';
-import type { RowMeta } from '../src/worker/flush.ts';
 import { faceDataUri, facePng } from './helpers/faces.ts';
+import { meta, reportOf } from './helpers/runOutputs.ts';
 import { startTestStack, type TestStack } from './helpers/stack.ts';
 
 /**
@@ -36,13 +34,6 @@ async function manifestOf(t: TestStack, rows: number, face?: string): Promise<st
   return t.manifest(`m-${Date.now()}-${rows}.csv`, `${lines.join('\n')}\n`);
 }
 
-async function reportOf(pb: PortraitBatch, runId: string): Promise<Record<string, string>[]> {
-  const chunks: Buffer[] = [];
-  for await (const c of await pb.report(runId)) chunks.push(c as Buffer);
-  return parse(Buffer.concat(chunks), { columns: true, bom: true }) as Record<string, string>[];
-}
-
-const meta = (t: TestStack, runId: string, key: string) => t.ctx.storage.getJson<RowMeta>(runLayout(t.ctx.cfg.S3_PREFIX, runId).meta(key));
 const summaryOf = (t: TestStack, runId: string) => t.ctx.storage.getJson<Summary>(runLayout(t.ctx.cfg.S3_PREFIX, runId).summary);
 
 async function audited(t: TestStack, runId: string) {

@@ -270,7 +270,7 @@ test('several processes see S3 go down: the first one warns, the others adopt it
   // Three processes whose S3 is at an address where nothing listens yet.
   const env = { ...t.local.env, S3_ENDPOINT: `http://127.0.0.1:${port}`, LOG_LEVEL: 'debug' };
   const logs = [captureLog(), captureLog(), captureLog()];
-  const ctxs = logs.map((log, i) => createContext(loadConfig(env), `process-${i}`, TEST_POLICY, { log, metrics: createMetrics() }));
+  const ctxs = logs.map((log, i) => createContext(loadConfig(env), `process-${i}`, TEST_POLICY, { log, metrics: () => createMetrics() }));
   let s3: RunningS3 | undefined;
   try {
     for (const c of ctxs) c.dependencies.down('s3', new Error('connect ECONNREFUSED'));

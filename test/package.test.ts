@@ -153,5 +153,5 @@ test('the CLI starts with commander only: every other module is imported by the 
   assert.deepEqual([...loaded.keys()], ['commander'], `packages loaded before a command runs: ${[...loaded].map(([p, f]) => `${p} (by ${f})`).join(', ')}`);
   // And the commands load what they need: the emulator, demo, chaos and scheduler only in theirs.
   const cli = await readFile(join(ROOT, 'src', 'cli.ts'), 'utf8');
-  for (const mod of ['./emulator/index.ts', './demo.ts', './chaos.ts', './triggers/scheduler.ts', './index.ts']) assert.ok(cli.includes(`import('${mod}')`), `${mod} is imported by a command`);
+  for (const mod of ['./emulator/index.ts', './demo.ts', './chaos.ts', './roles.ts', './index.ts']) assert.ok(cli.includes(`import('${mod}')`), `${mod} is imported by a command`);
 });

@@ -12,10 +12,10 @@ import { startFaultProxy } from '../src/local/faultProxy.ts';
 import { freePort } from '../src/local/ports.ts';
 import { runStatus } from '../src/status.ts';
 import { createPortraitBatch } from '../src/index.ts';
-import type { RowMeta } from '../src/worker/flush.ts';
 import { eventually } from './helpers/eventually.ts';
 import { faceDataUri } from './helpers/faces.ts';
 import { TEST_POLICY, startTestStack, type TestStack } from './helpers/stack.ts';
+import { meta } from './helpers/runOutputs.ts';
 
 async function manifestOf(t: TestStack, rows: number, extraCols = ''): Promise<string> {
   const face = await faceDataUri(1);
@@ -31,8 +31,6 @@ async function runToEnd(t: TestStack, rows: number, timeoutMs = 60_000) {
   assert.deepEqual(audit.problems, []);
   return { runId, run, audit };
 }
-
-const meta = (t: TestStack, runId: string, key: string) => t.ctx.storage.getJson<RowMeta>(runLayout(t.ctx.cfg.S3_PREFIX, runId).meta(key));
 
 test('429 and 5xx submits are retried with backoff and cost no attempt', async () => {
   const t = await startTestStack({ emulator: { faults: { submitErrorRate: 1 } } });

@@ -34,7 +34,7 @@ before(async () => {
     pipeline(req, up).catch(() => res.destroy());
   });
   await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
-  viaProxy = createContext(loadConfig({ ...t.local.env, S3_ENDPOINT: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}` }), 'via-proxy', undefined, { metrics: createMetrics() });
+  viaProxy = createContext(loadConfig({ ...t.local.env, S3_ENDPOINT: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}` }), 'via-proxy', undefined, { metrics: () => createMetrics() });
 });
 
 after(async () => {

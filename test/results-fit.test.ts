@@ -3,20 +3,17 @@
 // the status call's summary; every submit carries the object lifecycle and start timeout.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { runLayout } from '../src/core/layout.ts';
 import { produceRun } from '../src/producer/produce.ts';
 import { waitForRun } from '../src/producer/wait.ts';
-import type { RowMeta } from '../src/worker/flush.ts';
 import { eventually } from './helpers/eventually.ts';
 import { faceDataUri } from './helpers/faces.ts';
+import { meta } from './helpers/runOutputs.ts';
 import { startTestStack, type TestStack } from './helpers/stack.ts';
 
 async function manifest(t: TestStack, rows: number): Promise<string> {
   const face = await faceDataUri(2);
   return t.manifest(`r-${rows}.csv`, `${['id,face_url', ...Array.from({ length: rows }, (_, i) => `r${i},"${face}"`)].join('\n')}\n`);
 }
-
-const meta = (t: TestStack, runId: string, key: string) => t.ctx.storage.getJson<RowMeta>(runLayout(t.ctx.cfg.S3_PREFIX, runId).meta(key));
 
 test('a webhook whose payload was too large (payload null, payload_error) still completes its row', async () => {
   // Grace beyond the test: the webhook is the only way in, and it carries no images.

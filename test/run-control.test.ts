@@ -7,7 +7,6 @@ import assert from 'node:assert/strict';
 import { access, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { parse } from 'csv-parse/sync';
 import { runLayout } from '../src/core/layout.ts';
 import { cancelRun } from '../src/control/cancel.ts';
 import { RunControlError } from '../src/control/errors.ts';
@@ -18,8 +17,8 @@ import type { SubmitJob } from '../src/core/queues.ts';
 import type { RowMeta } from '../src/worker/flush.ts';
 import { sweepCanceledRun } from '../src/worker/reconcile.ts';
 import { faceUrlForFal } from '../src/worker/submit.ts';
-import type { PortraitBatch } from '../src/index.ts';
 import { faceDataUri } from './helpers/faces.ts';
+import { reportOf } from './helpers/runOutputs.ts';
 import { startTestStack, type TestStack } from './helpers/stack.ts';
 import { until } from './security/helpers.ts';
 
@@ -45,12 +44,6 @@ async function manifest(name: string, rows: number, on = t): Promise<string> {
   const lines = ['id,face_url'];
   for (let i = 0; i < rows; i++) lines.push(`r${i},"${await faceDataUri(40 + i)}"`);
   return on.manifest(name, `${lines.join('\n')}\n`);
-}
-
-async function reportOf(pb: PortraitBatch, runId: string): Promise<Record<string, string>[]> {
-  const chunks: Buffer[] = [];
-  for await (const c of await pb.report(runId)) chunks.push(c as Buffer);
-  return parse(Buffer.concat(chunks), { columns: true, bom: true }) as Record<string, string>[];
 }
 
 /** The submit job the producer queued for a row (no worker takes it: workers are not started yet). */

@@ -8,14 +8,13 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { gzipSync } from 'node:zlib';
 import { test } from 'node:test';
-import { parse } from 'csv-parse/sync';
 import { auditRun } from '../src/audit.ts';
 import { loadConfig } from '../src/core/config.ts';
 import { runLayout } from '../src/core/layout.ts';
-import { createPortraitBatch, ManifestError, RunControlError, type PortraitBatch } from '../src/index.ts';
-import type { RowMeta } from '../src/worker/flush.ts';
+import { createPortraitBatch, ManifestError, RunControlError } from '../src/index.ts';
 import { faceDataUri, writeFaces } from './helpers/faces.ts';
-import { TEST_POLICY, startTestStack, type TestStack } from './helpers/stack.ts';
+import { TEST_POLICY, startTestStack } from './helpers/stack.ts';
+import { meta, reportOf } from './helpers/runOutputs.ts';
 
 async function dataManifest(rows: number, prefix = 'r', extra = ''): Promise<string> {
   const face = await faceDataUri(1);
@@ -23,14 +22,6 @@ async function dataManifest(rows: number, prefix = 'r', extra = ''): Promise<str
   for (let i = 0; i < rows; i++) lines.push(`${prefix}${i},"${face}"${extra ? `,${extra.split('=')[1]}` : ''}`);
   return `${lines.join('\n')}\n`;
 }
-
-async function reportOf(pb: PortraitBatch, runId: string): Promise<Record<string, string>[]> {
-  const chunks: Buffer[] = [];
-  for await (const c of await pb.report(runId)) chunks.push(c as Buffer);
-  return parse(Buffer.concat(chunks), { columns: true, bom: true }) as Record<string, string>[];
-}
-
-const meta = (t: TestStack, runId: string, key: string) => t.ctx.storage.getJson<RowMeta>(runLayout(t.ctx.cfg.S3_PREFIX, runId).meta(key));
 
 test('an S3 manifest, plain and .csv.gz, runs end to end: every row stored, the copy read by the workers', async () => {
   const t = await startTestStack();

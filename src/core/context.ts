@@ -1,6 +1,7 @@
 // What every process role shares: validated config, one Redis connection, the row store, S3, the
-// fal client and the queues. Built once per process.
-import { HeadBucketCommand } from '@aws-sdk/client-s3';
+// fal client and the queues. Built once per process; the clients only some commands use (S3, the fal
+// client, the queues, the metrics) on first use, so a command that reads Redis loads Redis: `status`
+// of a running run loads no AWS SDK, BullMQ, fal client or prom-client.
 import { Redis } from 'ioredis';
 import type { DestinationStream } from 'pino';
 import type { Config } from './config.ts';
@@ -22,12 +23,13 @@ export interface Context {
   policy: Policy;
   redis: Redis;
   rows: RowStore;
-  storage: Storage;
-  fal: FalClient;
-  queues: Queues;
+  /** Built on first use, like fal, queues and metrics. */
+  readonly storage: Storage;
+  readonly fal: FalClient;
+  readonly queues: Queues;
   logger: Logger;
-  /** This process's Prometheus metrics (served by the admin listener). */
-  metrics: Metrics;
+  /** This process's Prometheus metrics (served by the admin listener); made on first use, watching the queues. */
+  readonly metrics: Metrics;
   /** Redis, S3 and fal as this process sees them: outages said once, probed, queues paused meanwhile. */
   dependencies: Dependencies;
   close(): Promise<void>;
@@ -42,15 +44,16 @@ export function redisConnection(url: string, commandTimeoutMs?: number): Redis {
 export interface ContextOptions {
   /** Where log lines go instead of stderr (tests count them). */
   log?: DestinationStream;
-  /** This process's metrics (ops/metrics.ts's createMetrics): the context watches its queues and dependencies with them. */
-  metrics: Metrics;
+  /** Makes this process's metrics (ops/metrics.ts's createMetrics), called on their first use: the context watches its queues and dependencies with them. */
+  metrics: () => Metrics;
 }
 
 export function createContext(cfg: Config, name: string, policyOverrides: PolicyOverrides | undefined, options: ContextOptions): Context {
   const policy = buildPolicy(cfg, policyOverrides);
   const redis = redisConnection(cfg.REDIS_URL, policy.redisCommandTimeoutMs);
   const logger = createLogger(name, cfg.LOG_LEVEL, options.log ?? logDestination(cfg.LOG_FORMAT));
-  const storage = new Storage(cfg);
+  let storage: Storage | undefined;
+  const storageOf = () => (storage ??= new Storage(cfg));
   const s3 = s3Address(cfg);
   const dependencies = new Dependencies({
     redis,
@@ -64,7 +67,7 @@ export function createContext(cfg: Config, name: string, policyOverrides: Policy
         // A write: a Redis that answers PING but refuses writes (MISCONF, disk full) is still down.
         await redis.set(keys.redisProbe(), String(Date.now()), 'PX', 60_000);
       },
-      s3: (signal) => storage.client.send(new HeadBucketCommand({ Bucket: storage.bucket }), { abortSignal: signal }),
+      s3: (signal) => storageOf().headBucket(signal),
       async fal(signal) {
         // Any HTTP answer below 500 from fal's queue host means it is there again.
         const res = await fetch(cfg.FAL_QUEUE_URL, { signal, redirect: 'manual' });
@@ -80,30 +83,49 @@ export function createContext(cfg: Config, name: string, policyOverrides: Policy
   redis.on('error', (err: unknown) => {
     if (connected && isRedisOutage(err, true)) dependencies.down('redis', err);
   });
-  const queues = createQueues(redis);
-  // The queues share `redis`, whose outages the tracker says once; without a listener BullMQ prints
-  // every reconnect error with its stack to stderr.
-  for (const q of [queues.submit, queues.results, queues.control, queues.produce, queues.poll]) q.on('error', () => undefined);
-  const { metrics } = options;
-  metrics.watchQueues(queues);
-  metrics.watchDependencies(() => dependencies.outages());
+  let queues: Queues | undefined;
+  const queuesOf = () => {
+    if (queues) return queues;
+    queues = createQueues(redis);
+    // The queues share `redis`, whose outages the tracker says once; without a listener BullMQ prints
+    // every reconnect error with its stack to stderr.
+    for (const q of [queues.submit, queues.results, queues.control, queues.produce, queues.poll]) q.on('error', () => undefined);
+    return queues;
+  };
+  let metrics: Metrics | undefined;
+  const metricsOf = () => {
+    if (metrics) return metrics;
+    metrics = options.metrics();
+    metrics.watchQueues(queuesOf());
+    metrics.watchDependencies(() => dependencies.outages());
+    return metrics;
+  };
+  let fal: FalClient | undefined;
   const ctx: Context = {
     cfg,
     policy,
     redis,
     rows: new RowStore(redis),
-    storage,
-    fal: createFal(cfg),
-    queues,
+    get storage() {
+      return storageOf();
+    },
+    get fal() {
+      return (fal ??= createFal(cfg));
+    },
+    get queues() {
+      return queuesOf();
+    },
     logger,
-    metrics,
+    get metrics() {
+      return metricsOf();
+    },
     dependencies,
     async close() {
       dependencies.close();
       // Never wait on a Redis that is not there: quit() and the queues' close would queue forever.
       const up = redis.status === 'ready';
       if (!up) redis.disconnect();
-      await queues.close();
+      await queues?.close();
       if (up) await redis.quit().catch(() => redis.disconnect());
     },
   };
@@ -122,5 +144,8 @@ function hostOf(url: string): string {
 /** The same context whose logger names what a piece of work is about (run id, row key, request id). */
 export function withLogBindings(ctx: Context, bindings: Record<string, string | number | undefined>): Context {
   const defined = Object.fromEntries(Object.entries(bindings).filter(([, v]) => v !== undefined));
-  return { ...ctx, logger: ctx.logger.child(defined) };
+  // Copied with its getters (a spread would call them): the clients stay the ones built on first use.
+  const copy = Object.defineProperties({}, Object.getOwnPropertyDescriptors(ctx)) as Context;
+  copy.logger = ctx.logger.child(defined);
+  return copy;
 }

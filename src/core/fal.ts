@@ -2,12 +2,17 @@
 // through its requestMiddleware (fal storage's https://rest.fal.ai too, when FAL_QUEUE_URL is not fal's), and its fetch is wrapped so that transient failures surface at once
 // as typed errors: the retry policy (BullMQ backoff, Retry-After, auth pause) lives in our workers,
 // not in a hidden inner retry loop that would multiply delays and submissions.
-import { createFalClient, type FalClient } from '@fal-ai/client';
+import type * as FalSdk from '@fal-ai/client';
+import type { FalClient } from '@fal-ai/client';
 import type { Config } from './config.ts';
 import { FAL_QUEUE_HOST } from './config.ts';
 import { quoteSeeds } from './exactJson.ts';
 import { FalAmbiguousError, FalAuthError, FalNotFoundError, FalRejectedError, FalStartTimeoutError, FalTransientError } from './errors.ts';
 import { falErrorInfo, type FalErrorInfo } from './falErrors.ts';
+import { lazyPackage } from './lazyPackage.ts';
+
+/** The client package, loaded with the first client (see lazyPackage.ts). */
+const falSdk = lazyPackage<typeof FalSdk>('@fal-ai/client');
 
 export type { FalClient };
 
@@ -69,7 +74,7 @@ export function createFal(cfg: Pick<Config, 'FAL_KEY' | 'FAL_QUEUE_URL'>, timeou
     }
     return withExactSeeds(res);
   };
-  return createFalClient({
+  return falSdk().createFalClient({
     credentials: cfg.FAL_KEY,
     suppressLocalCredentialsWarning: true,
     fetch: guardedFetch,

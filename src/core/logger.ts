@@ -1,10 +1,14 @@
 import { pino, type DestinationStream, type Logger } from 'pino';
-import pinoPretty from 'pino-pretty';
+import type PinoPretty from 'pino-pretty';
+import { lazyPackage } from './lazyPackage.ts';
 import { REDACT_PATHS, REDACTED, redactText, redactValue } from './redact.ts';
 
 export type { Logger };
 
 export type LogFormat = 'json' | 'pretty';
+
+/** pino-pretty, loaded only for LOG_FORMAT=pretty (see lazyPackage.ts). */
+const pinoPretty = lazyPackage<typeof PinoPretty>('pino-pretty');
 
 /**
  * Where log lines go, always stderr (stdout carries a command's result: one JSON object with --json).
@@ -13,7 +17,7 @@ export type LogFormat = 'json' | 'pretty';
  */
 export function logDestination(format: LogFormat = 'json'): DestinationStream {
   if (format === 'pretty') {
-    return pinoPretty({ destination: 2, sync: true, colorize: Boolean(process.stderr.isTTY), translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' });
+    return pinoPretty()({ destination: 2, sync: true, colorize: Boolean(process.stderr.isTTY), translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' });
   }
   return pino.destination(2);
 }

@@ -1,9 +1,14 @@
 // BullMQ queues and their job payloads. Job ids are deterministic, so re-adding the same work
 // (a resumed producer, a duplicate webhook, a reconciler sweep) is absorbed by BullMQ.
-import { Queue, type ConnectionOptions } from 'bullmq';
+import type * as BullMQ from 'bullmq';
+import type { ConnectionOptions, Queue } from 'bullmq';
 import type { FalErrorInfo } from './falErrors.ts';
+import { lazyPackage } from './lazyPackage.ts';
 import { jobOptions, type Policy } from './policy.ts';
 import type { Row, RowData } from './rowState.ts';
+
+/** BullMQ, loaded with the first queues (see lazyPackage.ts): the helpers and job ids below need none of it. */
+const bullmq = lazyPackage<typeof BullMQ>('bullmq');
 
 export const QUEUE_NAMES = { submit: 'pb-submit', results: 'pb-results', control: 'pb-control', produce: 'pb-produce', poll: 'pb-poll' } as const;
 
@@ -63,6 +68,7 @@ export interface Queues {
 }
 
 export function createQueues(connection: ConnectionOptions): Queues {
+  const { Queue } = bullmq();
   const submit = new Queue<SubmitJob>(QUEUE_NAMES.submit, { connection });
   const results = new Queue<ResultJob>(QUEUE_NAMES.results, { connection });
   const control = new Queue<FinalizeJob | Record<string, never>>(QUEUE_NAMES.control, { connection });

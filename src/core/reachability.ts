@@ -1,7 +1,6 @@
 // Start-up checks: a command that cannot reach Redis or S3 fails within seconds with one sentence
 // naming the variable and the address, instead of waiting forever on commands ioredis queues while it
 // reconnects. Once a long-running role is up, an outage is said once and probed (see dependencies.ts).
-import { HeadBucketCommand } from '@aws-sdk/client-s3';
 import type { Redis } from 'ioredis';
 import type { Context } from './context.ts';
 import type { Storage } from './s3.ts';
@@ -106,7 +105,7 @@ export async function checkBucket(
   let last: unknown;
   while (Date.now() < deadline) {
     try {
-      await storage.client.send(new HeadBucketCommand({ Bucket: s.S3_BUCKET }), { abortSignal: AbortSignal.timeout(Math.max(100, deadline - Date.now())) });
+      await storage.headBucket(AbortSignal.timeout(Math.max(100, deadline - Date.now())), s.S3_BUCKET);
       return;
     } catch (err) {
       const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;

@@ -1,18 +1,17 @@
 import './awsNodeWarning.ts';
 import { Readable } from 'node:stream';
-import {
-  CreateBucketCommand,
-  DeleteObjectCommand,
-  DeleteObjectsCommand,
-  GetObjectCommand,
-  HeadBucketCommand,
-  ListObjectsCommand,
-  PutObjectCommand,
-  S3Client,
-} from '@aws-sdk/client-s3';
-import { Upload } from '@aws-sdk/lib-storage';
-import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import type * as S3Sdk from '@aws-sdk/client-s3';
+import type { S3Client } from '@aws-sdk/client-s3';
+import type * as LibStorage from '@aws-sdk/lib-storage';
+import type * as Presigner from '@aws-sdk/s3-request-presigner';
 import type { Config } from './config.ts';
+import { lazyPackage } from './lazyPackage.ts';
+
+// The AWS SDK is loaded with the first Storage; lib-storage with the first multipart upload, the
+// presigner with the first signed URL (see lazyPackage.ts).
+const s3Sdk = lazyPackage<typeof S3Sdk>('@aws-sdk/client-s3');
+const libStorage = lazyPackage<typeof LibStorage>('@aws-sdk/lib-storage');
+const presigner = lazyPackage<typeof Presigner>('@aws-sdk/s3-request-presigner');
 
 export interface ListedObject {
   key: string;
@@ -27,6 +26,7 @@ export type S3Settings = Pick<Config, 'S3_BUCKET' | 'S3_PREFIX' | 'S3_ENDPOINT' 
   Partial<Pick<Config, 'S3_PUBLIC_ENDPOINT'>>;
 
 export class Storage {
+  private readonly sdk = s3Sdk();
   readonly client: S3Client;
   /** Signs face URLs for fal: against S3_PUBLIC_ENDPOINT when set (fal's way in), else the client itself. */
   private readonly presigner: S3Client;
@@ -41,7 +41,7 @@ export class Storage {
   }
 
   private static s3Client(cfg: S3Settings, endpoint: string | undefined): S3Client {
-    return new S3Client({
+    return new (s3Sdk().S3Client)({
       region: cfg.S3_REGION,
       endpoint,
       forcePathStyle: cfg.S3_FORCE_PATH_STYLE,
@@ -55,15 +55,20 @@ export class Storage {
 
   async ensureBucket(): Promise<void> {
     try {
-      await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
+      await this.headBucket();
     } catch {
-      await this.client.send(new CreateBucketCommand({ Bucket: this.bucket }));
+      await this.client.send(new this.sdk.CreateBucketCommand({ Bucket: this.bucket }));
     }
+  }
+
+  /** HEAD bucket: resolves when the bucket exists and our credentials may use it; rejects with the SDK's error. */
+  async headBucket(abortSignal?: AbortSignal, bucket = this.bucket): Promise<void> {
+    await this.client.send(new this.sdk.HeadBucketCommand({ Bucket: bucket }), { abortSignal });
   }
 
   async putJson(key: string, value: unknown): Promise<void> {
     await this.client.send(
-      new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: JSON.stringify(value, null, 2), ContentType: 'application/json' }),
+      new this.sdk.PutObjectCommand({ Bucket: this.bucket, Key: key, Body: JSON.stringify(value, null, 2), ContentType: 'application/json' }),
     );
   }
 
@@ -82,7 +87,7 @@ export class Storage {
     if (typeof rest === 'string' || Buffer.isBuffer(rest)) {
       if (Buffer.byteLength(rest) <= SINGLE_PUT_MAX_BYTES) return this.putObject(key, rest, contentType, metadata);
     }
-    await new Upload({
+    await new (libStorage().Upload)({
       client: this.client,
       params: { Bucket: this.bucket, Key: key, Body: rest, ContentType: contentType, Metadata: metadata },
       partSize: SINGLE_PUT_MAX_BYTES,
@@ -90,21 +95,21 @@ export class Storage {
   }
 
   async getStream(key: string, bucket = this.bucket): Promise<Readable> {
-    const res = await this.client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+    const res = await this.client.send(new this.sdk.GetObjectCommand({ Bucket: bucket, Key: key }));
     if (!res.Body) throw new Error(`s3://${bucket}/${key} has no body`);
     return res.Body as Readable;
   }
 
   /** An object's body and its declared length, the whole read bounded by `signal` (a time limit). */
   async getLimited(key: string, bucket: string, signal: AbortSignal): Promise<{ body: Readable; length?: number }> {
-    const res = await this.client.send(new GetObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: signal });
+    const res = await this.client.send(new this.sdk.GetObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: signal });
     if (!res.Body) throw new Error(`s3://${bucket}/${key} has no body`);
     return { body: res.Body as Readable, length: res.ContentLength };
   }
 
   /** Bytes `start` to `end` (inclusive) of an object: one ranged GET. */
   async getRange(key: string, start: number, end: number, bucket = this.bucket): Promise<Buffer> {
-    const res = await this.client.send(new GetObjectCommand({ Bucket: bucket, Key: key, Range: `bytes=${start}-${end}` }));
+    const res = await this.client.send(new this.sdk.GetObjectCommand({ Bucket: bucket, Key: key, Range: `bytes=${start}-${end}` }));
     if (!res.Body) throw new Error(`s3://${bucket}/${key} has no body`);
     return Buffer.from(await res.Body.transformToByteArray());
   }
@@ -123,7 +128,7 @@ export class Storage {
 
   /** A small object whole (a face to hand to fal storage), with its content type. */
   async getBytes(key: string, bucket = this.bucket): Promise<{ bytes: Buffer; contentType: string }> {
-    const res = await this.client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+    const res = await this.client.send(new this.sdk.GetObjectCommand({ Bucket: bucket, Key: key }));
     if (!res.Body) throw new Error(`s3://${bucket}/${key} has no body`);
     const bytes = Buffer.from(await res.Body.transformToByteArray());
     return { bytes, contentType: res.ContentType ?? 'application/octet-stream' };
@@ -149,7 +154,7 @@ export class Storage {
 
   /** A small body in one PutObject. */
   async putObject(key: string, body: string | Buffer, contentType: string, metadata?: Record<string, string>): Promise<void> {
-    await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentType: contentType, Metadata: metadata }));
+    await this.client.send(new this.sdk.PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentType: contentType, Metadata: metadata }));
   }
 
   /**
@@ -159,7 +164,7 @@ export class Storage {
   async *list(prefix: string, bucket = this.bucket): AsyncGenerator<ListedObject> {
     let marker: string | undefined;
     for (;;) {
-      const res = await this.client.send(new ListObjectsCommand({ Bucket: bucket, Prefix: prefix, Marker: marker }));
+      const res = await this.client.send(new this.sdk.ListObjectsCommand({ Bucket: bucket, Prefix: prefix, Marker: marker }));
       const objects = res.Contents ?? [];
       for (const o of objects) {
         if (o.Key) yield { key: o.Key, size: o.Size ?? 0, etag: (o.ETag ?? '').replace(/"/g, ''), lastModified: o.LastModified?.getTime() ?? 0 };
@@ -170,21 +175,21 @@ export class Storage {
   }
 
   async remove(key: string): Promise<void> {
-    await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
+    await this.client.send(new this.sdk.DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
   }
 
   async deletePrefix(prefix: string): Promise<number> {
     const objects: { Key: string }[] = [];
     for await (const o of this.list(prefix)) objects.push({ Key: o.key });
     for (let i = 0; i < objects.length; i += 1000) {
-      await this.client.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: objects.slice(i, i + 1000) } }));
+      await this.client.send(new this.sdk.DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: objects.slice(i, i + 1000) } }));
     }
     return objects.length;
   }
 
   /** A time-limited GET URL fal can fetch an input face from (on S3_PUBLIC_ENDPOINT when set). */
   presign(key: string, expiresIn: number, bucket = this.bucket): Promise<string> {
-    return getSignedUrl(this.presigner, new GetObjectCommand({ Bucket: bucket, Key: key }), { expiresIn });
+    return presigner().getSignedUrl(this.presigner, new this.sdk.GetObjectCommand({ Bucket: bucket, Key: key }), { expiresIn });
   }
 }
 

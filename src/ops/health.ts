@@ -2,7 +2,6 @@
 // down); /readyz says it can work: Redis answers PING and the S3 bucket answers HeadBucket, each
 // within a short timeout, and no dependency is in an outage (core/dependencies.ts: fal unreachable,
 // or Redis/S3 failing the work though a quick check passes), and names what is down when not.
-import { HeadBucketCommand } from '@aws-sdk/client-s3';
 import type { Context } from '../core/context.ts';
 import { errorMessage } from '../core/errors.ts';
 
@@ -56,7 +55,7 @@ export async function readiness(ctx: Context, timeoutMs = READY_TIMEOUT_MS): Pro
       const pong = await ctx.redis.ping();
       if (pong !== 'PONG') throw new Error(`answered ${pong}`);
     }, timeoutMs),
-    check('s3', `bucket ${ctx.storage.bucket}`, (signal) => ctx.storage.client.send(new HeadBucketCommand({ Bucket: ctx.storage.bucket }), { abortSignal: signal }), timeoutMs),
+    check('s3', `bucket ${ctx.storage.bucket}`, (signal) => ctx.storage.headBucket(signal), timeoutMs),
   ]);
   const checks: Readiness['checks'] = { redis, s3, fal: { ok: true } };
   // An outage the work itself ran into (and a probe has not yet seen end) also makes the process unready.

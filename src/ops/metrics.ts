@@ -2,7 +2,8 @@
 // registry per context: counters are bumped where the work already happens (one line each in the
 // workers); webhook refusals are read from the receivers' own counters and queue depths from BullMQ,
 // both when scraped.
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type * as PromClient from 'prom-client';
+import { lazyPackage } from '../core/lazyPackage.ts';
 import type { Metrics, ReceiverCounts } from '../core/metrics.ts';
 import type { Queues } from '../core/queues.ts';
 import { DEPENDENCIES, type Outage } from '../core/dependencies.ts';
@@ -14,9 +15,13 @@ export const QUEUE_STATES = ['waiting', 'active', 'delayed', 'prioritized', 'wai
 /** How long a scrape waits for BullMQ's counts: an unreachable Redis must not hang /metrics. */
 const QUEUE_COUNT_TIMEOUT_MS = 1000;
 
+/** prom-client, loaded when a context first uses its metrics (see core/lazyPackage.ts). */
+const promClient = lazyPackage<typeof PromClient>('prom-client');
+
 const SECONDS_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600];
 
 export function createMetrics(currency = 'USD'): Metrics {
+  const { Counter, Gauge, Histogram, Registry } = promClient();
   // Process metrics (CPU, memory, event loop) are added by the admin listener that serves them.
   const registry = new Registry();
   const webhooks: ReceiverCounts[] = [];

@@ -21,7 +21,7 @@ before(async () => {
   t = await startTestStack({ workers: false, webhook: false });
   // Every GET through this proxy is answered 503/500; writes pass.
   proxy = await startFaultProxy({ target: t.local.cfg.S3_ENDPOINT!, failureRate: 1, methods: ['GET'] });
-  readsFail = createContext(loadConfig({ ...t.local.env, S3_ENDPOINT: proxy.url }), 'reads-fail', undefined, { metrics: createMetrics() });
+  readsFail = createContext(loadConfig({ ...t.local.env, S3_ENDPOINT: proxy.url }), 'reads-fail', undefined, { metrics: () => createMetrics() });
 });
 
 after(async () => {
