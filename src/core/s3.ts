@@ -119,7 +119,7 @@ export class Storage {
    * its Content-Range), bounded by `signal`. Preflight reads a face's header this way.
    */
   async getFirstBytes(key: string, n: number, bucket: string, signal?: AbortSignal): Promise<{ bytes: Buffer; size?: number }> {
-    const res = await this.client.send(new GetObjectCommand({ Bucket: bucket, Key: key, Range: `bytes=0-${n - 1}` }), { abortSignal: signal });
+    const res = await this.client.send(new this.sdk.GetObjectCommand({ Bucket: bucket, Key: key, Range: `bytes=0-${n - 1}` }), { abortSignal: signal });
     if (!res.Body) throw new Error(`s3://${bucket}/${key} has no body`);
     const total = /\/(\d+)\s*$/.exec(res.ContentRange ?? '')?.[1];
     const bytes = Buffer.from(await res.Body.transformToByteArray());
