@@ -111,6 +111,8 @@ export interface Policy {
     repeatMs: number;
     /** One other error repeating (a worker's `error` event) is logged at most this often. */
     errorRepeatMs: number;
+    /** A process without workers (receiver, scheduler) warns of a Redis outage once it lasts this long. */
+    redisWarnAfterMs: number;
     /** A job held back by an outage (its queue paused) looks again after this long. */
     recheckMs: number;
     /**
@@ -214,6 +216,8 @@ export function buildPolicy(cfg: Config, overrides: PolicyOverrides = {}): Polic
       probeTimeoutMs: 5000,
       repeatMs: 5 * 60_000,
       errorRepeatMs: 60_000,
+      // fal delivers a refused webhook again for hours; a receiver warns once its refusals last a minute.
+      redisWarnAfterMs: 60_000,
       recheckMs: 10_000,
       errorBrake: { baseMs: 1000, capMs: 30_000, jitter: 0.2 },
     },
