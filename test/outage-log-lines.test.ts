@@ -72,3 +72,30 @@ test('a Redis outage seen by a worker and a receiver is one warning and one reco
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('a stalled Redis (SIGSTOP: connected, answering nothing) is noticed by its PING deadline: one warning, one recovery line once it answers again', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'pb-redis-stall-'));
+  const redis = await startRedisServer({ dir, persistent: false });
+  const log = captureLog();
+  const policy = { ...TEST_POLICY, dependencies: { ...TEST_POLICY.dependencies, redisStall: { pingEveryMs: 100, stalledAfterMs: 500 } } };
+  const ctx = createContext(loadConfig({ ...TEST_DEFAULTS, REDIS_URL: redis.url, LOG_LEVEL: 'info' }), 'worker', policy, { log, metrics: createMetrics() });
+  const pid = redis.process.pid!;
+  try {
+    await eventually(() => ctx.redis.status === 'ready', 'connected');
+    process.kill(pid, 'SIGSTOP');
+    try {
+      await eventually(() => ctx.dependencies.isDown('redis'), 'the stall noticed', 10_000);
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    await eventually(() => !ctx.dependencies.isDown('redis'), 'Redis seen back', 10_000);
+    const warned = (re: RegExp) => log.lines.filter((l) => l.level >= 40 && re.test(l.msg));
+    assert.equal(warned(/^Redis unreachable/).length, 1, 'one warning');
+    assert.match(String(warned(/^Redis unreachable/)[0]!.reason), /no answer to PING within 500 ms/);
+    assert.equal(warned(/^Redis reachable again/).length, 1, 'one recovery line');
+  } finally {
+    await ctx.close();
+    await redis.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+});

@@ -13,6 +13,7 @@ import { pauseQueuesDuringOutages } from './outagePauses.ts';
 import { buildPolicy, type Policy, type PolicyOverrides } from './policy.ts';
 import { createQueues, type Queues } from './queues.ts';
 import { redisAddress, s3Address } from './reachability.ts';
+import { watchRedisStalls } from './redisStalls.ts';
 import { RowStore } from './rowState.ts';
 import { Storage } from './s3.ts';
 
@@ -80,6 +81,7 @@ export function createContext(cfg: Config, name: string, policyOverrides: Policy
   redis.on('error', (err: unknown) => {
     if (connected && isRedisOutage(err, true)) dependencies.down('redis', err);
   });
+  const stopStallWatch = watchRedisStalls(redis, dependencies, policy.dependencies.redisStall);
   const queues = createQueues(redis);
   // The queues share `redis`, whose outages the tracker says once; without a listener BullMQ prints
   // every reconnect error with its stack to stderr.
@@ -99,6 +101,7 @@ export function createContext(cfg: Config, name: string, policyOverrides: Policy
     metrics,
     dependencies,
     async close() {
+      stopStallWatch();
       dependencies.close();
       // Never wait on a Redis that is not there: quit() and the queues' close would queue forever.
       const up = redis.status === 'ready';

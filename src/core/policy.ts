@@ -113,6 +113,13 @@ export interface Policy {
     errorRepeatMs: number;
     /** A process without workers (receiver, scheduler) warns of a Redis outage once it lasts this long. */
     redisWarnAfterMs: number;
+    /** A stalled Redis (connected, answering nothing) is noticed by a PING (core/redisStalls.ts). */
+    redisStall: {
+      /** How often the connection is checked while it is up. */
+      pingEveryMs: number;
+      /** A PING unanswered this long: Redis has stalled. */
+      stalledAfterMs: number;
+    };
     /** A job held back by an outage (its queue paused) looks again after this long. */
     recheckMs: number;
     /**
@@ -218,6 +225,8 @@ export function buildPolicy(cfg: Config, overrides: PolicyOverrides = {}): Polic
       errorRepeatMs: 60_000,
       // fal delivers a refused webhook again for hours; a receiver warns once its refusals last a minute.
       redisWarnAfterMs: 60_000,
+      // Far below a command's own timeout (redisCommandTimeoutMs), so a stall of seconds is said as one.
+      redisStall: { pingEveryMs: 2000, stalledAfterMs: 5000 },
       recheckMs: 10_000,
       errorBrake: { baseMs: 1000, capMs: 30_000, jitter: 0.2 },
     },
