@@ -107,7 +107,7 @@ export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: s
   // The claim is named, so asking again after a timeout (or ioredis sending it again after a reconnect)
   // gets this claim back instead of "in flight": a claim that ran unheard is still submitted, once.
   const claimId = randomUUID();
-  const claim = await untilAnswered(() => ctx.rows.claimSubmit(runId, key, line, row, job.data.costMicros ?? 0, ordinal, claimId), isRedisOutage);
+  const claim = await untilAnswered(() => ctx.rows.claimSubmit(runId, key, line, row, job.data.costMicros ?? 0, ordinal, claimId), isUnanswered);
   if (claim.outcome === 'canceled' || claim.outcome === 'failed') await flushRow(ctx, runId, key);
   if (claim.outcome === 'adopted') {
     // fal has this attempt already (its webhook named it while Redis had lost the row): follow it, never pay again.
@@ -232,6 +232,12 @@ async function untilAnswered<T>(command: () => Promise<T>, retryable: (err: unkn
     }
   }
 }
+
+/**
+ * A command that may still have run: ioredis gave up waiting for its answer (commandTimeout), not Redis
+ * refusing it (MISCONF, READONLY: nothing ran, and the job's own retry claims again).
+ */
+const isUnanswered = (err: unknown) => /Command timed out/.test(errorMessage(err));
 
 /**
  * Takes a claimed attempt back (fal did not accept it). The restart watch forgets the claim first: a
