@@ -87,6 +87,10 @@ export interface FaultReport {
   logLinesPerSecond: number;
   /** Warning and error lines in that window. */
   warnings: number;
+  /** Among them, the lines saying a dependency is unreachable (the outage's warning; at most one wanted). */
+  outageWarnings: number;
+  /** And those saying it is back (at most one wanted). */
+  recoveryWarnings: number;
   problems: string[];
 }
 
@@ -135,7 +139,7 @@ interface PassResult {
   /** Start and end (ms) of each step, and the log file's size at those moments. */
   windows: { start: number; end: number; fromByte: number; toByte: number }[];
   /** Log lines within the windows (to LOG_SETTLE_MS after each), warning or error lines among them, and the windows' seconds. */
-  logged: { lines: number; warnings: number; seconds: number };
+  logged: { lines: number; warnings: number; outageWarnings: number; recoveryWarnings: number; seconds: number };
   brokenFaces: BrokenFaces;
 }
 
@@ -177,7 +181,7 @@ export async function runChaosFaults(opts: FaultOptions): Promise<FaultReport[]>
     const started = Date.now();
     const steps = fault === 'kill' ? killSteps(opts.killsPerRole ?? 2) : [{ at, act: faultStep(fault, ms, opts.crashLostMs ?? 1000) }];
     const res = await chaosPass({ ...opts, rows, randomFaults: false, steps, dataDir: opts.dataDir && join(opts.dataDir, fault) });
-    const { lines, warnings, seconds } = res.logged;
+    const { lines, warnings, outageWarnings, recoveryWarnings, seconds } = res.logged;
     reports.push({
       fault,
       rows,
@@ -193,6 +197,8 @@ export async function runChaosFaults(opts: FaultOptions): Promise<FaultReport[]>
       faultSeconds: Math.round(res.windows.reduce((t, w) => t + w.end - w.start, 0) / 100) / 10,
       logLinesPerSecond: seconds ? Math.round((lines / seconds) * 10) / 10 : 0,
       warnings,
+      outageWarnings,
+      recoveryWarnings,
       problems: res.audit.problems,
     });
   }
@@ -396,6 +402,8 @@ async function waitThroughOutages(ctx: Context, runId: string, deadline: number,
 async function countLogLines(logFile: string, windows: PassResult['windows']): Promise<PassResult['logged']> {
   let lines = 0;
   let warnings = 0;
+  let outageWarnings = 0;
+  let recoveryWarnings = 0;
   let ms = 0;
   const fh = await open(logFile, 'r');
   try {
@@ -409,12 +417,17 @@ async function countLogLines(logFile: string, windows: PassResult['windows']): P
         const level = /"level":(\d+)/.exec(line)?.[1];
         // The CLI's own plain lines (a process started, stopped) are not warnings; an error or a stack is.
         if (level === undefined ? /^error|Error\b|^\s+at /.test(line) : Number(level) >= 40) warnings++;
+        if (level === undefined || Number(level) < 40) continue;
+        // Every process of the stack writes to this one log: the outage said once is one line here.
+        const msg = /"msg":"((?:Redis|S3|fal) [^"]*)"/.exec(line)?.[1] ?? '';
+        if (/^\S+ (unreachable|still unreachable)\b/.test(msg)) outageWarnings++;
+        else if (/^\S+ reachable again\b/.test(msg)) recoveryWarnings++;
       }
     }
   } finally {
     await fh.close();
   }
-  return { lines, warnings, seconds: ms / 1000 };
+  return { lines, warnings, outageWarnings, recoveryWarnings, seconds: ms / 1000 };
 }
 
 /** N rows over 8 local faces, with a mix of sizes, formats and image counts. */

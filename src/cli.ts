@@ -360,7 +360,7 @@ program
         for (const p of r.problems) say(`  ${r.fault} problem: ${p}`);
         say(
           `chaos ${r.fault}: ${r.rows} rows, ${r.completed} completed, ${r.failed} failed, lost ${r.lost}, duplicated ${r.duplicated}, extra paid ${r.extraPaid}, ` +
-            `forgotten by fal ${r.falForgot} (resubmitted ${r.resubmittedForgotten}), fault ${r.faultSeconds} s, ${r.logLinesPerSecond} log lines/s, ${r.warnings} warning lines, ${r.seconds} s`,
+            `forgotten by fal ${r.falForgot} (resubmitted ${r.resubmittedForgotten}), fault ${r.faultSeconds} s, ${r.logLinesPerSecond} log lines/s, ${r.warnings} warning lines (outage ${r.outageWarnings}, recovery ${r.recoveryWarnings}), ${r.seconds} s`,
         );
       }
       if (o.json) printJson({ faults: reports });

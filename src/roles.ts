@@ -57,6 +57,11 @@ export async function runWebhook(pb: PortraitBatch, opts: RoleOptions = {}): Pro
   const log = opts.log ?? stderrLine;
   const [{ listenError }, { isReceiverProcess, serveAsReceiver }] = await Promise.all([import('./core/reachability.ts'), import('./webhook/processes.ts')]);
   requireRoleVars(pb.config, 'webhook');
+  // Without workers here, a Redis outage is the workers' to say at once (see core/dependencies.ts).
+  pb.context.dependencies.sayRedisOutages({
+    afterMs: isReceiverProcess() ? Infinity : pb.context.policy.dependencies.redisWarnAfterMs,
+    affects: 'webhooks are refused (fal delivers them again)',
+  });
   await assertReachableOrClose(pb);
   if (pb.config.WEBHOOK_PROCESSES > 1 && !isReceiverProcess()) return serveReceiverProcesses(pb, log);
   const hook = await pb.startWebhook({ host: '0.0.0.0' }).catch(async (err: unknown) => {
@@ -96,6 +101,7 @@ export async function runScheduler(pb: PortraitBatch, opts: RoleOptions = {}): P
   const [{ loadSchedulesFile }, { startScheduler }] = await Promise.all([import('./triggers/schedulesFile.ts'), import('./triggers/scheduler.ts')]);
   const cfg = pb.config;
   requireRoleVars(cfg, 'scheduler');
+  pb.context.dependencies.sayRedisOutages({ afterMs: pb.context.policy.dependencies.redisWarnAfterMs, affects: 'schedules and the drop folder wait' });
   const file = cfg.SCHEDULES_FILE;
   const schedules = file ? await orClose(pb, () => loadSchedulesFile(file)) : undefined;
   await assertReachableOrClose(pb, { s3: true });

@@ -19,6 +19,8 @@ test('chaos --faults redis-crash,redis-stall: each fault reported; nothing lost,
     assert.equal(f.failed + f.lost + f.duplicated + f.extraPaid, 0, `${f.fault}: ${JSON.stringify(f)}`);
     assert.ok(f.faultSeconds >= 0.9, `${f.fault} lasted ${f.faultSeconds} s`);
     assert.ok(Number.isFinite(f.logLinesPerSecond) && Number.isInteger(f.warnings), `${f.fault}: log figures`);
+    // The worker and the receiver both see Redis go: the stack says it once, and its recovery once.
+    assert.ok(f.outageWarnings <= 1 && f.recoveryWarnings <= 1, `${f.fault}: ${f.outageWarnings} outage and ${f.recoveryWarnings} recovery warnings`);
   }
   assert.match(res.stderr, /chaos redis-crash: 12 rows, 12 completed, 0 failed, lost 0, duplicated 0, extra paid 0/);
 });

@@ -14,6 +14,7 @@ import { pauseQueuesDuringOutages } from './outagePauses.ts';
 import { buildPolicy, type Policy, type PolicyOverrides } from './policy.ts';
 import { createQueues, type Queues } from './queues.ts';
 import { redisAddress, s3Address } from './reachability.ts';
+import { watchRedisStalls } from './redisStalls.ts';
 import { RowStore } from './rowState.ts';
 import { Storage } from './s3.ts';
 
@@ -83,6 +84,7 @@ export function createContext(cfg: Config, name: string, policyOverrides: Policy
   redis.on('error', (err: unknown) => {
     if (connected && isRedisOutage(err, true)) dependencies.down('redis', err);
   });
+  const stopStallWatch = watchRedisStalls(redis, dependencies, policy.dependencies.redisStall);
   let queues: Queues | undefined;
   const queuesOf = () => {
     if (queues) return queues;
@@ -121,6 +123,7 @@ export function createContext(cfg: Config, name: string, policyOverrides: Policy
     },
     dependencies,
     async close() {
+      stopStallWatch();
       dependencies.close();
       // Never wait on a Redis that is not there: quit() and the queues' close would queue forever.
       const up = redis.status === 'ready';

@@ -7,7 +7,12 @@
 // Redis is the one place every process sees: an outage of S3 or fal is also written there (a small
 // key with a TTL the probing process keeps fresh), so `status`, the dashboard and /readyz of every
 // process show it, and only the process that wrote it first says so at warning level. An outage of
-// Redis itself can only be known per process: its /readyz, its metric and its log say it.
+// Redis itself can only be known per process (its /readyz and its metric say it) and cannot be agreed
+// on through Redis, so processes agree by role (sayRedisOutages): the workers, whose work stops, say
+// it at once; a process without workers (a webhook receiver, the scheduler) says it at info, and at
+// warning level only once it has lasted `redisWarnAfterMs` (fal delivers a refused webhook again, a
+// schedule fires late), so a deployment or a host without workers still warns; the receiver processes
+// of WEBHOOK_PROCESSES leave it to their primary. One outage of a stack is one warning and one recovery.
 import type { Redis } from 'ioredis';
 import { keys } from './keys.ts';
 import type { Logger } from './logger.ts';
@@ -37,6 +42,8 @@ export interface DependencyPolicy {
   repeatMs: number;
   /** Repeats of one other (unclassified) error are logged at most this often, with a count. */
   errorRepeatMs: number;
+  /** A process without workers says a Redis outage at warning level once it lasts this long (see sayRedisOutages). */
+  redisWarnAfterMs: number;
 }
 
 /** A dependency's failure wrapped so callers can tell it from the row's own failures (a bad image, a refused input). */
@@ -128,11 +135,21 @@ export interface DependencyHooks {
 }
 
 interface LocalState extends Outage {
-  /** This process wrote the shared record (or the dependency is Redis): it speaks at warning level. */
+  /** This process wrote the shared record (or, for Redis, its role says it): it speaks at warning level. */
   reporter: boolean;
   probes: number;
   lastSaid: number;
   timer?: ReturnType<typeof setTimeout>;
+  /** A Redis outage said at info so far: when it lasts, the warning (sayRedisOutages). */
+  warnTimer?: ReturnType<typeof setTimeout>;
+}
+
+/** How this process says a Redis outage (sayRedisOutages). */
+export interface RedisOutageVoice {
+  /** At warning level once the outage lasts this long (0: at once; Infinity: never, another process says it). */
+  afterMs: number;
+  /** What the outage stops here, for the lines (default: the workers'). */
+  affects?: string;
 }
 
 export class Dependencies {
@@ -141,6 +158,8 @@ export class Dependencies {
   private readonly repeats = new Map<string, { at: number; suppressed: number }>();
   /** When the last outage this process saw ended. */
   private lastRecoveryAt = 0;
+  /** Set by the process's role; unset, it says it at once, as the workers do (a library user's process, the embedded stack). */
+  private redisVoice?: RedisOutageVoice;
   private closed = false;
 
   constructor(
@@ -163,6 +182,14 @@ export class Dependencies {
 
   onChange(hooks: DependencyHooks): void {
     this.hooks.push(hooks);
+  }
+
+  /**
+   * How this process says an outage of Redis: its role decides (see the file header). A process whose
+   * workers call this with 0 says it at once whatever else it runs (the smallest wait wins).
+   */
+  sayRedisOutages(voice: RedisOutageVoice): void {
+    if (!this.redisVoice || voice.afterMs < this.redisVoice.afterMs) this.redisVoice = voice;
   }
 
   isDown(dep: Dependency): boolean {
@@ -202,7 +229,7 @@ export class Dependencies {
     if (this.closed || this.state.has(dep)) return;
     const now = this.now();
     const reason = describeFailure(failure);
-    const st: LocalState = { dependency: dep, since: now, reason, reporter: dep === 'redis', probes: 0, lastSaid: now };
+    const st: LocalState = { dependency: dep, since: now, reason, reporter: dep === 'redis' && (this.redisVoice?.afterMs ?? 0) <= 0, probes: 0, lastSaid: now };
     this.state.set(dep, st);
     void this.startOutage(st);
   }
@@ -220,11 +247,33 @@ export class Dependencies {
       }
     }
     const line = { dependency: dep, at: this.opts.where[dep], reason: st.reason, since: new Date(st.since).toISOString() };
-    const text = `${DEPENDENCY_NAMES[dep]} unreachable (${this.opts.where[dep]}): ${AFFECTS[dep]} until it is back`;
+    const text = `${DEPENDENCY_NAMES[dep]} unreachable (${this.opts.where[dep]}): ${this.affects(dep)} until it is back`;
     if (st.reporter) this.opts.logger.warn(line, text);
+    else if (dep === 'redis') this.sayRedisOutageLater(st, line, text);
     else this.opts.logger.debug(line, `${text} (already reported by another process)`);
     for (const h of this.hooks) await Promise.resolve(h.onDown?.(dep, st)).catch((err: unknown) => this.error('outage hook', err));
     this.scheduleProbe(st);
+  }
+
+  private affects(dep: Dependency): string {
+    return (dep === 'redis' && this.redisVoice?.affects) || AFFECTS[dep];
+  }
+
+  /** A Redis outage this process's role does not say at once: at info now, a warning if it lasts. */
+  private sayRedisOutageLater(st: LocalState, line: Record<string, unknown>, text: string): void {
+    const after = this.redisVoice?.afterMs ?? 0;
+    if (!Number.isFinite(after)) return void this.opts.logger.info(line, `${text} (the workers and the primary process warn)`);
+    this.opts.logger.info(line, `${text} (a warning follows if it lasts ${formatDuration(after)})`);
+    st.warnTimer = setTimeout(() => {
+      if (this.closed || this.state.get(st.dependency) !== st) return;
+      st.reporter = true;
+      st.lastSaid = this.now();
+      this.opts.logger.warn(
+        { ...line, reason: st.reason },
+        `Redis unreachable for ${formatDuration(this.now() - st.since)} (${this.opts.where.redis}): ${this.affects('redis')} until it is back`,
+      );
+    }, after);
+    st.warnTimer.unref?.();
   }
 
   private recordTtlMs(): number {
@@ -272,6 +321,7 @@ export class Dependencies {
 
   private async recovered(st: LocalState): Promise<void> {
     const dep = st.dependency;
+    clearTimeout(st.warnTimer);
     this.state.delete(dep);
     this.lastRecoveryAt = this.now();
     let reporter = st.reporter;
@@ -284,6 +334,7 @@ export class Dependencies {
     const line = { dependency: dep, at: this.opts.where[dep], outageMs: lasted, since: new Date(st.since).toISOString() };
     const text = `${DEPENDENCY_NAMES[dep]} reachable again after ${formatDuration(lasted)}: ${RESUMES[dep]}`;
     if (reporter) this.opts.logger.warn(line, text);
+    else if (dep === 'redis') this.opts.logger.info(line, text); // its own outage, said at info (sayRedisOutages)
     else this.opts.logger.debug(line, text);
     for (const h of this.hooks) await Promise.resolve(h.onUp?.(dep, st)).catch((err: unknown) => this.error('recovery hook', err));
   }
@@ -309,7 +360,10 @@ export class Dependencies {
 
   close(): void {
     this.closed = true;
-    for (const st of this.state.values()) clearTimeout(st.timer);
+    for (const st of this.state.values()) {
+      clearTimeout(st.timer);
+      clearTimeout(st.warnTimer);
+    }
   }
 }
 

@@ -121,6 +121,15 @@ export interface Policy {
     repeatMs: number;
     /** One other error repeating (a worker's `error` event) is logged at most this often. */
     errorRepeatMs: number;
+    /** A process without workers (receiver, scheduler) warns of a Redis outage once it lasts this long. */
+    redisWarnAfterMs: number;
+    /** A stalled Redis (connected, answering nothing) is noticed by a PING (core/redisStalls.ts). */
+    redisStall: {
+      /** How often the connection is checked while it is up. */
+      pingEveryMs: number;
+      /** A PING unanswered this long: Redis has stalled. */
+      stalledAfterMs: number;
+    };
     /** A job held back by an outage (its queue paused) looks again after this long. */
     recheckMs: number;
     /**
@@ -225,6 +234,10 @@ export function buildPolicy(cfg: Config, overrides: PolicyOverrides = {}): Polic
       probeTimeoutMs: 5000,
       repeatMs: 5 * 60_000,
       errorRepeatMs: 60_000,
+      // fal delivers a refused webhook again for hours; a receiver warns once its refusals last a minute.
+      redisWarnAfterMs: 60_000,
+      // Far below a command's own timeout (redisCommandTimeoutMs), so a stall of seconds is said as one.
+      redisStall: { pingEveryMs: 2000, stalledAfterMs: 5000 },
       recheckMs: 10_000,
       errorBrake: { baseMs: 1000, capMs: 30_000, jitter: 0.2 },
     },

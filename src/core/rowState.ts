@@ -1,6 +1,7 @@
 // The row state machine. Every change of row or run state is one atomic Lua command from
 // ./commands (one file per transition); nothing else writes row state. Run counters are updated only
 // inside those commands, guarded by the row's done bit, so they cannot drift from the rows.
+import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Redis } from 'ioredis';
 import { ERROR_CATEGORIES, type ErrorCategory } from './falErrors.ts';
@@ -419,7 +420,9 @@ export class RowStore {
 
   /**
    * Claims a row for submission under its run's policy; `costMicros` is the row's estimated cost,
-   * counted against the run's cost cap. A claim returns the endpoint of the run.
+   * counted against the run's cost cap. A claim returns the endpoint of the run. `claimId` names this
+   * claim: asked again with the same id (after a timeout), or sent again by ioredis after a reconnect,
+   * it answers as the first time (see claimSubmit.lua).
    */
   async claimSubmit(
     runId: string,
@@ -428,6 +431,7 @@ export class RowStore {
     data: RowData,
     costMicros = 0,
     ordinal?: number,
+    claimId: string = randomUUID(),
   ): Promise<
     { outcome: 'submit' | 'adopted'; attempt: number; endpoint: string } | { outcome: 'terminal' | 'norun' | 'canceled' | 'failed' | 'inflight' | 'already'; detail?: string }
   > {
@@ -438,7 +442,7 @@ export class RowStore {
       (reqKeys, ids) =>
         this.call.claimSubmit(
           [...this.rowKeys(runId, key), keys.adopt(runId, key), ...reqKeys],
-          [line, key, Date.now(), JSON.stringify(data), Math.round(costMicros), ordinal ?? '', ...ids],
+          [line, key, Date.now(), JSON.stringify(data), Math.round(costMicros), ordinal ?? '', claimId, ...ids],
         ),
       [],
     )) as unknown as [Exclude<Reply<'claimSubmit'>, 'stale'>, string | undefined, string | undefined];

@@ -3,6 +3,7 @@
 // carries a token only we can mint, or, in poll mode, none and a first poll job), record request_id ->
 // row. Failures are sorted by what to do: try later (429/5xx), fail the row (422/4xx), pause
 // (401/403), or wait and let the reconciler decide (the call may have reached fal).
+import { randomUUID } from 'node:crypto';
 import { basename } from 'node:path';
 import { DelayedError, RateLimitError, type Job } from 'bullmq';
 import { requiredVar } from '../core/config.ts';
@@ -103,7 +104,10 @@ export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: s
     await ctx.queues.submit.rateLimit(await slotWaitMs(ctx, runId));
     throw new RateLimitError();
   }
-  const claim = await ctx.rows.claimSubmit(runId, key, line, row, job.data.costMicros ?? 0, ordinal);
+  // The claim is named, so asking again after a timeout (or ioredis sending it again after a reconnect)
+  // gets this claim back instead of "in flight": a claim that ran unheard is still submitted, once.
+  const claimId = randomUUID();
+  const claim = await untilAnswered(() => ctx.rows.claimSubmit(runId, key, line, row, job.data.costMicros ?? 0, ordinal, claimId), isUnanswered);
   if (claim.outcome === 'canceled' || claim.outcome === 'failed') await flushRow(ctx, runId, key);
   if (claim.outcome === 'adopted') {
     // fal has this attempt already (its webhook named it while Redis had lost the row): follow it, never pay again.
@@ -124,8 +128,7 @@ export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: s
   // credentials presign it (or fal is handed a link to our own S3).
   const refused = row.faceKind === 's3' || row.faceKind === 'http' ? faceRuleRefusal(row.faceUrl, await facePolicyOf(ctx, runId)) : undefined;
   if (refused) {
-    await ctx.rows.releaseSubmit(runId, key, attempt, refused);
-    restarts.released(runId, key, attempt);
+    await releaseClaim(ctx, runId, key, attempt, refused);
     await slots.release(runId, key);
     if (await ctx.rows.finishRow(runId, key, 'failed', `face_url: ${refused}`, ['pending'], '', { type: 'face_refused', category: 'input' })) await flushRow(ctx, runId, key);
     return 'rejected';
@@ -158,7 +161,7 @@ export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: s
     const now = Date.now();
     const nextPollAt = polling ? now + firstPoll + ctx.policy.poll.safetyMs : now + ctx.policy.reconcile.graceMs;
     const claimed = { line, ordinal, data: row, costMicros: job.data.costMicros };
-    const recorded = await untilRecorded(() => ctx.rows.recordSubmit(runId, key, attempt, res.request_id, nextPollAt, claimed));
+    const recorded = await untilAnswered(() => ctx.rows.recordSubmit(runId, key, attempt, res.request_id, nextPollAt, claimed));
     if ((recorded === 'ok' || recorded === 'adopted') && polling) {
       await schedulePoll(ctx, { runId, key, requestId: res.request_id, queuePosition: res.queue_position }, 0, firstPoll);
     } else if (recorded !== 'ok' && recorded !== 'adopted') {
@@ -186,8 +189,7 @@ export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: s
       ctx.logger[down ? 'info' : 'warn']({ runId, row: key, attempt, err: err.message }, 'submission outcome unknown; waiting for a webhook');
       return 'unknown';
     }
-    await ctx.rows.releaseSubmit(runId, key, attempt, err.message);
-    restarts.released(runId, key, attempt);
+    await releaseClaim(ctx, runId, key, attempt, err.message);
     await slots.release(runId, key);
     if (err instanceof FalAuthError) {
       await pauseSubmissions(ctx, `${err.message}. Fix FAL_KEY, then run \`portrait-batch resume\` (or restart workers with the new key).`);
@@ -215,16 +217,36 @@ export async function processSubmit(ctx: Context, job: Job<SubmitJob>, token?: s
   }
 }
 
-/** An accepted submission's record, tried until Redis takes it (1 s doubling to 30 s between tries). */
-async function untilRecorded<T>(record: () => Promise<T>): Promise<T> {
+/**
+ * A row command asked until Redis answers it (1 s doubling to 30 s between tries): the claim (named, so
+ * a repeat gets the same claim) and an accepted submission's record. `retryable`: which failures are
+ * asked again (default: any but a reply the command may not give).
+ */
+async function untilAnswered<T>(command: () => Promise<T>, retryable: (err: unknown) => boolean = (err) => !(err instanceof UnexpectedReplyError)): Promise<T> {
   for (let wait = 1000; ; wait = Math.min(wait * 2, 30_000)) {
     try {
-      return await record();
+      return await command();
     } catch (err) {
-      if (err instanceof UnexpectedReplyError) throw err;
+      if (!retryable(err)) throw err;
       await new Promise((r) => setTimeout(r, wait));
     }
   }
+}
+
+/**
+ * A command that may still have run: ioredis gave up waiting for its answer (commandTimeout), not Redis
+ * refusing it (MISCONF, READONLY: nothing ran, and the job's own retry claims again).
+ */
+const isUnanswered = (err: unknown) => /Command timed out/.test(errorMessage(err));
+
+/**
+ * Takes a claimed attempt back (fal did not accept it). The restart watch forgets the claim first: a
+ * release waiting out a Redis restart runs after it, and a write-back of the claim in between would
+ * raise the row again to an attempt nobody submits (counted, then resubmitted by the reconciler).
+ */
+async function releaseClaim(ctx: Context, runId: string, key: string, attempt: number, reason: string): Promise<void> {
+  redisRestarts(ctx).released(runId, key, attempt);
+  await ctx.rows.releaseSubmit(runId, key, attempt, reason);
 }
 
 /** When this submission first failed; recorded on the job the first time. */

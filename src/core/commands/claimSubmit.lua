@@ -3,8 +3,11 @@
 -- attempt limit, the deadline, the cost cap and the endpoint are the run's own.
 -- A row whose attempt fal has but Redis lost (a webhook's token named it while the row was gone: the
 -- adoption note, KEYS[5]) takes that attempt back as submitted instead ('adopted'): never paid twice.
+-- A claim is named by its caller (claimId): the same claim delivered again (its reply was lost with the
+-- connection and ioredis sent it again, or its caller asked again after a timeout) gets the answer it
+-- got the first time, never 'inflight': its caller alone submits it, and it is counted once.
 -- KEYS: row, run, done, active, adoption note, request mappings...
--- ARGV: line, rowKey, now, dataJson, costMicros, ordinal (the done bit; '' for a job queued before ordinals: its line), requestIds...
+-- ARGV: line, rowKey, now, dataJson, costMicros, ordinal (the done bit; '' for a job queued before ordinals: its line), claimId, requestIds...
 -- Replies: submit (attempt, endpoint) | adopted (attempt, endpoint) | terminal | norun | canceled | failed
 --   | inflight (attempt) | already (state) | stale
 local line, rowKey, now, cost = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[5])
@@ -23,6 +26,11 @@ if not state then
   state = 'pending'
 end
 if state ~= 'pending' then
+  if ARGV[7] ~= '' and redis.call('HGET', KEYS[1], 'claimId') == ARGV[7] then
+    local attempt = redis.call('HGET', KEYS[1], 'attempt')
+    if state == 'submitting' then return {'submit', attempt, run[7]} end
+    if state == 'submitted' then return {'adopted', attempt, run[7]} end
+  end
   if state == 'submitting' then return {'inflight', redis.call('HGET', KEYS[1], 'attempt')} end
   return {'already', state}
 end
@@ -41,7 +49,7 @@ if #note > 0 then
   if best > 0 then
     redis.call('HSET', KEYS[1], 'cost', cost)
     adoptAttempt(KEYS[1], KEYS[2], KEYS[3], KEYS[4], best, nil, nil, nil, nil, now)
-    redis.call('HSET', KEYS[1], 'state', 'submitted', 'requestId', bestId, 'submittedAt', now, 'nextPollAt', now, 'polls', 0)
+    redis.call('HSET', KEYS[1], 'state', 'submitted', 'requestId', bestId, 'submittedAt', now, 'nextPollAt', now, 'polls', 0, 'claimId', ARGV[7])
     return {'adopted', tostring(best), run[7]}
   end
 end
@@ -64,7 +72,7 @@ if attempt > maxAttempts then
   terminate(KEYS[1], KEYS[2], KEYS[3], reqs, 'failed', string.format('gave up after %d fal requests: %s', maxAttempts, last), now)
   return {'failed'}
 end
-redis.call('HSET', KEYS[1], 'state', 'submitting', 'attempt', attempt, 'claimedAt', now, 'cost', cost)
+redis.call('HSET', KEYS[1], 'state', 'submitting', 'attempt', attempt, 'claimedAt', now, 'cost', cost, 'claimId', ARGV[7])
 redis.call('HINCRBY', KEYS[2], 'submits', 1)
 redis.call('HINCRBY', KEYS[2], 'costMicros', cost)
 -- What was submitted, billed or not (costMicros gives back what fal reports it did not bill).

@@ -21,4 +21,10 @@ if state == 'submitting' and redis.call('HGET', KEYS[1], 'attempt') == ARGV[2] t
   if adopted then return 'adopted' end
   return 'ok'
 end
+-- This very record delivered again (its reply was lost with the connection; ioredis sent it again, or
+-- the caller tried again after a timeout): the same answer, so the caller keeps the row's place on fal.
+if state == 'submitted' and redis.call('HGET', KEYS[1], 'requestId') == ARGV[1] and redis.call('HGET', KEYS[1], 'attempt') == ARGV[2] then
+  if redis.call('HGET', KEYS[3], 'state') == 'canceled' then return 'canceled' end
+  return 'ok'
+end
 return 'late'
