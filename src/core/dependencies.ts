@@ -52,6 +52,8 @@ export class DependencyError extends Error {
   constructor(
     readonly dependency: Dependency,
     override readonly cause: unknown,
+    /** The failure belongs to an outage already said, which may be over by now: wait, do not say it again. */
+    readonly alreadySaid = false,
   ) {
     super(`${DEPENDENCY_NAMES[dependency]} unreachable: ${describeFailure(cause)}`);
   }

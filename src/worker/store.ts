@@ -62,7 +62,7 @@ export async function processResult(ctx: Context, job: Job<ResultJob>, token?: s
  */
 async function waitOutOutage(ctx: Context, job: Job<ResultJob>, token: string | undefined, raw: unknown): Promise<unknown> {
   const dep = outageOf(raw)!;
-  ctx.dependencies.down(dep, raw instanceof DependencyError ? raw.cause : raw);
+  if (!(raw instanceof DependencyError && raw.alreadySaid)) ctx.dependencies.down(dep, raw instanceof DependencyError ? raw.cause : raw);
   const err = raw instanceof DependencyError ? raw : new DependencyError(dep, raw);
   const now = Date.now();
   if (token && now - job.data.receivedAt < ctx.policy.results.retryWindowMs) {
@@ -107,6 +107,9 @@ async function placeAndStore(ctx: Context, job: Job<ResultJob>, r: ResultJob): P
   }
   const tries = job.opts.attempts ?? 1;
   const lastTry = job.attemptsMade + 1 >= tries;
+  // fal down as this try starts: its file host not answering is that outage, even when fal is back by
+  // the time the failure is looked at (a refused download, then a status call that finds fal again).
+  const falWasDown = ctx.dependencies.isDown('fal');
   try {
     const payload = await payloadOf(ctx, row, r);
     await storeImages(ctx, row, r.requestId, payload);
@@ -115,6 +118,7 @@ async function placeAndStore(ctx: Context, job: Job<ResultJob>, r: ResultJob): P
   } catch (err) {
     if (outageOf(err)) throw err; // Redis, S3 or fal down: the job waits (processResult), no try counted
     if (err instanceof DownloadError && !err.permanent && err.status === undefined) {
+      if (falWasDown) throw new DependencyError('fal', err, true);
       // No answer from the file's host (fal's): when fal itself is down too, this throws its outage and
       // the job waits it out without counting a try; when fal answers, the download alone is tried again.
       const endpoint = (await ctx.rows.getRun(row.runId))?.policy.endpoint || ctx.cfg.FAL_ENDPOINT;
