@@ -340,6 +340,27 @@ test('a webhook that arrives before the submit call returned is not lost', async
   }
 });
 
+test('a submit call still waiting for fal past RECONCILE_GRACE_MS is not submitted again beside it', async () => {
+  // No webhook receiver: the rows stay `submitting` until fal answers the call, 4 s later (twice the
+  // test's 2 s grace, while the reconciler sweeps every 300 ms). The reconciler must see the submit
+  // job still running and leave its row alone; then the rows are found by polling.
+  const t = await startTestStack({ workers: false, webhook: false, emulator: { latencyMs: { min: 0, max: 0 } } });
+  const slow = await startFaultProxy({ target: t.local.emulator!.url, failureRate: 0, methods: ['POST'], responseDelayMs: 4000 });
+  const slowFal = createPortraitBatch(loadConfig({ ...t.local.env, FAL_QUEUE_URL: slow.url }), { name: 'slow', policy: TEST_POLICY });
+  await slowFal.startWorkers();
+  try {
+    const { runId } = await t.pb.startRun(await manifestOf(t, 2));
+    const run = await t.pb.waitForRun(runId, { timeoutMs: 60_000 });
+    assert.deepEqual([run.completed, run.failed], [2, 0]);
+    assert.equal((await meta(t, runId, 'r0'))!.attempts, 1, 'one attempt: the slow call was waited for');
+    assert.equal(t.local.emulator!.stats().accepted, 2, 'nothing paid twice');
+  } finally {
+    await slowFal.close();
+    await slow.close();
+    await t.stop();
+  }
+});
+
 test('model errors fail their rows with fal\'s reason; past the threshold the run stops and cancels the rest', async () => {
   const t = await startTestStack({
     env: { FAILURE_THRESHOLD_MIN_ROWS: '3', FAILURE_THRESHOLD_RATIO: '0.5', RUN_WINDOW: '2', SUBMIT_CONCURRENCY: '1' },

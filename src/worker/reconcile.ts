@@ -96,7 +96,7 @@ async function reconcileRow(ctx: Context, policy: RunPolicy, row: Row, now: numb
       if (!(await getPause(ctx))) await ensureSubmitJob(ctx, row, counts);
       return;
     case 'submitting':
-      if (now - (row.claimedAt ?? now) > reconcile.graceMs) {
+      if (now - (row.claimedAt ?? now) > reconcile.graceMs && !(await submitCallInFlight(ctx, row))) {
         await resubmit(ctx, row, 'submitting', undefined, 'the submission got no answer and no webhook came', counts);
       }
       return;
@@ -243,6 +243,21 @@ async function resubmit(
     ctx.logger.info({ runId: row.runId, row: row.key, attempt: row.attempt, reason }, 'resubmitting as a new attempt');
     await addSubmitJob(ctx, row, row.attempt);
   }
+}
+
+/**
+ * Whether the submit job that claimed the row's attempt is still running: its call to fal may yet be
+ * answered (a slow fal, a loaded worker), and a new attempt now could be paid beside it. The claiming
+ * job is the one of the attempt before (a resubmission adds the job of the superseded attempt) or of
+ * this attempt (a re-drive of a pending row); a job whose worker died stops being active once its
+ * lock runs out (JOB_LOCK_MS), and its row is then taken up here.
+ */
+async function submitCallInFlight(ctx: Context, row: Row): Promise<boolean> {
+  for (const generation of new Set([Math.max(0, row.attempt - 1), row.attempt])) {
+    const job = await ctx.queues.submit.getJob(jobIds.submit(row.runId, row.key, generation));
+    if (job && (await job.getState()) === 'active') return true;
+  }
+  return false;
 }
 
 async function ensureSubmitJob(ctx: Context, row: Row, counts: SweepCounts): Promise<void> {
