@@ -85,7 +85,7 @@ test('the report of finished rows is built from their batched lines without read
   assert.equal(metaReads, 0, 'no row metadata read');
   const lines = (await reportOf(runId)).trimEnd().split('\n');
   assert.equal(lines.length, 7);
-  assert.match(lines[1]!, new RegExp(`^2,a,a,.*,completed,req-${runId}-a,1,runs/${runId}/images/a/0\\.png,1000,,,$`));
+  assert.match(lines[1]!, new RegExp(`^2,a,a,.*,completed,req-${runId}-a,1,runs/${runId}/images/a/0\\.png,1000,,,,96,96,[0-9a-f]{64}$`));
   assert.match(lines[6]!, /^7,bad,bad,ftp:\/\/nope,rejected,,,,,"face_url/);
   assert.deepEqual(await partsOf(runId), [], 'the batches are removed once the report is written');
 });
@@ -105,5 +105,5 @@ test('lines whose batch never reached S3 are read from the rows’ metadata, and
   const lines = fromMeta.trimEnd().split('\n');
   assert.equal(lines.length, 7);
   assert.match(lines[6]!, /^7,bad,bad,ftp:\/\/nope,rejected,,,,,"face_url/, 'the rejected row keeps its reason, from the manifest');
-  assert.match(lines[5]!, new RegExp(`^6,e,e,.*,completed,req-${runId}-e,1,runs/${runId}/images/e/0\\.png,1004,,,$`));
+  assert.match(lines[5]!, new RegExp(`^6,e,e,.*,completed,req-${runId}-e,1,runs/${runId}/images/e/0\\.png,1004,,,,96,96,[0-9a-f]{64}$`));
 });
